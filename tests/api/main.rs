@@ -1,0 +1,13 @@
+//! HTTP integration tests: one binary, so the crate links once.
+
+mod admin;
+mod errors;
+mod health;
+mod helpers;
+mod jwks;
+mod login;
+mod logout;
+mod me;
+mod refresh;
+mod signup;
+mod tokens;

@@ -1,0 +1,378 @@
+use std::time::Duration;
+
+use chrono::DateTime;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{
+    OTHER_PASSWORD, PASSWORD, USER_AGENT, access_of, assert_error, assert_invalid_token,
+    assert_session_shape, assert_token_response, assert_user, assert_validation_failed, refresh_of,
+    sid_of, spawn_app, unique_email, user_id_of,
+};
+
+#[tokio::test]
+async fn me_returns_the_caller() {
+    let app = spawn_app().await;
+    let email = unique_email("me");
+    let tokens = app.signup(&email, PASSWORD).await;
+
+    let response = app.me(access_of(&tokens)).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let me: Value = response.json().await.unwrap();
+    assert_user(&me, &email, "user");
+    assert_eq!(me, tokens["user"]);
+    assert_eq!(me["disabled"], false);
+}
+
+#[tokio::test]
+async fn me_without_a_token_is_401_with_a_bearer_challenge() {
+    let app = spawn_app().await;
+
+    let response = app.get("/v1/me").await;
+
+    assert_invalid_token(response, false).await;
+}
+
+#[tokio::test]
+async fn sessions_lists_the_live_families_newest_first() {
+    let app = spawn_app().await;
+    let email = unique_email("sessions");
+    let first = app.signup(&email, PASSWORD).await;
+    app.advance(Duration::from_secs(60));
+    let second = app.login(&email, PASSWORD).await;
+    app.advance(Duration::from_secs(60));
+    let third = app.login(&email, PASSWORD).await;
+    app.logout(refresh_of(&second)).await;
+
+    let sessions = app.my_sessions(access_of(&first)).await;
+
+    let ids: Vec<String> = sessions.iter().map(assert_session_shape).collect();
+    assert_eq!(ids, vec![sid_of(&third), sid_of(&first)]);
+    for session in &sessions {
+        assert_eq!(session["revoked_at"], Value::Null, "{session}");
+        assert_eq!(session["revoked_reason"], Value::Null, "{session}");
+        assert_eq!(session["user_agent"], USER_AGENT, "{session}");
+        assert_eq!(session["ip"], "127.0.0.1", "{session}");
+        let created =
+            DateTime::parse_from_rfc3339(session["created_at"].as_str().unwrap()).unwrap();
+        let expires =
+            DateTime::parse_from_rfc3339(session["expires_at"].as_str().unwrap()).unwrap();
+        // expires_at is the family's absolute expiry: 7 days after login.
+        assert_eq!(
+            (expires - created).num_seconds(),
+            7 * 24 * 3600,
+            "{session}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sessions_report_last_use() {
+    let app = spawn_app().await;
+    let tokens = app.signup(&unique_email("lastused"), PASSWORD).await;
+    let before = app.my_sessions(access_of(&tokens)).await;
+
+    app.advance(Duration::from_secs(3600));
+    let rotated = app.refresh_ok(refresh_of(&tokens)).await;
+    let after = app.my_sessions(access_of(&rotated)).await;
+
+    let parse =
+        |s: &Value| DateTime::parse_from_rfc3339(s["last_used_at"].as_str().unwrap()).unwrap();
+    assert_eq!((parse(&after[0]) - parse(&before[0])).num_seconds(), 3600);
+    assert_eq!(after[0]["created_at"], before[0]["created_at"]);
+}
+
+#[tokio::test]
+async fn deleting_an_own_session_revokes_it() {
+    let app = spawn_app().await;
+    let email = unique_email("del-own");
+    let kept = app.signup(&email, PASSWORD).await;
+    let doomed = app.login(&email, PASSWORD).await;
+
+    let response = app
+        .delete_with_token(
+            &format!("/v1/me/sessions/{}", sid_of(&doomed)),
+            access_of(&kept),
+            None,
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = app.refresh(refresh_of(&doomed)).await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    let ids: Vec<String> = app
+        .my_sessions(access_of(&kept))
+        .await
+        .iter()
+        .map(assert_session_shape)
+        .collect();
+    assert_eq!(ids, vec![sid_of(&kept)]);
+    app.refresh_ok(refresh_of(&kept)).await;
+
+    // Deleting it again is still 204.
+    let response = app
+        .delete_with_token(
+            &format!("/v1/me/sessions/{}", sid_of(&doomed)),
+            access_of(&kept),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn deleting_another_users_session_is_404_and_leaves_it_alone() {
+    let app = spawn_app().await;
+    let mallory = app.signup(&unique_email("mallory"), PASSWORD).await;
+    let victim = app.signup(&unique_email("victim"), PASSWORD).await;
+
+    let response = app
+        .delete_with_token(
+            &format!("/v1/me/sessions/{}", sid_of(&victim)),
+            access_of(&mallory),
+            None,
+        )
+        .await;
+
+    assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    app.refresh_ok(refresh_of(&victim)).await;
+}
+
+#[tokio::test]
+async fn deleting_an_unknown_or_malformed_session_is_404() {
+    let app = spawn_app().await;
+    let tokens = app.signup(&unique_email("unknown-session"), PASSWORD).await;
+
+    for id in [Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
+        let response = app
+            .delete_with_token(&format!("/v1/me/sessions/{id}"), access_of(&tokens), None)
+            .await;
+        assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
+}
+
+#[tokio::test]
+async fn session_endpoints_need_a_token() {
+    let app = spawn_app().await;
+    let response = app.get("/v1/me/sessions").await;
+    assert_invalid_token(response, false).await;
+
+    let response = app
+        .delete(&format!("/v1/me/sessions/{}", Uuid::new_v4()))
+        .await;
+    assert_invalid_token(response, false).await;
+}
+
+#[tokio::test]
+async fn password_change_revokes_other_families_and_returns_a_new_one() {
+    let app = spawn_app().await;
+    let email = unique_email("pwchange");
+    let current = app.signup(&email, PASSWORD).await;
+    let other = app.login(&email, PASSWORD).await;
+
+    let response = app
+        .post_json_with_token(
+            "/v1/me/password",
+            access_of(&current),
+            &json!({ "current_password": PASSWORD, "new_password": OTHER_PASSWORD }),
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let fresh: Value = response.json().await.unwrap();
+    assert_token_response(&fresh, &email, "user");
+    let fresh_family = sid_of(&fresh);
+    assert_ne!(fresh_family, sid_of(&current));
+    assert_ne!(fresh_family, sid_of(&other));
+
+    // Every earlier family is revoked (password_change), the new one works.
+    for old in [&current, &other] {
+        let response = app.refresh(refresh_of(old)).await;
+        assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+        let reason: Option<String> = app
+            .db()
+            .query_row(
+                "SELECT revoked_reason FROM refresh_families WHERE id = ?1",
+                [sid_of(old)],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(reason.as_deref(), Some("password_change"));
+    }
+    let rotated = app.refresh_ok(refresh_of(&fresh)).await;
+    let live: Vec<String> = app
+        .my_sessions(access_of(&rotated))
+        .await
+        .iter()
+        .map(assert_session_shape)
+        .collect();
+    assert_eq!(live, vec![fresh_family]);
+
+    // Only the new password logs in.
+    let response = app.login_response(&email, PASSWORD).await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    app.login(&email, OTHER_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn password_change_with_a_wrong_current_password_is_401_and_changes_nothing() {
+    let app = spawn_app().await;
+    let email = unique_email("pw-wrong");
+    let tokens = app.signup(&email, PASSWORD).await;
+
+    let response = app
+        .post_json_with_token(
+            "/v1/me/password",
+            access_of(&tokens),
+            &json!({ "current_password": "Not-The-Pass1!", "new_password": OTHER_PASSWORD }),
+        )
+        .await;
+
+    assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    app.refresh_ok(refresh_of(&tokens)).await;
+    app.login(&email, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn password_change_validates_the_new_password() {
+    let app = spawn_app().await;
+    let tokens = app.signup(&unique_email("pw-policy"), PASSWORD).await;
+    let change = |body: Value| {
+        let app = &app;
+        let token = access_of(&tokens).to_owned();
+        async move {
+            app.post_json_with_token("/v1/me/password", &token, &body)
+                .await
+        }
+    };
+
+    let response = change(json!({ "current_password": PASSWORD, "new_password": "weak" })).await;
+    assert_validation_failed(response, &["new_password"]).await;
+
+    let response = change(json!({ "current_password": PASSWORD, "new_password": PASSWORD })).await;
+    assert_validation_failed(response, &["new_password"]).await;
+
+    let response = change(json!({})).await;
+    assert_validation_failed(response, &["current_password", "new_password"]).await;
+
+    let response = app
+        .post_json(
+            "/v1/me/password",
+            &json!({ "current_password": PASSWORD, "new_password": OTHER_PASSWORD }),
+        )
+        .await;
+    assert_invalid_token(response, false).await;
+}
+
+#[tokio::test]
+async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
+    let app = spawn_app().await;
+    let email = unique_email("delete-me");
+    let tokens = app.signup(&email, PASSWORD).await;
+    let other = app.login(&email, PASSWORD).await;
+    let user_id = user_id_of(&tokens).to_owned();
+
+    let response = app
+        .delete_with_token(
+            "/v1/me",
+            access_of(&tokens),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // Still-unexpired access tokens are refused where the user is loaded.
+    for t in [&tokens, &other] {
+        let response = app.me(access_of(t)).await;
+        assert_invalid_token(response, true).await;
+        let response = app.refresh(refresh_of(t)).await;
+        assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    }
+    let response = app.login_response(&email, PASSWORD).await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE id = ?1", [&user_id]),
+        0
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM refresh_families WHERE user_id = ?1",
+            [&user_id]
+        ),
+        0
+    );
+    // The address is free again.
+    let again = app.signup(&email, PASSWORD).await;
+    assert_ne!(user_id_of(&again), user_id);
+}
+
+#[tokio::test]
+async fn a_deleted_account_leaves_no_trace_of_its_email() {
+    let app = spawn_app().await;
+    let email = unique_email("forget-me");
+    let tokens = app.signup(&email, PASSWORD).await;
+    // A failed login leaves a lockout row for the address; a session has user agent and IP.
+    let response = app.login_response(&email, OTHER_PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let response = app
+        .delete_with_token(
+            "/v1/me",
+            access_of(&tokens),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    let db = app.db();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for table in tables {
+        let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                if let rusqlite::types::ValueRef::Text(text) = row.get_ref(i).unwrap() {
+                    let text = String::from_utf8_lossy(text);
+                    assert!(
+                        !text.contains(&email),
+                        "table {table} still holds the deleted user's email: {text}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_account_needs_the_right_password() {
+    let app = spawn_app().await;
+    let email = unique_email("delete-wrong");
+    let tokens = app.signup(&email, PASSWORD).await;
+
+    let response = app
+        .delete_with_token(
+            "/v1/me",
+            access_of(&tokens),
+            Some(json!({ "password": OTHER_PASSWORD })),
+        )
+        .await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+
+    let response = app
+        .delete_with_token("/v1/me", access_of(&tokens), Some(json!({})))
+        .await;
+    assert_validation_failed(response, &["password"]).await;
+
+    let response = app.me(access_of(&tokens)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.login(&email, PASSWORD).await;
+}
