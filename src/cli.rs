@@ -1,0 +1,460 @@
+//! The `gatehouse` command line: serve, and the operator's tools around it.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::crypto::keys;
+use crate::domain::{Email, NewPassword, RevokeReason, Role};
+use crate::service::{AppState, ServiceError, accounts};
+use crate::startup::{self, Application};
+use crate::storage::{AuditEvent, AuditFilter};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Authentication and token service: passwords in, RS256 access tokens and rotating refresh tokens out.",
+    long_about = None,
+    after_help = "Configuration comes from GATEHOUSE_* environment variables; see README.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Inspect and revoke refresh-token families (sessions).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Read the audit log, newest first.
+    Audit {
+        /// Only events of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events of this type (login_failed, refresh_reuse_detected, ...).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Validate the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a new RSA-2048 signing key in the keys directory.
+    Generate,
+    /// List the keys: kid, size, file, and which one signs.
+    List,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user; the password is read from stdin (or a prompt on a terminal).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Give the user the admin role.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users, or those whose email starts with --email.
+    List {
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one user and their sessions.
+    Show { email: String },
+    /// Give a user the admin role.
+    Promote { email: String },
+    /// Disable a user: no login, no refresh; every session revoked.
+    Disable { email: String },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List a user's sessions, revoked ones included.
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke one family, or every family of a user.
+    Revoke {
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        family: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective values.
+    Check,
+}
+
+/// A failure the user can fix (exit 1) or one they cannot (exit 2).
+enum Failure {
+    User(String),
+    Internal(String),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Internal(format!("{e:#}"))
+    }
+}
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::EmailTaken => Failure::User("that email is already registered".into()),
+            ServiceError::NotFound => Failure::User("not found".into()),
+            ServiceError::Validation(v) => Failure::User(
+                v.iter()
+                    .map(|f| format!("{} {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            other => Failure::Internal(other.to_string()),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    crate::telemetry::init();
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gatehouse: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        command => run_tool(settings, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::User(msg)) => {
+            eprintln!("gatehouse: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Internal(msg)) => {
+            eprintln!("gatehouse: internal error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), Failure> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings)
+            .await
+            .map_err(|e| Failure::User(format!("cannot start: {e:#}")))?;
+        app.run_until_stopped()
+            .await
+            .map_err(|e| Failure::Internal(e.to_string()))
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Internal(e.to_string()))
+}
+
+fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve => serve(settings),
+        Command::Migrate => {
+            let store = startup::open_store(&settings)?;
+            let version = store
+                .schema_version()
+                .map_err(|e| Failure::Internal(e.to_string()))?;
+            println!(
+                "database {} is at schema {version}",
+                settings.database.display()
+            );
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check) => {
+            for (key, value) in settings.describe() {
+                println!("{key}={value}");
+            }
+            let keys = keys::load_dir(&settings.keys_dir);
+            match keys {
+                Ok(k) if k.is_empty() => {
+                    println!("# no signing key yet: `serve` will generate one")
+                }
+                Ok(k) => println!("# {} signing key(s) readable and private", k.len()),
+                Err(e) => return Err(Failure::User(format!("keys: {e:#}"))),
+            }
+            println!("# configuration OK");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Generate) => {
+            let path = keys::generate_into(&settings.keys_dir, chrono::Utc::now())?;
+            let key = keys::load_dir(&settings.keys_dir)?
+                .into_iter()
+                .find(|k| k.path == path)
+                .ok_or_else(|| Failure::Internal("the new key did not load".into()))?;
+            println!("generated {} kid={}", path.display(), key.kid);
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List) => {
+            let ring = keys::KeyRing::new(keys::load_dir(&settings.keys_dir)?)
+                .map_err(|_| Failure::User("no keys in the keys directory".into()))?;
+            for k in ring.keys() {
+                let role = if k.kid == ring.signer().kid {
+                    "signing"
+                } else {
+                    "published"
+                };
+                println!("{}\t{} bits\t{role}\t{}", k.kid, k.bits(), k.path.display());
+            }
+            Ok(())
+        }
+        other => {
+            let rt = runtime()?;
+            let _guard = rt.enter();
+            let state = startup::build_state(settings, Arc::new(SystemClock))?;
+            rt.block_on(admin_tool(&state, other))
+        }
+    }
+}
+
+fn read_password() -> Result<String, Failure> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first = rpassword::prompt_password("Password: ")
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        let again =
+            rpassword::prompt_password("Again: ").map_err(|e| Failure::Internal(e.to_string()))?;
+        if first != again {
+            return Err(Failure::User("the passwords differ".into()));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn user_by_email(state: &AppState, raw: &str) -> Result<crate::domain::User, Failure> {
+    let email = Email::parse(raw).map_err(|m| Failure::User(format!("email {m}")))?;
+    state
+        .db(move |s| s.account_by_email(&email))
+        .await?
+        .map(|a| a.user)
+        .ok_or_else(|| Failure::User(format!("no user with email {raw}")))
+}
+
+fn cli_event(kind: &'static str, user_id: Option<uuid::Uuid>, detail: String) -> AuditEvent {
+    AuditEvent {
+        at: chrono::Utc::now(),
+        kind,
+        user_id,
+        outcome: "ok",
+        detail: Some(format!("cli: {detail}")),
+        ..AuditEvent::default()
+    }
+}
+
+async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Users(UsersCommand::Create { email, admin }) => {
+            let email = Email::parse(&email).map_err(|m| Failure::User(format!("email {m}")))?;
+            let password = read_password()?;
+            let password = NewPassword::parse(&password)
+                .map_err(|m| Failure::User(format!("password {m}")))?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let user = accounts::create_user(state, email, password, role).await?;
+            state
+                .audit(cli_event(
+                    "signup",
+                    Some(user.id),
+                    format!("created with role {}", role.as_str()),
+                ))
+                .await;
+            println!(
+                "created user {} {} ({})",
+                user.id,
+                user.email,
+                role.as_str()
+            );
+        }
+        Command::Users(UsersCommand::List { email, limit }) => {
+            let users =
+                crate::service::admin::find_users(state, email, limit.clamp(1, 1000)).await?;
+            for u in users {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    u.id,
+                    u.email,
+                    u.role.as_str(),
+                    if u.disabled { "disabled" } else { "active" },
+                    u.created_at.to_rfc3339()
+                );
+            }
+        }
+        Command::Users(UsersCommand::Show { email }) => {
+            let u = user_by_email(state, &email).await?;
+            println!(
+                "id:         {}\nemail:      {}\nrole:       {}\ndisabled:   {}\ncreated_at: {}",
+                u.id,
+                u.email,
+                u.role.as_str(),
+                u.disabled,
+                u.created_at.to_rfc3339()
+            );
+            print_sessions(state, u.id).await?;
+        }
+        Command::Users(UsersCommand::Promote { email }) => {
+            let u = user_by_email(state, &email).await?;
+            let now = state.now();
+            let id = u.id;
+            state
+                .db(move |s| s.update_user(id, Some(Role::Admin), None, now))
+                .await?;
+            state
+                .audit(cli_event("user_updated", Some(u.id), "role=admin".into()))
+                .await;
+            println!("{} is now an admin", u.email);
+        }
+        Command::Users(UsersCommand::Disable { email }) => {
+            let u = user_by_email(state, &email).await?;
+            let now = state.now();
+            let id = u.id;
+            state
+                .db(move |s| s.update_user(id, None, Some(true), now))
+                .await?;
+            state
+                .audit(cli_event(
+                    "user_updated",
+                    Some(u.id),
+                    "disabled=true".into(),
+                ))
+                .await;
+            println!("{} is disabled and every session revoked", u.email);
+        }
+        Command::Sessions(SessionsCommand::List { user }) => {
+            let u = user_by_email(state, &user).await?;
+            print_sessions(state, u.id).await?;
+        }
+        Command::Sessions(SessionsCommand::Revoke { family, user }) => {
+            let now = state.now();
+            if let Some(family) = family {
+                let id = uuid::Uuid::parse_str(&family)
+                    .map_err(|_| Failure::User(format!("{family} is not a family id")))?;
+                let found = state
+                    .db(move |s| s.revoke_family(id, None, RevokeReason::Admin, now))
+                    .await?;
+                if !found {
+                    return Err(Failure::User(format!("no family {family}")));
+                }
+                state
+                    .audit(AuditEvent {
+                        family_id: Some(id),
+                        ..cli_event("session_revoked", None, "family".into())
+                    })
+                    .await;
+                println!("family {family} revoked");
+            } else if let Some(user) = user {
+                let u = user_by_email(state, &user).await?;
+                let id = u.id;
+                state
+                    .db(move |s| s.revoke_user_families(id, RevokeReason::Admin, now))
+                    .await?;
+                state
+                    .audit(cli_event(
+                        "session_revoked",
+                        Some(id),
+                        "all sessions".into(),
+                    ))
+                    .await;
+                println!("every session of {} revoked", u.email);
+            }
+        }
+        Command::Audit { user, kind, limit } => {
+            let user_id = match user {
+                Some(e) => Some(user_by_email(state, &e).await?.id),
+                None => None,
+            };
+            let filter = AuditFilter {
+                user_id,
+                kind,
+                limit: limit.clamp(1, 10_000),
+            };
+            let events = state.db(move |s| s.list_audit(&filter)).await?;
+            for e in events {
+                println!(
+                    "{}\t{}\t{}\tuser={}\tfamily={}\tactor={}\tip={}\t{}",
+                    e.at.to_rfc3339(),
+                    e.kind,
+                    e.outcome,
+                    e.user_id
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.family_id
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.actor_id
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.ip.as_deref().unwrap_or("-"),
+                    e.detail.as_deref().unwrap_or(""),
+                );
+            }
+        }
+        Command::Serve | Command::Migrate | Command::Keys(_) | Command::Config(_) => {
+            unreachable!("handled before the state is built")
+        }
+    }
+    Ok(())
+}
+
+async fn print_sessions(state: &AppState, user: uuid::Uuid) -> Result<(), Failure> {
+    let now = state.now();
+    let sessions = state.db(move |s| s.list_sessions(user, true, now)).await?;
+    for s in sessions {
+        println!(
+            "{}\tcreated {}\tlast used {}\texpires {}\t{}",
+            s.id,
+            s.created_at.to_rfc3339(),
+            s.last_used_at.to_rfc3339(),
+            s.expires_at.to_rfc3339(),
+            match (s.revoked_at, s.revoked_reason) {
+                (Some(at), Some(r)) => format!("revoked {} ({})", at.to_rfc3339(), r.as_str()),
+                (Some(at), None) => format!("revoked {}", at.to_rfc3339()),
+                _ => "live".into(),
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! RSA signing keys on disk, their RFC 7638 key ids, and the published JWK Set.
+//!
+//! Every `*.pem` file in the keys directory is a PKCS#8 RSA private key. The key whose
+//! file name sorts last signs (generated keys are named `key-<UTC timestamp>.pem`, so
+//! that is the newest); every key in the directory is published, so tokens signed by a
+//! retired key keep verifying until the operator removes its file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
+use jsonwebtoken::DecodingKey;
+use serde_json::json;
+
+use super::refresh::check_private;
+use super::{b64url, sha256};
+
+/// Keys under 2048 bits are refused: NIST SP 800-57 retired them in 2013.
+const MIN_MODULUS_BYTES: usize = 256;
+
+/// One RSA key pair, parsed once at start.
+pub struct SigningKey {
+    pub kid: String,
+    pub path: PathBuf,
+    pub(crate) pair: RsaKeyPair,
+    /// `base64url({"alg":"RS256","typ":"JWT","kid":…})`, the JWT header of this key,
+    /// encoded once.
+    pub(crate) header_b64: String,
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    pub fn from_pkcs8_pem(pem_text: &[u8], path: PathBuf) -> anyhow::Result<Self> {
+        let block = pem::parse(pem_text)
+            .with_context(|| format!("{} is not a PEM file", path.display()))?;
+        anyhow::ensure!(
+            block.tag() == "PRIVATE KEY",
+            "{} holds a {:?} block; expected a PKCS#8 \"PRIVATE KEY\"",
+            path.display(),
+            block.tag()
+        );
+        let pair = RsaKeyPair::from_pkcs8(block.contents())
+            .map_err(|e| anyhow::anyhow!("{} is not a usable RSA key: {e}", path.display()))?;
+        anyhow::ensure!(
+            pair.public_modulus_len() >= MIN_MODULUS_BYTES,
+            "{} is a {}-bit RSA key; at least 2048 bits are required",
+            path.display(),
+            pair.public_modulus_len() * 8
+        );
+        let public = pair.public_key();
+        let n = public.modulus().big_endian_without_leading_zero().to_vec();
+        let e = public.exponent().big_endian_without_leading_zero().to_vec();
+        let kid = thumbprint(&n, &e);
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+        let header_b64 = b64url(header.to_string().as_bytes());
+        Ok(Self {
+            kid,
+            path,
+            pair,
+            header_b64,
+            n,
+            e,
+        })
+    }
+
+    /// The public half as a JWK (RFC 7517), as the JWKS lists it.
+    pub fn jwk(&self) -> serde_json::Value {
+        json!({
+            "kty": "RSA",
+            "use": "sig",
+            "alg": "RS256",
+            "kid": self.kid,
+            "n": b64url(&self.n),
+            "e": b64url(&self.e),
+        })
+    }
+
+    pub fn decoding_key(&self) -> DecodingKey {
+        DecodingKey::from_rsa_raw_components(&self.n, &self.e)
+    }
+
+    pub fn bits(&self) -> usize {
+        self.pair.public_modulus_len() * 8
+    }
+}
+
+/// RFC 7638 §3: SHA-256 over the required members in lexicographic order, no spaces.
+pub fn thumbprint(n: &[u8], e: &[u8]) -> String {
+    let canonical = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64url(e), b64url(n));
+    b64url(&sha256(canonical.as_bytes()))
+}
+
+/// The keys the service signs and verifies with, and the JWK Set it publishes.
+pub struct KeyRing {
+    signer: Arc<SigningKey>,
+    keys: Vec<Arc<SigningKey>>,
+    verifiers: HashMap<String, DecodingKey>,
+    jwks: Jwks,
+}
+
+/// The JWK Set, serialized once per key change, with its entity tag.
+#[derive(Clone)]
+pub struct Jwks {
+    pub body: bytes::Bytes,
+    pub etag: String,
+}
+
+impl KeyRing {
+    pub fn new(mut keys: Vec<SigningKey>) -> anyhow::Result<Self> {
+        anyhow::ensure!(!keys.is_empty(), "no signing key");
+        keys.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+        keys.dedup_by(|a, b| a.kid == b.kid);
+        let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
+        let signer = Arc::clone(keys.last().context("no signing key")?);
+        let verifiers = keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.decoding_key()))
+            .collect();
+        // The signer first: verifiers that take the first key by habit get the right one.
+        let mut jwk_list = vec![signer.jwk()];
+        jwk_list.extend(keys.iter().rev().skip(1).map(|k| k.jwk()));
+        let body = serde_json::to_vec(&json!({ "keys": jwk_list }))?;
+        let etag = format!("\"{}\"", &b64url(&sha256(&body))[..27]);
+        Ok(Self {
+            signer,
+            keys,
+            verifiers,
+            jwks: Jwks {
+                body: body.into(),
+                etag,
+            },
+        })
+    }
+
+    pub fn signer(&self) -> &SigningKey {
+        &self.signer
+    }
+
+    pub fn keys(&self) -> &[Arc<SigningKey>] {
+        &self.keys
+    }
+
+    pub fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
+        self.verifiers.get(kid)
+    }
+
+    pub fn jwks(&self) -> &Jwks {
+        &self.jwks
+    }
+}
+
+/// Reads every `*.pem` key in `dir`. Refuses files other users can read.
+pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<SigningKey>> {
+    let mut keys = Vec::new();
+    let entries =
+        fs::read_dir(dir).with_context(|| format!("cannot read keys dir {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+            continue;
+        }
+        check_private(&path)?;
+        let text = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        keys.push(SigningKey::from_pkcs8_pem(&text, path)?);
+    }
+    Ok(keys)
+}
+
+/// Generates an RSA-2048 key into `dir` as `key-<UTC timestamp>.pem`, mode 0600.
+///
+/// aws-lc-rs generates the key itself, so no `rsa` crate (RUSTSEC-2023-0071) is linked.
+pub fn generate_into(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048)
+        .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
+    let der = pair
+        .as_der()
+        .map_err(|_| anyhow::anyhow!("cannot encode the new key"))?;
+    let pem_text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
+    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ");
+    let path = dir.join(format!("key-{stamp}.pem"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(pem_text.as_bytes())?;
+    file.sync_all()?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_matches_rfc7638_example() {
+        // RFC 7638 §3.1's example key and its thumbprint.
+        let n = crate::crypto::b64url_decode(
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        )
+        .expect("b64");
+        let e = crate::crypto::b64url_decode("AQAB").expect("b64");
+        assert_eq!(
+            thumbprint(&n, &e),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn generated_key_loads_with_stable_kid_and_private_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = generate_into(dir.path(), chrono::Utc::now()).expect("generate");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let a = load_dir(dir.path()).expect("load");
+        let b = load_dir(dir.path()).expect("load");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].kid, b[0].kid);
+        assert_eq!(a[0].bits(), 2048);
+    }
+
+    #[test]
+    fn newest_file_signs_and_all_are_published() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t0 = chrono::Utc::now();
+        generate_into(dir.path(), t0).expect("generate");
+        let newer = generate_into(dir.path(), t0 + chrono::Duration::seconds(5)).expect("gen");
+        let ring = KeyRing::new(load_dir(dir.path()).expect("load")).expect("ring");
+        assert_eq!(ring.signer().path, newer);
+        let jwks: serde_json::Value = serde_json::from_slice(&ring.jwks().body).expect("json");
+        let keys = jwks["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0]["kid"], ring.signer().kid.as_str());
+        for k in ring.keys() {
+            assert!(ring.verifier(&k.kid).is_some());
+        }
+    }
+
+    #[test]
+    fn refuses_world_readable_keys() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = generate_into(dir.path(), chrono::Utc::now()).expect("generate");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = load_dir(dir.path()).expect_err("must refuse");
+        assert!(err.to_string().contains("readable by other users"), "{err}");
+    }
+}

@@ -1,0 +1,201 @@
+//! The one error type every endpoint answers with, in the contract's JSON shape.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::service::{FieldError, ServiceError};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<FieldError>,
+    pub retry_after_secs: Option<u64>,
+    /// Whether a bearer token was presented, for `WWW-Authenticate` (RFC 6750 §3).
+    pub bearer_presented: bool,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Vec<Detail<'a>>>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    field: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after_secs: None,
+            bearer_presented: false,
+        }
+    }
+
+    pub fn validation(mut details: Vec<FieldError>) -> Self {
+        details.sort_by(|a, b| a.field.cmp(&b.field));
+        Self {
+            details,
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "The request has invalid fields; see details.",
+            )
+        }
+    }
+
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Nothing here.")
+    }
+
+    pub fn invalid_token(presented: bool) -> Self {
+        Self {
+            bearer_presented: presented,
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "The access token is missing, invalid or expired.",
+            )
+        }
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests; retry later.",
+            )
+        }
+    }
+
+    pub fn unavailable() -> Self {
+        Self {
+            retry_after_secs: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "The service cannot answer now; retry shortly.",
+            )
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong on our side.",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.code)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let details = (!self.details.is_empty()).then(|| {
+            self.details
+                .iter()
+                .map(|d| Detail {
+                    field: &d.field,
+                    message: &d.message,
+                })
+                .collect()
+        });
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if let Some(secs) = self.retry_after_secs {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED && self.code == "invalid_token" {
+            let challenge = if self.bearer_presented {
+                r#"Bearer error="invalid_token""#
+            } else {
+                "Bearer"
+            };
+            res.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        res.json(Body {
+            error: self.code,
+            message: &self.message,
+            details,
+        })
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        use StatusCode as S;
+        match e {
+            ServiceError::Validation(details) => ApiError::validation(details),
+            ServiceError::EmailTaken => ApiError::new(
+                S::CONFLICT,
+                "email_taken",
+                "An account with this email already exists.",
+            ),
+            ServiceError::InvalidCredentials => ApiError::new(
+                S::UNAUTHORIZED,
+                "invalid_credentials",
+                "The email or password is incorrect.",
+            ),
+            ServiceError::TooManyAttempts { retry_after_secs } => ApiError {
+                retry_after_secs: Some(retry_after_secs),
+                ..ApiError::new(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    "Too many failed attempts; retry later.",
+                )
+            },
+            ServiceError::InvalidRefreshToken => ApiError::new(
+                S::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "The refresh token is unknown, expired or revoked.",
+            ),
+            ServiceError::RefreshTokenReused => ApiError::new(
+                S::UNAUTHORIZED,
+                "refresh_token_reused",
+                "This refresh token was already used; the session has been revoked.",
+            ),
+            ServiceError::InvalidToken => ApiError::invalid_token(true),
+            ServiceError::Forbidden => ApiError::new(
+                S::FORBIDDEN,
+                "forbidden",
+                "This endpoint needs the admin role.",
+            ),
+            ServiceError::NotFound => ApiError::not_found(),
+            ServiceError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                ApiError::unavailable()
+            }
+            ServiceError::Internal(reason) => {
+                tracing::error!(%reason, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The contract's JSON bodies. Request fields are `Option` so that a missing field is
+//! reported by validation, together with every other failing field, not by serde alone.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use validator::{Validate, ValidationError, ValidationErrors};
+
+use crate::domain::{Email, NewPassword, Role, Session, User};
+use crate::service::FieldError;
+use crate::service::tokens::TokenPair;
+use crate::storage::AuditRecord;
+
+/// Passwords longer than this are refused before any hashing: nobody types more, and
+/// Argon2 over megabytes would be a cheap way to burn our CPU.
+const MAX_PASSWORD_CHARS: u64 = 128;
+/// Refresh tokens we issue are 43 characters; anything much longer is junk.
+const MAX_REFRESH_TOKEN_CHARS: u64 = 512;
+
+fn rule(message: impl Into<Cow<'static, str>>) -> ValidationError {
+    ValidationError::new("invalid").with_message(message.into())
+}
+
+fn email_rule(value: &str) -> Result<(), ValidationError> {
+    Email::parse(value).map(|_| ()).map_err(rule)
+}
+
+fn new_password_rule(value: &str) -> Result<(), ValidationError> {
+    NewPassword::parse(value).map(|_| ()).map_err(rule)
+}
+
+/// `validator`'s errors as the contract's `details`, one entry per failing field.
+pub fn field_errors(errors: &ValidationErrors) -> Vec<FieldError> {
+    let mut out: Vec<FieldError> = errors
+        .field_errors()
+        .into_iter()
+        .map(|(field, errs)| {
+            let message = errs
+                .first()
+                .and_then(|e| e.message.clone())
+                .unwrap_or(Cow::Borrowed("is invalid"));
+            FieldError::new(&field, message)
+        })
+        .collect();
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}
+
+#[derive(Deserialize, Validate)]
+pub struct SignupRequest {
+    #[validate(required(message = "is required"), custom(function = "email_rule"))]
+    pub email: Option<String>,
+    #[validate(
+        required(message = "is required"),
+        custom(function = "new_password_rule")
+    )]
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize, Validate)]
+pub struct LoginRequest {
+    #[validate(required(message = "is required"), custom(function = "email_rule"))]
+    pub email: Option<String>,
+    #[validate(
+        required(message = "is required"),
+        length(min = 1, max = MAX_PASSWORD_CHARS, message = "must be 1 to 128 characters")
+    )]
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize, Validate)]
+pub struct RefreshRequest {
+    #[validate(
+        required(message = "is required"),
+        length(min = 1, max = MAX_REFRESH_TOKEN_CHARS, message = "must be 1 to 512 characters")
+    )]
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Deserialize, Validate)]
+pub struct PasswordChangeRequest {
+    #[validate(
+        required(message = "is required"),
+        length(min = 1, max = MAX_PASSWORD_CHARS, message = "must be 1 to 128 characters")
+    )]
+    pub current_password: Option<String>,
+    #[validate(
+        required(message = "is required"),
+        custom(function = "new_password_rule")
+    )]
+    pub new_password: Option<String>,
+}
+
+#[derive(Deserialize, Validate)]
+pub struct DeleteAccountRequest {
+    #[validate(
+        required(message = "is required"),
+        length(min = 1, max = MAX_PASSWORD_CHARS, message = "must be 1 to 128 characters")
+    )]
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct AdminUserPatch {
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct UserQuery {
+    pub email: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    pub user_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub limit: Option<u32>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[derive(Serialize)]
+pub struct UserDto {
+    pub id: String,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+impl From<User> for UserDto {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            email: u.email,
+            role: u.role,
+            disabled: u.disabled,
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_expires_in: u64,
+    pub user: UserDto,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            access_token: p.access_token,
+            token_type: "Bearer",
+            expires_in: p.expires_in,
+            refresh_token: p.refresh_token.expose().to_owned(),
+            refresh_expires_in: p.refresh_expires_in,
+            user: p.user.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SessionDto {
+    pub id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+    pub revoked_reason: Option<&'static str>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl From<Session> for SessionDto {
+    fn from(s: Session) -> Self {
+        Self {
+            id: s.id.to_string(),
+            created_at: rfc3339(s.created_at),
+            last_used_at: rfc3339(s.last_used_at),
+            expires_at: rfc3339(s.expires_at),
+            revoked_at: s.revoked_at.map(rfc3339),
+            revoked_reason: s.revoked_reason.map(|r| r.as_str()),
+            user_agent: s.user_agent,
+            ip: s.ip,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionDto>,
+}
+
+impl SessionList {
+    pub fn new(sessions: Vec<Session>) -> Self {
+        Self {
+            sessions: sessions.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct UserList {
+    pub users: Vec<UserDto>,
+}
+
+#[derive(Serialize)]
+pub struct AuditEventDto {
+    pub id: i64,
+    pub at: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub family_id: Option<String>,
+    pub actor_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+impl From<AuditRecord> for AuditEventDto {
+    fn from(r: AuditRecord) -> Self {
+        Self {
+            id: r.id,
+            at: rfc3339(r.at),
+            kind: r.kind,
+            user_id: r.user_id.map(|u| u.to_string()),
+            family_id: r.family_id.map(|u| u.to_string()),
+            actor_id: r.actor_id.map(|u| u.to_string()),
+            ip: r.ip,
+            user_agent: r.user_agent,
+            outcome: r.outcome,
+            detail: r.detail,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AuditList {
+    pub events: Vec<AuditEventDto>,
+}

@@ -1,0 +1,208 @@
+//! Request extractors: who the client is (IP, user agent) and who the caller is (bearer).
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use crate::config::{Cidr, canonical};
+use crate::error::ApiError;
+use crate::service::sessions::{self, Caller};
+use crate::service::{AppState, ClientMeta, ServiceError, admin};
+
+/// User agents are stored per session; longer ones are cut, not refused.
+const MAX_USER_AGENT: usize = 256;
+
+pub fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(ApiError::internal)
+}
+
+/// The client's address. The TCP peer, unless the peer is a trusted proxy: then the
+/// right-most `X-Forwarded-For` (or `Forwarded: for=`) hop that is not itself a trusted
+/// proxy. Hops to its left were written by the client and prove nothing.
+pub fn client_ip(req: &HttpRequest, trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = canonical(req.peer_addr()?.ip());
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    let forwarded_for = req.headers().get_all("x-forwarded-for");
+    for value in forwarded_for {
+        let Ok(text) = value.to_str() else {
+            return Some(peer);
+        };
+        for hop in text.split(',') {
+            match parse_hop(hop) {
+                Some(ip) => hops.push(ip),
+                // An unparsable hop breaks the chain: trust nothing left of it.
+                None => hops.clear(),
+            }
+        }
+    }
+    if hops.is_empty() {
+        for value in req.headers().get_all(header::FORWARDED) {
+            let Ok(text) = value.to_str() else {
+                return Some(peer);
+            };
+            for element in text.split(',') {
+                let hop = element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then(|| parse_hop(v))
+                });
+                match hop.flatten() {
+                    Some(ip) => hops.push(ip),
+                    None => hops.clear(),
+                }
+            }
+        }
+    }
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        client = hop;
+        if !is_trusted(hop) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+fn parse_hop(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim().trim_matches('"');
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    // "[v6]:port", "[v6]" or "v4:port".
+    let s = if let Some(rest) = s.strip_prefix('[') {
+        rest.split(']').next()?
+    } else {
+        s.split(':').next()?
+    };
+    s.parse::<IpAddr>().ok().map(canonical)
+}
+
+pub fn client_meta(req: &HttpRequest, state: &AppState) -> ClientMeta {
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+    ClientMeta {
+        ip: client_ip(req, &state.settings.trusted_proxies).map(|ip| ip.to_string()),
+        user_agent,
+    }
+}
+
+impl FromRequest for ClientMeta {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(state(req).map(|s| client_meta(req, &s)))
+    }
+}
+
+/// The bearer token of the `Authorization` header, if it has one of sane length.
+fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(token.trim().to_owned())
+}
+
+/// A verified caller (`/v1/me`): 401 `invalid_token` otherwise.
+pub struct Bearer(pub Caller);
+
+impl FromRequest for Bearer {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            let presented = req.headers().contains_key(header::AUTHORIZATION);
+            let Some(token) = bearer_token(&req) else {
+                return Err(ApiError::invalid_token(presented));
+            };
+            match sessions::authenticate(&state, &token).await {
+                Ok(caller) => Ok(Bearer(caller)),
+                Err(ServiceError::InvalidToken) => Err(ApiError::invalid_token(true)),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// A verified caller whose role, read from the database, is admin: 403 otherwise.
+pub struct Admin(pub Caller);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bearer = Bearer::from_request(req, payload);
+        Box::pin(async move {
+            let Bearer(caller) = bearer.await?;
+            admin::require_admin(&caller)?;
+            Ok(Admin(caller))
+        })
+    }
+}
+
+/// A path segment that must be a UUID; anything else names nothing, so 404.
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn req(peer: &str, xff: Option<&str>) -> HttpRequest {
+        let mut r = TestRequest::default().peer_addr(peer.parse().expect("addr"));
+        if let Some(v) = xff {
+            r = r.insert_header(("x-forwarded-for", v));
+        }
+        r.to_http_request()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_it_claims() {
+        let r = req("203.0.113.9:5000", Some("198.51.100.1"));
+        assert_eq!(client_ip(&r, &[]), "203.0.113.9".parse().ok());
+    }
+
+    #[test]
+    fn trusted_proxy_hop_is_believed_but_not_the_client_written_ones() {
+        let trusted = [Cidr::parse("10.0.0.0/8").expect("cidr")];
+        let r = req("10.0.0.5:5000", Some("1.2.3.4, 198.51.100.7"));
+        assert_eq!(client_ip(&r, &trusted), "198.51.100.7".parse().ok());
+        let r = req("10.0.0.5:5000", Some("198.51.100.7, 10.0.0.9"));
+        assert_eq!(client_ip(&r, &trusted), "198.51.100.7".parse().ok());
+        let r = req("10.0.0.5:5000", None);
+        assert_eq!(client_ip(&r, &trusted), "10.0.0.5".parse().ok());
+    }
+
+    #[test]
+    fn forwarded_header_is_understood() {
+        let trusted = [Cidr::parse("10.0.0.0/8").expect("cidr")];
+        let r = TestRequest::default()
+            .peer_addr("10.0.0.5:5000".parse().expect("addr"))
+            .insert_header((
+                "forwarded",
+                r#"for=1.1.1.1, for="[2001:db8::7]:443";proto=https"#,
+            ))
+            .to_http_request();
+        assert_eq!(client_ip(&r, &trusted), "2001:db8::7".parse().ok());
+    }
+}

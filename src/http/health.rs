@@ -1,0 +1,38 @@
+//! Liveness, readiness and metrics.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::metrics::Gauges;
+use crate::service::AppState;
+
+/// Readiness gives the database this long to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ping = state.db(|s| s.ping());
+    match tokio::time::timeout(READY_TIMEOUT, ping).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
+        _ => Err(ApiError::unavailable()),
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.store.pool_status();
+    let gauges = Gauges {
+        hash_queue_depth: state.hasher.queue_depth(),
+        hash_in_flight: state.hasher.in_flight(),
+        db_connections: pool.connections,
+        db_idle_connections: pool.idle,
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&gauges))
+}

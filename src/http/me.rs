@@ -1,0 +1,64 @@
+//! The caller's own account and sessions.
+
+use actix_web::{HttpResponse, web};
+
+use super::dto::{
+    DeleteAccountRequest, PasswordChangeRequest, SessionList, TokenResponse, UserDto,
+};
+use super::extract::{Bearer, path_id};
+use super::{token_response, validated};
+use crate::domain::NewPassword;
+use crate::error::ApiError;
+use crate::service::{AppState, ClientMeta, FieldError, accounts, sessions};
+
+pub async fn me(Bearer(caller): Bearer) -> HttpResponse {
+    HttpResponse::Ok().json(UserDto::from(caller.account.user))
+}
+
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    Bearer(caller): Bearer,
+) -> Result<HttpResponse, ApiError> {
+    let list = sessions::list_own(&state, &caller).await?;
+    Ok(HttpResponse::Ok().json(SessionList::new(list)))
+}
+
+pub async fn revoke_session(
+    state: web::Data<AppState>,
+    Bearer(caller): Bearer,
+    meta: ClientMeta,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    sessions::revoke_own(&state, &caller, id, &meta).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn change_password(
+    state: web::Data<AppState>,
+    Bearer(caller): Bearer,
+    meta: ClientMeta,
+    body: web::Json<PasswordChangeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = validated(body.into_inner())?;
+    let new = NewPassword::parse(body.new_password.as_deref().unwrap_or_default())
+        .map_err(|m| ApiError::validation(vec![FieldError::new("new_password", m)]))?;
+    let current = body.current_password.unwrap_or_default();
+    let pair = accounts::change_password(&state, caller.account, current, new, &meta).await?;
+    Ok(token_response(
+        HttpResponse::Ok(),
+        TokenResponse::from(pair),
+    ))
+}
+
+pub async fn delete_account(
+    state: web::Data<AppState>,
+    Bearer(caller): Bearer,
+    meta: ClientMeta,
+    body: web::Json<DeleteAccountRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = validated(body.into_inner())?;
+    let password = body.password.unwrap_or_default();
+    accounts::delete_account(&state, caller.account, password, &meta).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

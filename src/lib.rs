@@ -1,0 +1,19 @@
+//! gatehouse: a standalone authentication and token service.
+//!
+//! `http` → `service` → `domain`, `crypto`, `storage`: each layer knows only the ones to
+//! its right. `startup` wires them together; `main.rs` is the CLI.
+
+#![deny(clippy::unwrap_used)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod service;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

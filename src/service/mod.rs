@@ -1,0 +1,155 @@
+//! The rules of the service: rotation, reuse, lockout, equal work for unknown emails.
+//! Nothing here knows HTTP or SQL; time comes from the injected clock.
+
+pub mod accounts;
+pub mod admin;
+pub mod sessions;
+pub mod tokens;
+
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::crypto::keys::KeyRing;
+use crate::crypto::password::{HashError, PasswordHasher};
+use crate::crypto::refresh::RefreshSecret;
+use crate::http::middleware::RateLimiters;
+use crate::metrics::Metrics;
+use crate::storage::{AuditEvent, Store, StoreError};
+
+/// Everything a request needs, built once at start and shared by every worker.
+/// No globals: two apps with different keys can run in one process.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    keys: RwLock<Arc<KeyRing>>,
+    pub hasher: PasswordHasher,
+    pub refresh_secret: RefreshSecret,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub limiters: RateLimiters,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        keys: KeyRing,
+        hasher: PasswordHasher,
+        refresh_secret: RefreshSecret,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            keys: RwLock::new(Arc::new(keys)),
+            hasher,
+            refresh_secret,
+            clock,
+            metrics: Metrics::default(),
+            limiters: RateLimiters::new(&settings.rate_limits),
+            settings,
+        }
+    }
+
+    /// The key ring in force now (a cheap pointer copy).
+    pub fn keys(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Swaps in a new key ring; requests already holding the old one finish with it.
+    pub fn replace_keys(&self, keys: KeyRing) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Runs blocking storage work on the blocking pool, off the async executor.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || job(store.as_ref()))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
+            .map_err(ServiceError::from)
+    }
+
+    /// Records a security event. A failed audit write is logged, not returned: the
+    /// action it describes has already happened.
+    pub async fn audit(&self, event: AuditEvent) {
+        let kind = event.kind;
+        if let Err(e) = self.db(move |s| s.record_audit(event)).await {
+            tracing::error!(event = kind, error = %e, "could not record audit event");
+        }
+    }
+}
+
+/// Who is calling, as far as the request tells.
+#[derive(Clone, Debug, Default)]
+pub struct ClientMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// One failing input field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("email taken")]
+    EmailTaken,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("too many attempts")]
+    TooManyAttempts { retry_after_secs: u64 },
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    #[error("invalid access token")]
+    InvalidToken,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => ServiceError::EmailTaken,
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::Internal(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+impl From<HashError> for ServiceError {
+    fn from(e: HashError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,168 @@
+//! Issuing token pairs and rotating refresh tokens.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::{AppState, ClientMeta, ServiceError};
+use crate::crypto::jwt::{self, AccessClaims};
+use crate::crypto::refresh::RefreshToken;
+use crate::domain::{FamilyId, User};
+use crate::storage::{AuditEvent, NewFamily, Rotation, RotationOutcome};
+
+/// What signup, login, refresh and password change return.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: RefreshToken,
+    pub refresh_expires_in: u64,
+    pub user: User,
+}
+
+fn dur(d: std::time::Duration) -> Duration {
+    Duration::from_std(d).unwrap_or(Duration::MAX)
+}
+
+/// Signs an access token for `user` in family `sid`.
+pub fn access_token(
+    state: &AppState,
+    user: &User,
+    sid: FamilyId,
+    now: DateTime<Utc>,
+) -> Result<String, ServiceError> {
+    let iat = now.timestamp();
+    let claims = AccessClaims {
+        iss: state.settings.issuer.clone(),
+        aud: state.settings.audience.clone(),
+        sub: user.id,
+        iat,
+        nbf: iat,
+        exp: iat + state.settings.access_ttl.as_secs() as i64,
+        jti: Uuid::new_v4(),
+        sid,
+        role: user.role,
+    };
+    jwt::mint(&state.keys(), &claims).map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+fn pair(
+    state: &AppState,
+    user: User,
+    family_id: FamilyId,
+    refresh_token: RefreshToken,
+    refresh_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<TokenPair, ServiceError> {
+    let access_token = access_token(state, &user, family_id, now)?;
+    Ok(TokenPair {
+        access_token,
+        expires_in: state.settings.access_ttl.as_secs(),
+        refresh_token,
+        refresh_expires_in: (refresh_expires_at - now).num_seconds().max(0) as u64,
+        user,
+    })
+}
+
+/// The family a new login opens, with its first (random) token.
+pub fn new_family(
+    state: &AppState,
+    user: &User,
+    meta: &ClientMeta,
+    now: DateTime<Utc>,
+) -> (NewFamily, RefreshToken) {
+    let token = RefreshToken::generate();
+    let family_expires_at = now + dur(state.settings.family_ttl);
+    let token_expires_at = (now + dur(state.settings.refresh_ttl)).min(family_expires_at);
+    let family = NewFamily {
+        id: Uuid::new_v4(),
+        user_id: user.id,
+        first_token: token.hash().0,
+        now,
+        token_expires_at,
+        family_expires_at,
+        user_agent: meta.user_agent.clone(),
+        ip: meta.ip.clone(),
+    };
+    (family, token)
+}
+
+/// The token pair of a family just stored by the caller.
+pub fn pair_for_new_family(
+    state: &AppState,
+    user: User,
+    family: &NewFamily,
+    token: RefreshToken,
+) -> Result<TokenPair, ServiceError> {
+    pair(
+        state,
+        user,
+        family.id,
+        token,
+        family.token_expires_at,
+        family.now,
+    )
+}
+
+/// Opens a family for `user` (one login) and returns its first token pair.
+pub async fn start_family(
+    state: &AppState,
+    user: User,
+    meta: &ClientMeta,
+) -> Result<TokenPair, ServiceError> {
+    let now = state.now();
+    let (family, token) = new_family(state, &user, meta, now);
+    let (id, token_expires_at) = (family.id, family.token_expires_at);
+    state.db(move |s| s.create_family(family)).await?;
+    pair(state, user, id, token, token_expires_at, now)
+}
+
+/// `POST /v1/refresh`: spends the presented token and returns its child.
+pub async fn refresh(
+    state: &AppState,
+    presented: &str,
+    meta: &ClientMeta,
+) -> Result<TokenPair, ServiceError> {
+    let Some(token) = RefreshToken::from_presented(presented) else {
+        return Err(ServiceError::InvalidRefreshToken);
+    };
+    let now = state.now();
+    let child = token.child(&state.refresh_secret);
+    let rotation = Rotation {
+        presented: token.hash().0,
+        child: child.hash().0,
+        now,
+        refresh_ttl_secs: state.settings.refresh_ttl.as_secs() as i64,
+        reuse_grace_secs: state.settings.refresh_reuse_grace.as_secs() as i64,
+    };
+    match state.db(move |s| s.rotate_refresh_token(rotation)).await? {
+        RotationOutcome::Rotated(r) => {
+            state.metrics.refresh("rotated");
+            pair(state, r.user, r.family_id, child, r.child_expires_at, now)
+        }
+        RotationOutcome::Replayed(r) => {
+            state.metrics.refresh("grace_replay");
+            pair(state, r.user, r.family_id, child, r.child_expires_at, now)
+        }
+        RotationOutcome::Reused { user_id, family_id } => {
+            state.metrics.refresh("reuse_detected");
+            tracing::warn!(%user_id, %family_id, "refresh token reuse: family revoked");
+            state
+                .audit(AuditEvent {
+                    at: now,
+                    kind: "refresh_reuse_detected",
+                    user_id: Some(user_id),
+                    family_id: Some(family_id),
+                    ip: meta.ip.clone(),
+                    user_agent: meta.user_agent.clone(),
+                    outcome: "family_revoked",
+                    ..AuditEvent::default()
+                })
+                .await;
+            Err(ServiceError::RefreshTokenReused)
+        }
+        RotationOutcome::Invalid => {
+            state.metrics.refresh("invalid");
+            Err(ServiceError::InvalidRefreshToken)
+        }
+    }
+}

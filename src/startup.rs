@@ -1,0 +1,247 @@
+//! Builds the app the same way for production and tests: bind (port 0 is fine), expose
+//! the port, then run until stopped.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::http::{Method, header};
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::crypto::jwt::{self, AccessClaims};
+use crate::crypto::keys::{self, KeyRing};
+use crate::crypto::password::PasswordHasher;
+use crate::crypto::refresh::RefreshSecret;
+use crate::domain::Role;
+use crate::http;
+use crate::service::AppState;
+use crate::storage::sqlite::SqliteStore;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let state = web::Data::new(build_state(settings, clock)?);
+        let settings = &state.settings;
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let settings = &app_state.settings;
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(cors(&settings.cors_origins))
+                .wrap(security_headers(settings.hsts))
+                .wrap(from_fn(http::middleware::observe))
+                .configure(http::routes)
+        })
+        .workers(settings.http_workers)
+        // Slow clients lose their slot: headers within 5 s, idle keep-alive 30 s.
+        .client_request_timeout(Duration::from_secs(5))
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .keep_alive(Duration::from_secs(30))
+        .shutdown_timeout(20)
+        .listen(listener)?
+        .run();
+        tracing::info!(
+            addr = %format!("{}:{port}", listener_host(&settings.bind)),
+            issuer = %settings.issuer,
+            kid = %state.keys().signer().kid,
+            "gatehouse listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM; in-flight requests are drained (up to 20 s).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let maintenance = tokio::spawn(maintain(self.state.clone()));
+        let result = self.server.await;
+        maintenance.abort();
+        result
+    }
+}
+
+fn listener_host(bind: &str) -> &str {
+    bind.rsplit_once(':').map_or(bind, |(h, _)| h)
+}
+
+/// Opens storage, loads (or creates) keys and the refresh secret, and self-tests signing.
+pub fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+    settings.validate()?;
+    let store = open_store(&settings)?;
+    let keys = load_or_create_keys(&settings, clock.now())?;
+    self_test(&keys, &settings)?;
+    let secret = load_or_create_secret(&settings)?;
+    let hasher = PasswordHasher::new(settings.password_cost, settings.hash_workers)
+        .context("cannot set up password hashing")?;
+    Ok(AppState::new(
+        settings,
+        Arc::new(store),
+        keys,
+        hasher,
+        secret,
+        clock,
+    ))
+}
+
+pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(
+        &settings.database,
+        settings.sqlite_synchronous,
+        settings.db_readers,
+    )
+}
+
+fn ensure_keys_dir(settings: &Settings) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if !settings.keys_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.keys_dir)
+            .with_context(|| format!("cannot create {}", settings.keys_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Loads every key; when there is none, generates an RSA-2048 key and says so.
+pub fn load_or_create_keys(
+    settings: &Settings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<KeyRing> {
+    ensure_keys_dir(settings)?;
+    let mut found = keys::load_dir(&settings.keys_dir)?;
+    if found.is_empty() {
+        let path = keys::generate_into(&settings.keys_dir, now)?;
+        found = keys::load_dir(&settings.keys_dir)?;
+        tracing::info!(path = %path.display(), "no signing key found: generated an RSA-2048 key");
+    }
+    KeyRing::new(found)
+}
+
+fn load_or_create_secret(settings: &Settings) -> anyhow::Result<RefreshSecret> {
+    ensure_keys_dir(settings)?;
+    let path = settings.refresh_secret_path();
+    let (secret, created) = RefreshSecret::load_or_create(&path)?;
+    if created {
+        tracing::info!(path = %path.display(), "generated the refresh-token secret");
+    }
+    Ok(secret)
+}
+
+/// Signs and verifies one token with the loaded keys before serving, so a broken crypto
+/// backend or key stops the start instead of failing every login.
+fn self_test(keys: &KeyRing, settings: &Settings) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let claims = AccessClaims {
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+        sub: Uuid::nil(),
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        exp: now.timestamp() + 60,
+        jti: Uuid::new_v4(),
+        sid: Uuid::nil(),
+        role: Role::User,
+    };
+    let token = jwt::mint(keys, &claims).context("signing self-test failed")?;
+    let back = jwt::verify(keys, &token, &settings.issuer, &settings.audience, now)
+        .map_err(|e| anyhow::anyhow!("verification self-test failed: {e}"))?;
+    anyhow::ensure!(back == claims, "self-test token came back altered");
+    Ok(())
+}
+
+fn cors(origins: &[String]) -> Cors {
+    // No credentials mode: tokens travel in bodies and the Authorization header, never
+    // in cookies, so no origin ever needs `Access-Control-Allow-Credentials`.
+    let mut cors = Cors::default()
+        .allowed_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::ETAG])
+        .block_on_origin_mismatch(false)
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
+fn security_headers(hsts: bool) -> DefaultHeaders {
+    let mut headers = DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .add((header::CACHE_CONTROL, "no-store"));
+    if hsts {
+        headers = headers.add((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        ));
+    }
+    headers
+}
+
+/// Background upkeep: prunes expired families, stale lockout windows and old audit
+/// events, and lets idle rate-limit buckets go. Each pass runs off the executor.
+async fn maintain(state: web::Data<AppState>) {
+    let mut tick = tokio::time::interval(state.settings.prune_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.limiters.forget_idle();
+        let now = state.now();
+        let window = state.settings.lockout.window.as_secs() as i64;
+        let before = now
+            - chrono::Duration::from_std(state.settings.audit_retention)
+                .unwrap_or(chrono::Duration::MAX);
+        match state.db(move |s| s.prune(now, window, before)).await {
+            Ok(p) if p != Default::default() => tracing::info!(
+                families = p.families,
+                login_attempts = p.login_attempts,
+                audit_events = p.audit_events,
+                "pruned"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
+        }
+    }
+}

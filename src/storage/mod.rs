@@ -1,0 +1,262 @@
+//! Persistence behind one narrow trait that speaks in domain terms.
+//!
+//! Handlers and services never see SQL. A PostgreSQL backend implements `Store` next to
+//! `sqlite` without touching anything above this module. Every method is blocking: the
+//! service layer calls them on the blocking pool.
+
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+
+/// SHA-256 of a refresh token; storage never sees a token in plaintext.
+pub type TokenHashBytes = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The email is already registered (a unique-key violation).
+    #[error("email already registered")]
+    EmailTaken,
+    /// The database cannot answer now (locked, full, read-only, pool exhausted). Retrying
+    /// later may succeed; it is never a reason to tell a client its token is invalid.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+/// A user with the hash its password is checked against.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    pub id: UserId,
+    pub email: &'a Email,
+    pub password_hash: &'a str,
+    pub role: Role,
+    pub now: DateTime<Utc>,
+}
+
+/// A new login: the family and its first token.
+#[derive(Debug)]
+pub struct NewFamily {
+    pub id: FamilyId,
+    pub user_id: UserId,
+    pub first_token: TokenHashBytes,
+    pub now: DateTime<Utc>,
+    pub token_expires_at: DateTime<Utc>,
+    pub family_expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// One presented refresh token and the child that would replace it.
+#[derive(Debug)]
+pub struct Rotation {
+    pub presented: TokenHashBytes,
+    pub child: TokenHashBytes,
+    pub now: DateTime<Utc>,
+    /// Idle lifetime of the child (capped by the family's absolute expiry).
+    pub refresh_ttl_secs: i64,
+    /// How long after a token is spent its unused child may be handed out again; 0 = never.
+    pub reuse_grace_secs: i64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// The presented token was live; it is spent now and `child` is live.
+    Rotated(Rotated),
+    /// The presented token was spent inside the grace and its child is still unused:
+    /// the same child is valid, nothing changed.
+    Replayed(Rotated),
+    /// A spent token came back outside the grace: its family is revoked now.
+    Reused {
+        user_id: UserId,
+        family_id: FamilyId,
+    },
+    /// Unknown, expired, revoked, or the user is disabled.
+    Invalid,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rotated {
+    pub user: User,
+    pub family_id: FamilyId,
+    pub child_expires_at: DateTime<Utc>,
+}
+
+/// The answer to "may this login attempt run?".
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttemptDecision {
+    /// The attempt is counted as a failure until `release_login_attempt` says otherwise.
+    Reserved,
+    /// A limit is reached: no attempt until this many seconds pass.
+    Locked { retry_after_secs: i64 },
+}
+
+/// A counter key and the failures it may accumulate in one window.
+#[derive(Debug, Clone)]
+pub struct AttemptLimit {
+    pub key: String,
+    pub max_failures: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent {
+    pub at: DateTime<Utc>,
+    pub kind: &'static str,
+    pub user_id: Option<UserId>,
+    pub family_id: Option<FamilyId>,
+    pub actor_id: Option<UserId>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub outcome: &'static str,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub user_id: Option<UserId>,
+    pub family_id: Option<FamilyId>,
+    pub actor_id: Option<UserId>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user_id: Option<UserId>,
+    pub kind: Option<String>,
+    pub limit: u32,
+}
+
+/// What one pruning pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub families: usize,
+    pub login_attempts: usize,
+    pub audit_events: usize,
+}
+
+/// The lockout counter key of an email.
+pub fn email_attempt_key(email: &Email) -> String {
+    format!("email:{}", email.as_str())
+}
+
+/// The lockout counter key of a client address.
+pub fn ip_attempt_key(ip: &str) -> String {
+    format!("ip:{ip}")
+}
+
+/// Connection pool usage, for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PoolStatus {
+    pub connections: u32,
+    pub idle: u32,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database can serve a query.
+    fn ping(&self) -> Result<(), StoreError>;
+
+    fn pool_status(&self) -> PoolStatus;
+
+    // Users.
+    fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError>;
+    fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError>;
+    fn account_by_id(&self, id: UserId) -> Result<Option<Account>, StoreError>;
+    /// Users whose email equals `query` or starts with it; `None` lists all, newest first.
+    fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
+    /// Sets role and/or disabled; disabling revokes every live family in the same
+    /// transaction. `None` when the user does not exist.
+    fn update_user(
+        &self,
+        id: UserId,
+        role: Option<Role>,
+        disabled: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<User>, StoreError>;
+    /// Replaces the password hash, revokes every family (reason `password_change`) and
+    /// opens `family`, in one transaction.
+    fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        family: NewFamily,
+    ) -> Result<(), StoreError>;
+    /// Deletes the user, their families and tokens, and the lockout counter of `email`.
+    fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError>;
+
+    // Refresh-token families.
+    fn create_family(&self, family: NewFamily) -> Result<(), StoreError>;
+    /// Spends a refresh token and issues its child, in one transaction. Concurrent calls
+    /// with the same token are serialized: exactly one sees it live and rotates it.
+    fn rotate_refresh_token(&self, rotation: Rotation) -> Result<RotationOutcome, StoreError>;
+    /// Revokes the family a token (spent or not) belongs to; the family's owner, if found.
+    fn revoke_family_of_token(
+        &self,
+        token: TokenHashBytes,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(UserId, FamilyId)>, StoreError>;
+    /// Revokes one family, if it exists (and belongs to `owner` when given). Revoking a
+    /// revoked family keeps its first revocation. Returns whether the family was found.
+    fn revoke_family(
+        &self,
+        family_id: FamilyId,
+        owner: Option<UserId>,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Revokes every live family of a user; `false` when the user does not exist.
+    fn revoke_user_families(
+        &self,
+        user_id: UserId,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// A user's families: all of them, or only live ones, newest first.
+    fn list_sessions(
+        &self,
+        user_id: UserId,
+        include_ended: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    // Login lockout.
+    /// Counts one attempt against every key, atomically, unless one of them is at its
+    /// limit: then nothing is counted and the longest wait is returned.
+    fn reserve_login_attempt(
+        &self,
+        limits: &[AttemptLimit],
+        window_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<AttemptDecision, StoreError>;
+    /// After a successful login: forget `clear`'s failures and hand back the attempt
+    /// reserved on `refund`.
+    fn release_login_attempt(&self, clear: &str, refund: &str) -> Result<(), StoreError>;
+
+    // Audit log.
+    fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
+    fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Deletes what no rule needs any more: families past their absolute expiry (with
+    /// their token hashes), stale lockout windows, audit events older than
+    /// `audit_before`.
+    fn prune(
+        &self,
+        now: DateTime<Utc>,
+        lockout_window_secs: i64,
+        audit_before: DateTime<Utc>,
+    ) -> Result<Pruned, StoreError>;
+}

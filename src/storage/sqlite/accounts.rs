@@ -1,0 +1,127 @@
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{time, ts, uuid_col};
+use crate::domain::{Email, Role, User, UserId};
+use crate::storage::{Account, NewUser};
+
+const COLUMNS: &str = "id, email, role, disabled, created_at, password_hash";
+
+fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    let role: String = row.get(2)?;
+    Ok(Account {
+        user: User {
+            id: uuid_col(row, 0)?,
+            email: row.get(1)?,
+            // The CHECK constraint admits only these two values.
+            role: Role::parse(&role).unwrap_or(Role::User),
+            disabled: row.get(3)?,
+            created_at: time(row.get(4)?),
+        },
+        password_hash: row.get(5)?,
+    })
+}
+
+pub(super) fn insert(conn: &Connection, new: &NewUser<'_>) -> rusqlite::Result<User> {
+    conn.execute(
+        "INSERT INTO users (id, email, password_hash, role, disabled, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
+        params![
+            new.id.to_string(),
+            new.email.as_str(),
+            new.password_hash,
+            new.role.as_str(),
+            ts(new.now)
+        ],
+    )?;
+    Ok(User {
+        id: new.id,
+        email: new.email.as_str().to_owned(),
+        role: new.role,
+        disabled: false,
+        created_at: super::time(ts(new.now)),
+    })
+}
+
+pub(super) fn by_email(conn: &Connection, email: &Email) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE email = ?1"))?
+        .query_row([email.as_str()], account)
+        .optional()
+}
+
+pub(super) fn by_id(conn: &Connection, id: UserId) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id.to_string()], account)
+        .optional()
+}
+
+pub(super) fn search(
+    conn: &Connection,
+    query: Option<&str>,
+    limit: u32,
+) -> rusqlite::Result<Vec<User>> {
+    let rows = match query {
+        // A prefix match as a range on the unique index: every string that starts with
+        // `q` sorts in [q, q + U+10FFFF). No LIKE, so `%` and `_` are plain characters.
+        Some(q) => {
+            let upper = format!("{q}\u{10FFFF}");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM users
+                 WHERE email >= ?1 AND email < ?2 AND substr(email, 1, length(?1)) = ?1
+                 ORDER BY email LIMIT ?3"
+            ))?;
+            stmt.query_map(params![q, upper, limit], account)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM users ORDER BY created_at DESC, email LIMIT ?1"
+            ))?;
+            stmt.query_map(params![limit], account)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        }
+    };
+    Ok(rows.into_iter().map(|a| a.user).collect())
+}
+
+pub(super) fn update(
+    conn: &Connection,
+    id: UserId,
+    role: Option<Role>,
+    disabled: Option<bool>,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<User>> {
+    let changed = conn.execute(
+        "UPDATE users SET role = COALESCE(?2, role), disabled = COALESCE(?3, disabled),
+                updated_at = ?4
+         WHERE id = ?1",
+        params![id.to_string(), role.map(Role::as_str), disabled, ts(now)],
+    )?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    Ok(by_id(conn, id)?.map(|a| a.user))
+}
+
+pub(super) fn set_password(
+    conn: &Connection,
+    id: UserId,
+    password_hash: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id.to_string(), password_hash, ts(now)],
+    )?;
+    Ok(())
+}
+
+pub(super) fn delete(conn: &Connection, id: UserId) -> rusqlite::Result<bool> {
+    // Families and token hashes go with the user (ON DELETE CASCADE). Audit events keep
+    // the bare user id and lose what could identify the person.
+    conn.execute(
+        "UPDATE audit_events SET ip = NULL, user_agent = NULL, detail = NULL WHERE user_id = ?1",
+        [id.to_string()],
+    )?;
+    Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id.to_string()])? > 0)
+}

@@ -1,0 +1,262 @@
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{time, ts, uuid_col};
+use crate::crypto::constant_time_eq;
+use crate::domain::{FamilyId, RevokeReason, Role, Session, User, UserId};
+use crate::storage::{NewFamily, Rotated, Rotation, RotationOutcome, TokenHashBytes};
+
+pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO refresh_families
+             (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        f.id.to_string(),
+        f.user_id.to_string(),
+        ts(f.now),
+        ts(f.family_expires_at),
+        f.user_agent,
+        f.ip
+    ])?;
+    conn.prepare_cached(
+        "INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
+         VALUES (?1, ?2, NULL, ?3, ?4)",
+    )?
+    .execute(params![
+        &f.first_token[..],
+        f.id.to_string(),
+        ts(f.now),
+        ts(f.token_expires_at)
+    ])?;
+    Ok(())
+}
+
+/// What one lookup of a presented token finds.
+struct Presented {
+    family_id: FamilyId,
+    token_expires_at: i64,
+    spent_at: Option<i64>,
+    family_expires_at: i64,
+    family_revoked: bool,
+    user: User,
+}
+
+/// Spends a live token and stores its child, or judges a replay.
+///
+/// Runs inside the writer's `BEGIN IMMEDIATE` transaction, so the read and the writes
+/// below are atomic with respect to every other rotation: when ten requests present the
+/// same token, the first to get the write lock spends it and the other nine see it spent
+/// (and then get the same child inside the grace, or revoke the family outside it).
+/// The unique index on `parent_hash` makes a second child impossible even for a bug.
+pub(super) fn rotate(conn: &Connection, r: &Rotation) -> rusqlite::Result<RotationOutcome> {
+    let now = ts(r.now);
+    let found = conn
+        .prepare_cached(
+            "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at, f.revoked_at,
+                    u.id, u.email, u.role, u.disabled, u.created_at
+             FROM refresh_tokens t
+             JOIN refresh_families f ON f.id = t.family_id
+             JOIN users u ON u.id = f.user_id
+             WHERE t.hash = ?1",
+        )?
+        .query_row([&r.presented[..]], |row| {
+            let role: String = row.get(7)?;
+            Ok(Presented {
+                family_id: uuid_col(row, 0)?,
+                token_expires_at: row.get(1)?,
+                spent_at: row.get(2)?,
+                family_expires_at: row.get(3)?,
+                family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
+                user: User {
+                    id: uuid_col(row, 5)?,
+                    email: row.get(6)?,
+                    role: Role::parse(&role).unwrap_or(Role::User),
+                    disabled: row.get(8)?,
+                    created_at: time(row.get(9)?),
+                },
+            })
+        })
+        .optional()?;
+    let Some(p) = found else {
+        return Ok(RotationOutcome::Invalid);
+    };
+    if p.family_revoked || p.family_expires_at <= now || p.user.disabled {
+        return Ok(RotationOutcome::Invalid);
+    }
+
+    let Some(spent_at) = p.spent_at else {
+        if p.token_expires_at <= now {
+            return Ok(RotationOutcome::Invalid);
+        }
+        conn.prepare_cached(
+            "UPDATE refresh_tokens SET spent_at = ?2 WHERE hash = ?1 AND spent_at IS NULL",
+        )?
+        .execute(params![&r.presented[..], now])?;
+        let child_expires_at = (now + r.refresh_ttl_secs).min(p.family_expires_at);
+        conn.prepare_cached(
+            "INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            &r.child[..],
+            p.family_id.to_string(),
+            &r.presented[..],
+            now,
+            child_expires_at
+        ])?;
+        conn.prepare_cached("UPDATE refresh_families SET last_used_at = ?2 WHERE id = ?1")?
+            .execute(params![p.family_id.to_string(), now])?;
+        return Ok(RotationOutcome::Rotated(Rotated {
+            user: p.user,
+            family_id: p.family_id,
+            child_expires_at: time(child_expires_at),
+        }));
+    };
+
+    if r.reuse_grace_secs > 0 && now - spent_at <= r.reuse_grace_secs {
+        let child: Option<(Vec<u8>, Option<i64>, i64)> = conn
+            .prepare_cached(
+                "SELECT hash, spent_at, expires_at FROM refresh_tokens WHERE parent_hash = ?1",
+            )?
+            .query_row([&r.presented[..]], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        if let Some((hash, None, expires_at)) = child
+            && expires_at > now
+            && constant_time_eq(&hash, &r.child)
+        {
+            return Ok(RotationOutcome::Replayed(Rotated {
+                user: p.user,
+                family_id: p.family_id,
+                child_expires_at: time(expires_at),
+            }));
+        }
+    }
+
+    revoke_family(conn, p.family_id, RevokeReason::ReuseDetected, r.now)?;
+    Ok(RotationOutcome::Reused {
+        user_id: p.user.id,
+        family_id: p.family_id,
+    })
+}
+
+fn revoke_family(
+    conn: &Connection,
+    family_id: FamilyId,
+    reason: RevokeReason,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE refresh_families SET revoked_at = ?2, revoked_reason = ?3
+         WHERE id = ?1 AND revoked_at IS NULL",
+    )?
+    .execute(params![family_id.to_string(), ts(now), reason.as_str()])
+}
+
+pub(super) fn revoke_by_token(
+    conn: &Connection,
+    token: &TokenHashBytes,
+    reason: RevokeReason,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<(UserId, FamilyId)>> {
+    let found: Option<(UserId, FamilyId)> = conn
+        .prepare_cached(
+            "SELECT f.user_id, f.id FROM refresh_tokens t
+             JOIN refresh_families f ON f.id = t.family_id WHERE t.hash = ?1",
+        )?
+        .query_row([&token[..]], |row| {
+            Ok((uuid_col(row, 0)?, uuid_col(row, 1)?))
+        })
+        .optional()?;
+    if let Some((_, family_id)) = found {
+        revoke_family(conn, family_id, reason, now)?;
+    }
+    Ok(found)
+}
+
+pub(super) fn revoke_one(
+    conn: &Connection,
+    family_id: FamilyId,
+    owner: Option<UserId>,
+    reason: RevokeReason,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    let found: Option<UserId> = conn
+        .prepare_cached("SELECT user_id FROM refresh_families WHERE id = ?1")?
+        .query_row([family_id.to_string()], |row| uuid_col(row, 0))
+        .optional()?;
+    match found {
+        Some(user) if owner.is_none_or(|o| o == user) => {
+            revoke_family(conn, family_id, reason, now)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+pub(super) fn revoke_all(
+    conn: &Connection,
+    user_id: UserId,
+    reason: RevokeReason,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE refresh_families SET revoked_at = ?2, revoked_reason = ?3
+         WHERE user_id = ?1 AND revoked_at IS NULL",
+    )?
+    .execute(params![user_id.to_string(), ts(now), reason.as_str()])
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    user_id: UserId,
+    include_ended: bool,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Vec<Session>> {
+    // Live: not revoked, before its absolute expiry, and holding an unspent token that
+    // has not idled out.
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, created_at, last_used_at, expires_at, revoked_at, revoked_reason,
+                user_agent, ip
+         FROM refresh_families f
+         WHERE user_id = ?1 AND (?2 OR (revoked_at IS NULL AND expires_at > ?3 AND EXISTS (
+             SELECT 1 FROM refresh_tokens t
+             WHERE t.family_id = f.id AND t.spent_at IS NULL AND t.expires_at > ?3)))
+         ORDER BY created_at DESC, id",
+    )?;
+    stmt.query_map(
+        params![user_id.to_string(), include_ended, ts(now)],
+        |row| {
+            let reason: Option<String> = row.get(5)?;
+            Ok(Session {
+                id: uuid_col(row, 0)?,
+                created_at: time(row.get(1)?),
+                last_used_at: time(row.get(2)?),
+                expires_at: time(row.get(3)?),
+                revoked_at: row.get::<_, Option<i64>>(4)?.map(time),
+                revoked_reason: reason.as_deref().and_then(RevokeReason::parse),
+                user_agent: row.get(6)?,
+                ip: row.get(7)?,
+            })
+        },
+    )?
+    .collect()
+}
+
+/// Deletes up to `batch` families past their absolute expiry, with their token hashes:
+/// past that point no token of theirs can be valid, so replay detection no longer needs
+/// them.
+pub(super) fn delete_expired(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    batch: usize,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM refresh_families WHERE id IN
+             (SELECT id FROM refresh_families WHERE expires_at <= ?1 LIMIT ?2)",
+        params![ts(now), batch as i64],
+    )
+}

@@ -1,0 +1,371 @@
+//! The SQLite implementation of `Store`: WAL, one writer connection, a pool of readers.
+//!
+//! SQLite admits one writer at a time. Rather than let several pooled connections race
+//! for the write lock (and back off in the busy handler, sleeping), every write goes
+//! through one connection behind a mutex, so writers queue in order and each transaction
+//! starts the moment the previous one commits. Reads run in parallel on the pool.
+
+mod accounts;
+mod audit;
+mod families;
+mod lockout;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+use rusqlite_migration::{M, Migrations};
+
+use super::*;
+use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+
+/// How long a request waits for a pooled connection or a locked database before it
+/// gives up with 503: bounded, so an exhausted pool never hangs a client.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// SQLite's `synchronous` setting, which decides what survives a power loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synchronous {
+    /// In WAL mode: every committed transaction survives a process crash; a power loss
+    /// may roll back the last transactions before the latest checkpoint (never corrupt).
+    Normal,
+    /// Every commit is on disk before it returns: survives power loss too; slower.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "normal" => Some(Self::Normal),
+            "full" => Some(Self::Full),
+            _ => None,
+        }
+    }
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!(
+        "../../../migrations/sqlite/0001_init.sql"
+    ))])
+}
+
+fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(WAIT)?;
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+        synchronous.pragma()
+    ))?;
+    Ok(())
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Pool<SqliteConnectionManager>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it to the latest
+    /// schema.
+    pub fn open(path: &Path, synchronous: Synchronous, readers: u32) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let mut writer = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        configure(&writer, synchronous)
+            .with_context(|| format!("cannot configure {}", path.display()))?;
+        migrations()
+            .to_latest(&mut writer)
+            .with_context(|| format!("cannot migrate {}", path.display()))?;
+        let manager =
+            SqliteConnectionManager::file(path).with_init(move |c| configure(c, synchronous));
+        let readers = Pool::builder()
+            .max_size(readers.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(WAIT)
+            .build(manager)
+            .context("cannot open the database connection pool")?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version the database is at, and whether migrations are pending.
+    pub fn schema_version(&self) -> Result<String, StoreError> {
+        let conn = self
+            .readers
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+        migrations()
+            .current_version(&conn)
+            .map(|v| v.to_string())
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self
+            .readers
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+        f(&conn).map_err(map_err)
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer; commits when it
+    /// returns `Ok`, rolls back otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let out = f(&tx).map_err(map_err)?;
+        tx.commit().map_err(map_err)?;
+        Ok(out)
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::OutOfMemory,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+pub(super) fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+pub(super) fn time(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+pub(super) fn uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<uuid::Uuid> {
+    let text: String = row.get(idx)?;
+    uuid::Uuid::parse_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub(super) fn opt_uuid_col(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<Option<uuid::Uuid>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| {
+        uuid::Uuid::parse_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+        })
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let state = self.readers.state();
+        PoolStatus {
+            connections: state.connections,
+            idle: state.idle_connections,
+        }
+    }
+
+    fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
+        let result = self.write(|tx| accounts::insert(tx, &new));
+        match result {
+            Err(StoreError::Internal(msg))
+                if msg.contains("UNIQUE constraint failed: users.email") =>
+            {
+                Err(StoreError::EmailTaken)
+            }
+            other => other,
+        }
+    }
+
+    fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
+        self.read(|c| accounts::by_email(c, email))
+    }
+
+    fn account_by_id(&self, id: UserId) -> Result<Option<Account>, StoreError> {
+        self.read(|c| accounts::by_id(c, id))
+    }
+
+    fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        self.read(|c| accounts::search(c, query, limit))
+    }
+
+    fn update_user(
+        &self,
+        id: UserId,
+        role: Option<Role>,
+        disabled: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<User>, StoreError> {
+        self.write(|tx| {
+            let Some(user) = accounts::update(tx, id, role, disabled, now)? else {
+                return Ok(None);
+            };
+            if disabled == Some(true) {
+                families::revoke_all(tx, id, RevokeReason::Admin, now)?;
+            }
+            Ok(Some(user))
+        })
+    }
+
+    fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        family: NewFamily,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            accounts::set_password(tx, user_id, password_hash, family.now)?;
+            families::revoke_all(tx, user_id, RevokeReason::PasswordChange, family.now)?;
+            families::insert(tx, &family)
+        })
+    }
+
+    fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            lockout::forget(tx, &email_attempt_key(email))?;
+            accounts::delete(tx, id)
+        })
+    }
+
+    fn create_family(&self, family: NewFamily) -> Result<(), StoreError> {
+        self.write(|tx| families::insert(tx, &family))
+    }
+
+    fn rotate_refresh_token(&self, rotation: Rotation) -> Result<RotationOutcome, StoreError> {
+        self.write(|tx| families::rotate(tx, &rotation))
+    }
+
+    fn revoke_family_of_token(
+        &self,
+        token: TokenHashBytes,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(UserId, FamilyId)>, StoreError> {
+        self.write(|tx| families::revoke_by_token(tx, &token, reason, now))
+    }
+
+    fn revoke_family(
+        &self,
+        family_id: FamilyId,
+        owner: Option<UserId>,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| families::revoke_one(tx, family_id, owner, reason, now))
+    }
+
+    fn revoke_user_families(
+        &self,
+        user_id: UserId,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            if accounts::by_id(tx, user_id)?.is_none() {
+                return Ok(false);
+            }
+            families::revoke_all(tx, user_id, reason, now)?;
+            Ok(true)
+        })
+    }
+
+    fn list_sessions(
+        &self,
+        user_id: UserId,
+        include_ended: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.read(|c| families::list(c, user_id, include_ended, now))
+    }
+
+    fn reserve_login_attempt(
+        &self,
+        limits: &[AttemptLimit],
+        window_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<AttemptDecision, StoreError> {
+        self.write(|tx| lockout::reserve(tx, limits, window_secs, now))
+    }
+
+    fn release_login_attempt(&self, clear: &str, refund: &str) -> Result<(), StoreError> {
+        self.write(|tx| lockout::release(tx, clear, refund))
+    }
+
+    fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.write(|tx| audit::insert(tx, &event))
+    }
+
+    fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(|c| audit::list(c, filter))
+    }
+
+    fn prune(
+        &self,
+        now: DateTime<Utc>,
+        lockout_window_secs: i64,
+        audit_before: DateTime<Utc>,
+    ) -> Result<Pruned, StoreError> {
+        // Small batches, each its own transaction, so pruning a large backlog never
+        // holds the write lock long enough to stall a login or refresh.
+        const BATCH: usize = 500;
+        let mut pruned = Pruned::default();
+        loop {
+            let n = self.write(|tx| families::delete_expired(tx, now, BATCH))?;
+            pruned.families += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        pruned.login_attempts =
+            self.write(|tx| lockout::delete_stale(tx, now, lockout_window_secs))?;
+        loop {
+            let n = self.write(|tx| audit::delete_before(tx, audit_before, BATCH))?;
+            pruned.audit_events += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+}
