@@ -82,9 +82,16 @@ impl SqliteStore {
     /// schema.
     pub fn open(path: &Path, synchronous: Synchronous, readers: u32) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            use std::os::unix::fs::DirBuilderExt as _;
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
         }
+        create_private(path)?;
         let mut writer = Connection::open(path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         configure(&writer, synchronous)
@@ -145,6 +152,23 @@ impl SqliteStore {
         tx.commit().map_err(map_err)?;
         Ok(out)
     }
+}
+
+/// Creates the database file readable by its owner only: it holds password hashes.
+/// SQLite gives the `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create database {}", path.display()))?;
+    Ok(())
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
