@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 
 use super::dto::{AdminUserPatch, AuditList, AuditQuery, SessionList, UserDto, UserList};
-use super::extract::{Admin, path_id};
+use super::extract::{Admin, Json, path_id};
 use crate::domain::Role;
 use crate::error::ApiError;
 use crate::service::{AppState, ClientMeta, FieldError, admin};
@@ -49,10 +49,9 @@ pub async fn update_user(
     Admin(caller): Admin,
     meta: ClientMeta,
     id: web::Path<String>,
-    body: web::Json<AdminUserPatch>,
+    Json(body): Json<AdminUserPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let body = body.into_inner();
     let mut errors = Vec::new();
     let role = match body.role.as_deref() {
         None => None,

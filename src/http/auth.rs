@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, web};
 
 use super::dto::{LoginRequest, RefreshRequest, SignupRequest, TokenResponse};
+use super::extract::Json;
 use super::{token_response, validated};
 use crate::domain::{Email, NewPassword};
 use crate::error::ApiError;
@@ -15,9 +16,9 @@ fn parsed_email(raw: &str) -> Result<Email, ApiError> {
 pub async fn signup(
     state: web::Data<AppState>,
     meta: ClientMeta,
-    body: web::Json<SignupRequest>,
+    Json(body): Json<SignupRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = validated(body.into_inner())?;
+    let body = validated(body)?;
     let email = parsed_email(body.email.as_deref().unwrap_or_default())?;
     let password = NewPassword::parse(body.password.as_deref().unwrap_or_default())
         .map_err(|m| ApiError::validation(vec![FieldError::new("password", m)]))?;
@@ -31,9 +32,9 @@ pub async fn signup(
 pub async fn login(
     state: web::Data<AppState>,
     meta: ClientMeta,
-    body: web::Json<LoginRequest>,
+    Json(body): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = validated(body.into_inner())?;
+    let body = validated(body)?;
     let email = parsed_email(body.email.as_deref().unwrap_or_default())?;
     let password = body.password.unwrap_or_default();
     let pair = accounts::login(&state, email, password, &meta).await?;
@@ -46,9 +47,9 @@ pub async fn login(
 pub async fn refresh(
     state: web::Data<AppState>,
     meta: ClientMeta,
-    body: web::Json<RefreshRequest>,
+    Json(body): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = validated(body.into_inner())?;
+    let body = validated(body)?;
     let presented = body.refresh_token.unwrap_or_default();
     let pair = tokens::refresh(&state, &presented, &meta).await?;
     Ok(token_response(
@@ -60,9 +61,9 @@ pub async fn refresh(
 pub async fn logout(
     state: web::Data<AppState>,
     meta: ClientMeta,
-    body: web::Json<RefreshRequest>,
+    Json(body): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = validated(body.into_inner())?;
+    let body = validated(body)?;
     let presented = body.refresh_token.unwrap_or_default();
     sessions::logout(&state, &presented, &meta).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 
 use crate::config::{Cidr, canonical};
 use crate::error::ApiError;
@@ -154,6 +154,53 @@ impl FromRequest for Admin {
             let Bearer(caller) = bearer.await?;
             admin::require_admin(&caller)?;
             Ok(Admin(caller))
+        })
+    }
+}
+
+/// A JSON request body: `Content-Type: application/json` (or `+json`), at most
+/// `MAX_BODY_BYTES` (413 beyond), valid UTF-8 as RFC 8259 §8.1 requires (serde_json
+/// would skip invalid bytes inside ignored fields), then deserialized.
+pub struct Json<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req.mime_type().ok().flatten().is_some_and(|m| {
+            m.type_() == mime::APPLICATION
+                && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+        });
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "Send the body as JSON with Content-Type: application/json.",
+                ));
+            }
+            let bytes =
+                body.await
+                    .map_err(|e| match e.as_error::<actix_web::error::PayloadError>() {
+                        Some(actix_web::error::PayloadError::Overflow) => ApiError::new(
+                            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            "The body is larger than 16 KiB.",
+                        ),
+                        _ => ApiError::invalid_json("The body could not be read."),
+                    })?;
+            if std::str::from_utf8(&bytes).is_err() {
+                return Err(ApiError::invalid_json("The body is not valid UTF-8."));
+            }
+            match serde_json::from_slice::<T>(&bytes) {
+                Ok(value) => Ok(Json(value)),
+                Err(e) if e.is_data() => Err(ApiError::invalid_json(format!(
+                    "A field has the wrong type: {e}"
+                ))),
+                Err(_) => Err(ApiError::invalid_json("The body is not valid JSON.")),
+            }
         })
     }
 }

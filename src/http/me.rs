@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use super::dto::{
     DeleteAccountRequest, PasswordChangeRequest, SessionList, TokenResponse, UserDto,
 };
-use super::extract::{Bearer, path_id};
+use super::extract::{Bearer, Json, path_id};
 use super::{token_response, validated};
 use crate::domain::NewPassword;
 use crate::error::ApiError;
@@ -38,9 +38,9 @@ pub async fn change_password(
     state: web::Data<AppState>,
     Bearer(caller): Bearer,
     meta: ClientMeta,
-    body: web::Json<PasswordChangeRequest>,
+    Json(body): Json<PasswordChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = validated(body.into_inner())?;
+    let body = validated(body)?;
     let new = NewPassword::parse(body.new_password.as_deref().unwrap_or_default())
         .map_err(|m| ApiError::validation(vec![FieldError::new("new_password", m)]))?;
     let current = body.current_password.unwrap_or_default();
@@ -55,9 +55,9 @@ pub async fn delete_account(
     state: web::Data<AppState>,
     Bearer(caller): Bearer,
     meta: ClientMeta,
-    body: web::Json<DeleteAccountRequest>,
+    Json(body): Json<DeleteAccountRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = validated(body.into_inner())?;
+    let body = validated(body)?;
     let password = body.password.unwrap_or_default();
     accounts::delete_account(&state, caller.account, password, &meta).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -10,7 +10,7 @@ mod me;
 pub mod middleware;
 mod wellknown;
 
-use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::error::QueryPayloadError;
 use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
@@ -38,34 +38,6 @@ fn token_response(mut res: HttpResponseBuilder, body: impl Serialize) -> HttpRes
         .json(body)
 }
 
-fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let api = match &err {
-        JsonPayloadError::ContentType => ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send the body as JSON with Content-Type: application/json.",
-        ),
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::new(
-                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "The body is larger than 16 KiB.",
-            )
-        }
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            ApiError::invalid_json(format!("A field has the wrong type: {e}"))
-        }
-        JsonPayloadError::Deserialize(_) => ApiError::invalid_json("The body is not valid JSON."),
-        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "The body is larger than 16 KiB.",
-        ),
-        _ => ApiError::invalid_json("The body could not be read."),
-    };
-    api.into()
-}
-
 fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::validation(vec![FieldError::new("query", err.to_string())]).into()
 }
@@ -89,87 +61,82 @@ fn resource(path: &str) -> actix_web::Resource {
 
 /// Every route of the contract.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(MAX_BODY_BYTES)
-            .error_handler(json_error),
-    )
-    .app_data(web::QueryConfig::default().error_handler(query_error))
-    .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-    .service(resource("/.well-known/jwks.json").route(web::get().to(wellknown::jwks)))
-    .service(
-        resource("/.well-known/openid-configuration")
-            .route(web::get().to(wellknown::openid_configuration)),
-    )
-    .service(resource("/healthz").route(web::get().to(health::healthz)))
-    .service(resource("/readyz").route(web::get().to(health::readyz)))
-    .service(resource("/metrics").route(web::get().to(health::metrics)))
-    .service(
-        resource("/v1/signup")
-            .wrap(from_fn(middleware::limit_signup))
-            .route(web::post().to(auth::signup)),
-    )
-    .service(
-        resource("/v1/login")
-            .wrap(from_fn(middleware::limit_login))
-            .route(web::post().to(auth::login)),
-    )
-    .service(
-        resource("/v1/refresh")
-            .wrap(from_fn(middleware::limit_refresh))
-            .route(web::post().to(auth::refresh)),
-    )
-    .service(
-        resource("/v1/logout")
-            .wrap(from_fn(middleware::limit_logout))
-            .route(web::post().to(auth::logout)),
-    )
-    .service(
-        resource("/v1/me")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::get().to(me::me))
-            .route(web::delete().to(me::delete_account)),
-    )
-    .service(
-        resource("/v1/me/sessions")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::get().to(me::list_sessions)),
-    )
-    .service(
-        resource("/v1/me/sessions/{id}")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::delete().to(me::revoke_session)),
-    )
-    .service(
-        resource("/v1/me/password")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::post().to(me::change_password)),
-    )
-    .service(
-        resource("/v1/admin/users")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::get().to(admin::find_users)),
-    )
-    .service(
-        resource("/v1/admin/users/{id}")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::patch().to(admin::update_user)),
-    )
-    .service(
-        resource("/v1/admin/users/{id}/sessions")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::get().to(admin::user_sessions))
-            .route(web::delete().to(admin::revoke_user_sessions)),
-    )
-    .service(
-        resource("/v1/admin/sessions/{family_id}")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::delete().to(admin::revoke_family)),
-    )
-    .service(
-        resource("/v1/admin/audit")
-            .wrap(from_fn(middleware::limit_by_method))
-            .route(web::get().to(admin::audit)),
-    )
-    .default_service(web::to(not_found));
+    cfg.app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .service(resource("/.well-known/jwks.json").route(web::get().to(wellknown::jwks)))
+        .service(
+            resource("/.well-known/openid-configuration")
+                .route(web::get().to(wellknown::openid_configuration)),
+        )
+        .service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(
+            resource("/v1/signup")
+                .wrap(from_fn(middleware::limit_signup))
+                .route(web::post().to(auth::signup)),
+        )
+        .service(
+            resource("/v1/login")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(auth::login)),
+        )
+        .service(
+            resource("/v1/refresh")
+                .wrap(from_fn(middleware::limit_refresh))
+                .route(web::post().to(auth::refresh)),
+        )
+        .service(
+            resource("/v1/logout")
+                .wrap(from_fn(middleware::limit_logout))
+                .route(web::post().to(auth::logout)),
+        )
+        .service(
+            resource("/v1/me")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(me::me))
+                .route(web::delete().to(me::delete_account)),
+        )
+        .service(
+            resource("/v1/me/sessions")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(me::list_sessions)),
+        )
+        .service(
+            resource("/v1/me/sessions/{id}")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::delete().to(me::revoke_session)),
+        )
+        .service(
+            resource("/v1/me/password")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::post().to(me::change_password)),
+        )
+        .service(
+            resource("/v1/admin/users")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::find_users)),
+        )
+        .service(
+            resource("/v1/admin/users/{id}")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::patch().to(admin::update_user)),
+        )
+        .service(
+            resource("/v1/admin/users/{id}/sessions")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::user_sessions))
+                .route(web::delete().to(admin::revoke_user_sessions)),
+        )
+        .service(
+            resource("/v1/admin/sessions/{family_id}")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::delete().to(admin::revoke_family)),
+        )
+        .service(
+            resource("/v1/admin/audit")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::audit)),
+        )
+        .default_service(web::to(not_found));
 }

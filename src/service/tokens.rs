@@ -58,7 +58,8 @@ fn pair(
         access_token,
         expires_in: state.settings.access_ttl.as_secs(),
         refresh_token,
-        refresh_expires_in: (refresh_expires_at - now).num_seconds().max(0) as u64,
+        // Whole seconds on both sides: storage keeps whole seconds.
+        refresh_expires_in: (refresh_expires_at.timestamp() - now.timestamp()).max(0) as u64,
         user,
     })
 }
