@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::crypto::keys;
+use crate::crypto::lifecycle::{self, Stage};
 use crate::domain::{Email, NewPassword, RevokeReason, Role};
 use crate::service::{AppState, ServiceError, accounts};
 use crate::startup::{self, Application};
@@ -60,10 +61,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Generate a new RSA-2048 signing key in the keys directory.
+    /// Generate an RSA-2048 key. It is published at once and signs after `keys rotate`
+    /// (the directory's first key signs at once).
     Generate,
-    /// List the keys: kid, size, file, and which one signs.
+    /// List the keys: kid, stage, size, file.
     List,
+    /// Make the next key sign; the signing key is retired (published until its tokens
+    /// expire). Refused until the next key has been published for the JWKS max-age plus
+    /// the reload interval, so no verifier's cache can miss it.
+    Rotate {
+        /// Rotate now even if some verifiers may not have the next key cached yet.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Retire a key that does not sign: it stays published until its tokens expire.
+    Retire {
+        kid: String,
+        /// Stop publishing it at once (its tokens stop verifying).
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,34 +232,82 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             println!("# configuration OK");
             Ok(())
         }
-        Command::Keys(KeysCommand::Generate) => {
-            let path = keys::generate_into(&settings.keys_dir, chrono::Utc::now())?;
-            let key = keys::load_dir(&settings.keys_dir)?
-                .into_iter()
-                .find(|k| k.path == path)
-                .ok_or_else(|| Failure::Internal("the new key did not load".into()))?;
-            println!("generated {} kid={}", path.display(), key.kid);
-            Ok(())
-        }
-        Command::Keys(KeysCommand::List) => {
-            let ring = keys::KeyRing::new(keys::load_dir(&settings.keys_dir)?)
-                .map_err(|_| Failure::User("no keys in the keys directory".into()))?;
-            for k in ring.keys() {
-                let role = if k.kid == ring.signer().kid {
-                    "signing"
-                } else {
-                    "published"
-                };
-                println!("{}\t{} bits\t{role}\t{}", k.kid, k.bits(), k.path.display());
-            }
-            Ok(())
-        }
+        Command::Keys(command) => keys_tool(&settings, command),
         other => {
             let rt = runtime()?;
             let _guard = rt.enter();
             let state = startup::build_state(settings, Arc::new(SystemClock))?;
             rt.block_on(admin_tool(&state, other))
         }
+    }
+}
+
+fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
+    let dir = &settings.keys_dir;
+    let now = chrono::Utc::now();
+    let timing = settings.key_timing();
+    let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
+    match command {
+        KeysCommand::Generate => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::User(format!("{}: {e}", dir.display())))?;
+            let (path, stage) = lifecycle::generate(dir, now)?;
+            let kid = keys::load_dir(dir)?
+                .into_iter()
+                .find(|k| k.path == path)
+                .map(|k| k.kid)
+                .unwrap_or_default();
+            let stage = match stage {
+                Stage::Current => "current: it signs now",
+                _ => "next: published now; run `gatehouse keys rotate` once caches hold it",
+            };
+            println!("generated {} kid={kid} ({stage})", path.display());
+            record_key_event(settings, format!("generated {kid}"));
+        }
+        KeysCommand::List => {
+            for (kid, state, bits, path) in
+                lifecycle::describe(dir, now, timing).map_err(user_error)?
+            {
+                println!("{kid}\t{bits} bits\t{state}\t{}", path.display());
+            }
+        }
+        KeysCommand::Rotate { force } => {
+            let (old, new) = lifecycle::rotate(dir, now, timing, force).map_err(user_error)?;
+            println!(
+                "{new} signs now; {} is retired and stays published for {}s. Running servers pick this up within {}s (or send SIGHUP).",
+                old.as_deref().unwrap_or("-"),
+                timing.retire_after,
+                settings.keys_reload_interval.as_secs()
+            );
+            record_key_event(
+                settings,
+                format!("rotated {} -> {new}", old.unwrap_or_default()),
+            );
+        }
+        KeysCommand::Retire {
+            kid,
+            now: immediately,
+        } => {
+            lifecycle::retire(dir, &kid, now, timing, immediately).map_err(user_error)?;
+            println!("{kid} retired");
+            record_key_event(settings, format!("retired {kid}"));
+        }
+    }
+    Ok(())
+}
+
+/// Key changes go to the audit log when the database is there; a missing database must
+/// not stop key management (keys may be prepared before the first start).
+fn record_key_event(settings: &Settings, detail: String) {
+    if !settings.database.exists() {
+        return;
+    }
+    let Ok(store) = startup::open_store(settings) else {
+        return;
+    };
+    let event = cli_event("key_rotated", None, detail);
+    if let Err(e) = crate::storage::Store::record_audit(&store, event) {
+        eprintln!("gatehouse: warning: could not record the audit event: {e}");
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Settings {
     pub hsts: bool,
     pub audit_retention: Duration,
     pub prune_interval: Duration,
+    /// How often a running server re-reads the keys directory (SIGHUP re-reads at once).
+    pub keys_reload_interval: Duration,
 }
 
 /// Per-IP request budgets, per tier: each allows `per_minute` on average and `burst` at once.
@@ -172,6 +174,7 @@ impl Default for Settings {
             hsts: false,
             audit_retention: Duration::from_secs(90 * 86400),
             prune_interval: Duration::from_secs(600),
+            keys_reload_interval: Duration::from_secs(30),
         }
     }
 }
@@ -254,6 +257,10 @@ impl Settings {
         duration("GATEHOUSE_LOCKOUT_WINDOW", &mut s.lockout.window)?;
         duration("GATEHOUSE_AUDIT_RETENTION", &mut s.audit_retention)?;
         duration("GATEHOUSE_PRUNE_INTERVAL", &mut s.prune_interval)?;
+        duration(
+            "GATEHOUSE_KEYS_RELOAD_INTERVAL",
+            &mut s.keys_reload_interval,
+        )?;
         if let Some(v) = lookup("GATEHOUSE_CORS_ORIGINS") {
             s.cors_origins = v
                 .split(',')
@@ -404,6 +411,14 @@ impl Settings {
                 ));
             }
         }
+        if self.keys_reload_interval < Duration::from_secs(1)
+            || self.prune_interval < Duration::from_secs(1)
+        {
+            return Err(err(
+                "GATEHOUSE_KEYS_RELOAD_INTERVAL",
+                "reload and prune intervals must be at least 1 second",
+            ));
+        }
         if self.hash_workers == 0 || self.http_workers == 0 {
             return Err(err("GATEHOUSE_HASH_WORKERS", "must be at least 1"));
         }
@@ -472,7 +487,20 @@ impl Settings {
             ),
             ("GATEHOUSE_AUDIT_RETENTION", secs(self.audit_retention)),
             ("GATEHOUSE_PRUNE_INTERVAL", secs(self.prune_interval)),
+            (
+                "GATEHOUSE_KEYS_RELOAD_INTERVAL",
+                secs(self.keys_reload_interval),
+            ),
         ]
+    }
+
+    /// How long keys stay published around a rotation.
+    pub fn key_timing(&self) -> crate::crypto::lifecycle::Timing {
+        crate::crypto::lifecycle::Timing {
+            retire_after: self.access_ttl.as_secs() as i64 + crate::crypto::jwt::LEEWAY_SECS,
+            publish_before_signing: (self.jwks_max_age + self.keys_reload_interval).as_secs()
+                as i64,
+        }
     }
 
     /// The refresh-child secret lives beside the signing keys.

@@ -17,6 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::keys::{self, KeyRing};
+use crate::crypto::lifecycle;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::refresh::RefreshSecret;
 use crate::domain::Role;
@@ -86,8 +87,10 @@ impl Application {
     /// Serves until SIGINT/SIGTERM; in-flight requests are drained (up to 20 s).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let maintenance = tokio::spawn(maintain(self.state.clone()));
+        let keys = tokio::spawn(watch_keys(self.state.clone()));
         let result = self.server.await;
         maintenance.abort();
+        keys.abort();
         result
     }
 }
@@ -135,19 +138,66 @@ fn ensure_keys_dir(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads every key; when there is none, generates an RSA-2048 key and says so.
+/// Loads the key ring in force; when the directory has no key, generates an RSA-2048
+/// key that signs at once, and says so.
 pub fn load_or_create_keys(
     settings: &Settings,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<KeyRing> {
     ensure_keys_dir(settings)?;
-    let mut found = keys::load_dir(&settings.keys_dir)?;
-    if found.is_empty() {
-        let path = keys::generate_into(&settings.keys_dir, now)?;
-        found = keys::load_dir(&settings.keys_dir)?;
+    if keys::load_dir(&settings.keys_dir)?.is_empty() {
+        let (path, _) = lifecycle::generate(&settings.keys_dir, now)?;
         tracing::info!(path = %path.display(), "no signing key found: generated an RSA-2048 key");
     }
-    KeyRing::new(found)
+    lifecycle::load(&settings.keys_dir, now, settings.key_timing())
+}
+
+/// Re-reads the keys directory on SIGHUP and every `keys_reload_interval`, swapping in
+/// the new ring when it differs. A directory that fails to load keeps the old ring.
+async fn watch_keys(state: web::Data<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(state.settings.keys_reload_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let by_signal = match hangup.as_mut() {
+            Some(sig) => tokio::select! {
+                _ = sig.recv() => true,
+                _ = tick.tick() => false,
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        let settings = state.settings.clone();
+        let now = state.now();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let ring = lifecycle::load(&settings.keys_dir, now, settings.key_timing())?;
+            self_test(&ring, &settings)?;
+            Ok::<_, anyhow::Error>(ring)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(ring)) => {
+                let old = state.keys();
+                if ring.jwks().etag != old.jwks().etag || ring.signer().kid != old.signer().kid {
+                    tracing::info!(
+                        signing_kid = %ring.signer().kid,
+                        published = ring.keys().len(),
+                        "key ring reloaded"
+                    );
+                    state.replace_keys(ring);
+                } else if by_signal {
+                    tracing::info!("SIGHUP: keys unchanged");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot reload keys; keeping the current ones")
+            }
+            Err(e) => tracing::error!(error = %e, "key reload task failed"),
+        }
+    }
 }
 
 fn load_or_create_secret(settings: &Settings) -> anyhow::Result<RefreshSecret> {

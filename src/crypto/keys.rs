@@ -123,19 +123,28 @@ pub struct Jwks {
 }
 
 impl KeyRing {
+    /// Every key published; the one whose file name sorts last signs.
     pub fn new(mut keys: Vec<SigningKey>) -> anyhow::Result<Self> {
-        anyhow::ensure!(!keys.is_empty(), "no signing key");
         keys.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
-        keys.dedup_by(|a, b| a.kid == b.kid);
-        let keys: Vec<Arc<SigningKey>> = keys.into_iter().map(Arc::new).collect();
-        let signer = Arc::clone(keys.last().context("no signing key")?);
+        let signer = keys.pop().context("no signing key")?;
+        Self::from_parts(signer, keys)
+    }
+
+    /// A ring that signs with `signer` and also publishes (and accepts) `others`.
+    pub fn from_parts(signer: SigningKey, others: Vec<SigningKey>) -> anyhow::Result<Self> {
+        let signer = Arc::new(signer);
+        let mut keys = vec![Arc::clone(&signer)];
+        for key in others {
+            if keys.iter().all(|k| k.kid != key.kid) {
+                keys.push(Arc::new(key));
+            }
+        }
         let verifiers = keys
             .iter()
             .map(|k| (k.kid.clone(), k.decoding_key()))
             .collect();
         // The signer first: verifiers that take the first key by habit get the right one.
-        let mut jwk_list = vec![signer.jwk()];
-        jwk_list.extend(keys.iter().rev().skip(1).map(|k| k.jwk()));
+        let jwk_list: Vec<serde_json::Value> = keys.iter().map(|k| k.jwk()).collect();
         let body = serde_json::to_vec(&json!({ "keys": jwk_list }))?;
         let etag = format!("\"{}\"", &b64url(&sha256(&body))[..27]);
         Ok(Self {

@@ -3,6 +3,7 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod lifecycle;
 pub mod password;
 pub mod refresh;
 
