@@ -24,6 +24,9 @@ use crate::storage::{AuditEvent, AuditFilter};
     after_help = "Configuration comes from GATEHOUSE_* environment variables; see README.md."
 )]
 pub struct Cli {
+    /// A TOML configuration file; GATEHOUSE_* environment variables override it.
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -161,7 +164,7 @@ impl From<ServiceError> for Failure {
 pub fn main() -> ExitCode {
     crate::telemetry::init();
     let cli = Cli::parse();
-    let settings = match Settings::from_env() {
+    let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("gatehouse: configuration error: {e}");

@@ -41,6 +41,8 @@ pub struct Settings {
     pub prune_interval: Duration,
     /// How often a running server re-reads the keys directory (SIGHUP re-reads at once).
     pub keys_reload_interval: Duration,
+    /// A request body must arrive within this time (slow-body clients get 408).
+    pub body_timeout: Duration,
 }
 
 /// Per-IP request budgets, per tier: each allows `per_minute` on average and `burst` at once.
@@ -175,6 +177,7 @@ impl Default for Settings {
             audit_retention: Duration::from_secs(90 * 86400),
             prune_interval: Duration::from_secs(600),
             keys_reload_interval: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -217,6 +220,21 @@ impl Settings {
     /// Defaults overlaid by `GATEHOUSE_*` environment variables, then validated.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Defaults, overlaid by the TOML file (if any), overlaid by `GATEHOUSE_*` variables.
+    /// The file uses the variables' names without the prefix, in lower case
+    /// (`access_ttl = "15m"`, `cors_origins = ["https://app.example.com"]`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            Some(path) => read_toml(path)?,
+            None => std::collections::HashMap::new(),
+        };
+        Self::from_lookup(|key| {
+            std::env::var(key)
+                .ok()
+                .or_else(|| from_file.get(key).cloned())
+        })
     }
 
     /// Defaults overlaid by whatever `lookup` knows (keys are `GATEHOUSE_*` names).
@@ -411,6 +429,14 @@ impl Settings {
                 ));
             }
         }
+        if self.body_timeout < Duration::from_secs(1)
+            || self.body_timeout > Duration::from_secs(120)
+        {
+            return Err(err(
+                "GATEHOUSE_BODY_TIMEOUT",
+                "must be between 1 second and 2 minutes",
+            ));
+        }
         if self.keys_reload_interval < Duration::from_secs(1)
             || self.prune_interval < Duration::from_secs(1)
         {
@@ -507,6 +533,80 @@ impl Settings {
     pub fn refresh_secret_path(&self) -> PathBuf {
         self.keys_dir.join("refresh.secret")
     }
+}
+
+/// Every key a configuration file may hold (the environment variables, less the prefix).
+const FILE_KEYS: [&str; 28] = [
+    "bind",
+    "database",
+    "keys_dir",
+    "issuer",
+    "audience",
+    "access_ttl",
+    "refresh_ttl",
+    "family_ttl",
+    "refresh_reuse_grace",
+    "cors_origins",
+    "jwks_max_age",
+    "sqlite_synchronous",
+    "hash_workers",
+    "http_workers",
+    "db_readers",
+    "rate_limits",
+    "rate_limit_auth",
+    "rate_limit_writes",
+    "rate_limit_reads",
+    "lockout_max_failures",
+    "lockout_max_failures_per_ip",
+    "lockout_window",
+    "trusted_proxies",
+    "hsts",
+    "audit_retention",
+    "prune_interval",
+    "keys_reload_interval",
+    "body_timeout",
+];
+
+/// Reads a TOML file into `GATEHOUSE_*`-named strings, refusing unknown keys (a typo
+/// must not silently leave a default in force).
+fn read_toml(path: &Path) -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    let key = "GATEHOUSE_CONFIG";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(key, format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| err(key, format!("{} is not valid TOML: {e}", path.display())))?;
+    let mut out = std::collections::HashMap::new();
+    for (name, value) in table {
+        if !FILE_KEYS.contains(&name.as_str()) {
+            return Err(err(
+                key,
+                format!("{}: unknown setting {name:?}", path.display()),
+            ));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => if b { "on" } else { "off" }.to_owned(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(err(
+                    key,
+                    format!("{}: {name} cannot be {}", path.display(), other.type_str()),
+                ));
+            }
+        };
+        out.insert(format!("GATEHOUSE_{}", name.to_ascii_uppercase()), text);
+    }
+    Ok(out)
 }
 
 fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
@@ -643,6 +743,34 @@ mod tests {
         );
         assert_eq!(s.trusted_proxies.len(), 2);
         assert_eq!(s.sqlite_synchronous, Synchronous::Full);
+    }
+
+    #[test]
+    fn a_file_is_overlaid_by_the_environment_and_typos_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("gatehouse.toml");
+        std::fs::write(
+            &path,
+            "access_ttl = \"10m\"\ncors_origins = [\"https://a.example.com\"]\nrate_limits = false\n",
+        )
+        .expect("write");
+        let file = read_toml(&path).expect("toml");
+        assert_eq!(file["GATEHOUSE_ACCESS_TTL"], "10m");
+        assert_eq!(file["GATEHOUSE_RATE_LIMITS"], "off");
+        let env: HashMap<&str, &str> = [("GATEHOUSE_ACCESS_TTL", "5m")].into();
+        let s = Settings::from_lookup(|k| {
+            env.get(k)
+                .map(|v| v.to_string())
+                .or_else(|| file.get(k).cloned())
+        })
+        .expect("valid");
+        assert_eq!(s.access_ttl, Duration::from_secs(300), "environment wins");
+        assert_eq!(s.cors_origins, vec!["https://a.example.com".to_owned()]);
+        assert!(!s.rate_limits.enabled);
+
+        std::fs::write(&path, "acess_ttl = \"10m\"\n").expect("write");
+        let e = read_toml(&path).expect_err("typo");
+        assert!(e.message.contains("unknown setting"), "{e}");
     }
 
     #[test]

@@ -173,6 +173,9 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
                 && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
         });
         let body = web::Bytes::from_request(req, payload);
+        let timeout = state(req).map_or(std::time::Duration::from_secs(10), |s| {
+            s.settings.body_timeout
+        });
         Box::pin(async move {
             if !is_json {
                 return Err(ApiError::new(
@@ -181,16 +184,21 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
                     "Send the body as JSON with Content-Type: application/json.",
                 ));
             }
-            let bytes =
-                body.await
-                    .map_err(|e| match e.as_error::<actix_web::error::PayloadError>() {
-                        Some(actix_web::error::PayloadError::Overflow) => ApiError::new(
-                            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                            "payload_too_large",
-                            "The body is larger than 16 KiB.",
-                        ),
-                        _ => ApiError::invalid_json("The body could not be read."),
-                    })?;
+            let Ok(read) = tokio::time::timeout(timeout, body).await else {
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "The request body did not arrive in time.",
+                ));
+            };
+            let bytes = read.map_err(|e| match e.as_error::<actix_web::error::PayloadError>() {
+                Some(actix_web::error::PayloadError::Overflow) => ApiError::new(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "The body is larger than 16 KiB.",
+                ),
+                _ => ApiError::invalid_json("The body could not be read."),
+            })?;
             if std::str::from_utf8(&bytes).is_err() {
                 return Err(ApiError::invalid_json("The body is not valid UTF-8."));
             }
