@@ -530,3 +530,30 @@ async fn unknown_or_malformed_ids_are_404() {
         }
     }
 }
+
+#[tokio::test]
+async fn listing_users_honours_the_limit() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    for i in 0..3 {
+        app.signup(&unique_email(&format!("limit{i}")), PASSWORD)
+            .await;
+    }
+    let token = access_of(&admin);
+
+    let response = app.get_with_token("/v1/admin/users?limit=2", token).await;
+    let body = crate::helpers::expect_json(response, StatusCode::OK).await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 2, "{body}");
+
+    let response = app.get_with_token("/v1/admin/users?limit=100", token).await;
+    let body = crate::helpers::expect_json(response, StatusCode::OK).await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 4, "{body}");
+
+    for bad in ["0", "101", "-1", "abc"] {
+        let response = app
+            .get_with_token(&format!("/v1/admin/users?limit={bad}"), token)
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "limit={bad}");
+        assert_error(response, StatusCode::BAD_REQUEST, "validation_failed").await;
+    }
+}

@@ -353,3 +353,78 @@ async fn nothing_ever_answers_5xx() {
     assert_eq!(response.status(), StatusCode::OK);
     app.refresh_ok(refresh_of(&admin)).await;
 }
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let allowed = "https://app.example.com";
+    let app = crate::helpers::spawn_app_with(|s| s.cors_origins = vec![allowed.to_owned()]).await;
+
+    let response = app
+        .api_client
+        .get(app.url("/.well-known/jwks.json"))
+        .header("origin", allowed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "access-control-allow-origin").as_deref(),
+        Some(allowed)
+    );
+
+    let preflight = app
+        .api_client
+        .request(Method::OPTIONS, app.url("/v1/login"))
+        .header("origin", allowed)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        preflight.status().is_success(),
+        "preflight: {}",
+        preflight.status()
+    );
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin").as_deref(),
+        Some(allowed)
+    );
+    let methods = header(&preflight, "access-control-allow-methods").unwrap_or_default();
+    assert!(methods.contains("POST"), "allowed methods: {methods}");
+
+    for origin in [
+        "https://evil.example",
+        "https://app.example.com.evil.example",
+        "null",
+    ] {
+        let response = app
+            .api_client
+            .get(app.url("/.well-known/jwks.json"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().as_u16() < 500);
+        let acao = header(&response, "access-control-allow-origin");
+        assert!(
+            acao.is_none() || acao.as_deref() == Some(allowed),
+            "origin {origin} got Access-Control-Allow-Origin {acao:?}"
+        );
+        assert_ne!(acao.as_deref(), Some("*"));
+        let preflight = app
+            .api_client
+            .request(Method::OPTIONS, app.url("/v1/login"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert!(preflight.status().as_u16() < 500);
+        let acao = header(&preflight, "access-control-allow-origin");
+        assert!(
+            acao.is_none() || acao.as_deref() == Some(allowed),
+            "preflight from {origin} got Access-Control-Allow-Origin {acao:?}"
+        );
+    }
+}

@@ -208,3 +208,28 @@ async fn lockout_counts_the_normalized_email() {
     let response = app.login_response(&email, PASSWORD).await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
 }
+
+#[tokio::test]
+async fn failures_are_also_counted_per_client_ip() {
+    let app = crate::helpers::spawn_app_with(|s| s.lockout.max_failures_per_ip = 3).await;
+    let victim = unique_email("ip-victim");
+    app.signup(&victim, PASSWORD).await;
+
+    // Three different addresses, one failure each: only the IP counter reaches its limit.
+    for _ in 0..3 {
+        let response = app
+            .login_response(&unique_email("spray"), OTHER_PASSWORD)
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    let response = app.login_response(&victim, PASSWORD).await;
+    assert!(
+        header(&response, "retry-after").is_some(),
+        "429 without Retry-After"
+    );
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+
+    app.advance(Duration::from_secs(15 * 60 + 1));
+    app.login(&victim, PASSWORD).await;
+}

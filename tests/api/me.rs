@@ -376,3 +376,91 @@ async fn deleting_the_account_needs_the_right_password() {
     assert_eq!(response.status(), StatusCode::OK);
     app.login(&email, PASSWORD).await;
 }
+
+#[tokio::test]
+async fn wrong_current_passwords_count_towards_the_lockout() {
+    let app = spawn_app().await;
+    let email = unique_email("pw-lock");
+    let tokens = app.signup(&email, PASSWORD).await;
+    let body = json!({ "current_password": "Not-The-Pass1!", "new_password": OTHER_PASSWORD });
+
+    for attempt in 1..=5 {
+        let response = app
+            .post_json_with_token("/v1/me/password", access_of(&tokens), &body)
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+
+    // Now even the right current password is refused, and login too.
+    let response = app
+        .post_json_with_token(
+            "/v1/me/password",
+            access_of(&tokens),
+            &json!({ "current_password": PASSWORD, "new_password": OTHER_PASSWORD }),
+        )
+        .await;
+    assert!(crate::helpers::header(&response, "retry-after").is_some());
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+    let response = app.login_response(&email, PASSWORD).await;
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+    let response = app
+        .delete_with_token(
+            "/v1/me",
+            access_of(&tokens),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+    // The password is unchanged.
+    app.advance(Duration::from_secs(15 * 60 + 1));
+    app.login(&email, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn wrong_passwords_on_account_delete_count_towards_the_lockout() {
+    let app = spawn_app().await;
+    let email = unique_email("del-lock");
+    let tokens = app.signup(&email, PASSWORD).await;
+
+    for attempt in 1..=5 {
+        let response = app
+            .delete_with_token(
+                "/v1/me",
+                access_of(&tokens),
+                Some(json!({ "password": OTHER_PASSWORD })),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+
+    let response = app.login_response(&email, PASSWORD).await;
+    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+}
+
+#[tokio::test]
+async fn sessions_leave_out_families_past_their_absolute_expiry() {
+    let app = spawn_app().await;
+    let email = unique_email("expired-family");
+    let old = app.signup(&email, PASSWORD).await;
+
+    app.advance(Duration::from_secs(7 * 24 * 3600 + 60));
+    let fresh = app.login(&email, PASSWORD).await;
+
+    let ids: Vec<String> = app
+        .my_sessions(access_of(&fresh))
+        .await
+        .iter()
+        .map(assert_session_shape)
+        .collect();
+    assert_eq!(ids, vec![sid_of(&fresh)]);
+    let response = app.refresh(refresh_of(&old)).await;
+    assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+}
