@@ -60,6 +60,12 @@ enum Command {
     /// Validate the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Copy the database consistently while the server runs (SQLite online backup).
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +242,19 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keys(command) => keys_tool(&settings, command),
+        Command::Backup { to } => {
+            let store = startup::open_store(&settings)?;
+            if to.exists() {
+                return Err(Failure::User(format!("{} already exists", to.display())));
+            }
+            store.backup_to(&to)?;
+            println!(
+                "backed up {} to {} (integrity ok)",
+                settings.database.display(),
+                to.display()
+            );
+            Ok(())
+        }
         other => {
             let rt = runtime()?;
             let _guard = rt.enter();
@@ -500,7 +519,11 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 );
             }
         }
-        Command::Serve | Command::Migrate | Command::Keys(_) | Command::Config(_) => {
+        Command::Serve
+        | Command::Migrate
+        | Command::Keys(_)
+        | Command::Config(_)
+        | Command::Backup { .. } => {
             unreachable!("handled before the state is built")
         }
     }

@@ -11,7 +11,6 @@ mod families;
 mod lockout;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -56,9 +55,12 @@ impl Synchronous {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!(
-        "../../../migrations/sqlite/0001_init.sql"
-    ))])
+    Migrations::new(vec![
+        M::up(include_str!("../../../migrations/sqlite/0001_init.sql")),
+        M::up(include_str!(
+            "../../../migrations/sqlite/0002_health_probe.sql"
+        )),
+    ])
 }
 
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
@@ -73,7 +75,12 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// The one connection that writes. A timed lock: a request that cannot start its
+    /// write within `WAIT` gets 503 instead of queueing without bound.
+    writer: parking_lot::Mutex<Connection>,
+    /// Whether the last write failed for lack of the database (full, read-only,
+    /// locked); readiness then probes with a real write until one succeeds.
+    write_failing: std::sync::atomic::AtomicBool,
     readers: Pool<SqliteConnectionManager>,
 }
 
@@ -109,7 +116,8 @@ impl SqliteStore {
             .context("cannot open the database connection pool")?;
         Ok(Self {
             path: path.to_owned(),
-            writer: Mutex::new(writer),
+            writer: parking_lot::Mutex::new(writer),
+            write_failing: std::sync::atomic::AtomicBool::new(false),
             readers,
         })
     }
@@ -144,13 +152,51 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
-        let out = f(&tx).map_err(map_err)?;
-        tx.commit().map_err(map_err)?;
-        Ok(out)
+        use std::sync::atomic::Ordering;
+        let mut conn = self.writer.try_lock_for(WAIT).ok_or_else(|| {
+            StoreError::Unavailable("timed out waiting for the database writer".into())
+        })?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })()
+        .map_err(map_err);
+        match &result {
+            Ok(_) => self.write_failing.store(false, Ordering::Relaxed),
+            Err(StoreError::Unavailable(_)) => self.write_failing.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Copies the live database into `to` with SQLite's online backup API: a consistent
+    /// snapshot taken in small steps, so the server keeps serving meanwhile. The copy is
+    /// written beside `to` and renamed into place once its integrity check passes.
+    pub fn backup_to(&self, to: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(!to.exists(), "{} already exists", to.display());
+        let tmp = to.with_extension("partial");
+        let _ = std::fs::remove_file(&tmp);
+        create_private(&tmp)?;
+        {
+            let src = self.readers.get().context("no database connection")?;
+            let mut dst = Connection::open(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            backup.run_to_completion(256, Duration::from_millis(5), None)?;
+        }
+        let copy = Connection::open(&tmp)?;
+        let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        anyhow::ensure!(check == "ok", "the copy fails its integrity check: {check}");
+        drop(copy);
+        std::fs::rename(&tmp, to).with_context(|| format!("cannot create {}", to.display()))?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
     }
 }
 

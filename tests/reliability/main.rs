@@ -1,0 +1,1 @@
+//! Reliability tests: crash consistency, storage faults, properties (being written).
