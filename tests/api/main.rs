@@ -1,6 +1,7 @@
 //! HTTP integration tests: one binary, so the crate links once.
 
 mod admin;
+mod attacks;
 mod errors;
 mod health;
 mod helpers;
