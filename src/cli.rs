@@ -169,7 +169,16 @@ impl From<ServiceError> for Failure {
 
 pub fn main() -> ExitCode {
     crate::telemetry::init();
-    let cli = Cli::parse();
+    // Usage mistakes are user errors (exit 1), not clap's customary 2, which we keep
+    // for internal errors.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

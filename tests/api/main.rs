@@ -9,6 +9,7 @@ mod jwks;
 mod login;
 mod logout;
 mod me;
+mod process;
 mod refresh;
 mod signup;
 mod tokens;
