@@ -2,10 +2,12 @@
 
 mod admin;
 mod attacks;
+mod audit;
 mod errors;
 mod health;
 mod helpers;
 mod jwks;
+mod keys;
 mod login;
 mod logout;
 mod me;
