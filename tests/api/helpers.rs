@@ -255,10 +255,11 @@ impl TestApp {
             .clone()
     }
 
-    /// Creates an admin through the CLI (production Argon2) and logs them in over HTTP.
-    pub async fn create_admin(&self, email: &str, password: &str) -> Value {
+    /// Runs the `gatehouse` CLI against this app's database and keys directory,
+    /// feeding `stdin` (if any); panics unless it exits 0. Returns its stdout.
+    pub async fn run_cli(&self, args: &[&str], stdin: Option<&str>) -> String {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["users", "create", "--email", email, "--admin"])
+            .args(args)
             .env("GATEHOUSE_DATABASE", &self.settings.database)
             .env("GATEHOUSE_KEYS_DIR", &self.settings.keys_dir)
             .stdin(std::process::Stdio::piped())
@@ -267,13 +268,13 @@ impl TestApp {
             .spawn()
             .expect("failed to start the gatehouse CLI");
         {
-            let mut stdin = child.stdin.take().expect("the CLI has no stdin");
-            stdin
-                .write_all(format!("{password}\n").as_bytes())
-                .await
-                .expect("failed to write the password to the CLI");
-            stdin
-                .shutdown()
+            let mut pipe = child.stdin.take().expect("the CLI has no stdin");
+            if let Some(input) = stdin {
+                pipe.write_all(input.as_bytes())
+                    .await
+                    .expect("failed to write to the CLI");
+            }
+            pipe.shutdown()
                 .await
                 .expect("failed to close the CLI's stdin");
         }
@@ -283,17 +284,40 @@ impl TestApp {
             .expect("the gatehouse CLI did not finish");
         assert!(
             output.status.success(),
-            "`gatehouse users create --admin` failed ({}):\nstdout: {}\nstderr: {}",
+            "`gatehouse {}` failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
         );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Creates an admin through the CLI (production Argon2) and logs them in over HTTP.
+    pub async fn create_admin(&self, email: &str, password: &str) -> Value {
+        self.run_cli(
+            &["users", "create", "--email", email, "--admin"],
+            Some(&format!("{password}\n")),
+        )
+        .await;
         let tokens = self.login(email, password).await;
         assert_eq!(
             tokens["user"]["role"], "admin",
             "CLI-created admin: {tokens}"
         );
         tokens
+    }
+
+    /// Starts a second instance on the same database, keys directory and clock (another
+    /// replica, or this one restarted); returns its base address.
+    pub async fn spawn_replica(&self) -> String {
+        let app =
+            Application::build_with_clock(self.settings.clone(), Arc::new(self.clock.clone()))
+                .await
+                .expect("failed to build the replica");
+        let port = app.port();
+        tokio::spawn(app.run_until_stopped());
+        format!("http://127.0.0.1:{port}")
     }
 
     // ---------------------------------------------------------------- keys and tokens
