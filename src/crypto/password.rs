@@ -1,9 +1,11 @@
-//! Argon2id hashing on a bounded pool of blocking threads.
+//! Argon2id hashing on its own small pool of low-priority threads.
 //!
 //! Argon2 is deliberately slow (tens of milliseconds of CPU and ~19 MiB per call). Run on
 //! the async executor it would stall every request of that worker; run on an unbounded
-//! pool, a login flood would take every core. So at most `workers` hashes run at once and
-//! the rest wait their turn asynchronously, costing no thread while they wait.
+//! pool, a login flood would take every core. So `workers` dedicated threads hash, jobs
+//! wait in a bounded queue (503 beyond it), and the threads run at a lower CPU priority
+//! (nice 10): they still use every idle cycle, but JWKS, refresh and token checks preempt
+//! them, so a login flood cannot starve the cheap endpoints.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use std::sync::Mutex;
+use std::sync::mpsc;
 
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,14 +47,25 @@ pub enum HashError {
     Hashing(String),
     #[error("the hashing pool is shut down")]
     PoolClosed,
+    /// More logins wait than the pool could serve in a reasonable time.
+    #[error("the hashing queue is full")]
+    Busy,
 }
+
+/// Jobs waiting per worker before new ones are refused (about 6 s of work at 25 ms each).
+const QUEUE_PER_WORKER: usize = 256;
+/// The nice value of hashing threads (0 is normal; higher yields to others).
+const HASH_THREAD_NICE: libc::c_int = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Clone)]
 pub struct PasswordHasher(Arc<Inner>);
 
 struct Inner {
     argon2: Argon2<'static>,
-    permits: Semaphore,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    max_waiting: usize,
     waiting: AtomicUsize,
     running: AtomicUsize,
     /// A real hash of a random password: verified when the email is unknown, so that
@@ -69,9 +83,20 @@ impl PasswordHasher {
             .hash_password(dummy_password.as_bytes())
             .map_err(|e| HashError::Hashing(e.to_string()))?
             .to_string();
+        let workers = workers.max(1);
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..workers {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || worker(&receiver))
+                .map_err(|e| HashError::Hashing(format!("cannot start a hashing thread: {e}")))?;
+        }
         Ok(Self(Arc::new(Inner {
             argon2,
-            permits: Semaphore::new(workers.max(1)),
+            jobs: Mutex::new(sender),
+            max_waiting: workers * QUEUE_PER_WORKER,
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             dummy_hash,
@@ -123,19 +148,45 @@ impl PasswordHasher {
         &self,
         job: impl FnOnce(&Inner) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        self.0.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = self.0.permits.acquire().await;
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
-        let _permit = permit.map_err(|_| HashError::PoolClosed)?;
         let inner = Arc::clone(&self.0);
-        inner.running.fetch_add(1, Ordering::Relaxed);
-        let result = tokio::task::spawn_blocking(move || {
+        if inner.waiting.fetch_add(1, Ordering::Relaxed) >= inner.max_waiting {
+            inner.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(HashError::Busy);
+        }
+        let (done, result) = tokio::sync::oneshot::channel();
+        let task: Job = Box::new(move || {
+            inner.waiting.fetch_sub(1, Ordering::Relaxed);
+            inner.running.fetch_add(1, Ordering::Relaxed);
             let out = job(&inner);
             inner.running.fetch_sub(1, Ordering::Relaxed);
-            out
-        })
-        .await;
-        result.map_err(|_| HashError::PoolClosed)
+            let _ = done.send(out);
+        });
+        let sent = self
+            .0
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(task);
+        if sent.is_err() {
+            self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(HashError::PoolClosed);
+        }
+        result.await.map_err(|_| HashError::PoolClosed)
+    }
+}
+
+/// A hashing thread: lowers its own priority, then runs jobs until the hasher is dropped.
+fn worker(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    // On Linux the nice value is per thread; `who = 0` means the calling thread. Failing
+    // to lower it only costs latency under load, so the result is not fatal.
+    // SAFETY: setpriority has no memory-safety preconditions.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE) };
+    loop {
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        match next {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
     }
 }
 

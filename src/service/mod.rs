@@ -150,6 +150,9 @@ impl From<StoreError> for ServiceError {
 
 impl From<HashError> for ServiceError {
     fn from(e: HashError) -> Self {
-        ServiceError::Internal(e.to_string())
+        match e {
+            HashError::Busy => ServiceError::Unavailable(e.to_string()),
+            other => ServiceError::Internal(other.to_string()),
+        }
     }
 }
