@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The whole performance harness in one command (see BENCHMARKS.md):
+#
+#   bash bench/run.sh            # default: every scenario, 3 rounds, ~6-8 min after the build
+#   bash bench/run.sh --quick    # smoke test (CI): tiny durations, no timing asserted
+#   bash bench/run.sh --full     # longer rounds, plus the 5-minute soak and the 1M growth check
+#   bash bench/run.sh --growth   # add the growth check (1,000,000 users and families)
+#   bash bench/run.sh --soak     # add the 5-minute memory soak
+#   bash bench/run.sh --no-node  # skip the Node.js comparison
+#
+# It builds the release binary and the load tool, installs the Node comparison service
+# (bench/node, from its lock file), runs the scenarios against gatehouse (synchronous
+# NORMAL and FULL) and against Node, measures the raw limits in the same run, and prints
+# the ratio table with the raw figures beside each ratio. JSON documents and the table
+# are kept in $BENCH_OUT (default target/bench-run/<time>).
+#
+# Exit status: 0 unless a server crashed, a command failed, or a scenario's error share
+# exceeded 1 %. Timing targets are reported, never asserted.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=default
+GROWTH=0
+SOAK=0
+NODE=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) MODE=quick ;;
+    --full) MODE=full GROWTH=1 SOAK=1 ;;
+    --growth) GROWTH=1 ;;
+    --soak) SOAK=1 ;;
+    --no-node) NODE=0 ;;
+    -h | --help)
+      sed -n '2,19p' "$0"
+      exit 0
+      ;;
+    *)
+      echo "bench/run.sh: unknown option $arg" >&2
+      exit 2
+      ;;
+  esac
+done
+
+case "$MODE" in
+  quick) DUR=1s WARM=300ms REPEAT=1 RAW_DUR=1s CONC=8 SOAK_DUR=20s USERS=20000 ;;
+  default) DUR=5s WARM=1s REPEAT=3 RAW_DUR=3s CONC=32 SOAK_DUR=300s USERS=1000000 ;;
+  full) DUR=15s WARM=2s REPEAT=3 RAW_DUR=5s CONC=32 SOAK_DUR=300s USERS=1000000 ;;
+esac
+
+OUT="${BENCH_OUT:-target/bench-run/$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$OUT"
+LOAD=target/release/examples/load
+BIN=target/release/gatehouse
+FAILED=0
+NODE_PID=""
+cleanup() {
+  if [ -n "$NODE_PID" ] && kill -0 "$NODE_PID" 2>/dev/null; then
+    kill "$NODE_PID" 2>/dev/null
+    wait "$NODE_PID" 2>/dev/null
+  fi
+}
+trap cleanup EXIT
+
+step() { printf '\n=== %s (%ss)\n' "$1" "$SECONDS"; }
+# Runs the load tool; a non-zero exit (crash, errors over 1 %, failure) is remembered.
+load() {
+  "$LOAD" "$@"
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "bench/run.sh: load $* exited $rc" >&2
+    FAILED=1
+  fi
+  return 0
+}
+COMMON=(--duration "$DUR" --warmup "$WARM" --repeat "$REPEAT" --raw-duration "$RAW_DUR" --concurrency "$CONC")
+
+step "build (release binary and load tool)"
+cargo build --release --example load || exit 2
+cargo build --release || exit 2
+
+if [ "$NODE" = 1 ]; then
+  step "Node comparison service: npm ci (bench/node)"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "bench/run.sh: node and npm are needed for the comparison (or pass --no-node)" >&2
+    exit 2
+  fi
+  # npm ci reinstalls from scratch (better-sqlite3 may compile from source); skip it
+  # when node_modules was installed from this very lock file.
+  stamp=bench/node/node_modules/.lock-stamp
+  if [ -f "$stamp" ] && cmp -s "$stamp" bench/node/package-lock.json; then
+    echo "node_modules is up to date with package-lock.json"
+  else
+    (cd bench/node && npm ci --no-audit --no-fund) || exit 2
+    cp bench/node/package-lock.json "$stamp"
+  fi
+fi
+
+step "gatehouse, synchronous=normal: every scenario, bare actix-web, raw limits"
+load --label gatehouse --spawn "$BIN" --scenarios all --bare --raw all \
+  "${COMMON[@]}" --json-out "$OUT/gatehouse.json"
+
+step "gatehouse, synchronous=full: refresh and its raw limits"
+load --label gatehouse-full --spawn "$BIN" --env GATEHOUSE_SQLITE_SYNCHRONOUS=full \
+  --scenarios refresh --raw sign,commit "${COMMON[@]}" --json-out "$OUT/gatehouse-full.json"
+
+if [ "$NODE" = 1 ]; then
+  step "Node.js (Express, jsonwebtoken, argon2, better-sqlite3; 2 cluster workers)"
+  NODE_PORT=$(( 20000 + RANDOM % 20000 ))
+  NODE_DATA=$(mktemp -d)
+  PORT=$NODE_PORT DATA_DIR="$NODE_DATA" NODE_WORKERS=2 node bench/node/server.js \
+    >"$OUT/node.log" 2>&1 &
+  NODE_PID=$!
+  load --label node --url "http://127.0.0.1:$NODE_PORT" --rss-pid "$NODE_PID" \
+    --scenarios jwks,jwks-304,me,login,refresh,mixed "${COMMON[@]}" --json-out "$OUT/node.json"
+  if ! kill -0 "$NODE_PID" 2>/dev/null; then
+    echo "bench/run.sh: the Node service died; see $OUT/node.log" >&2
+    FAILED=1
+  fi
+  cleanup
+  NODE_PID=""
+  rm -rf "$NODE_DATA"
+fi
+
+if [ "$GROWTH" = 1 ]; then
+  step "growth: seed $USERS users and families, then refresh and login, empty vs seeded"
+  SEED="$OUT/seeded.db"
+  rm -f "$SEED" "$SEED-wal" "$SEED-shm"
+  load --seed-db "$SEED" --users "$USERS"
+  for round in $(seq 1 "$REPEAT"); do
+    load --label growth-empty --spawn "$BIN" --scenarios login,refresh \
+      --duration "$DUR" --warmup "$WARM" --concurrency "$CONC" \
+      --json-out "$OUT/growth-empty-$round.json"
+    load --label growth-seeded --spawn "$BIN" --database "$SEED" --scenarios login,refresh \
+      --duration "$DUR" --warmup "$WARM" --concurrency "$CONC" \
+      --json-out "$OUT/growth-seeded-$round.json"
+  done
+  rm -f "$SEED" "$SEED-wal" "$SEED-shm"
+fi
+
+if [ "$SOAK" = 1 ]; then
+  step "soak: mixed for $SOAK_DUR, resident memory every 10 s"
+  load --label soak --spawn "$BIN" --scenarios none --soak "$SOAK_DUR" \
+    --concurrency "$CONC" --json-out "$OUT/soak.json"
+fi
+
+step "ratio table ($OUT)"
+"$LOAD" --report "$OUT"/*.json | tee "$OUT/report.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || FAILED=1
+
+step "done"
+if [ "$FAILED" -ne 0 ]; then
+  echo "bench/run.sh: something crashed or failed (see above)" >&2
+  exit 1
+fi
