@@ -1,0 +1,571 @@
+//! Storage faults against the real binary: a database locked by another process, a full
+//! disk (a small tmpfs), a read-only file system, and a flood of requests stuck behind a
+//! lock. Writes must answer 503 `service_unavailable` with `Retry-After` within a bounded
+//! time; JWKS and bearer verification keep working; `/readyz` says 503 while writes
+//! fail; the file is never corrupted; the service recovers by itself once the fault goes.
+//!
+//! The tmpfs tests need `mount` (root with CAP_SYS_ADMIN, as on the CI machine); where it
+//! is refused they say so on stderr and skip.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{self, PASSWORD, Server, ServerFiles};
+
+/// Longer than the service's 5 s lock wait plus its hashing, short of "hung".
+const BOUND: Duration = Duration::from_secs(20);
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Value,
+    took: Duration,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {:.2}s (Retry-After {:?}): {}",
+            self.status,
+            self.took.as_secs_f64(),
+            self.retry_after,
+            self.body
+        )
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    let start = Instant::now();
+    let response = request
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("the request got no answer at all");
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await.expect("no body");
+    Answer {
+        status,
+        retry_after,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        took: start.elapsed(),
+    }
+}
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> Self {
+        Self {
+            client: common::client(),
+            base: server.base.clone(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        send(self.client.post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    async fn get(&self, path: &str, bearer: Option<&str>) -> Answer {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        send(request).await
+    }
+
+    async fn signup(&self, email: &str) -> Answer {
+        self.post("/v1/signup", json!({"email": email, "password": PASSWORD}))
+            .await
+    }
+
+    async fn login(&self, email: &str) -> Answer {
+        self.post("/v1/login", json!({"email": email, "password": PASSWORD}))
+            .await
+    }
+
+    async fn refresh(&self, token: &str) -> Answer {
+        self.post("/v1/refresh", json!({"refresh_token": token}))
+            .await
+    }
+
+    /// Signs up a fresh account; returns (email, access token, refresh token).
+    async fn account(&self, tag: &str) -> (String, String, String) {
+        let email = format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let a = self.signup(&email).await;
+        assert_eq!(a.status, StatusCode::CREATED, "signup: {a:?}");
+        (
+            email,
+            a.body["access_token"].as_str().expect("access").to_owned(),
+            a.body["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
+        )
+    }
+
+    /// Polls `/readyz` until it answers `want` (or `BOUND` passes); returns the last status.
+    async fn readyz_becomes(&self, want: StatusCode) -> StatusCode {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let a = self.get("/readyz", None).await;
+            if a.status == want || Instant::now() > deadline {
+                return a.status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Failed expectations, collected so that one run shows every one of them.
+#[derive(Default)]
+struct Findings(Vec<String>);
+
+impl Findings {
+    fn unavailable(&mut self, what: &str, a: &Answer) {
+        let ok = a.status == StatusCode::SERVICE_UNAVAILABLE
+            && a.body["error"] == "service_unavailable"
+            && a.retry_after
+                .as_deref()
+                .is_some_and(|v| v.parse::<u64>().is_ok())
+            && a.took < BOUND;
+        if !ok {
+            self.0.push(format!(
+                "{what}: expected 503 service_unavailable with Retry-After within {BOUND:?}, got {a:?}"
+            ));
+        }
+    }
+
+    fn status(&mut self, what: &str, a: &Answer, want: StatusCode) {
+        if a.status != want {
+            self.0.push(format!("{what}: expected {want}, got {a:?}"));
+        }
+    }
+
+    fn ready(&mut self, what: &str, got: StatusCode, want: StatusCode) {
+        if got != want {
+            self.0
+                .push(format!("{what}: /readyz answered {got}, expected {want}"));
+        }
+    }
+
+    fn sound(&mut self, database: &Path) {
+        let conn = common::open_db(database);
+        for v in common::storage_violations(&conn) {
+            self.0.push(format!("the file is damaged: {v}"));
+        }
+    }
+
+    fn assert_none(self, test: &str) {
+        assert!(
+            self.0.is_empty(),
+            "{test}: {} failed expectations:\n{}",
+            self.0.len(),
+            self.0.join("\n")
+        );
+    }
+}
+
+/// 503 `service_unavailable` with a `Retry-After`, within the bound.
+fn assert_unavailable(what: &str, a: &Answer) {
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what} during the fault: {a:?}"
+    );
+    assert_eq!(
+        a.body["error"], "service_unavailable",
+        "{what} during the fault: {a:?}"
+    );
+    assert!(
+        a.retry_after
+            .as_deref()
+            .is_some_and(|v| v.parse::<u64>().is_ok()),
+        "{what}: 503 without a Retry-After: {a:?}"
+    );
+    assert!(a.took < BOUND, "{what} took too long: {a:?}");
+}
+
+fn assert_status(what: &str, a: &Answer, want: StatusCode) {
+    assert_eq!(a.status, want, "{what}: {a:?}");
+}
+
+fn assert_sound(database: &Path) {
+    let conn = common::open_db(database);
+    let violations = common::storage_violations(&conn);
+    assert!(violations.is_empty(), "the file is damaged: {violations:?}");
+}
+
+// ------------------------------------------------------------------------------ locked
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_locked_by_another_process_gets_503_on_writes_and_recovers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = ServerFiles::in_dir(dir.path());
+    let server = files.start().await;
+    let api = Api::new(&server);
+    let (email, access, refresh) = api.account("locked").await;
+    let mut f = Findings::default();
+
+    // Another process (this test) takes the write lock and sits on it.
+    let holder = common::open_db(&files.database);
+    holder
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the lock");
+
+    let fresh = format!("locked-new-{}@example.com", uuid::Uuid::new_v4().simple());
+    let (signup, login, rotated) =
+        tokio::join!(api.signup(&fresh), api.login(&email), api.refresh(&refresh));
+    f.unavailable("signup while locked", &signup);
+    f.unavailable("login while locked", &login);
+    f.unavailable("refresh while locked", &rotated);
+    let jwks = api.get("/.well-known/jwks.json", None).await;
+    f.status("JWKS while locked", &jwks, StatusCode::OK);
+    let me = api.get("/v1/me", Some(&access)).await;
+    f.status("GET /v1/me (a read) while locked", &me, StatusCode::OK);
+    let health = api.get("/healthz", None).await;
+    f.status("/healthz while locked", &health, StatusCode::OK);
+    let ready = api.get("/readyz", None).await;
+    f.ready(
+        "while writes fail on a lock",
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+
+    holder.execute_batch("COMMIT").expect("release the lock");
+    drop(holder);
+
+    // Recovery without a restart: the refresh that failed did not spend the token.
+    let ready = api.readyz_becomes(StatusCode::OK).await;
+    f.ready("after the lock is released", ready, StatusCode::OK);
+    f.status(
+        "refresh after release",
+        &api.refresh(&refresh).await,
+        StatusCode::OK,
+    );
+    f.status(
+        "signup after release",
+        &api.signup(&fresh).await,
+        StatusCode::CREATED,
+    );
+    f.status(
+        "login after release",
+        &api.login(&email).await,
+        StatusCode::OK,
+    );
+    server.kill().await;
+    f.sound(&files.database);
+    f.assert_none("locked database");
+}
+
+// ------------------------------------------------------------------------------ pool exhaustion
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_stuck_behind_a_lock_ends_within_a_bounded_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = ServerFiles::in_dir(dir.path()).with("GATEHOUSE_DB_READERS", "2");
+    let server = files.start().await;
+    let api = Api::new(&server);
+    let (email, access, _refresh) = api.account("flood").await;
+
+    let holder = common::open_db(&files.database);
+    holder
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the lock");
+    let release = tokio::spawn(async move {
+        // Held across several 5 s waits, so requests queue behind one another.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        holder.execute_batch("COMMIT").expect("release the lock");
+    });
+
+    // 160 requests at once: rotations of unknown tokens and logins (writes), /v1/me
+    // (reads on a pool of 2), JWKS. Each must end with a status within the bound.
+    let bogus = |i: usize| format!("{:0>43}", i);
+    let mut requests = Vec::new();
+    for i in 0..160usize {
+        requests.push((i, i % 4));
+    }
+    let answers: Vec<(String, Answer)> = futures::stream::iter(requests)
+        .map(|(i, kind)| {
+            let api = &api;
+            let email = email.clone();
+            let access = access.clone();
+            let token = bogus(i);
+            async move {
+                match kind {
+                    0 => ("refresh".to_owned(), api.refresh(&token).await),
+                    1 => ("login".to_owned(), api.login(&email).await),
+                    2 => ("me".to_owned(), api.get("/v1/me", Some(&access)).await),
+                    _ => (
+                        "jwks".to_owned(),
+                        api.get("/.well-known/jwks.json", None).await,
+                    ),
+                }
+            }
+        })
+        .buffer_unordered(160)
+        .collect()
+        .await;
+    release.await.expect("release task");
+
+    let slowest = answers
+        .iter()
+        .map(|(_, a)| a.took)
+        .max()
+        .unwrap_or_default();
+    let mut by_status = std::collections::BTreeMap::<(String, u16), usize>::new();
+    for (what, a) in &answers {
+        *by_status
+            .entry((what.clone(), a.status.as_u16()))
+            .or_default() += 1;
+        assert!(a.took < BOUND, "{what} hung: {a:?}");
+        assert!(
+            !a.status.is_server_error() || a.status == StatusCode::SERVICE_UNAVAILABLE,
+            "{what}: {a:?}"
+        );
+        if a.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_unavailable(what, a);
+        }
+        match what.as_str() {
+            "jwks" | "me" => assert_eq!(a.status, StatusCode::OK, "{what}: {a:?}"),
+            "refresh" => assert!(
+                matches!(a.status.as_u16(), 401 | 503),
+                "refresh of an unknown token: {a:?}"
+            ),
+            _ => assert!(matches!(a.status.as_u16(), 200 | 429 | 503), "login: {a:?}"),
+        }
+    }
+    eprintln!(
+        "flood: 160 concurrent requests behind an 8 s lock, slowest {:.2} s; {by_status:?}",
+        slowest.as_secs_f64()
+    );
+    assert_status(
+        "refresh after the flood",
+        &api.refresh(&bogus(999)).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    server.kill().await;
+    assert_sound(&files.database);
+}
+
+// ------------------------------------------------------------------------------ tmpfs
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map(|o| {
+                if !o.status.success() {
+                    eprintln!(
+                        "SKIPPED: cannot mount a tmpfs ({}); run as root with CAP_SYS_ADMIN",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                }
+                o.status.success()
+            })
+            .unwrap_or(false);
+        ok.then(|| Self {
+            path: path.to_owned(),
+        })
+    }
+
+    fn remount(&self, options: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "remount {options} failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` up to the last byte; returns the filler's path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        if file.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    for size in [4096usize, 512, 1] {
+        while file.write_all(&chunk[..size]).is_ok() {}
+    }
+    let _ = file.flush();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_gets_503_on_writes_keeps_jwks_and_recovers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "4m") else {
+        return;
+    };
+    let files = ServerFiles {
+        database: disk.path.join("gatehouse.db"),
+        ..ServerFiles::in_dir(dir.path())
+    };
+    let server = files.start().await;
+    let api = Api::new(&server);
+    let (email, access, mut refresh) = api.account("full").await;
+    let mut f = Findings::default();
+
+    let filler = fill(&disk.path);
+    // The WAL may still have room from earlier commits: rotate until a write needs a new
+    // page and fails. Every answer is a 200 (its commit fitted) or the 503 we expect.
+    let mut failed = None;
+    let mut fitted = 0;
+    for _ in 0..400 {
+        let a = api.refresh(&refresh).await;
+        if a.status == StatusCode::OK {
+            refresh = a.body["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned();
+            fitted += 1;
+            continue;
+        }
+        failed = Some(a);
+        break;
+    }
+    let failed = failed.expect("400 rotations fitted on a full disk");
+    eprintln!("full disk: {fitted} rotations still fitted, then {failed:?}");
+    f.unavailable("refresh on a full disk", &failed);
+    let fresh = format!("full-new-{}@example.com", uuid::Uuid::new_v4().simple());
+    f.unavailable("signup on a full disk", &api.signup(&fresh).await);
+    f.unavailable("login on a full disk", &api.login(&email).await);
+    let jwks = api.get("/.well-known/jwks.json", None).await;
+    f.status("JWKS on a full disk", &jwks, StatusCode::OK);
+    let me = api.get("/v1/me", Some(&access)).await;
+    f.status("GET /v1/me on a full disk", &me, StatusCode::OK);
+    let ready = api.get("/readyz", None).await;
+    f.ready(
+        "while the disk is full",
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+
+    std::fs::remove_file(filler).expect("free the disk");
+    let ready = api.readyz_becomes(StatusCode::OK).await;
+    f.ready("after freeing the disk", ready, StatusCode::OK);
+    let a = api.refresh(&refresh).await;
+    f.status("refresh after freeing the disk", &a, StatusCode::OK);
+    let a = api.signup(&fresh).await;
+    f.status("signup after freeing the disk", &a, StatusCode::CREATED);
+    f.status(
+        "login after freeing the disk",
+        &api.login(&email).await,
+        StatusCode::OK,
+    );
+    server.kill().await;
+    f.sound(&files.database);
+    f.assert_none("full disk");
+}
+
+/// chmod 0400 does not stop root (CAP_DAC_OVERRIDE), so the database lives on a tmpfs
+/// remounted read-only. (A live remount is refused while the server has files open for
+/// writing, so the fault is applied between two lives of the server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starting_on_a_read_only_database_refuses_clearly_or_serves_reads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "16m") else {
+        return;
+    };
+    let files = ServerFiles {
+        database: disk.path.join("gatehouse.db"),
+        ..ServerFiles::in_dir(dir.path())
+    };
+    let server = files.start().await;
+    let api = Api::new(&server);
+    let (email, access, refresh) = api.account("ro-start").await;
+    server.kill().await;
+    let mut f = Findings::default();
+
+    disk.remount("ro");
+    match files.try_start().await {
+        Err(log) => {
+            eprintln!("read-only start: refused: {log}");
+            if !(log.contains("gatehouse.db") || log.to_lowercase().contains("read")) {
+                f.0.push(format!("the refusal does not say what is wrong: {log}"));
+            }
+            disk.remount("rw");
+        }
+        Ok(server) => {
+            eprintln!("read-only start: the server starts and serves");
+            let api = Api::new(&server);
+            let jwks = api.get("/.well-known/jwks.json", None).await;
+            f.status("JWKS (read-only start)", &jwks, StatusCode::OK);
+            let me = api.get("/v1/me", Some(&access)).await;
+            f.status("GET /v1/me (read-only start)", &me, StatusCode::OK);
+            f.unavailable("refresh (read-only start)", &api.refresh(&refresh).await);
+            f.unavailable("login (read-only start)", &api.login(&email).await);
+            let ready = api.get("/readyz", None).await;
+            f.ready(
+                "on a read-only database",
+                ready.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+
+            // The fault goes: the file system is writable again. No restart.
+            disk.remount("rw");
+            let ready = api.readyz_becomes(StatusCode::OK).await;
+            f.ready("after remounting read-write", ready, StatusCode::OK);
+            // Give it the whole bound to come back by itself.
+            let deadline = Instant::now() + BOUND;
+            let a = loop {
+                let a = api.refresh(&refresh).await;
+                if a.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+                    break a;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            f.status("refresh after remounting read-write", &a, StatusCode::OK);
+            f.status(
+                "login after remounting read-write",
+                &api.login(&email).await,
+                StatusCode::OK,
+            );
+            server.kill().await;
+        }
+    }
+    f.sound(&files.database);
+    f.assert_none("read-only database");
+}
