@@ -179,6 +179,10 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server has exited")
+    }
+
     /// SIGKILL (no chance to flush, checkpoint or answer), then reap.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
