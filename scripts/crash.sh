@@ -12,4 +12,4 @@ export GATEHOUSE_CRASH_KILLS="${KILLS:-25}"
 export GATEHOUSE_CRASH_ROUND_MS="${ROUND_MS:-4000}"
 export GATEHOUSE_CRASH_WORKERS="${WORKERS:-8}"
 if [[ -n "${SEED:-}" ]]; then export GATEHOUSE_CRASH_SEED="$SEED"; fi
-exec cargo test --test reliability crash:: -- --nocapture --test-threads=1
+exec cargo test --test reliability crash::sigkill -- --nocapture --test-threads=1
