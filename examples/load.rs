@@ -130,6 +130,10 @@ struct Args {
     /// Report mode: read the JSON documents of one run and print the ratio table.
     #[arg(long, num_args = 1..)]
     report: Vec<PathBuf>,
+    /// Internal: serve this file's bytes as the bare actix-web baseline (a child process
+    /// of the load tool, so its CPU and memory are its own); prints the port.
+    #[arg(long, hide = true)]
+    serve_bare: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -150,7 +154,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if let Some(path) = &args.seed_db {
+    let result = if let Some(body) = &args.serve_bare {
+        serve_bare(body, args.bare_workers.unwrap_or(2)).map(|()| true)
+    } else if let Some(path) = &args.seed_db {
         seed_db(path, args.users).map(|()| true)
     } else if !args.report.is_empty() {
         report(&args.report).map(|()| true)
@@ -224,6 +230,8 @@ impl Recorder {
                 .latencies_us
                 .last()
                 .map_or(0.0, |v| f64::from(*v) / 1000.0),
+            server_cpu_us: 0.0,
+            client_cpu_us: 0.0,
             errors: self.errors,
         }
     }
@@ -240,6 +248,10 @@ struct Stats {
     p99_ms: f64,
     max_ms: f64,
     errors: BTreeMap<String, u64>,
+    /// CPU time per successful request over the measured window: the server process
+    /// (with its descendants) and this load tool.
+    server_cpu_us: f64,
+    client_cpu_us: f64,
 }
 
 impl Stats {
@@ -253,6 +265,8 @@ impl Stats {
             "p50_ms": round(self.p50_ms), "p90_ms": round(self.p90_ms),
             "p99_ms": round(self.p99_ms), "max_ms": round(self.max_ms),
             "errors": self.errors,
+            "server_cpu_us_per_req": round(self.server_cpu_us),
+            "client_cpu_us_per_req": round(self.client_cpu_us),
         })
     }
 
@@ -278,6 +292,8 @@ impl Stats {
             p99_ms: med(|s| s.p99_ms),
             max_ms: med(|s| s.max_ms),
             errors,
+            server_cpu_us: med(|s| s.server_cpu_us),
+            client_cpu_us: med(|s| s.client_cpu_us),
         }
     }
 }
@@ -339,6 +355,8 @@ impl Op {
 }
 
 struct Target {
+    /// The server process, for its CPU time.
+    pid: Option<u32>,
     base: String,
     client: reqwest::Client,
     etag: String,
@@ -514,6 +532,7 @@ async fn run_closed(
     let start = Instant::now();
     let measure_from = start + warmup;
     let deadline = measure_from + duration;
+    let cpu = tokio::spawn(cpu_between(target.pid, measure_from, deadline));
     let tasks: Vec<_> = accounts
         .drain(..)
         .enumerate()
@@ -544,10 +563,31 @@ async fn run_closed(
         }
         merged.insert(Op::All, all);
     }
+    let (server_cpu, client_cpu) = cpu.await.unwrap_or_default();
     merged
         .into_iter()
-        .map(|(op, rec)| (op, rec.stats(duration)))
+        .map(|(op, rec)| {
+            let mut st = rec.stats(duration);
+            let n = st.ok.max(1) as f64;
+            st.server_cpu_us = server_cpu * 1e6 / n;
+            st.client_cpu_us = client_cpu * 1e6 / n;
+            (op, st)
+        })
         .collect()
+}
+
+/// CPU seconds (user + system) the server and this process spend between two instants.
+async fn cpu_between(server: Option<u32>, from: Instant, to: Instant) -> (f64, f64) {
+    let sample = || {
+        let server = server.and_then(tree_cpu_secs).unwrap_or(0.0);
+        let me = cpu_secs(std::process::id()).unwrap_or(0.0);
+        (server, me)
+    };
+    tokio::time::sleep_until(tokio::time::Instant::from_std(from)).await;
+    let a = sample();
+    tokio::time::sleep_until(tokio::time::Instant::from_std(to)).await;
+    let b = sample();
+    (b.0 - a.0, b.1 - a.1)
 }
 
 /// Fixed-rate probes alternating JWKS and /v1/me on their own connections.
@@ -702,45 +742,62 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// A bare actix-web server answering every GET with `body`, on its own thread.
-fn start_bare(
-    body: bytes::Bytes,
+/// Starts the bare actix-web baseline as a child process (this same binary with
+/// `--serve-bare`), answering every request with `body`; returns it and its URL.
+async fn start_bare(
+    body: &[u8],
     workers: usize,
-) -> anyhow::Result<(actix_web::dev::ServerHandle, String)> {
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt as _;
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), body)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--serve-bare")
+        .arg(file.path())
+        .arg("--bare-workers")
+        .arg(workers.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("bare server stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await?;
+    let port: u16 = line
+        .trim()
+        .parse()
+        .with_context(|| format!("bare server said {line:?}"))?;
+    drop(file);
+    Ok((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// The bare baseline itself: the JWKS bytes from one handler, nothing else (no
+/// middleware, no headers beyond the content type), `workers` HTTP workers.
+fn serve_bare(body: &Path, workers: usize) -> anyhow::Result<()> {
     use actix_web::{App, HttpResponse, HttpServer, web};
+    let body = bytes::Bytes::from(std::fs::read(body)?);
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
+    println!("{}", listener.local_addr()?.port());
+    actix_web::rt::System::new().block_on(async move {
+        HttpServer::new(move || {
+            let body = body.clone();
+            App::new().default_service(web::to(move || {
                 let body = body.clone();
-                App::new().default_service(web::to(move || {
-                    let body = body.clone();
-                    async move {
-                        HttpResponse::Ok()
-                            .content_type("application/json")
-                            .body(body)
-                    }
-                }))
-            })
-            .workers(workers)
-            .disable_signals()
-            .listen(listener);
-            match server {
-                Ok(s) => {
-                    let s = s.run();
-                    let _ = tx.send(Ok(s.handle()));
-                    let _ = s.await;
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(body)
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
-    let handle = rx.recv()??;
-    Ok((handle, format!("http://127.0.0.1:{port}")))
+            }))
+        })
+        .workers(workers)
+        .listen(listener)?
+        .run()
+        .await
+    })?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -757,6 +814,12 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// Resident memory of `pid` and all its descendants (a Node cluster is several
 /// processes), in KiB.
 fn tree_rss_kib(pid: u32) -> Option<u64> {
+    let pids = tree_pids(pid)?;
+    Some(pids.iter().filter_map(|p| rss_kib(*p)).sum())
+}
+
+/// `pid` and all its descendants.
+fn tree_pids(pid: u32) -> Option<Vec<u32>> {
     let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(p) = entry
@@ -778,13 +841,30 @@ fn tree_rss_kib(pid: u32) -> Option<u64> {
             parents.entry(ppid).or_default().push(p);
         }
     }
-    let mut total = rss_kib(pid)?;
+    std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    let mut out = vec![pid];
     let mut stack = parents.get(&pid).cloned().unwrap_or_default();
     while let Some(p) = stack.pop() {
-        total += rss_kib(p).unwrap_or(0);
+        out.push(p);
         stack.extend(parents.get(&p).cloned().unwrap_or_default());
     }
-    Some(total)
+    Some(out)
+}
+
+/// User + system CPU seconds of one process (all its threads), from /proc/PID/stat.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+fn tree_cpu_secs(pid: u32) -> Option<f64> {
+    Some(tree_pids(pid)?.iter().filter_map(|p| cpu_secs(*p)).sum())
 }
 
 /// Samples resident memory every `every` until stopped; returns the samples.
@@ -854,9 +934,50 @@ fn raw_sign(threads: usize, duration: Duration) -> anyhow::Result<f64> {
 }
 
 /// Rotation transactions per second, alone, on a file database at `sync`.
-fn raw_commit(sync: Synchronous, duration: Duration) -> anyhow::Result<f64> {
+///
+/// With `busy_threads` > 0, that many threads spin on RS256 signing meanwhile, as the
+/// server's workers do under refresh load: the committing thread then waits for a CPU
+/// after each fsync. With `copy_of`, the database is a copy of that file (growth check).
+fn raw_commit(
+    sync: Synchronous,
+    duration: Duration,
+    busy_threads: usize,
+    copy_of: Option<&Path>,
+) -> anyhow::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut busy = Vec::new();
+    if busy_threads > 0 {
+        let dir = tempfile::tempdir()?;
+        generate_into(dir.path(), chrono::Utc::now())?;
+        let ring = Arc::new(KeyRing::new(load_dir(dir.path())?)?);
+        for _ in 0..busy_threads {
+            let (ring, stop) = (Arc::clone(&ring), Arc::clone(&stop));
+            busy.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(jwt::mint(&ring, &raw_claims()).expect("mint"));
+                }
+            }));
+        }
+    }
+    let rate = raw_commit_alone(sync, duration, copy_of);
+    stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        let _ = b.join();
+    }
+    rate
+}
+
+fn raw_commit_alone(
+    sync: Synchronous,
+    duration: Duration,
+    copy_of: Option<&Path>,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("raw.db"), sync, 1)?;
+    let path = dir.path().join("raw.db");
+    if let Some(src) = copy_of {
+        std::fs::copy(src, &path)?;
+    }
+    let store = SqliteStore::open(&path, sync, 1)?;
     let secret = RefreshSecret::from_bytes(&[7u8; 32]);
     let mut token = new_chain(&store)?;
     let deadline = Instant::now() + duration;
@@ -977,8 +1098,8 @@ fn raw_list(spec: Option<&str>) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for s in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match s {
-            "all" => out.extend(["sign", "commit", "argon2"].map(String::from)),
-            "sign" | "commit" | "argon2" => out.push(s.to_owned()),
+            "all" => out.extend(["sign", "commit", "commit-busy", "argon2"].map(String::from)),
+            "sign" | "commit" | "commit-busy" | "argon2" => out.push(s.to_owned()),
             s => bail!("unknown raw limit {s:?}"),
         }
     }
@@ -993,8 +1114,16 @@ impl Table {
     fn new() -> Self {
         Self {
             rows: vec![format!(
-                "{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  errors",
-                "scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "ok"
+                "{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}  errors",
+                "scenario",
+                "req/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                "ok",
+                "srv us",
+                "cli us"
             )],
         }
     }
@@ -1009,8 +1138,16 @@ impl Table {
                 .join(" ")
         };
         let row = format!(
-            "{:<24} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}  {errors}",
-            name, s.rps, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.ok
+            "{:<24} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>8.0} {:>8.0}  {errors}",
+            name,
+            s.rps,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            s.max_ms,
+            s.ok,
+            s.server_cpu_us,
+            s.client_cpu_us
         );
         eprintln!("  {row}");
         self.rows.push(row);
@@ -1088,6 +1225,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .to_owned();
         let jwks_body = jwks.bytes().await?;
         let target = Arc::new(Target {
+            pid: server_pid,
             base: base.clone(),
             client: http,
             etag,
@@ -1131,8 +1269,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                         .and_then(|v| v.parse().ok())
                 })
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let (handle, url) = start_bare(jwks_body.clone(), workers)?;
+            let (handle, url) = start_bare(&jwks_body, workers).await?;
             let bare_target = Arc::new(Target {
+                pid: handle.id(),
                 base: url,
                 client: client()?,
                 etag: String::new(),
@@ -1225,6 +1364,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                             .map(|a| a.access.clone())
                             .unwrap_or_default();
                         let probe_target = Arc::new(Target {
+                            pid: server_pid,
                             base: base.clone(),
                             client: client()?,
                             etag: target.etag.clone(),
@@ -1289,14 +1429,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 let (threads, dur) = (args.raw_threads, args.raw_duration);
                 let rate = match r.as_str() {
                     "sign" => tokio::task::spawn_blocking(move || raw_sign(threads, dur)).await??,
-                    "commit" => {
-                        tokio::task::spawn_blocking(move || raw_commit(sync, dur)).await??
+                    "commit" | "commit-busy" => {
+                        let busy = if r == "commit" { 0 } else { threads };
+                        let db = args.database.clone();
+                        tokio::task::spawn_blocking(move || {
+                            raw_commit(sync, dur, busy, db.as_deref())
+                        })
+                        .await??
                     }
                     _ => tokio::task::spawn_blocking(move || raw_argon2(threads, dur)).await??,
                 };
                 let name = match r.as_str() {
                     "sign" => format!("raw: RS256 sign x{threads}"),
                     "commit" => format!("raw: rotation commit ({sync_name})"),
+                    "commit-busy" => format!("raw: commit, CPUs busy ({sync_name})"),
                     _ => format!("raw: argon2id verify x{threads}"),
                 };
                 eprintln!("  {name:<24} {rate:>10.1}/s");
@@ -1346,8 +1492,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
 
-        if let Some((handle, _, workers)) = &bare {
-            handle.stop(true).await;
+        if let Some((mut handle, _, workers)) = bare {
+            let _ = handle.start_kill();
+            let _ = handle.wait().await;
             doc["settings"]["bare_workers"] = json!(workers);
         }
 
@@ -1384,7 +1531,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 let (threads, dur) = (args.raw_threads, args.raw_duration);
                 let rate = match r.as_str() {
                     "sign" => raw_sign(threads, dur)?,
-                    "commit" => raw_commit(sync, dur)?,
+                    "commit" => raw_commit(sync, dur, 0, args.database.as_deref())?,
+                    "commit-busy" => raw_commit(sync, dur, threads, args.database.as_deref())?,
                     _ => raw_argon2(threads, dur)?,
                 };
                 eprintln!("  raw {r:<10} {rate:>10.1}/s");
@@ -1438,7 +1586,7 @@ fn raw_json(raw_runs: &BTreeMap<String, Vec<f64>>, sync: &str) -> Value {
             json!({ "median_per_s": round(median(list)), "runs": list.iter().map(|x| round(*x)).collect::<Vec<_>>() }),
         );
     }
-    if raw_runs.contains_key("commit") {
+    if raw_runs.contains_key("commit") || raw_runs.contains_key("commit-busy") {
         raw.insert("commit_synchronous".into(), json!(sync));
     }
     Value::Object(raw)
