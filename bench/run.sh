@@ -101,7 +101,7 @@ load --label gatehouse --spawn "$BIN" --scenarios all --bare --raw all \
 
 step "gatehouse, synchronous=full: refresh and its raw limits"
 load --label gatehouse-full --spawn "$BIN" --env GATEHOUSE_SQLITE_SYNCHRONOUS=full \
-  --scenarios refresh --raw sign,commit "${COMMON[@]}" --json-out "$OUT/gatehouse-full.json"
+  --scenarios refresh --raw sign,commit,commit-busy "${COMMON[@]}" --json-out "$OUT/gatehouse-full.json"
 
 if [ "$NODE" = 1 ]; then
   step "Node.js (Express, jsonwebtoken, argon2, better-sqlite3; 2 cluster workers)"
@@ -128,10 +128,10 @@ if [ "$GROWTH" = 1 ]; then
   load --seed-db "$SEED" --users "$USERS"
   for round in $(seq 1 "$REPEAT"); do
     load --label growth-empty --spawn "$BIN" --scenarios login,refresh \
-      --duration "$DUR" --warmup "$WARM" --concurrency "$CONC" \
+      --raw commit --raw-duration "$RAW_DUR" --duration "$DUR" --warmup "$WARM" --concurrency "$CONC" \
       --json-out "$OUT/growth-empty-$round.json"
     load --label growth-seeded --spawn "$BIN" --database "$SEED" --scenarios login,refresh \
-      --duration "$DUR" --warmup "$WARM" --concurrency "$CONC" \
+      --raw commit --raw-duration "$RAW_DUR" --duration "$DUR" --warmup "$WARM" --concurrency "$CONC" \
       --json-out "$OUT/growth-seeded-$round.json"
   done
   rm -f "$SEED" "$SEED-wal" "$SEED-shm"

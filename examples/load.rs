@@ -1770,10 +1770,11 @@ fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
             })
             .or(div(r, floor)),
             format!(
-                "refresh {}/s; sign x2 {}/s; commit {}/s",
+                "refresh {}/s; sign x2 {}/s; commit {}/s (with CPUs busy {}/s)",
                 fmt(r),
                 fmt(s),
-                fmt(c)
+                fmt(c),
+                fmt(raw(label, "commit-busy"))
             ),
         );
     }
@@ -1848,6 +1849,19 @@ fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
     }
     if let Some(seeded) = docs.get("growth-seeded") {
         let users = seeded["settings"]["database_users"].as_i64().unwrap_or(0);
+        let (s, e) = (
+            raw("growth-seeded", "commit"),
+            raw("growth-empty", "commit"),
+        );
+        if s.is_some() {
+            rows.push(Row {
+                name: format!("5. growth: raw rotation commit, {users} / empty"),
+                target: "report".into(),
+                value: div(s, e),
+                met: None,
+                raw: format!("{}/s vs {}/s", fmt(s), fmt(e)),
+            });
+        }
         for sc in ["refresh", "login"] {
             let (s, e) = (rps("growth-seeded", sc), rps("growth-empty", sc));
             at_least(
