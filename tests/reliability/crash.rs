@@ -386,6 +386,41 @@ impl Worker {
     }
 }
 
+/// Harness self-check (`GATEHOUSE_CRASH_SABOTAGE=1`): plays a storage engine that lost
+/// acknowledged writes (an account, and the newest refresh token of a chain); the run
+/// must then report violations.
+fn sabotage(conn: &rusqlite::Connection, workers: &[Worker]) {
+    let chain = workers
+        .iter()
+        .flat_map(|w| &w.chains)
+        .find(|c| !c.uncertain && !c.revoked && c.tokens.len() > 1);
+    if let Some(c) = chain {
+        let n = conn
+            .execute(
+                "DELETE FROM refresh_tokens WHERE hash = ?1",
+                [common::token_hash(&c.newest().value)],
+            )
+            .expect("sabotage a token");
+        eprintln!(
+            "crash: SABOTAGE deleted {n} acknowledged refresh token (family {})",
+            c.family
+        );
+    }
+    let user = workers
+        .iter()
+        .flat_map(|w| &w.users)
+        .find(|u| matches!(u.signup, Signup::Confirmed(_)));
+    if let Some(u) = user {
+        let n = conn
+            .execute("DELETE FROM users WHERE email = ?1", [&u.email])
+            .expect("sabotage a user");
+        eprintln!(
+            "crash: SABOTAGE deleted {n} acknowledged account ({})",
+            u.email
+        );
+    }
+}
+
 /// Lost answers whose transaction had committed before the kill, found in the file.
 #[derive(Default)]
 struct Committed {
@@ -490,6 +525,9 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 violations.push(format!("after kill {round}: {v}"));
             }
             committed.add(&lost_but_committed(&conn, &workers, &mut counted));
+            if round == 1 && std::env::var_os("GATEHOUSE_CRASH_SABOTAGE").is_some() {
+                sabotage(&conn, &workers);
+            }
         }
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = workers
@@ -928,4 +966,96 @@ async fn a_crash_mid_login_does_not_count_as_failed_attempts() {
         "after {crashes} crashes with logins in flight ({leaked} reservations left counted \
          as failures), the right password is refused: {text}"
     );
+}
+
+/// The online backup on a database of a realistic size (~60 MiB) while the server keeps
+/// writing at a modest rate (~10 rotations a second). An idle copy of this file takes
+/// about a second; the bound is 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn online_backup_of_a_large_database_completes_under_steady_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = ServerFiles::in_dir(dir.path());
+    files.start().await.kill().await; // creates and migrates the file
+    {
+        // Recent audit events (pruning leaves them alone): bulk that the backup must copy.
+        let mut conn = common::open_db(&files.database);
+        let now = chrono::Utc::now().timestamp();
+        let tx = conn.transaction().expect("tx");
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO audit_events (at, type, outcome, detail)
+                     VALUES (?1, 'login_failed', 'wrong_password', ?2)",
+                )
+                .expect("prepare");
+            let detail = "x".repeat(200);
+            for _ in 0..200_000 {
+                insert
+                    .execute(rusqlite::params![now, detail])
+                    .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .expect("checkpoint");
+    }
+    let size_mib = std::fs::metadata(&files.database).expect("size").len() / (1 << 20);
+    let server = files.start().await;
+    let client = common::client();
+    let r = client
+        .post(server.url("/v1/signup"))
+        .json(&json!({"email": "backup-load@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.expect("json");
+    let mut token = body["refresh_token"].as_str().expect("token").to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, url) = (stop.clone(), server.url("/v1/refresh"));
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let r = client
+                    .post(&url)
+                    .json(&json!({"refresh_token": token}))
+                    .send()
+                    .await
+                    .expect("refresh");
+                assert_eq!(r.status(), StatusCode::OK);
+                let body: Value = r.json().await.expect("json");
+                token = body["refresh_token"].as_str().expect("token").to_owned();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let to = dir.path().join("backup.db");
+    let started = Instant::now();
+    let (ok, out) = files
+        .cli(
+            &["backup", "--to", to.to_str().expect("utf-8")],
+            Duration::from_secs(30),
+        )
+        .await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let rotations = writer.await.expect("writer");
+    server.kill().await;
+    eprintln!(
+        "backup of {size_mib} MiB under {rotations} rotations: ok={ok} in {:.1} s: {}",
+        took.as_secs_f64(),
+        out.trim()
+    );
+    assert!(
+        ok,
+        "`gatehouse backup` of a {size_mib} MiB database did not complete under ~10 \
+         writes/s: {out}"
+    );
+    let conn = common::open_db(&to);
+    let violations = common::storage_violations(&conn);
+    assert!(violations.is_empty(), "the backup: {violations:?}");
 }
