@@ -519,27 +519,64 @@ async fn starting_on_a_read_only_database_refuses_clearly_or_serves_reads() {
     server.kill().await;
     let mut f = Findings::default();
 
+    // Twice: right after a crash (the -wal and -shm files are there), then after a clean
+    // close (no -wal, no -shm). The service may refuse or serve; either way correctly.
+    for case in ["after a crash", "after a clean close"] {
+        if case == "after a clean close" {
+            // The last connection to close checkpoints the WAL and deletes -wal and -shm.
+            let conn = common::open_db(&files.database);
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .expect("checkpoint");
+            drop(conn);
+        }
+        read_only_start(&files, &disk, case, (&email, &access, &refresh), &mut f).await;
+    }
+    f.sound(&files.database);
+    f.assert_none("read-only database");
+}
+
+async fn read_only_start(
+    files: &ServerFiles,
+    disk: &Tmpfs,
+    case: &str,
+    (email, access, refresh): (&str, &str, &str),
+    f: &mut Findings,
+) {
     disk.remount("ro");
     match files.try_start().await {
         Err(log) => {
-            eprintln!("read-only start: refused: {log}");
+            eprintln!("read-only start {case}: refused: {log}");
             if !(log.contains("gatehouse.db") || log.to_lowercase().contains("read")) {
                 f.0.push(format!("the refusal does not say what is wrong: {log}"));
             }
             disk.remount("rw");
         }
         Ok(server) => {
-            eprintln!("read-only start: the server starts and serves");
+            eprintln!("read-only start {case}: the server starts and serves");
             let api = Api::new(&server);
             let jwks = api.get("/.well-known/jwks.json", None).await;
-            f.status("JWKS (read-only start)", &jwks, StatusCode::OK);
-            let me = api.get("/v1/me", Some(&access)).await;
-            f.status("GET /v1/me (read-only start)", &me, StatusCode::OK);
-            f.unavailable("refresh (read-only start)", &api.refresh(&refresh).await);
-            f.unavailable("login (read-only start)", &api.login(&email).await);
+            f.status(
+                &format!("JWKS (read-only start {case})"),
+                &jwks,
+                StatusCode::OK,
+            );
+            let me = api.get("/v1/me", Some(access)).await;
+            f.status(
+                &format!("GET /v1/me (read-only start {case})"),
+                &me,
+                StatusCode::OK,
+            );
+            f.unavailable(
+                &format!("refresh (read-only start {case})"),
+                &api.refresh(refresh).await,
+            );
+            f.unavailable(
+                &format!("login (read-only start {case})"),
+                &api.login(email).await,
+            );
             let ready = api.get("/readyz", None).await;
             f.ready(
-                "on a read-only database",
+                &format!("on a read-only database ({case})"),
                 ready.status,
                 StatusCode::SERVICE_UNAVAILABLE,
             );
@@ -547,25 +584,31 @@ async fn starting_on_a_read_only_database_refuses_clearly_or_serves_reads() {
             // The fault goes: the file system is writable again. No restart.
             disk.remount("rw");
             let ready = api.readyz_becomes(StatusCode::OK).await;
-            f.ready("after remounting read-write", ready, StatusCode::OK);
+            f.ready(
+                &format!("after remounting read-write ({case})"),
+                ready,
+                StatusCode::OK,
+            );
             // Give it the whole bound to come back by itself.
             let deadline = Instant::now() + BOUND;
             let a = loop {
-                let a = api.refresh(&refresh).await;
+                let a = api.refresh(refresh).await;
                 if a.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
                     break a;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             };
-            f.status("refresh after remounting read-write", &a, StatusCode::OK);
             f.status(
-                "login after remounting read-write",
-                &api.login(&email).await,
+                &format!("refresh after remounting read-write ({case})"),
+                &a,
+                StatusCode::OK,
+            );
+            f.status(
+                &format!("login after remounting read-write ({case})"),
+                &api.login(email).await,
                 StatusCode::OK,
             );
             server.kill().await;
         }
     }
-    f.sound(&files.database);
-    f.assert_none("read-only database");
 }
