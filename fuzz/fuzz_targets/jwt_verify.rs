@@ -77,6 +77,9 @@ fuzz_target!(|data: &[u8]| {
         URL_SAFE_NO_PAD.encode(data)
     );
     if verify(&f.ring, &forged, ISS, AUD, f.now).is_ok() {
-        assert_eq!(forged, f.token, "fuzzed claims verified under a genuine signature");
+        assert_eq!(
+            forged, f.token,
+            "fuzzed claims verified under a genuine signature"
+        );
     }
 });

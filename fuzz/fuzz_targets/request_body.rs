@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(email) = Email::parse(text) {
             let again = Email::parse(email.as_str()).expect("a normalized email must parse");
-            assert_eq!(again.as_str(), email.as_str(), "normalization is not idempotent");
+            assert_eq!(
+                again.as_str(),
+                email.as_str(),
+                "normalization is not idempotent"
+            );
             assert!(email.as_str().chars().count() <= 254);
         }
         let _ = NewPassword::parse(text);
