@@ -9,7 +9,8 @@
 # cargo-fuzz passes nightly `-Z` flags to rustc; only stable exists here, so the script
 # sets RUSTC_BOOTSTRAP=1, which lets stable rustc accept them (the sanitizer included).
 # The corpus grows in fuzz/corpus/<target> (git-ignored); fuzz/seeds/<target> is the
-# committed starting point. Crashes land in fuzz/artifacts/<target>.
+# committed starting point. Crashes land in fuzz/artifacts/<target>. The build goes to
+# $FUZZ_TARGET_DIR (default ~/.cache/gatehouse/fuzz-target).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-30}"
@@ -21,6 +22,8 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 export RUSTC_BOOTSTRAP=1
+# Outside the work tree, so that fresh clones (CI) reuse the sanitizer build (~12 min cold).
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/gatehouse/fuzz-target}"
 cargo fuzz build -O
 mkdir -p logs
 failed=0
