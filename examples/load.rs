@@ -1916,13 +1916,27 @@ fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
     if docs.contains_key("node") {
         for (sc, min) in [("refresh", 2.5), ("jwks", 6.0), ("login", 1.3), ("me", 0.0)] {
             let (g, n) = (rps("gatehouse", sc), rps("node", sc));
+            let cpu = |l: &str| {
+                pick(l, &|d| {
+                    d["scenarios"][sc]["median"]["server_cpu_us_per_req"].as_f64()
+                })
+            };
+            let (gc, nc) = (cpu("gatehouse"), cpu("node"));
+            let figures = format!(
+                "{}/s vs {}/s; server CPU {:.0} vs {:.0} us/req ({:.2}x)",
+                fmt(g),
+                fmt(n),
+                gc.unwrap_or(f64::NAN),
+                nc.unwrap_or(f64::NAN),
+                div(nc, gc).unwrap_or(f64::NAN)
+            );
             if min > 0.0 {
                 at_least(
                     &mut rows,
                     &format!("vs Node: {sc} gatehouse / node"),
                     min,
                     div(g, n),
-                    format!("{}/s vs {}/s", fmt(g), fmt(n)),
+                    figures,
                 );
             } else {
                 rows.push(Row {
@@ -1930,7 +1944,7 @@ fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
                     target: "report".into(),
                     value: div(g, n),
                     met: None,
-                    raw: format!("{}/s vs {}/s", fmt(g), fmt(n)),
+                    raw: figures,
                 });
             }
         }
