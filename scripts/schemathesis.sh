@@ -63,7 +63,7 @@ check "schemathesis $ST_VERSION installed" st_installed
 
 # 2-3. the server
 gh_build
-check "gatehouse starts and /readyz answers 200" gh_start
+check "gatehouse starts and /readyz answers 200" gh_start GATEHOUSE_BODY_TIMEOUT=2
 [[ -n "$GH_PID" ]] || exit 1
 say "     server $GH_BASE (pid $GH_PID, dir $GH_TMP)"
 
