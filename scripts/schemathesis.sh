@@ -10,7 +10,8 @@
 #   1. installs schemathesis (pinned, with its dependencies pinned in
 #      scripts/requirements-schemathesis.txt) into a venv under the cache dir
 #      (GATEHOUSE_CI_CACHE, default ~/.cache/gatehouse-ci), reused when already there;
-#   2. builds target/debug/gatehouse if it is missing (GH_REBUILD=1 forces `cargo build`);
+#   2. `cargo build` of target/debug/gatehouse (a no-op when up to date; GH_NO_BUILD=1 skips it
+#      when the binary exists);
 #   3. starts gatehouse on a free loopback port with a temp database and keys directory;
 #   4. creates an admin (CLI) and a user (signup), logs both in;
 #   5. flows (scripts/schemathesis_flows.py): success and error paths the fuzzer cannot
