@@ -35,7 +35,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO/scripts/lib/server.sh"
 
 ST_VERSION=4.32.5
-CACHE="${GATEHOUSE_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse-ci}"
+CACHE="${GATEHOUSE_CI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/gatehouse-ci}"
 PYV="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 VENV="$CACHE/schemathesis-$ST_VERSION-py$PYV"
 REQS="$REPO/scripts/requirements-schemathesis.txt"

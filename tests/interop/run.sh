@@ -31,7 +31,7 @@ REPO="$(cd "$HERE/../.." && pwd)"
 # shellcheck source=scripts/lib/server.sh
 source "$REPO/scripts/lib/server.sh"
 
-CACHE="${GATEHOUSE_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse-ci}"
+CACHE="${GATEHOUSE_CI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/gatehouse-ci}"
 PYV="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 START=$SECONDS
 PASSWORD='Interop-Password-1!'
