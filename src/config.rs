@@ -279,6 +279,11 @@ impl Settings {
             "GATEHOUSE_KEYS_RELOAD_INTERVAL",
             &mut s.keys_reload_interval,
         )?;
+        duration("GATEHOUSE_BODY_TIMEOUT", &mut s.body_timeout)?;
+        duration(
+            "GATEHOUSE_KEYS_RELOAD_INTERVAL",
+            &mut s.keys_reload_interval,
+        )?;
         if let Some(v) = lookup("GATEHOUSE_CORS_ORIGINS") {
             s.cors_origins = v
                 .split(',')

@@ -265,7 +265,20 @@ impl Store for SqliteStore {
         self.read(|c| {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(|_| ())
-        })
+        })?;
+        if self
+            .write_failing
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // The last write failed: prove a write works before calling ourselves ready.
+            self.write(|tx| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, unixepoch())",
+                    [],
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn pool_status(&self) -> PoolStatus {
