@@ -46,95 +46,101 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// 405 in the contract's error shape, with the `Allow` header RFC 9110 §15.5.6 requires.
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    let mut res = ApiError::new(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "This method is not allowed on this path.",
-    ))
+    )
+    .error_response();
+    res.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    res
 }
 
-/// A resource whose unsupported methods answer 405 in the contract's error shape.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource whose unsupported methods answer 405, naming the `allow`ed ones.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move { method_not_allowed(allow) }))
 }
 
 /// Every route of the contract.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .service(resource("/.well-known/jwks.json").route(web::get().to(wellknown::jwks)))
+        .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(wellknown::jwks)))
         .service(
-            resource("/.well-known/openid-configuration")
+            resource("/.well-known/openid-configuration", "GET")
                 .route(web::get().to(wellknown::openid_configuration)),
         )
-        .service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(
-            resource("/v1/signup")
+            resource("/v1/signup", "POST")
                 .wrap(from_fn(middleware::limit_signup))
                 .route(web::post().to(auth::signup)),
         )
         .service(
-            resource("/v1/login")
+            resource("/v1/login", "POST")
                 .wrap(from_fn(middleware::limit_login))
                 .route(web::post().to(auth::login)),
         )
         .service(
-            resource("/v1/refresh")
+            resource("/v1/refresh", "POST")
                 .wrap(from_fn(middleware::limit_refresh))
                 .route(web::post().to(auth::refresh)),
         )
         .service(
-            resource("/v1/logout")
+            resource("/v1/logout", "POST")
                 .wrap(from_fn(middleware::limit_logout))
                 .route(web::post().to(auth::logout)),
         )
         .service(
-            resource("/v1/me")
+            resource("/v1/me", "GET, DELETE")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(me::me))
                 .route(web::delete().to(me::delete_account)),
         )
         .service(
-            resource("/v1/me/sessions")
+            resource("/v1/me/sessions", "GET")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(me::list_sessions)),
         )
         .service(
-            resource("/v1/me/sessions/{id}")
+            resource("/v1/me/sessions/{id}", "DELETE")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::delete().to(me::revoke_session)),
         )
         .service(
-            resource("/v1/me/password")
+            resource("/v1/me/password", "POST")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::post().to(me::change_password)),
         )
         .service(
-            resource("/v1/admin/users")
+            resource("/v1/admin/users", "GET")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(admin::find_users)),
         )
         .service(
-            resource("/v1/admin/users/{id}")
+            resource("/v1/admin/users/{id}", "PATCH")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::patch().to(admin::update_user)),
         )
         .service(
-            resource("/v1/admin/users/{id}/sessions")
+            resource("/v1/admin/users/{id}/sessions", "GET, DELETE")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(admin::user_sessions))
                 .route(web::delete().to(admin::revoke_user_sessions)),
         )
         .service(
-            resource("/v1/admin/sessions/{family_id}")
+            resource("/v1/admin/sessions/{family_id}", "DELETE")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::delete().to(admin::revoke_family)),
         )
         .service(
-            resource("/v1/admin/audit")
+            resource("/v1/admin/audit", "GET")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(admin::audit)),
         )

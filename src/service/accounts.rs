@@ -3,11 +3,9 @@
 use uuid::Uuid;
 
 use super::tokens::{self, TokenPair};
-use super::{AppState, ClientMeta, FieldError, ServiceError};
+use super::{AppState, ClientMeta, FieldError, ServiceError, lockout};
 use crate::domain::{Email, NewPassword, Role, User};
-use crate::storage::{
-    Account, AttemptDecision, AttemptLimit, AuditEvent, NewUser, email_attempt_key, ip_attempt_key,
-};
+use crate::storage::{Account, AuditEvent, NewUser};
 
 /// `POST /v1/signup`.
 pub async fn signup(
@@ -55,7 +53,7 @@ pub async fn login(
     password: String,
     meta: &ClientMeta,
 ) -> Result<TokenPair, ServiceError> {
-    let (email_key, ip_key) = reserve_attempt(state, &email, meta).await?;
+    let attempt = lockout::begin(state, &email, meta).await?;
     let lookup = email.clone();
     let account = state.db(move |s| s.account_by_email(&lookup)).await?;
     let matches = state
@@ -64,9 +62,7 @@ pub async fn login(
         .await?;
     match account {
         Some(Account { user, .. }) if matches && !user.disabled => {
-            state
-                .db(move |s| s.release_login_attempt(&email_key, &ip_key))
-                .await?;
+            attempt.succeeded(state).await?;
             state.metrics.login("succeeded");
             state
                 .audit(event(state, "login_succeeded", Some(&user), meta, "ok"))
@@ -74,6 +70,7 @@ pub async fn login(
             tokens::start_family(state, user, meta).await
         }
         account => {
+            attempt.failed(state).await?;
             state.metrics.login("failed");
             let user = account.map(|a| a.user);
             let outcome = match &user {
@@ -89,62 +86,21 @@ pub async fn login(
     }
 }
 
-/// Counts one attempt against the email and the client IP before any password is
-/// checked; refuses when either is at its limit.
-async fn reserve_attempt(
-    state: &AppState,
-    email: &Email,
-    meta: &ClientMeta,
-) -> Result<(String, String), ServiceError> {
-    let lockout = state.settings.lockout;
-    let email_key = email_attempt_key(email);
-    let ip_key = ip_attempt_key(meta.ip.as_deref().unwrap_or("unknown"));
-    let limits = vec![
-        AttemptLimit {
-            key: email_key.clone(),
-            max_failures: lockout.max_failures,
-        },
-        AttemptLimit {
-            key: ip_key.clone(),
-            max_failures: lockout.max_failures_per_ip,
-        },
-    ];
-    let now = state.now();
-    let window = lockout.window.as_secs() as i64;
-    let decision = state
-        .db(move |s| s.reserve_login_attempt(&limits, window, now))
-        .await?;
-    match decision {
-        AttemptDecision::Reserved => Ok((email_key, ip_key)),
-        AttemptDecision::Locked { retry_after_secs } => {
-            state.metrics.login("locked");
-            state
-                .audit(AuditEvent {
-                    detail: Some(format!("retry after {retry_after_secs}s")),
-                    ..event(state, "login_locked", None, meta, "refused")
-                })
-                .await;
-            Err(ServiceError::TooManyAttempts {
-                retry_after_secs: retry_after_secs.max(1) as u64,
-            })
-        }
-    }
-}
-
-/// Checks the caller's current password, counting failures like logins do.
+/// Checks the caller's current password, under the same lockout as logins.
 async fn confirm_password(
     state: &AppState,
     account: &Account,
     password: String,
     meta: &ClientMeta,
-) -> Result<(String, String), ServiceError> {
+) -> Result<(), ServiceError> {
     let email = Email::from_trusted(account.user.email.clone());
-    let keys = reserve_attempt(state, &email, meta).await?;
+    let attempt = lockout::begin(state, &email, meta).await?;
     let ok = state
         .hasher
         .verify(password, Some(account.password_hash.clone()))
         .await?;
     if !ok {
+        attempt.failed(state).await?;
         state
             .audit(event(
                 state,
@@ -156,7 +112,7 @@ async fn confirm_password(
             .await;
         return Err(ServiceError::InvalidCredentials);
     }
-    Ok(keys)
+    attempt.succeeded(state).await
 }
 
 /// `POST /v1/me/password`: a new family for this device; every other family revoked.
@@ -173,7 +129,7 @@ pub async fn change_password(
             "must differ from the current password",
         )]));
     }
-    let (email_key, ip_key) = confirm_password(state, &account, current, meta).await?;
+    confirm_password(state, &account, current, meta).await?;
     let hash = state.hasher.hash(new.expose().to_owned()).await?;
     let now = state.now();
     let user = account.user;
@@ -181,10 +137,7 @@ pub async fn change_password(
     let pair = tokens::pair_for_new_family(state, user.clone(), &family, token)?;
     let user_id = user.id;
     state
-        .db(move |s| {
-            s.change_password(user_id, &hash, family)?;
-            s.release_login_attempt(&email_key, &ip_key)
-        })
+        .db(move |s| s.change_password(user_id, &hash, family))
         .await?;
     state
         .audit(event(state, "password_changed", Some(&user), meta, "ok"))
@@ -204,13 +157,7 @@ pub async fn delete_account(
     let user = account.user;
     let email = Email::from_trusted(user.email.clone());
     let id = user.id;
-    let ip_key = ip_attempt_key(meta.ip.as_deref().unwrap_or("unknown"));
-    state
-        .db(move |s| {
-            s.delete_user(id, &email)?;
-            s.release_login_attempt("", &ip_key)
-        })
-        .await?;
+    state.db(move |s| s.delete_user(id, &email)).await?;
     state
         .audit(event(
             state,

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod lockout;
 pub mod sessions;
 pub mod tokens;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     pub limiters: RateLimiters,
+    /// Password checks in flight, for the login lockout.
+    pub attempts: Arc<lockout::AttemptGate>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             clock,
             metrics: Metrics::default(),
             limiters: RateLimiters::new(&settings.rate_limits),
+            attempts: Arc::default(),
             settings,
         }
     }

@@ -90,20 +90,13 @@ pub struct Rotated {
     pub child_expires_at: DateTime<Utc>,
 }
 
-/// The answer to "may this login attempt run?".
-#[derive(Debug, PartialEq, Eq)]
-pub enum AttemptDecision {
-    /// The attempt is counted as a failure until `release_login_attempt` says otherwise.
-    Reserved,
-    /// A limit is reached: no attempt until this many seconds pass.
-    Locked { retry_after_secs: i64 },
-}
-
-/// A counter key and the failures it may accumulate in one window.
-#[derive(Debug, Clone)]
-pub struct AttemptLimit {
-    pub key: String,
-    pub max_failures: u32,
+/// The failed logins counted against one key in its current window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptCount {
+    /// 0 when the key has no window or its window has ended.
+    pub failures: u32,
+    /// Seconds until the window ends (0 when `failures` is 0).
+    pub window_left_secs: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -233,18 +226,25 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<Session>, StoreError>;
 
-    // Login lockout.
-    /// Counts one attempt against every key, atomically, unless one of them is at its
-    /// limit: then nothing is counted and the longest wait is returned.
-    fn reserve_login_attempt(
+    // Login lockout. Only failures are stored: an attempt in flight is the service's
+    // business (it lives in memory, so a crash cannot leave one counted).
+    /// The failures counted against each key in its current window, in `keys`' order.
+    fn login_failures(
         &self,
-        limits: &[AttemptLimit],
+        keys: &[String],
         window_secs: i64,
         now: DateTime<Utc>,
-    ) -> Result<AttemptDecision, StoreError>;
-    /// After a successful login: forget `clear`'s failures and hand back the attempt
-    /// reserved on `refund`.
-    fn release_login_attempt(&self, clear: &str, refund: &str) -> Result<(), StoreError>;
+    ) -> Result<Vec<AttemptCount>, StoreError>;
+    /// Counts one failed login against every key, opening a new window where the last
+    /// one has ended.
+    fn record_login_failure(
+        &self,
+        keys: &[String],
+        window_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Forgets `key`'s failures (after a successful login).
+    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 
     // Audit log.
     fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError>;

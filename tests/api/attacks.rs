@@ -144,6 +144,35 @@ async fn fifty_concurrent_guesses_stop_at_the_limit() {
 }
 
 #[tokio::test]
+async fn concurrent_right_passwords_above_the_limit_all_log_in() {
+    // Checks in flight hold the limit's places but are not failures: the logins beyond
+    // the limit wait for them instead of being refused.
+    let app = spawn_app().await;
+    let email = unique_email("burst");
+    app.signup(&email, PASSWORD).await;
+    let count = app.settings.lockout.max_failures as usize * 4;
+    let logins = (0..count).map(|_| {
+        let app = &app;
+        let email = email.clone();
+        async move { app.login_response(&email, PASSWORD).await.status() }
+    });
+    let statuses = join_all(logins).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{count} concurrent right passwords: {statuses:?}"
+    );
+    // A wrong guess afterwards is still the first failure: nothing was counted.
+    let guesses = app.settings.lockout.max_failures;
+    for i in 0..guesses {
+        let (status, _) = login_status(&app, &email, "Wrong-password-1!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let (status, _) = login_status(&app, &email, PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_no_server_errors(&app).await;
+}
+
+#[tokio::test]
 async fn one_address_guessing_across_many_emails_is_locked_out() {
     let app = spawn_app_with(|s| s.lockout.max_failures_per_ip = 8).await;
     for i in 0..8 {

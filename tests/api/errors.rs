@@ -186,11 +186,13 @@ async fn unknown_routes_are_404_not_found() {
 #[tokio::test]
 async fn a_wrong_method_is_405_method_not_allowed() {
     let app = spawn_app().await;
-    for (method, path) in [
-        (Method::GET, "/v1/signup"),
-        (Method::GET, "/v1/login"),
-        (Method::PUT, "/v1/refresh"),
-        (Method::POST, "/.well-known/jwks.json"),
+    for (method, path, allow) in [
+        (Method::GET, "/v1/signup", "POST"),
+        (Method::GET, "/v1/login", "POST"),
+        (Method::PUT, "/v1/refresh", "POST"),
+        (Method::POST, "/.well-known/jwks.json", "GET"),
+        (Method::PUT, "/v1/me", "GET, DELETE"),
+        (Method::POST, "/v1/admin/users/x/sessions", "GET, DELETE"),
     ] {
         let response = app
             .api_client
@@ -202,6 +204,14 @@ async fn a_wrong_method_is_405_method_not_allowed() {
             response.status(),
             StatusCode::METHOD_NOT_ALLOWED,
             "{method} {path}"
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}: Allow names the methods the path takes"
         );
         assert_error(
             response,

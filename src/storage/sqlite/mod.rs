@@ -101,6 +101,16 @@ impl SqliteStore {
         create_private(path)?;
         let mut writer = Connection::open(path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
+        // SQLite opens the file read-only, for good, when the file system refuses
+        // writes; such a writer never recovers (every connection of the process shares
+        // the read-only WAL index), so refuse to start, and a supervisor's restart
+        // succeeds once the fault is gone.
+        anyhow::ensure!(
+            !writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(true),
+            "the database {} is read-only (a read-only file system, or no write permission \
+             on the file or its directory); gatehouse must be able to write it",
+            path.display()
+        );
         configure(&writer, synchronous)
             .with_context(|| format!("cannot configure {}", path.display()))?;
         migrations()
@@ -171,9 +181,11 @@ impl SqliteStore {
         result
     }
 
-    /// Copies the live database into `to` with SQLite's online backup API: a consistent
-    /// snapshot taken in small steps, so the server keeps serving meanwhile. The copy is
-    /// written beside `to` and renamed into place once its integrity check passes.
+    /// Copies the live database into `to` with SQLite's online backup API. The copy is
+    /// one step: it reads a single WAL snapshot, so the server's writes go on meanwhile
+    /// (WAL readers never block the writer). Small steps would restart the copy after
+    /// every write from another connection and never finish under a steady load. The copy
+    /// is written beside `to` and renamed into place once its integrity check passes.
     pub fn backup_to(&self, to: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(!to.exists(), "{} already exists", to.display());
         let tmp = to.with_extension("partial");
@@ -184,7 +196,7 @@ impl SqliteStore {
             let mut dst = Connection::open(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
             let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
-            backup.run_to_completion(256, Duration::from_millis(5), None)?;
+            backup.run_to_completion(i32::MAX, Duration::ZERO, None)?;
         }
         let copy = Connection::open(&tmp)?;
         let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -402,17 +414,26 @@ impl Store for SqliteStore {
         self.read(|c| families::list(c, user_id, include_ended, now))
     }
 
-    fn reserve_login_attempt(
+    fn login_failures(
         &self,
-        limits: &[AttemptLimit],
+        keys: &[String],
         window_secs: i64,
         now: DateTime<Utc>,
-    ) -> Result<AttemptDecision, StoreError> {
-        self.write(|tx| lockout::reserve(tx, limits, window_secs, now))
+    ) -> Result<Vec<AttemptCount>, StoreError> {
+        self.read(|c| lockout::failures(c, keys, window_secs, now))
     }
 
-    fn release_login_attempt(&self, clear: &str, refund: &str) -> Result<(), StoreError> {
-        self.write(|tx| lockout::release(tx, clear, refund))
+    fn record_login_failure(
+        &self,
+        keys: &[String],
+        window_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| lockout::record_failure(tx, keys, window_secs, now))
+    }
+
+    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.write(|tx| lockout::forget(tx, key))
     }
 
     fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError> {

@@ -1,0 +1,187 @@
+//! Login lockout: a password is checked only while the email and the client IP are under
+//! their failure limits, counting the checks still in flight.
+//!
+//! Only proven failures are stored. A check in flight is held here, in memory, so a
+//! crash, a 503 or a dropped request can never leave it counted against a user; yet
+//! concurrent guesses cannot slip past the limit, because an attempt that could be the
+//! one too many waits until those in flight have resolved. With a limit of 5, fifty
+//! concurrent guesses cost exactly five Argon2 verifies; fifty concurrent right
+//! passwords all log in, five at a time.
+//!
+//! The in-flight count is per process. Several processes sharing one database would each
+//! admit up to the limit in flight; the stored failures still stop all of them after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::accounts::event;
+use super::{AppState, ClientMeta, ServiceError};
+use crate::domain::Email;
+use crate::storage::{AuditEvent, Store, StoreError, email_attempt_key, ip_attempt_key};
+
+/// How long an attempt waits for the checks in flight on its keys before it gives up
+/// with 503. Each of them is one queued Argon2 verify.
+const WAIT_FOR_IN_FLIGHT: Duration = Duration::from_secs(10);
+
+/// The password checks in flight, by lockout key.
+#[derive(Default)]
+pub struct AttemptGate {
+    in_flight: parking_lot::Mutex<HashMap<String, u32>>,
+    resolved: tokio::sync::Notify,
+}
+
+enum Admission {
+    Go(Attempt),
+    Wait,
+    Locked { retry_after_secs: i64 },
+}
+
+impl AttemptGate {
+    /// Reads the stored failures and admits the attempt when every key has room for it
+    /// beside the checks in flight. The gate's lock is held across the read: a failure
+    /// is stored before its check leaves the in-flight count, so the two are never both
+    /// missed (counted twice, at worst, which only makes an attempt wait).
+    ///
+    /// The admitted `Attempt` is built here, on the blocking pool: if the request is
+    /// dropped while this runs, the attempt is dropped with the job's output and leaves.
+    fn admit(
+        self: &Arc<Self>,
+        store: &dyn Store,
+        limits: &[(String, u32)],
+        window_secs: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Admission, StoreError> {
+        let mut in_flight = self.in_flight.lock();
+        let keys: Vec<String> = limits.iter().map(|(k, _)| k.clone()).collect();
+        let counts = store.login_failures(&keys, window_secs, now)?;
+        let mut wait = false;
+        let mut retry_after_secs = 0;
+        for ((key, max), count) in limits.iter().zip(&counts) {
+            if count.failures >= *max {
+                retry_after_secs = retry_after_secs.max(count.window_left_secs);
+            } else if count.failures + in_flight.get(key).copied().unwrap_or(0) >= *max {
+                wait = true;
+            }
+        }
+        if retry_after_secs > 0 {
+            return Ok(Admission::Locked { retry_after_secs });
+        }
+        if wait {
+            return Ok(Admission::Wait);
+        }
+        for key in &keys {
+            *in_flight.entry(key.clone()).or_default() += 1;
+        }
+        Ok(Admission::Go(Attempt {
+            gate: Arc::clone(self),
+            keys,
+            email_failures: counts.first().map_or(0, |c| c.failures),
+        }))
+    }
+
+    fn leave(&self, keys: &[String]) {
+        let mut in_flight = self.in_flight.lock();
+        for key in keys {
+            if let Some(n) = in_flight.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(key);
+                }
+            }
+        }
+        drop(in_flight);
+        self.resolved.notify_waiters();
+    }
+}
+
+/// One admitted password check. Dropping it without a verdict (an error, a cancelled
+/// request) counts nothing.
+pub struct Attempt {
+    gate: Arc<AttemptGate>,
+    /// The email key first, then the IP key.
+    keys: Vec<String>,
+    email_failures: u32,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.gate.leave(&self.keys);
+    }
+}
+
+impl Attempt {
+    /// The password was wrong (or the account disabled): one failure on every key.
+    pub async fn failed(self, state: &AppState) -> Result<(), ServiceError> {
+        let window = state.settings.lockout.window.as_secs() as i64;
+        let now = state.now();
+        // `self` drops inside the job, after the failure is stored.
+        state
+            .db(move |s| s.record_login_failure(&self.keys, window, now))
+            .await
+    }
+
+    /// The password was right: the account's earlier failures are forgiven. The IP's
+    /// stay: one account's success says nothing of the guesses at others.
+    pub async fn succeeded(self, state: &AppState) -> Result<(), ServiceError> {
+        if self.email_failures == 0 {
+            return Ok(());
+        }
+        state
+            .db(move |s| s.clear_login_failures(&self.keys[0]))
+            .await
+    }
+}
+
+/// Admits a password check for `email` from the caller, waiting (bounded) for the checks
+/// in flight, or refuses it with 429 while the email or the IP is locked out.
+pub async fn begin(
+    state: &AppState,
+    email: &Email,
+    meta: &ClientMeta,
+) -> Result<Attempt, ServiceError> {
+    let lockout = state.settings.lockout;
+    let limits = vec![
+        (email_attempt_key(email), lockout.max_failures),
+        (
+            ip_attempt_key(meta.ip.as_deref().unwrap_or("unknown")),
+            lockout.max_failures_per_ip,
+        ),
+    ];
+    let window = lockout.window.as_secs() as i64;
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_IN_FLIGHT;
+    loop {
+        // Registered before the check, so a check resolving in between still wakes us.
+        let resolved = state.attempts.resolved.notified();
+        tokio::pin!(resolved);
+        resolved.as_mut().enable();
+        let gate = Arc::clone(&state.attempts);
+        let job_limits = limits.clone();
+        let now = state.now();
+        let admission = state
+            .db(move |s| gate.admit(s, &job_limits, window, now))
+            .await?;
+        match admission {
+            Admission::Go(attempt) => return Ok(attempt),
+            Admission::Locked { retry_after_secs } => {
+                state.metrics.login("locked");
+                state
+                    .audit(AuditEvent {
+                        detail: Some(format!("retry after {retry_after_secs}s")),
+                        ..event(state, "login_locked", None, meta, "refused")
+                    })
+                    .await;
+                return Err(ServiceError::TooManyAttempts {
+                    retry_after_secs: retry_after_secs.max(1) as u64,
+                });
+            }
+            Admission::Wait => {
+                if tokio::time::timeout_at(deadline, resolved).await.is_err() {
+                    return Err(ServiceError::Unavailable(
+                        "timed out waiting for login attempts in flight".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
