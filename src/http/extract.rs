@@ -202,10 +202,17 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
             if std::str::from_utf8(&bytes).is_err() {
                 return Err(ApiError::invalid_json("The body is not valid UTF-8."));
             }
+            // serde would also take an array for a struct, its fields in order; the
+            // contract's bodies are objects, and only objects.
+            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+            if first.is_some_and(|b| *b != b'{') {
+                return Err(ApiError::invalid_json("The body must be a JSON object."));
+            }
             match serde_json::from_slice::<T>(&bytes) {
                 Ok(value) => Ok(Json(value)),
                 Err(e) if e.is_data() => Err(ApiError::invalid_json(format!(
-                    "A field has the wrong type: {e}"
+                    "A field has the wrong type: {}",
+                    without_type_names(&e.to_string())
                 ))),
                 Err(_) => Err(ApiError::invalid_json("The body is not valid JSON.")),
             }
@@ -216,6 +223,21 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
 /// A path segment that must be a UUID; anything else names nothing, so 404.
 pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found())
+}
+
+/// serde names our Rust types in its messages ("expected struct SignupRequest"); a
+/// client needs to know only that an object was expected.
+fn without_type_names(message: &str) -> String {
+    const MARK: &str = "expected struct ";
+    match message.find(MARK) {
+        Some(at) => {
+            let rest = &message[at + MARK.len()..];
+            let name_end = rest.find(|c: char| !c.is_alphanumeric() && c != '_');
+            let after = name_end.map_or("", |end| &rest[end..]);
+            format!("{}expected a JSON object{after}", &message[..at])
+        }
+        None => message.to_owned(),
+    }
 }
 
 #[cfg(test)]

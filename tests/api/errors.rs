@@ -63,6 +63,27 @@ async fn wrong_json_types_are_400_invalid_json() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_an_object_says_so_without_naming_internal_types() {
+    let app = spawn_app().await;
+    for (path, body) in [
+        ("/v1/signup", json!([1, 2])),
+        ("/v1/login", json!("text")),
+        ("/v1/refresh", json!(42)),
+        // serde alone would take this array as a signup, fields in order.
+        ("/v1/signup", json!(["a@example.com", "Correct-Horse-9!"])),
+    ] {
+        let response = app.post_json(path, &body).await;
+        let error = assert_error(response, StatusCode::BAD_REQUEST, "invalid_json").await;
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains("JSON object"), "{path} {body}: {message}");
+        assert!(
+            !message.contains("struct") && !message.contains("Request"),
+            "{path} {body}: the message names a Rust type: {message}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn missing_fields_are_listed_all_at_once() {
     let app = spawn_app().await;
     for (path, fields) in [
