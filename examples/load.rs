@@ -668,7 +668,7 @@ async fn spawn_server(
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new().mode(0o700).create(&data)?;
         eprintln!("copying {} ...", src.display());
-        std::fs::copy(src, &db).with_context(|| format!("cannot copy {}", src.display()))?;
+        copy_durably(src, &db)?;
     }
     let port = free_port()?;
     let log = dir.path().join("server.log");
@@ -938,6 +938,15 @@ fn raw_sign(threads: usize, duration: Duration) -> anyhow::Result<f64> {
 /// With `busy_threads` > 0, that many threads spin on RS256 signing meanwhile, as the
 /// server's workers do under refresh load: the committing thread then waits for a CPU
 /// after each fsync. With `copy_of`, the database is a copy of that file (growth check).
+/// Copies a database and waits until the copy is on disk. Otherwise the first
+/// checkpoint's fsync would write back the whole fresh copy (700 MiB for the growth
+/// database) inside the measured window, and the run would measure the copy.
+fn copy_durably(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    std::fs::copy(src, dst).with_context(|| format!("cannot copy {}", src.display()))?;
+    std::fs::File::open(dst)?.sync_all()?;
+    Ok(())
+}
+
 fn raw_commit(
     sync: Synchronous,
     duration: Duration,
@@ -975,7 +984,7 @@ fn raw_commit_alone(
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("raw.db");
     if let Some(src) = copy_of {
-        std::fs::copy(src, &path)?;
+        copy_durably(src, &path)?;
     }
     let store = SqliteStore::open(&path, sync, 1)?;
     let secret = RefreshSecret::from_bytes(&[7u8; 32]);
@@ -1656,6 +1665,7 @@ fn seed_db(path: &Path, users: usize) -> anyhow::Result<()> {
     let families: i64 =
         conn.query_row("SELECT count(*) FROM refresh_families", [], |r| r.get(0))?;
     drop(conn);
+    std::fs::File::open(path)?.sync_all()?;
     let size = std::fs::metadata(path)?.len();
     eprintln!(
         "seeded {}: {count} users, {families} families, {:.0} MiB, in {:.0}s",

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod audit;
+mod checkpoint;
 mod families;
 mod lockout;
 
@@ -63,20 +64,11 @@ fn migrations() -> Migrations<'static> {
     ])
 }
 
-/// Page cache per connection, in KiB. SQLite's default (2 MiB) holds the inner pages of
-/// a small database only: with a million users and families, every rotation went back to
-/// the OS for the inner B-tree pages of five indexes, and ran at half the rate of an
-/// empty database. The writer touches every index on every rotation, so it gets the
-/// most; readers mostly look up users and families. Caches fill only as pages are read,
-/// so a small database stays small in memory.
-const WRITER_CACHE_KIB: u32 = 64 * 1024;
-const READER_CACHE_KIB: u32 = 16 * 1024;
-
-fn configure(conn: &Connection, synchronous: Synchronous, cache_kib: u32) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(WAIT)?;
     let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib};",
+        "PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
         synchronous.pragma()
     ))?;
     Ok(())
@@ -91,6 +83,7 @@ pub struct SqliteStore {
     /// locked); readiness then probes with a real write until one succeeds.
     write_failing: std::sync::atomic::AtomicBool,
     readers: Pool<SqliteConnectionManager>,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 impl SqliteStore {
@@ -120,24 +113,31 @@ impl SqliteStore {
              on the file or its directory); gatehouse must be able to write it",
             path.display()
         );
-        configure(&writer, synchronous, WRITER_CACHE_KIB)
+        configure(&writer, synchronous)
             .with_context(|| format!("cannot configure {}", path.display()))?;
         migrations()
             .to_latest(&mut writer)
             .with_context(|| format!("cannot migrate {}", path.display()))?;
-        let manager = SqliteConnectionManager::file(path)
-            .with_init(move |c| configure(c, synchronous, READER_CACHE_KIB));
+        let manager =
+            SqliteConnectionManager::file(path).with_init(move |c| configure(c, synchronous));
         let readers = Pool::builder()
             .max_size(readers.max(1))
             .min_idle(Some(1))
             .connection_timeout(WAIT)
             .build(manager)
             .context("cannot open the database connection pool")?;
+        writer.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {};",
+            checkpoint::WRITER_BACKSTOP_PAGES
+        ))?;
+        let checkpointer = checkpoint::Checkpointer::start(path)
+            .context("cannot start the WAL checkpoint thread")?;
         Ok(Self {
             path: path.to_owned(),
             writer: parking_lot::Mutex::new(writer),
             write_failing: std::sync::atomic::AtomicBool::new(false),
             readers,
+            _checkpointer: checkpointer,
         })
     }
 
