@@ -8,6 +8,7 @@
 mod accounts;
 mod audit;
 mod checkpoint;
+mod disk;
 mod families;
 mod lockout;
 
@@ -287,6 +288,13 @@ impl Store for SqliteStore {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(|_| ())
         })?;
+        // Some writes still fit in room the WAL already holds (see `disk`), so a full
+        // file system is asked about directly rather than inferred from one write.
+        if disk::free_bytes(&self.path).is_some_and(|free| free < disk::MIN_FREE_BYTES) {
+            return Err(StoreError::Unavailable(
+                "the database's file system is full".into(),
+            ));
+        }
         if self
             .write_failing
             .load(std::sync::atomic::Ordering::Relaxed)
