@@ -204,6 +204,7 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> Result<(), Failure> {
+    crate::memory::limit_malloc_arenas();
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)
             .await

@@ -54,6 +54,7 @@ pub struct Gauges {
     pub hash_in_flight: usize,
     pub db_connections: u32,
     pub db_idle_connections: u32,
+    pub db_engine_bytes: u64,
 }
 
 impl Metrics {
@@ -157,6 +158,11 @@ impl Metrics {
                 "Idle reader connections in the database pool.",
                 u64::from(gauges.db_idle_connections),
             ),
+            (
+                "gatehouse_db_engine_memory_bytes",
+                "Heap held by the embedded database engine (page caches, schemas, statements).",
+                gauges.db_engine_bytes,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -182,6 +188,7 @@ mod tests {
             hash_in_flight: 2,
             db_connections: 4,
             db_idle_connections: 1,
+            db_engine_bytes: 2048,
         });
         assert!(text.contains(
             r#"gatehouse_http_request_duration_seconds_count{route="/v1/login",method="POST",status="200"} 2"#
@@ -191,5 +198,6 @@ mod tests {
         ));
         assert!(text.contains(r#"gatehouse_logins_total{outcome="succeeded"} 1"#));
         assert!(text.contains("gatehouse_password_hash_queue_depth 3"));
+        assert!(text.contains("gatehouse_db_engine_memory_bytes 2048"));
     }
 }

@@ -31,6 +31,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         hash_in_flight: state.hasher.in_flight(),
         db_connections: pool.connections,
         db_idle_connections: pool.idle,
+        db_engine_bytes: pool.engine_bytes,
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

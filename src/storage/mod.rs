@@ -156,6 +156,9 @@ pub fn ip_attempt_key(ip: &str) -> String {
 pub struct PoolStatus {
     pub connections: u32,
     pub idle: u32,
+    /// Heap the storage engine holds inside this process (page caches, schemas,
+    /// statements); 0 for an engine that runs elsewhere.
+    pub engine_bytes: u64,
 }
 
 pub trait Store: Send + Sync + 'static {

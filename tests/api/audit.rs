@@ -226,6 +226,8 @@ async fn metrics_count_logins_refreshes_reuse_revocations_and_rate_limits() {
     ] {
         assert!(sample(&text, gauge) >= 0.0);
     }
+    // The engine has at least the schema and a page cache in memory once it has served.
+    assert!(sample(&text, "gatehouse_db_engine_memory_bytes") > 0.0);
     // Ids in paths never become labels.
     let user = user_id_of(&signup);
     app.get(&format!("/v1/admin/users/{user}/sessions")).await;

@@ -28,9 +28,10 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(super) fn start(path: &Path) -> anyhow::Result<Self> {
+    pub(super) fn start(path: &Path, cache_kib: u32) -> anyhow::Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_millis(100))?;
+        conn.execute_batch(&format!("PRAGMA cache_size = -{cache_kib};"))?;
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
