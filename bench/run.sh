@@ -145,9 +145,9 @@ if [ "$GROWTH" = 1 ]; then
 fi
 
 if [ "$SOAK" = 1 ]; then
-  # A deployed service's database is larger than SQLite's page-cache pool (about 2 MiB
-  # per connection, ~20 MiB in all); on an empty one the pool would fill during the
-  # soak and look like growth. 100,000 users and families are 68 MiB.
+  # A deployed service's database is larger than SQLite's page caches (a few MiB in
+  # all); on an empty one they would fill during the soak as the database grows, which
+  # would look like growth. 100,000 users and families are 68 MiB.
   step "soak: mixed for $SOAK_DUR on $SOAK_USERS users and families, resident memory every 10 s"
   SOAK_DB="$OUT/soak-seed.db"
   rm -f "$SOAK_DB" "$SOAK_DB-wal" "$SOAK_DB-shm"

@@ -6,8 +6,8 @@
 //! there, and resident memory crept up for minutes under a steady load: +1.3 MiB in
 //! 140 s of `mixed` on a 68 MiB database, flat (+0.2 MiB) with one arena per core.
 
-/// Caps glibc's malloc arenas at one per core. Called before any worker thread starts;
-/// a no-op where the allocator is not glibc's.
+/// Caps glibc's malloc arenas at one per core (at least two). Called before any worker
+/// thread starts; a no-op where the allocator is not glibc's.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -69,8 +69,8 @@ fn migrations() -> Migrations<'static> {
 /// pools every connection's pages in one LRU whose size is the sum of their budgets, and
 /// a connection at its own budget takes the pool's oldest page, whoever holds it. With
 /// SQLite's default of 2 MiB each, the writer slowly absorbed the unused budgets of the
-/// readers and the checkpointer: ~20 MiB of resident memory that kept growing for ten
-/// minutes of load. Readers only look up a user or a few lockout rows, and the
+/// readers and the checkpointer (up to ~20 MiB; measured: SQLite's heap still rising
+/// after ten minutes of load). Readers only look up a user or a few lockout rows, and the
 /// checkpointer copies WAL frames without the cache, so they get small budgets and the
 /// pool stays near the writer's 2 MiB.
 const WRITER_CACHE_KIB: u32 = 2000;
