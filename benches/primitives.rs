@@ -170,6 +170,7 @@ fn rotation(c: &mut Criterion) {
                 family_expires_at: now + chrono::Duration::days(7),
                 user_agent: Some("bench".into()),
                 ip: Some("127.0.0.1".into()),
+                password_generation: 0,
             })
             .expect("family");
         // Each iteration presents the previous iteration's child: a real chain.

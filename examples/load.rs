@@ -1023,6 +1023,7 @@ fn new_chain(store: &SqliteStore) -> anyhow::Result<RefreshToken> {
         family_expires_at: now + chrono::Duration::days(7),
         user_agent: None,
         ip: None,
+        password_generation: 0,
     })?;
     Ok(token)
 }

@@ -44,7 +44,7 @@ pub async fn change_password(
     let new = NewPassword::parse(body.new_password.as_deref().unwrap_or_default())
         .map_err(|m| ApiError::validation(vec![FieldError::new("new_password", m)]))?;
     let current = body.current_password.unwrap_or_default();
-    let pair = accounts::change_password(&state, caller.account, current, new, &meta).await?;
+    let pair = accounts::change_password(&state, caller, current, new, &meta).await?;
     Ok(token_response(
         HttpResponse::Ok(),
         TokenResponse::from(pair),
@@ -59,6 +59,6 @@ pub async fn delete_account(
 ) -> Result<HttpResponse, ApiError> {
     let body = validated(body)?;
     let password = body.password.unwrap_or_default();
-    accounts::delete_account(&state, caller.account, password, &meta).await?;
+    accounts::delete_account(&state, caller, password, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

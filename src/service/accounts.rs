@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::sessions::Caller;
 use super::tokens::{self, TokenPair};
 use super::{AppState, ClientMeta, FieldError, ServiceError, lockout};
 use crate::domain::{Email, NewPassword, Role, User};
@@ -18,7 +19,8 @@ pub async fn signup(
     state
         .audit(event(state, "signup", Some(&user), meta, "ok"))
         .await;
-    tokens::start_family(state, user, meta).await
+    // A new user is at password generation 0.
+    tokens::start_family(state, user, 0, meta).await
 }
 
 /// Creates a user (also used by the CLI to create admins).
@@ -60,41 +62,51 @@ pub async fn login(
         .hasher
         .verify(password, account.as_ref().map(|a| a.password_hash.clone()))
         .await?;
-    match account {
-        Some(Account { user, .. }) if matches && !user.disabled => {
-            attempt.succeeded(state).await?;
-            state.metrics.login("succeeded");
-            state
-                .audit(event(state, "login_succeeded", Some(&user), meta, "ok"))
-                .await;
-            tokens::start_family(state, user, meta).await
+    let (user, outcome) = match account {
+        Some(Account {
+            user,
+            password_generation,
+            ..
+        }) if matches && !user.disabled => {
+            // The family opens only if the password just verified is still the user's:
+            // a password change, a disable or a deletion may have committed while
+            // Argon2 ran.
+            match tokens::start_family(state, user.clone(), password_generation, meta).await {
+                Ok(pair) => {
+                    attempt.succeeded(state).await?;
+                    state.metrics.login("succeeded");
+                    state
+                        .audit(event(state, "login_succeeded", Some(&user), meta, "ok"))
+                        .await;
+                    return Ok(pair);
+                }
+                Err(ServiceError::InvalidCredentials) => (Some(user), "account_changed"),
+                Err(e) => return Err(e),
+            }
         }
-        account => {
-            attempt.failed(state).await?;
-            state.metrics.login("failed");
-            let user = account.map(|a| a.user);
-            let outcome = match &user {
-                None => "unknown_email",
-                Some(u) if u.disabled && matches => "disabled",
-                Some(_) => "wrong_password",
-            };
-            state
-                .audit(event(state, "login_failed", user.as_ref(), meta, outcome))
-                .await;
-            Err(ServiceError::InvalidCredentials)
-        }
-    }
+        None => (None, "unknown_email"),
+        Some(Account { user, .. }) if user.disabled && matches => (Some(user), "disabled"),
+        Some(Account { user, .. }) => (Some(user), "wrong_password"),
+    };
+    attempt.failed(state).await?;
+    state.metrics.login("failed");
+    state
+        .audit(event(state, "login_failed", user.as_ref(), meta, outcome))
+        .await;
+    Err(ServiceError::InvalidCredentials)
 }
 
-/// Checks the caller's current password, under the same lockout as logins.
+/// Checks a signed-in caller's current password. Wrong ones count against the caller's
+/// session, not the login lockout (see `lockout::begin_password_check`).
 async fn confirm_password(
     state: &AppState,
-    account: &Account,
+    caller: &Caller,
     password: String,
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
-    let email = Email::from_trusted(account.user.email.clone());
-    let attempt = lockout::begin(state, &email, meta).await?;
+    let account = &caller.account;
+    let attempt =
+        lockout::begin_password_check(state, &account.user, caller.claims.sid, meta).await?;
     let ok = state
         .hasher
         .verify(password, Some(account.password_hash.clone()))
@@ -118,7 +130,7 @@ async fn confirm_password(
 /// `POST /v1/me/password`: a new family for this device; every other family revoked.
 pub async fn change_password(
     state: &AppState,
-    account: Account,
+    caller: Caller,
     current: String,
     new: NewPassword,
     meta: &ClientMeta,
@@ -129,16 +141,22 @@ pub async fn change_password(
             "must differ from the current password",
         )]));
     }
-    confirm_password(state, &account, current, meta).await?;
+    confirm_password(state, &caller, current, meta).await?;
     let hash = state.hasher.hash(new.expose().to_owned()).await?;
     let now = state.now();
-    let user = account.user;
-    let (family, token) = tokens::new_family(state, &user, meta, now);
+    let generation = caller.account.password_generation;
+    let user = caller.account.user;
+    let (family, token) = tokens::new_family(state, &user, generation, meta, now);
     let pair = tokens::pair_for_new_family(state, user.clone(), &family, token)?;
     let user_id = user.id;
-    state
+    // Another change (or a deletion) committed since the current password was checked:
+    // the password this request proved is no longer the user's.
+    if !state
         .db(move |s| s.change_password(user_id, &hash, family))
-        .await?;
+        .await?
+    {
+        return Err(ServiceError::InvalidCredentials);
+    }
     state
         .audit(event(state, "password_changed", Some(&user), meta, "ok"))
         .await;
@@ -149,12 +167,12 @@ pub async fn change_password(
 /// keep only the user id.
 pub async fn delete_account(
     state: &AppState,
-    account: Account,
+    caller: Caller,
     password: String,
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
-    confirm_password(state, &account, password, meta).await?;
-    let user = account.user;
+    confirm_password(state, &caller, password, meta).await?;
+    let user = caller.account.user;
     let email = Email::from_trusted(user.email.clone());
     let id = user.id;
     state.db(move |s| s.delete_user(id, &email)).await?;

@@ -17,8 +17,10 @@ use std::time::Duration;
 
 use super::accounts::event;
 use super::{AppState, ClientMeta, ServiceError};
-use crate::domain::Email;
-use crate::storage::{AuditEvent, Store, StoreError, email_attempt_key, ip_attempt_key};
+use crate::domain::{Email, FamilyId, User};
+use crate::storage::{
+    AuditEvent, Store, StoreError, email_attempt_key, ip_attempt_key, password_check_key,
+};
 
 /// How long an attempt waits for the checks in flight on its keys before it gives up
 /// with 503. Each of them is one queued Argon2 verify.
@@ -76,7 +78,7 @@ impl AttemptGate {
         Ok(Admission::Go(Attempt {
             gate: Arc::clone(self),
             keys,
-            email_failures: counts.first().map_or(0, |c| c.failures),
+            own_failures: counts.first().map_or(0, |c| c.failures),
         }))
     }
 
@@ -99,9 +101,9 @@ impl AttemptGate {
 /// request) counts nothing.
 pub struct Attempt {
     gate: Arc<AttemptGate>,
-    /// The email key first, then the IP key.
+    /// The key of the account (email or session) first, then the IP key, if any.
     keys: Vec<String>,
-    email_failures: u32,
+    own_failures: u32,
 }
 
 impl Drop for Attempt {
@@ -124,7 +126,7 @@ impl Attempt {
     /// The password was right: the account's earlier failures are forgiven. The IP's
     /// stay: one account's success says nothing of the guesses at others.
     pub async fn succeeded(self, state: &AppState) -> Result<(), ServiceError> {
-        if self.email_failures == 0 {
+        if self.own_failures == 0 {
             return Ok(());
         }
         state
@@ -148,7 +150,37 @@ pub async fn begin(
             lockout.max_failures_per_ip,
         ),
     ];
-    let window = lockout.window.as_secs() as i64;
+    let refused = event(state, "login_locked", None, meta, "refused");
+    admit(state, limits, refused).await
+}
+
+/// Admits a check of a signed-in caller's current password (password change, account
+/// deletion). It counts against the caller's session only, never against the email or
+/// the IP: strangers' wrong logins cannot block the owner, and a stolen access token
+/// still buys only `max_failures` guesses per window.
+pub async fn begin_password_check(
+    state: &AppState,
+    user: &User,
+    session: FamilyId,
+    meta: &ClientMeta,
+) -> Result<Attempt, ServiceError> {
+    let limits = vec![(
+        password_check_key(session),
+        state.settings.lockout.max_failures,
+    )];
+    let refused = AuditEvent {
+        family_id: Some(session),
+        ..event(state, "login_locked", Some(user), meta, "refused")
+    };
+    admit(state, limits, refused).await
+}
+
+async fn admit(
+    state: &AppState,
+    limits: Vec<(String, u32)>,
+    refused: AuditEvent,
+) -> Result<Attempt, ServiceError> {
+    let window = state.settings.lockout.window.as_secs() as i64;
     let deadline = tokio::time::Instant::now() + WAIT_FOR_IN_FLIGHT;
     loop {
         // Registered before the check, so a check resolving in between still wakes us.
@@ -168,7 +200,7 @@ pub async fn begin(
                 state
                     .audit(AuditEvent {
                         detail: Some(format!("retry after {retry_after_secs}s")),
-                        ..event(state, "login_locked", None, meta, "refused")
+                        ..refused
                     })
                     .await;
                 return Err(ServiceError::TooManyAttempts {

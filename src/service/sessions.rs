@@ -8,15 +8,20 @@ use crate::domain::{FamilyId, RevokeReason, Session};
 use crate::storage::{Account, AuditEvent};
 
 /// The caller of a `/v1/me` or `/v1/admin` endpoint: a verified token whose user still
-/// exists and is enabled, read from the database on every request.
+/// exists and is enabled and whose session is live, read from the database on every
+/// request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub account: Account,
     pub claims: AccessClaims,
 }
 
-/// Verifies a bearer token and loads its user. A database outage is a 503, never an
-/// "invalid token": clients must not drop a good token because we are down.
+/// Verifies a bearer token and loads its user through its session (`sid`). A token of a
+/// revoked, expired or password-changed session is refused here although other services,
+/// verifying offline, accept it until `exp`: gatehouse's own endpoints can read the
+/// session, and a stolen token must not be able to manage the account that revoked it.
+/// A database outage is a 503, never an "invalid token": clients must not drop a good
+/// token because we are down.
 pub async fn authenticate(state: &AppState, bearer: &str) -> Result<Caller, ServiceError> {
     let now = state.now();
     let claims = jwt::verify(
@@ -27,8 +32,11 @@ pub async fn authenticate(state: &AppState, bearer: &str) -> Result<Caller, Serv
         now,
     )
     .map_err(|_| ServiceError::InvalidToken)?;
-    let id = claims.sub;
-    match state.db(move |s| s.account_by_id(id)).await? {
+    let (id, sid) = (claims.sub, claims.sid);
+    match state
+        .db(move |s| s.account_for_session(id, sid, now))
+        .await?
+    {
         Some(account) if !account.user.disabled => Ok(Caller { account, claims }),
         _ => Err(ServiceError::InvalidToken),
     }

@@ -10,13 +10,25 @@ use crate::domain::{FamilyId, User};
 use crate::storage::{AuditEvent, NewFamily, Rotation, RotationOutcome};
 
 /// What signup, login, refresh and password change return.
-#[derive(Debug)]
 pub struct TokenPair {
     pub access_token: String,
     pub expires_in: u64,
     pub refresh_token: RefreshToken,
     pub refresh_expires_in: u64,
     pub user: User,
+}
+
+/// The access token is a bearer credential: it never reaches a log.
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &self.refresh_token)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 fn dur(d: std::time::Duration) -> Duration {
@@ -64,10 +76,12 @@ fn pair(
     })
 }
 
-/// The family a new login opens, with its first (random) token.
+/// The family a new login opens, with its first (random) token. `password_generation`
+/// is the user's generation when the password was checked.
 pub fn new_family(
     state: &AppState,
     user: &User,
+    password_generation: i64,
     meta: &ClientMeta,
     now: DateTime<Utc>,
 ) -> (NewFamily, RefreshToken) {
@@ -83,6 +97,7 @@ pub fn new_family(
         family_expires_at,
         user_agent: meta.user_agent.clone(),
         ip: meta.ip.clone(),
+        password_generation,
     };
     (family, token)
 }
@@ -104,16 +119,21 @@ pub fn pair_for_new_family(
     )
 }
 
-/// Opens a family for `user` (one login) and returns its first token pair.
+/// Opens a family for `user` (one login) and returns its first token pair. When the
+/// password checked at `password_generation` is no longer the user's, or the user was
+/// disabled or deleted meanwhile, the login fails as a wrong password would.
 pub async fn start_family(
     state: &AppState,
     user: User,
+    password_generation: i64,
     meta: &ClientMeta,
 ) -> Result<TokenPair, ServiceError> {
     let now = state.now();
-    let (family, token) = new_family(state, &user, meta, now);
+    let (family, token) = new_family(state, &user, password_generation, meta, now);
     let (id, token_expires_at) = (family.id, family.token_expires_at);
-    state.db(move |s| s.create_family(family)).await?;
+    if !state.db(move |s| s.create_family(family)).await? {
+        return Err(ServiceError::InvalidCredentials);
+    }
     pair(state, user, id, token, token_expires_at, now)
 }
 
@@ -165,5 +185,34 @@ pub async fn refresh(
             state.metrics.refresh("invalid");
             Err(ServiceError::InvalidRefreshToken)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Role;
+
+    #[test]
+    fn debug_output_never_carries_a_token() {
+        let refresh_token = RefreshToken::generate();
+        let secret = refresh_token.expose().to_owned();
+        let pair = TokenPair {
+            access_token: "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl".into(),
+            expires_in: 900,
+            refresh_token,
+            refresh_expires_in: 43_200,
+            user: User {
+                id: Uuid::new_v4(),
+                email: "debug@example.com".into(),
+                role: Role::User,
+                disabled: false,
+                created_at: Utc::now(),
+            },
+        };
+        let printed = format!("{pair:?}");
+        assert!(!printed.contains("eyJ"), "{printed}");
+        assert!(!printed.contains(&secret), "{printed}");
+        assert!(printed.contains("debug@example.com"), "{printed}");
     }
 }

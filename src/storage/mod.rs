@@ -27,19 +27,45 @@ pub enum StoreError {
 }
 
 /// A user with the hash its password is checked against.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Account {
     pub user: User,
     pub password_hash: String,
+    /// How many times the password has changed. A family opened after a check of the
+    /// password carries the generation that was checked, and dies when it falls behind.
+    pub password_generation: i64,
 }
 
-#[derive(Debug)]
+/// The hash is not secret the way a password is, but it is what an offline guesser
+/// needs: it never reaches a log.
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("user", &self.user)
+            .field("password_hash", &"<redacted>")
+            .field("password_generation", &self.password_generation)
+            .finish()
+    }
+}
+
 pub struct NewUser<'a> {
     pub id: UserId,
     pub email: &'a Email,
     pub password_hash: &'a str,
     pub role: Role,
     pub now: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for NewUser<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"<redacted>")
+            .field("role", &self.role)
+            .field("now", &self.now)
+            .finish()
+    }
 }
 
 /// A new login: the family and its first token.
@@ -53,6 +79,9 @@ pub struct NewFamily {
     pub family_expires_at: DateTime<Utc>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// The user's password generation when the login checked the password (0 for a
+    /// signup). The family opens only while it is still the user's.
+    pub password_generation: i64,
 }
 
 /// One presented refresh token and the child that would replace it.
@@ -146,6 +175,12 @@ pub fn email_attempt_key(email: &Email) -> String {
     format!("email:{}", email.as_str())
 }
 
+/// The counter of wrong current passwords given through one session (password change,
+/// account deletion), kept apart from the login counters.
+pub fn password_check_key(session: FamilyId) -> String {
+    format!("session:{session}")
+}
+
 /// The lockout counter key of a client address.
 pub fn ip_attempt_key(ip: &str) -> String {
     format!("ip:{ip}")
@@ -171,6 +206,15 @@ pub trait Store: Send + Sync + 'static {
     fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError>;
     fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError>;
     fn account_by_id(&self, id: UserId) -> Result<Option<Account>, StoreError>;
+    /// The caller behind an access token: the account, when family `session` is the
+    /// user's, not revoked, before its absolute expiry, and opened under the user's
+    /// current password. One indexed read; `None` otherwise.
+    fn account_for_session(
+        &self,
+        user_id: UserId,
+        session: FamilyId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Account>, StoreError>;
     /// Users whose email equals `query` or starts with it; `None` lists all, newest first.
     fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
     /// Sets role and/or disabled; disabling revokes every live family in the same
@@ -182,21 +226,29 @@ pub trait Store: Send + Sync + 'static {
         disabled: Option<bool>,
         now: DateTime<Utc>,
     ) -> Result<Option<User>, StoreError>;
-    /// Replaces the password hash, revokes every family (reason `password_change`) and
-    /// opens `family`, in one transaction.
+    /// Replaces the password hash, moves the user to the next password generation,
+    /// revokes every family (reason `password_change`) and opens `family` under the new
+    /// generation, in one transaction. Nothing changes, and the answer is `false`, when
+    /// the user is gone or their generation is no longer `family.password_generation`
+    /// (another change won the race since the current password was checked).
     fn change_password(
         &self,
         user_id: UserId,
         password_hash: &str,
         family: NewFamily,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Deletes the user, their families and tokens, and the lockout counter of `email`.
     fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError>;
 
     // Refresh-token families.
-    fn create_family(&self, family: NewFamily) -> Result<(), StoreError>;
+    /// Opens a family, in one transaction with the check that its user still exists, is
+    /// enabled and is at `family.password_generation`. `false` (nothing stored) when not:
+    /// the password changed, or the account was disabled or deleted, while the login
+    /// that verified it waited for Argon2.
+    fn create_family(&self, family: NewFamily) -> Result<bool, StoreError>;
     /// Spends a refresh token and issues its child, in one transaction. Concurrent calls
-    /// with the same token are serialized: exactly one sees it live and rotates it.
+    /// with the same token are serialized: exactly one sees it live and rotates it. A
+    /// family behind its user's password generation is `Invalid`.
     fn rotate_refresh_token(&self, rotation: Rotation) -> Result<RotationOutcome, StoreError>;
     /// Revokes the family a token (spent or not) belongs to; the family's owner, if found.
     fn revoke_family_of_token(
@@ -262,4 +314,38 @@ pub trait Store: Send + Sync + 'static {
         lockout_window_secs: i64,
         audit_before: DateTime<Utc>,
     ) -> Result<Pruned, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_carries_a_password_hash() {
+        const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA";
+        let email = Email::parse("debug@example.com").expect("email");
+        let user = User {
+            id: uuid::Uuid::new_v4(),
+            email: email.as_str().to_owned(),
+            role: Role::User,
+            disabled: false,
+            created_at: Utc::now(),
+        };
+        let account = Account {
+            user,
+            password_hash: HASH.into(),
+            password_generation: 3,
+        };
+        let new = NewUser {
+            id: uuid::Uuid::new_v4(),
+            email: &email,
+            password_hash: HASH,
+            role: Role::User,
+            now: Utc::now(),
+        };
+        for printed in [format!("{account:?}"), format!("{new:?}")] {
+            assert!(!printed.contains("argon2id"), "{printed}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+        }
+    }
 }

@@ -299,7 +299,13 @@ async fn admin_revokes_every_family_of_a_user() {
         let response = app.refresh(refresh_of(t)).await;
         assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     }
-    assert!(app.my_sessions(access_of(&first)).await.is_empty());
+    // The revoked sessions' access tokens manage nothing any more.
+    assert_invalid_token(
+        app.get_with_token("/v1/me/sessions", access_of(&first))
+            .await,
+        true,
+    )
+    .await;
     let sessions = app
         .admin_sessions(access_of(&admin), user_id_of(&first))
         .await;

@@ -13,5 +13,6 @@ mod logout;
 mod me;
 mod process;
 mod refresh;
+mod session_bound;
 mod signup;
 mod tokens;

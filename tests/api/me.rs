@@ -378,7 +378,7 @@ async fn deleting_the_account_needs_the_right_password() {
 }
 
 #[tokio::test]
-async fn wrong_current_passwords_count_towards_the_lockout() {
+async fn wrong_current_passwords_lock_the_session_not_the_login() {
     let app = spawn_app().await;
     let email = unique_email("pw-lock");
     let tokens = app.signup(&email, PASSWORD).await;
@@ -395,7 +395,7 @@ async fn wrong_current_passwords_count_towards_the_lockout() {
         );
     }
 
-    // Now even the right current password is refused, and login too.
+    // Now even the right current password is refused through this session...
     let response = app
         .post_json_with_token(
             "/v1/me/password",
@@ -405,8 +405,6 @@ async fn wrong_current_passwords_count_towards_the_lockout() {
         .await;
     assert!(crate::helpers::header(&response, "retry-after").is_some());
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
-    let response = app.login_response(&email, PASSWORD).await;
-    assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     let response = app
         .delete_with_token(
             "/v1/me",
@@ -415,13 +413,23 @@ async fn wrong_current_passwords_count_towards_the_lockout() {
         )
         .await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
-    // The password is unchanged.
-    app.advance(Duration::from_secs(15 * 60 + 1));
+    // ...while logins, counted apart, are not blocked by them, and the password is
+    // unchanged.
     app.login(&email, PASSWORD).await;
+    // After the window the session may try again.
+    app.advance(Duration::from_secs(15 * 60 + 1));
+    let response = app
+        .post_json_with_token(
+            "/v1/me/password",
+            access_of(&app.login(&email, PASSWORD).await),
+            &json!({ "current_password": PASSWORD, "new_password": OTHER_PASSWORD }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]
-async fn wrong_passwords_on_account_delete_count_towards_the_lockout() {
+async fn wrong_passwords_on_account_delete_count_towards_the_session_lockout() {
     let app = spawn_app().await;
     let email = unique_email("del-lock");
     let tokens = app.signup(&email, PASSWORD).await;
@@ -441,8 +449,16 @@ async fn wrong_passwords_on_account_delete_count_towards_the_lockout() {
         );
     }
 
-    let response = app.login_response(&email, PASSWORD).await;
+    let response = app
+        .delete_with_token(
+            "/v1/me",
+            access_of(&tokens),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+    // The account is still there.
+    app.login(&email, PASSWORD).await;
 }
 
 #[tokio::test]

@@ -2,10 +2,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{time, ts, uuid_col};
-use crate::domain::{Email, Role, User, UserId};
+use crate::domain::{Email, FamilyId, Role, User, UserId};
 use crate::storage::{Account, NewUser};
 
-const COLUMNS: &str = "id, email, role, disabled, created_at, password_hash";
+const COLUMNS: &str = "id, email, role, disabled, created_at, password_hash, password_generation";
 
 fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let role: String = row.get(2)?;
@@ -19,6 +19,7 @@ fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
             created_at: time(row.get(4)?),
         },
         password_hash: row.get(5)?,
+        password_generation: row.get(6)?,
     })
 }
 
@@ -53,6 +54,40 @@ pub(super) fn by_id(conn: &Connection, id: UserId) -> rusqlite::Result<Option<Ac
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
         .query_row([id.to_string()], account)
         .optional()
+}
+
+/// One read by two primary keys: the family decides, the user rides along.
+pub(super) fn by_session(
+    conn: &Connection,
+    id: UserId,
+    session: FamilyId,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached(
+        "SELECT u.id, u.email, u.role, u.disabled, u.created_at, u.password_hash,
+                u.password_generation
+         FROM refresh_families f JOIN users u ON u.id = f.user_id
+         WHERE f.id = ?1 AND f.user_id = ?2 AND f.revoked_at IS NULL AND f.expires_at > ?3
+               AND f.password_generation = u.password_generation",
+    )?
+    .query_row(
+        params![session.to_string(), id.to_string(), ts(now)],
+        account,
+    )
+    .optional()
+}
+
+/// Whether a login checked against `generation` may still open a family.
+pub(super) fn may_open_family(
+    conn: &Connection,
+    id: UserId,
+    generation: i64,
+) -> rusqlite::Result<bool> {
+    let found: Option<(i64, bool)> = conn
+        .prepare_cached("SELECT password_generation, disabled FROM users WHERE id = ?1")?
+        .query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(found.is_some_and(|(current, disabled)| current == generation && !disabled))
 }
 
 pub(super) fn search(
@@ -103,17 +138,22 @@ pub(super) fn update(
     Ok(by_id(conn, id)?.map(|a| a.user))
 }
 
+/// Replaces the hash and moves to the next generation, only from `generation`:
+/// `false` when the user is gone or another change came first.
 pub(super) fn set_password(
     conn: &Connection,
     id: UserId,
     password_hash: &str,
+    generation: i64,
     now: DateTime<Utc>,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
-        params![id.to_string(), password_hash, ts(now)],
+) -> rusqlite::Result<bool> {
+    let changed = conn.execute(
+        "UPDATE users SET password_hash = ?2, updated_at = ?3,
+                password_generation = password_generation + 1
+         WHERE id = ?1 AND password_generation = ?4",
+        params![id.to_string(), password_hash, ts(now), generation],
     )?;
-    Ok(())
+    Ok(changed == 1)
 }
 
 pub(super) fn delete(conn: &Connection, id: UserId) -> rusqlite::Result<bool> {

@@ -9,8 +9,9 @@ use crate::storage::{NewFamily, Rotated, Rotation, RotationOutcome, TokenHashByt
 pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO refresh_families
-             (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)
-         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
+             (id, user_id, created_at, last_used_at, expires_at, user_agent, ip,
+              password_generation)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         f.id.to_string(),
@@ -18,7 +19,8 @@ pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
         ts(f.now),
         ts(f.family_expires_at),
         f.user_agent,
-        f.ip
+        f.ip,
+        f.password_generation
     ])?;
     conn.prepare_cached(
         "INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
@@ -40,6 +42,8 @@ struct Presented {
     spent_at: Option<i64>,
     family_expires_at: i64,
     family_revoked: bool,
+    /// The family was opened under an earlier password than the user's.
+    family_stale: bool,
     user: User,
 }
 
@@ -55,7 +59,8 @@ pub(super) fn rotate(conn: &Connection, r: &Rotation) -> rusqlite::Result<Rotati
     let found = conn
         .prepare_cached(
             "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at, f.revoked_at,
-                    u.id, u.email, u.role, u.disabled, u.created_at
+                    u.id, u.email, u.role, u.disabled, u.created_at,
+                    f.password_generation <> u.password_generation
              FROM refresh_tokens t
              JOIN refresh_families f ON f.id = t.family_id
              JOIN users u ON u.id = f.user_id
@@ -69,6 +74,7 @@ pub(super) fn rotate(conn: &Connection, r: &Rotation) -> rusqlite::Result<Rotati
                 spent_at: row.get(2)?,
                 family_expires_at: row.get(3)?,
                 family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
+                family_stale: row.get(10)?,
                 user: User {
                     id: uuid_col(row, 5)?,
                     email: row.get(6)?,
@@ -82,7 +88,7 @@ pub(super) fn rotate(conn: &Connection, r: &Rotation) -> rusqlite::Result<Rotati
     let Some(p) = found else {
         return Ok(RotationOutcome::Invalid);
     };
-    if p.family_revoked || p.family_expires_at <= now || p.user.disabled {
+    if p.family_revoked || p.family_stale || p.family_expires_at <= now || p.user.disabled {
         return Ok(RotationOutcome::Invalid);
     }
 

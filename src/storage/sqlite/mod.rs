@@ -62,6 +62,9 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0002_health_probe.sql"
         )),
+        M::up(include_str!(
+            "../../../migrations/sqlite/0003_password_generation.sql"
+        )),
     ])
 }
 
@@ -353,6 +356,15 @@ impl Store for SqliteStore {
         self.read(|c| accounts::by_id(c, id))
     }
 
+    fn account_for_session(
+        &self,
+        user_id: UserId,
+        session: FamilyId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Account>, StoreError> {
+        self.read(|c| accounts::by_session(c, user_id, session, now))
+    }
+
     fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
         self.read(|c| accounts::search(c, query, limit))
     }
@@ -380,11 +392,21 @@ impl Store for SqliteStore {
         user_id: UserId,
         password_hash: &str,
         family: NewFamily,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.write(|tx| {
-            accounts::set_password(tx, user_id, password_hash, family.now)?;
+            let generation = family.password_generation;
+            if !accounts::set_password(tx, user_id, password_hash, generation, family.now)? {
+                return Ok(false);
+            }
             families::revoke_all(tx, user_id, RevokeReason::PasswordChange, family.now)?;
-            families::insert(tx, &family)
+            families::insert(
+                tx,
+                &NewFamily {
+                    password_generation: generation + 1,
+                    ..family
+                },
+            )?;
+            Ok(true)
         })
     }
 
@@ -395,8 +417,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_family(&self, family: NewFamily) -> Result<(), StoreError> {
-        self.write(|tx| families::insert(tx, &family))
+    fn create_family(&self, family: NewFamily) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            if !accounts::may_open_family(tx, family.user_id, family.password_generation)? {
+                return Ok(false);
+            }
+            families::insert(tx, &family)?;
+            Ok(true)
+        })
     }
 
     fn rotate_refresh_token(&self, rotation: Rotation) -> Result<RotationOutcome, StoreError> {
@@ -522,5 +550,110 @@ mod tests {
         assert_eq!(budget(&store.writer.lock()), -i64::from(WRITER_CACHE_KIB));
         let reader = store.readers.get().expect("reader");
         assert_eq!(budget(&reader), -i64::from(READER_CACHE_KIB));
+    }
+
+    fn family(user_id: UserId, first_token: TokenHashBytes, generation: i64) -> NewFamily {
+        let now = Utc::now();
+        NewFamily {
+            id: uuid::Uuid::new_v4(),
+            user_id,
+            first_token,
+            now,
+            token_expires_at: now + chrono::Duration::hours(1),
+            family_expires_at: now + chrono::Duration::days(1),
+            user_agent: None,
+            ip: None,
+            password_generation: generation,
+        }
+    }
+
+    /// The password generation is checked where it is written: a family opens only under
+    /// the user's current password, and one that falls behind refreshes no more.
+    #[test]
+    fn families_live_and_die_with_the_password_generation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
+            .expect("open");
+        let email = Email::parse("generation@example.com").expect("email");
+        let user = store
+            .create_user(NewUser {
+                id: uuid::Uuid::new_v4(),
+                email: &email,
+                password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+                role: Role::User,
+                now: Utc::now(),
+            })
+            .expect("user");
+        let live = family(user.id, [1; 32], 0);
+        let live_id = live.id;
+        assert!(store.create_family(live).expect("open"));
+        assert!(
+            !store
+                .create_family(family(user.id, [2; 32], 1))
+                .expect("ahead")
+        );
+
+        // Two changes that both checked generation 0: only the first commits.
+        assert!(
+            store
+                .change_password(user.id, "h1", family(user.id, [3; 32], 0))
+                .expect("first")
+        );
+        assert!(
+            !store
+                .change_password(user.id, "h2", family(user.id, [4; 32], 0))
+                .expect("second")
+        );
+        assert!(
+            !store
+                .create_family(family(user.id, [5; 32], 0))
+                .expect("stale")
+        );
+        assert!(
+            store
+                .create_family(family(user.id, [6; 32], 1))
+                .expect("current")
+        );
+        let account = store.account_by_id(user.id).expect("read").expect("user");
+        assert_eq!(
+            (account.password_hash.as_str(), account.password_generation),
+            ("h1", 1)
+        );
+
+        // A family left behind (un-revoked here by hand) still cannot refresh or
+        // authenticate.
+        store
+            .write(|tx| {
+                tx.execute(
+                    "UPDATE refresh_families SET revoked_at = NULL WHERE id = ?1",
+                    [live_id.to_string()],
+                )
+            })
+            .expect("unrevoke");
+        let rotation = Rotation {
+            presented: [1; 32],
+            child: [7; 32],
+            now: Utc::now(),
+            refresh_ttl_secs: 60,
+            reuse_grace_secs: 0,
+        };
+        assert_eq!(
+            store.rotate_refresh_token(rotation).expect("rotate"),
+            RotationOutcome::Invalid
+        );
+        assert!(
+            store
+                .account_for_session(user.id, live_id, Utc::now())
+                .expect("read")
+                .is_none()
+        );
+
+        // Deleted users open nothing either (no foreign-key error reaches the caller).
+        assert!(store.delete_user(user.id, &email).expect("delete"));
+        assert!(
+            !store
+                .create_family(family(user.id, [8; 32], 1))
+                .expect("gone")
+        );
     }
 }
