@@ -41,7 +41,9 @@ impl Counter {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), Histogram>>,
+    /// Every key part is bounded (route and method are closed sets, status a u16), so
+    /// clients cannot grow this map.
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), Histogram>>,
     logins: Counter,
     refreshes: Counter,
     revocations: Counter,
@@ -59,10 +61,10 @@ pub struct Gauges {
 
 impl Metrics {
     /// Records one request by route pattern (never the raw path, which holds ids).
-    pub fn request(&self, route: &'static str, method: &str, status: u16, took: Duration) {
+    pub fn request(&self, route: &'static str, method: &'static str, status: u16, took: Duration) {
         let secs = took.as_secs_f64();
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let h = map.entry((route, method.to_owned(), status)).or_default();
+        let h = map.entry((route, method, status)).or_default();
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
                 h.counts[i] += 1;
