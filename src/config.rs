@@ -1,7 +1,7 @@
 //! Settings: defaults, `GATEHOUSE_*` environment variables, and the checks that make the
 //! service refuse an unsafe configuration instead of warning about it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,6 +116,16 @@ impl Cidr {
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The address rate limits and lockout count a client under. An IPv6 subscriber is
+/// handed at least a /64 (RFC 6177; SLAAC picks addresses inside it at will), so one
+/// client holds 2^64 full addresses: counting each alone would give it as many budgets.
+pub fn client_bucket(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
         v4 => v4,
     }
 }
@@ -776,6 +786,21 @@ mod tests {
         std::fs::write(&path, "acess_ttl = \"10m\"\n").expect("write");
         let e = read_toml(&path).expect_err("typo");
         assert!(e.message.contains("unknown setting"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            client_bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(
+            client_bucket(ip("2001:db8:1:2::1")),
+            client_bucket(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

@@ -15,11 +15,11 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::extract::client_ip;
-use crate::config::{RateLimits, Tier};
+use crate::config::{RateLimits, Tier, client_bucket};
 use crate::error::ApiError;
 use crate::service::AppState;
 
-/// The per-IP token buckets, one per strict endpoint and one per general tier, so a flood
+/// The per-client token buckets (an IPv4 address or an IPv6 /64), one per strict endpoint and one per general tier, so a flood
 /// of one kind (logins) never spends the budget of another (refreshes).
 ///
 /// Why governor behind our own middleware: it is MIT-licensed (actix-governor is GPL),
@@ -110,7 +110,7 @@ async fn limit(
     };
     let ip = client_ip(req.request(), &state.settings.trusted_proxies)
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    match limiter.check_key(&ip) {
+    match limiter.check_key(&client_bucket(ip)) {
         Ok(()) => next
             .call(req)
             .await

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
-use reqwest::{Method, StatusCode};
+use gatehouse::config::{Cidr, Settings, Tier};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -64,5 +66,84 @@ async fn made_up_methods_and_paths_add_no_metrics_series() {
     assert!(
         text.contains(r#"route="unmatched",method="other""#),
         "made-up requests are counted under one label:\n{text}"
+    );
+}
+
+/// The test client connects from 127.0.0.1, which these apps trust as their proxy.
+fn behind_proxy(s: &mut Settings) {
+    s.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
+}
+
+/// A login as relayed by the trusted proxy for a client at `client`.
+async fn login_via(app: &TestApp, header: (&str, String), email: &str, password: &str) -> Response {
+    app.api_client
+        .post(app.url("/v1/login"))
+        .header(header.0, header.1)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn login_from(app: &TestApp, client: &str, email: &str, password: &str) -> Response {
+    login_via(app, ("x-forwarded-for", client.to_owned()), email, password).await
+}
+
+#[tokio::test]
+async fn one_ipv6_64_shares_one_rate_limit_bucket() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.rate_limits.enabled = true;
+        s.rate_limits.auth = Tier {
+            per_minute: 6,
+            burst: 3,
+        };
+    })
+    .await;
+    // Each login from a fresh address of the same /64, as a client rotating through
+    // its own network would.
+    for host in ["0:0:0:1", "2:3:4:5", "ffff:ffff:ffff:ffff"] {
+        let r = login_from(
+            &app,
+            &format!("2001:db8:a:b:{host}"),
+            "x@example.com",
+            PASSWORD,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{host}");
+    }
+    let r = login_from(&app, "2001:db8:a:b::77", "x@example.com", PASSWORD).await;
+    assert_error(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+
+    // The next /64 is someone else.
+    let r = login_from(&app, "2001:db8:a:c::77", "x@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn one_ipv6_64_shares_one_lockout_count_and_sessions_keep_the_full_address() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.lockout.max_failures_per_ip = 3;
+    })
+    .await;
+    let victim = unique_email("v6-victim");
+    app.signup(&victim, PASSWORD).await;
+
+    for i in 1..=3 {
+        let client = format!("2001:db8:a:b:{i}::{i}");
+        let r = login_from(&app, &client, &unique_email("spray"), OTHER_PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{client}");
+    }
+    let r = login_from(&app, "2001:db8:a:b:99::1", &victim, PASSWORD).await;
+    assert_error(r, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+
+    let r = login_from(&app, "2001:db8:a:c:99::1", &victim, PASSWORD).await;
+    let body = expect_json(r, StatusCode::OK).await;
+    let sessions = app.my_sessions(access_of(&body)).await;
+    let ips: Vec<&str> = sessions.iter().filter_map(|s| s["ip"].as_str()).collect();
+    assert!(
+        ips.contains(&"2001:db8:a:c:99::1"),
+        "the session records the full address: {ips:?}"
     );
 }
