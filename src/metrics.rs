@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the request-latency histogram buckets.
@@ -48,6 +49,7 @@ pub struct Metrics {
     refreshes: Counter,
     revocations: Counter,
     rate_limited: Counter,
+    client_ip_header_malformed: AtomicU64,
 }
 
 /// Point-in-time values read when `/metrics` is scraped.
@@ -88,6 +90,12 @@ impl Metrics {
 
     pub fn rate_limited(&self, tier: &'static str) {
         self.rate_limited.inc(tier);
+    }
+
+    /// A trusted proxy sent a client-address header that could not be read.
+    pub fn client_ip_header_malformed(&self) {
+        self.client_ip_header_malformed
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {
@@ -138,6 +146,14 @@ impl Metrics {
             "gatehouse_rate_limited_total",
             "Requests refused by the per-IP rate limiter, by tier.",
             "tier",
+        );
+        let name = "gatehouse_client_ip_header_malformed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests from a trusted proxy whose client-address header could not \
+             be read; each was counted as coming from the proxy itself.\n# TYPE {name} counter\n\
+             {name} {}",
+            self.client_ip_header_malformed.load(Ordering::Relaxed)
         );
         for (name, help, value) in [
             (
@@ -200,6 +216,7 @@ mod tests {
         ));
         assert!(text.contains(r#"gatehouse_logins_total{outcome="succeeded"} 1"#));
         assert!(text.contains("gatehouse_password_hash_queue_depth 3"));
+        assert!(text.contains("gatehouse_client_ip_header_malformed_total 0\n"));
         assert!(text.contains("gatehouse_db_engine_memory_bytes 2048"));
     }
 }

@@ -108,8 +108,7 @@ async fn limit(
         Bucket::ByMethod if req.method() == Method::GET => ("reads", &limiters.reads),
         Bucket::ByMethod => ("writes", &limiters.writes),
     };
-    let ip = client_ip(req.request(), &state.settings.trusted_proxies)
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ip = client_ip(req.request(), &state).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     match limiter.check_key(&client_bucket(ip)) {
         Ok(()) => next
             .call(req)

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
-use gatehouse::config::{Cidr, Settings, Tier};
+use gatehouse::config::{Cidr, ClientIpHeader, Settings, Tier};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 
@@ -146,4 +146,113 @@ async fn one_ipv6_64_shares_one_lockout_count_and_sessions_keep_the_full_address
         ips.contains(&"2001:db8:a:c:99::1"),
         "the session records the full address: {ips:?}"
     );
+}
+
+#[tokio::test]
+async fn with_forwarded_configured_a_client_written_x_forwarded_for_is_ignored() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.client_ip_header = ClientIpHeader::Forwarded;
+        s.rate_limits.enabled = true;
+        s.rate_limits.auth = Tier {
+            per_minute: 6,
+            burst: 3,
+        };
+    })
+    .await;
+    // The proxy writes Forwarded and passes the client's own X-Forwarded-For along; the
+    // client changes it on every request to get a fresh bucket each time.
+    let login = |client: &'static str, forged: String| {
+        let app = &app;
+        async move {
+            app.api_client
+                .post(app.url("/v1/login"))
+                .header("x-forwarded-for", forged)
+                .header("forwarded", format!("for={client};proto=https"))
+                .json(&json!({"email": "x@example.com", "password": PASSWORD}))
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    for i in 0..3 {
+        let r = login("198.51.100.7", format!("192.0.2.{i}")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{i}");
+    }
+    let r = login("198.51.100.7", "192.0.2.99".into()).await;
+    assert_error(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let r = login("198.51.100.8", "192.0.2.99".into()).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "another client, its own bucket"
+    );
+
+    // A value that names no address counts the request as the proxy's, once.
+    let r = login_via(
+        &app,
+        ("forwarded", "for=unknown".into()),
+        "x@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let text = app.get("/metrics").await.text().await.expect("body");
+    assert!(
+        text.contains("gatehouse_client_ip_header_malformed_total 1\n"),
+        "{text}"
+    );
+}
+
+async fn config_check(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("keys")).expect("keys dir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["config", "check"])
+        .env("GATEHOUSE_DATABASE", dir.path().join("gatehouse.db"))
+        .env("GATEHOUSE_KEYS_DIR", dir.path().join("keys"))
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run the CLI");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn config_check_names_the_header_and_warns_about_trusting_whole_ranges() {
+    let (code, text) = config_check(&[
+        ("GATEHOUSE_TRUSTED_PROXIES", "10.1.2.3, ::/0, 172.16.0.0/12"),
+        ("GATEHOUSE_CLIENT_IP_HEADER", "forwarded"),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("GATEHOUSE_CLIENT_IP_HEADER=forwarded"),
+        "{text}"
+    );
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{text}");
+    assert!(warnings[0].contains("::/0"), "{text}");
+    assert!(warnings[1].contains("172.16.0.0/12"), "{text}");
+
+    let (code, text) = config_check(&[("GATEHOUSE_TRUSTED_PROXIES", "10.1.2.3")]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("GATEHOUSE_CLIENT_IP_HEADER=x-forwarded-for"),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "{text}");
+
+    let (code, text) = config_check(&[("GATEHOUSE_CLIENT_IP_HEADER", "x-real-ip")]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("GATEHOUSE_CLIENT_IP_HEADER"), "{text}");
 }
