@@ -248,6 +248,9 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                 Ok(k) => println!("# {} signing key(s) readable and private", k.len()),
                 Err(e) => return Err(Failure::User(format!("keys: {e:#}"))),
             }
+            for warning in settings.warnings() {
+                println!("# warning: {warning}");
+            }
             println!("# configuration OK");
             Ok(())
         }

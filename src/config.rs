@@ -1,7 +1,7 @@
 //! Settings: defaults, `GATEHOUSE_*` environment variables, and the checks that make the
 //! service refuse an unsafe configuration instead of warning about it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,8 +33,10 @@ pub struct Settings {
     pub db_readers: u32,
     pub rate_limits: RateLimits,
     pub lockout: Lockout,
-    /// Proxies whose `X-Forwarded-For` / `Forwarded` hop is believed.
+    /// Proxies whose hop in `client_ip_header` is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header the trusted proxies write the client's address in.
+    pub client_ip_header: ClientIpHeader,
     /// Send `Strict-Transport-Security` (only when clients reach us over TLS).
     pub hsts: bool,
     pub audit_retention: Duration,
@@ -70,6 +72,35 @@ pub struct Lockout {
     /// Failed logins per client IP per window.
     pub max_failures_per_ip: u32,
     pub window: Duration,
+}
+
+/// Where trusted proxies put the client's address. Only this header is read: a proxy
+/// that writes `Forwarded` may pass a client's own `X-Forwarded-For` through untouched,
+/// and reading that one would let the client choose its address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…`.
+    Forwarded,
+}
+
+impl ClientIpHeader {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Some(Self::XForwardedFor),
+            "forwarded" => Some(Self::Forwarded),
+            _ => None,
+        }
+    }
+
+    /// The header's name, as configured and as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
 }
 
 /// An IP network in CIDR notation.
@@ -116,6 +147,16 @@ impl Cidr {
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The address rate limits and lockout count a client under. An IPv6 subscriber is
+/// handed at least a /64 (RFC 6177; SLAAC picks addresses inside it at will), so one
+/// client holds 2^64 full addresses: counting each alone would give it as many budgets.
+pub fn client_bucket(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
         v4 => v4,
     }
 }
@@ -173,6 +214,7 @@ impl Default for Settings {
             rate_limits: RateLimits::default(),
             lockout: Lockout::default(),
             trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::default(),
             hsts: false,
             audit_retention: Duration::from_secs(90 * 86400),
             prune_interval: Duration::from_secs(600),
@@ -368,6 +410,14 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(v) = get("GATEHOUSE_CLIENT_IP_HEADER") {
+            s.client_ip_header = ClientIpHeader::parse(&v).ok_or_else(|| {
+                err(
+                    "GATEHOUSE_CLIENT_IP_HEADER",
+                    format!("{v:?} is not `x-forwarded-for` or `forwarded`"),
+                )
+            })?;
+        }
         if let Some(v) = get("GATEHOUSE_HSTS") {
             s.hsts = matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "true" | "1");
         }
@@ -513,6 +563,10 @@ impl Settings {
                     .join(","),
             ),
             (
+                "GATEHOUSE_CLIENT_IP_HEADER",
+                self.client_ip_header.as_str().into(),
+            ),
+            (
                 "GATEHOUSE_HSTS",
                 if self.hsts { "on" } else { "off" }.into(),
             ),
@@ -523,6 +577,38 @@ impl Settings {
                 secs(self.keys_reload_interval),
             ),
         ]
+    }
+
+    /// Settings that are allowed but probably a mistake, one sentence each, for
+    /// `config check`.
+    pub fn warnings(&self) -> Vec<String> {
+        // Trusting a whole range trusts every client in it to name its own address,
+        // and with it to pick its rate-limit and lockout buckets.
+        const BROAD: [&str; 6] = [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ];
+        self.trusted_proxies
+            .iter()
+            .filter_map(|proxy| {
+                let range = BROAD.iter().copied().find(|range| {
+                    Cidr::parse(range).is_some_and(|r| {
+                        proxy.prefix <= r.prefix
+                            && proxy.addr.is_ipv4() == r.addr.is_ipv4()
+                            && proxy.contains(r.addr)
+                    })
+                })?;
+                Some(format!(
+                    "GATEHOUSE_TRUSTED_PROXIES: {}/{} trusts all of {range}: any client there can \
+                     forge its address and escape rate limits and lockout; list only your proxies",
+                    proxy.addr, proxy.prefix
+                ))
+            })
+            .collect()
     }
 
     /// How long keys stay published around a rotation.
@@ -541,7 +627,7 @@ impl Settings {
 }
 
 /// Every key a configuration file may hold (the environment variables, less the prefix).
-const FILE_KEYS: [&str; 28] = [
+const FILE_KEYS: [&str; 29] = [
     "bind",
     "database",
     "keys_dir",
@@ -565,6 +651,7 @@ const FILE_KEYS: [&str; 28] = [
     "lockout_max_failures_per_ip",
     "lockout_window",
     "trusted_proxies",
+    "client_ip_header",
     "hsts",
     "audit_retention",
     "prune_interval",
@@ -716,6 +803,7 @@ mod tests {
             ("GATEHOUSE_SQLITE_SYNCHRONOUS", "off"),
             ("GATEHOUSE_RATE_LIMITS", "maybe"),
             ("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("GATEHOUSE_CLIENT_IP_HEADER", "x-real-ip"),
         ] {
             let e = from(&[(key, value)]).expect_err(value);
             assert_eq!(e.key, key, "{value}");
@@ -748,6 +836,12 @@ mod tests {
         );
         assert_eq!(s.trusted_proxies.len(), 2);
         assert_eq!(s.sqlite_synchronous, Synchronous::Full);
+        let s = from(&[("GATEHOUSE_CLIENT_IP_HEADER", "Forwarded")]).expect("valid");
+        assert_eq!(s.client_ip_header, ClientIpHeader::Forwarded);
+        assert_eq!(
+            from(&[]).expect("defaults").client_ip_header,
+            ClientIpHeader::XForwardedFor
+        );
     }
 
     #[test]
@@ -756,7 +850,8 @@ mod tests {
         let path = dir.path().join("gatehouse.toml");
         std::fs::write(
             &path,
-            "access_ttl = \"10m\"\ncors_origins = [\"https://a.example.com\"]\nrate_limits = false\n",
+            "access_ttl = \"10m\"\ncors_origins = [\"https://a.example.com\"]\nrate_limits = false\n\
+             client_ip_header = \"forwarded\"\n",
         )
         .expect("write");
         let file = read_toml(&path).expect("toml");
@@ -772,10 +867,59 @@ mod tests {
         assert_eq!(s.access_ttl, Duration::from_secs(300), "environment wins");
         assert_eq!(s.cors_origins, vec!["https://a.example.com".to_owned()]);
         assert!(!s.rate_limits.enabled);
+        assert_eq!(s.client_ip_header, ClientIpHeader::Forwarded);
 
         std::fs::write(&path, "acess_ttl = \"10m\"\n").expect("write");
         let e = read_toml(&path).expect_err("typo");
         assert!(e.message.contains("unknown setting"), "{e}");
+    }
+
+    #[test]
+    fn trusting_a_whole_range_is_warned_about() {
+        for trusted in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+            "8.0.0.0/6",
+            "10.1.2.3, 192.168.0.0/15",
+        ] {
+            let s = from(&[("GATEHOUSE_TRUSTED_PROXIES", trusted)]).expect("valid");
+            let warnings = s.warnings();
+            assert_eq!(warnings.len(), 1, "{trusted}: {warnings:?}");
+            assert!(
+                warnings[0].contains("GATEHOUSE_TRUSTED_PROXIES"),
+                "{warnings:?}"
+            );
+        }
+        for trusted in [
+            "",
+            "10.0.0.5",
+            "10.1.0.0/16",
+            "192.168.1.0/24",
+            "fd00::/8",
+            "::1",
+        ] {
+            let s = from(&[("GATEHOUSE_TRUSTED_PROXIES", trusted)]).expect("valid");
+            assert_eq!(s.warnings(), Vec::<String>::new(), "{trusted}");
+        }
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            client_bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(
+            client_bucket(ip("2001:db8:1:2::1")),
+            client_bucket(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

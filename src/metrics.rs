@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the request-latency histogram buckets.
@@ -41,11 +42,14 @@ impl Counter {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), Histogram>>,
+    /// Every key part is bounded (route and method are closed sets, status a u16), so
+    /// clients cannot grow this map.
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), Histogram>>,
     logins: Counter,
     refreshes: Counter,
     revocations: Counter,
     rate_limited: Counter,
+    client_ip_header_malformed: AtomicU64,
 }
 
 /// Point-in-time values read when `/metrics` is scraped.
@@ -59,10 +63,10 @@ pub struct Gauges {
 
 impl Metrics {
     /// Records one request by route pattern (never the raw path, which holds ids).
-    pub fn request(&self, route: &'static str, method: &str, status: u16, took: Duration) {
+    pub fn request(&self, route: &'static str, method: &'static str, status: u16, took: Duration) {
         let secs = took.as_secs_f64();
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let h = map.entry((route, method.to_owned(), status)).or_default();
+        let h = map.entry((route, method, status)).or_default();
         for (i, bound) in BUCKETS.iter().enumerate() {
             if secs <= *bound {
                 h.counts[i] += 1;
@@ -86,6 +90,12 @@ impl Metrics {
 
     pub fn rate_limited(&self, tier: &'static str) {
         self.rate_limited.inc(tier);
+    }
+
+    /// A trusted proxy sent a client-address header that could not be read.
+    pub fn client_ip_header_malformed(&self) {
+        self.client_ip_header_malformed
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {
@@ -136,6 +146,14 @@ impl Metrics {
             "gatehouse_rate_limited_total",
             "Requests refused by the per-IP rate limiter, by tier.",
             "tier",
+        );
+        let name = "gatehouse_client_ip_header_malformed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests from a trusted proxy whose client-address header could not \
+             be read; each was counted as coming from the proxy itself.\n# TYPE {name} counter\n\
+             {name} {}",
+            self.client_ip_header_malformed.load(Ordering::Relaxed)
         );
         for (name, help, value) in [
             (
@@ -198,6 +216,7 @@ mod tests {
         ));
         assert!(text.contains(r#"gatehouse_logins_total{outcome="succeeded"} 1"#));
         assert!(text.contains("gatehouse_password_hash_queue_depth 3"));
+        assert!(text.contains("gatehouse_client_ip_header_malformed_total 0\n"));
         assert!(text.contains("gatehouse_db_engine_memory_bytes 2048"));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError as _, web};
@@ -14,11 +15,11 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::extract::client_ip;
-use crate::config::{RateLimits, Tier};
+use crate::config::{RateLimits, Tier, client_bucket};
 use crate::error::ApiError;
 use crate::service::AppState;
 
-/// The per-IP token buckets, one per strict endpoint and one per general tier, so a flood
+/// The per-client token buckets (an IPv4 address or an IPv6 /64), one per strict endpoint and one per general tier, so a flood
 /// of one kind (logins) never spends the budget of another (refreshes).
 ///
 /// Why governor behind our own middleware: it is MIT-licensed (actix-governor is GPL),
@@ -104,14 +105,11 @@ async fn limit(
         Bucket::Login => ("login", &limiters.login),
         Bucket::Refresh => ("refresh", &limiters.refresh),
         Bucket::Logout => ("logout", &limiters.logout),
-        Bucket::ByMethod if req.method() == actix_web::http::Method::GET => {
-            ("reads", &limiters.reads)
-        }
+        Bucket::ByMethod if req.method() == Method::GET => ("reads", &limiters.reads),
         Bucket::ByMethod => ("writes", &limiters.writes),
     };
-    let ip = client_ip(req.request(), &state.settings.trusted_proxies)
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    match limiter.check_key(&ip) {
+    let ip = client_ip(req.request(), &state).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    match limiter.check_key(&client_bucket(ip)) {
         Ok(()) => next
             .call(req)
             .await
@@ -172,7 +170,7 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let path = req.path().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).await?;
@@ -182,7 +180,7 @@ pub async fn observe(
     if let Some(state) = state {
         state
             .metrics
-            .request(route_label(route.as_deref()), &method, status, took);
+            .request(route_label(route.as_deref()), method, status, took);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
@@ -196,6 +194,24 @@ pub async fn observe(
         "request"
     );
     Ok(res)
+}
+
+/// HTTP allows any token as a method (RFC 9110 §9.1), and each one a client makes up
+/// would otherwise become a histogram kept for the life of the process and a log field
+/// of the client's choosing. The registered methods keep their names; the rest are one.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Route patterns are a closed set, so metrics labels stay bounded whatever paths
@@ -224,4 +240,18 @@ fn route_label(pattern: Option<&str>) -> &'static str {
     pattern
         .and_then(|p| ROUTES.iter().find(|r| **r == p).copied())
         .unwrap_or("unmatched")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for raw in ["get", "FOO", "PROPFIND", "X-1"] {
+            let m = Method::from_bytes(raw.as_bytes()).expect("a token");
+            assert_eq!(method_label(&m), "other", "{raw}");
+        }
+    }
 }

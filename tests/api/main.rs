@@ -3,6 +3,7 @@
 mod admin;
 mod attacks;
 mod audit;
+mod edges;
 mod errors;
 mod health;
 mod helpers;
