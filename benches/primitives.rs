@@ -42,12 +42,12 @@ fn claims() -> AccessClaims {
     AccessClaims {
         iss: ISSUER.into(),
         aud: AUDIENCE.into(),
-        sub: Uuid::new_v4(),
+        sub: Uuid::new_v4().into(),
         iat: now,
         nbf: now,
         exp: now + 900,
         jti: Uuid::new_v4(),
-        sid: Uuid::new_v4(),
+        sid: Uuid::new_v4().into(),
         role: Role::User,
     }
 }
@@ -152,7 +152,7 @@ fn rotation(c: &mut Criterion) {
         let email = Email::parse("bench@example.com").expect("email");
         let user = store
             .create_user(NewUser {
-                id: Uuid::new_v4(),
+                id: Uuid::new_v4().into(),
                 email: &email,
                 password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA",
                 role: Role::User,
@@ -162,7 +162,7 @@ fn rotation(c: &mut Criterion) {
         let first = RefreshToken::generate();
         store
             .create_family(NewFamily {
-                id: Uuid::new_v4(),
+                id: Uuid::new_v4().into(),
                 user_id: user.id,
                 first_token: first.hash().0,
                 now,

@@ -898,12 +898,12 @@ fn raw_claims() -> AccessClaims {
     AccessClaims {
         iss: "http://127.0.0.1:8080".into(),
         aud: "gatehouse".into(),
-        sub: uuid::Uuid::new_v4(),
+        sub: uuid::Uuid::new_v4().into(),
         iat: now,
         nbf: now,
         exp: now + 900,
         jti: uuid::Uuid::new_v4(),
-        sid: uuid::Uuid::new_v4(),
+        sid: uuid::Uuid::new_v4().into(),
         role: Role::User,
     }
 }
@@ -1007,7 +1007,7 @@ fn new_chain(store: &SqliteStore) -> anyhow::Result<RefreshToken> {
     ))
     .map_err(|e| anyhow::anyhow!("email {e}"))?;
     let user = store.create_user(NewUser {
-        id: uuid::Uuid::new_v4(),
+        id: uuid::Uuid::new_v4().into(),
         email: &email,
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA",
         role: Role::User,
@@ -1015,7 +1015,7 @@ fn new_chain(store: &SqliteStore) -> anyhow::Result<RefreshToken> {
     })?;
     let token = RefreshToken::generate();
     store.create_family(NewFamily {
-        id: uuid::Uuid::new_v4(),
+        id: uuid::Uuid::new_v4().into(),
         user_id: user.id,
         first_token: token.hash().0,
         now,

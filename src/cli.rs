@@ -10,7 +10,7 @@ use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::crypto::keys;
 use crate::crypto::lifecycle::{self, Stage};
-use crate::domain::{Email, NewPassword, RevokeReason, Role};
+use crate::domain::{Email, FamilyId, NewPassword, RevokeReason, Role, UserId};
 use crate::service::{AppState, ServiceError, accounts};
 use crate::startup::{self, Application};
 use crate::storage::{AuditEvent, AuditFilter};
@@ -375,7 +375,7 @@ async fn user_by_email(state: &AppState, raw: &str) -> Result<crate::domain::Use
         .ok_or_else(|| Failure::User(format!("no user with email {raw}")))
 }
 
-fn cli_event(kind: &'static str, user_id: Option<uuid::Uuid>, detail: String) -> AuditEvent {
+fn cli_event(kind: &'static str, user_id: Option<UserId>, detail: String) -> AuditEvent {
     AuditEvent {
         at: chrono::Utc::now(),
         kind,
@@ -405,7 +405,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
             println!(
                 "created user {} {} ({})",
                 user.id,
-                user.email,
+                user.email.as_str(),
                 role.as_str()
             );
         }
@@ -416,7 +416,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     u.id,
-                    u.email,
+                    u.email.as_str(),
                     u.role.as_str(),
                     if u.disabled { "disabled" } else { "active" },
                     u.created_at.to_rfc3339()
@@ -428,7 +428,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
             println!(
                 "id:         {}\nemail:      {}\nrole:       {}\ndisabled:   {}\ncreated_at: {}",
                 u.id,
-                u.email,
+                u.email.as_str(),
                 u.role.as_str(),
                 u.disabled,
                 u.created_at.to_rfc3339()
@@ -445,7 +445,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
             state
                 .audit(cli_event("user_updated", Some(u.id), "role=admin".into()))
                 .await;
-            println!("{} is now an admin", u.email);
+            println!("{} is now an admin", u.email.as_str());
         }
         Command::Users(UsersCommand::Disable { email }) => {
             let u = user_by_email(state, &email).await?;
@@ -461,7 +461,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                     "disabled=true".into(),
                 ))
                 .await;
-            println!("{} is disabled and every session revoked", u.email);
+            println!("{} is disabled and every session revoked", u.email.as_str());
         }
         Command::Sessions(SessionsCommand::List { user }) => {
             let u = user_by_email(state, &user).await?;
@@ -470,7 +470,8 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
         Command::Sessions(SessionsCommand::Revoke { family, user }) => {
             let now = state.now();
             if let Some(family) = family {
-                let id = uuid::Uuid::parse_str(&family)
+                let id = family
+                    .parse::<FamilyId>()
                     .map_err(|_| Failure::User(format!("{family} is not a family id")))?;
                 let found = state
                     .db(move |s| s.revoke_family(id, None, RevokeReason::Admin, now))
@@ -498,7 +499,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                         "all sessions".into(),
                     ))
                     .await;
-                println!("every session of {} revoked", u.email);
+                println!("every session of {} revoked", u.email.as_str());
             }
         }
         Command::Audit { user, kind, limit } => {
@@ -543,7 +544,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn print_sessions(state: &AppState, user: uuid::Uuid) -> Result<(), Failure> {
+async fn print_sessions(state: &AppState, user: UserId) -> Result<(), Failure> {
     let now = state.now();
     let sessions = state.db(move |s| s.list_sessions(user, true, now)).await?;
     for s in sessions {

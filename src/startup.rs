@@ -217,12 +217,12 @@ fn self_test(keys: &KeyRing, settings: &Settings) -> anyhow::Result<()> {
     let claims = AccessClaims {
         iss: settings.issuer.clone(),
         aud: settings.audience.clone(),
-        sub: Uuid::nil(),
+        sub: Uuid::nil().into(),
         iat: now.timestamp(),
         nbf: now.timestamp(),
         exp: now.timestamp() + 60,
         jti: Uuid::new_v4(),
-        sid: Uuid::nil(),
+        sid: Uuid::nil().into(),
         role: Role::User,
     };
     let token = jwt::mint(keys, &claims).context("signing self-test failed")?;

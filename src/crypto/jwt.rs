@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::b64url;
 use super::keys::KeyRing;
-use crate::domain::Role;
+use crate::domain::{FamilyId, Role, UserId};
 
 /// Clock skew tolerated between gatehouse and itself across replicas, for `exp` and `nbf`.
 pub const LEEWAY_SECS: i64 = 30;
@@ -19,12 +19,12 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 pub struct AccessClaims {
     pub iss: String,
     pub aud: String,
-    pub sub: Uuid,
+    pub sub: UserId,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
     pub jti: Uuid,
-    pub sid: Uuid,
+    pub sid: FamilyId,
     pub role: Role,
 }
 
@@ -129,12 +129,12 @@ mod tests {
         AccessClaims {
             iss: "https://auth.example".into(),
             aud: "api".into(),
-            sub: Uuid::new_v4(),
+            sub: UserId::random(),
             iat: now,
             nbf: now,
             exp: now + 900,
             jti: Uuid::new_v4(),
-            sid: Uuid::new_v4(),
+            sid: FamilyId::random(),
             role: Role::User,
         }
     }

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 
 use super::dto::{AdminUserPatch, AuditList, AuditQuery, SessionList, UserDto, UserList};
 use super::extract::{Admin, Json, path_id};
-use crate::domain::Role;
+use crate::domain::{Role, UserId};
 use crate::error::ApiError;
 use crate::service::{AppState, ClientMeta, FieldError, admin};
 use crate::storage::AuditFilter;
@@ -114,7 +114,7 @@ pub async fn audit(
     let limit = limit(query.limit, 100, 500)?;
     let user_id = match query.user_id.as_deref() {
         None | Some("") => None,
-        Some(raw) => Some(uuid::Uuid::parse_str(raw).map_err(|_| {
+        Some(raw) => Some(raw.parse::<UserId>().map_err(|_| {
             ApiError::validation(vec![FieldError::new("user_id", "must be a UUID")])
         })?),
     };

@@ -136,7 +136,7 @@ impl From<User> for UserDto {
     fn from(u: User) -> Self {
         Self {
             id: u.id.to_string(),
-            email: u.email,
+            email: u.email.as_str().to_owned(),
             role: u.role,
             disabled: u.disabled,
             created_at: rfc3339(u.created_at),

@@ -278,8 +278,8 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
 }
 
 /// A path segment that must be a UUID; anything else names nothing, so 404.
-pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found())
+pub fn path_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found())
 }
 
 /// serde names our Rust types in its messages ("expected struct SignupRequest"); a

@@ -1,11 +1,9 @@
 //! Signup, login, password change and account deletion.
 
-use uuid::Uuid;
-
 use super::sessions::Caller;
 use super::tokens::{self, TokenPair};
 use super::{AppState, ClientMeta, FieldError, ServiceError, lockout};
-use crate::domain::{Email, NewPassword, Role, User};
+use crate::domain::{Email, NewPassword, Role, User, UserId};
 use crate::storage::{Account, AuditEvent, NewUser};
 
 /// `POST /v1/signup`.
@@ -35,7 +33,7 @@ pub async fn create_user(
     state
         .db(move |s| {
             s.create_user(NewUser {
-                id: Uuid::new_v4(),
+                id: UserId::random(),
                 email: &email,
                 password_hash: &hash,
                 role,
@@ -173,7 +171,7 @@ pub async fn delete_account(
 ) -> Result<(), ServiceError> {
     confirm_password(state, &caller, password, meta).await?;
     let user = caller.account.user;
-    let email = Email::from_trusted(user.email.clone());
+    let email = user.email.clone();
     let id = user.id;
     state.db(move |s| s.delete_user(id, &email)).await?;
     state

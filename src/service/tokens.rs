@@ -89,7 +89,7 @@ pub fn new_family(
     let family_expires_at = now + dur(state.settings.family_ttl);
     let token_expires_at = (now + dur(state.settings.refresh_ttl)).min(family_expires_at);
     let family = NewFamily {
-        id: Uuid::new_v4(),
+        id: FamilyId::random(),
         user_id: user.id,
         first_token: token.hash().0,
         now,
@@ -203,8 +203,8 @@ mod tests {
             refresh_token,
             refresh_expires_in: 43_200,
             user: User {
-                id: Uuid::new_v4(),
-                email: "debug@example.com".into(),
+                id: crate::domain::UserId::random(),
+                email: crate::domain::Email::parse("debug@example.com").expect("email"),
                 role: Role::User,
                 disabled: false,
                 created_at: Utc::now(),

@@ -330,8 +330,8 @@ mod tests {
         const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA";
         let email = Email::parse("debug@example.com").expect("email");
         let user = User {
-            id: uuid::Uuid::new_v4(),
-            email: email.as_str().to_owned(),
+            id: UserId::random(),
+            email: email.clone(),
             role: Role::User,
             disabled: false,
             created_at: Utc::now(),
@@ -342,7 +342,7 @@ mod tests {
             password_generation: 3,
         };
         let new = NewUser {
-            id: uuid::Uuid::new_v4(),
+            id: UserId::random(),
             email: &email,
             password_hash: HASH,
             role: Role::User,

@@ -12,7 +12,7 @@ fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
         user: User {
             id: uuid_col(row, 0)?,
-            email: row.get(1)?,
+            email: Email::from_trusted(row.get(1)?),
             // The CHECK constraint admits only these two values.
             role: Role::parse(&role).unwrap_or(Role::User),
             disabled: row.get(3)?,
@@ -23,8 +23,9 @@ fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     })
 }
 
-pub(super) fn insert(conn: &Connection, new: &NewUser<'_>) -> rusqlite::Result<User> {
-    conn.execute(
+/// `None` when the email is taken: `email` is the only UNIQUE column of `users`.
+pub(super) fn insert(conn: &Connection, new: &NewUser<'_>) -> rusqlite::Result<Option<User>> {
+    let inserted = conn.execute(
         "INSERT INTO users (id, email, password_hash, role, disabled, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
         params![
@@ -34,14 +35,18 @@ pub(super) fn insert(conn: &Connection, new: &NewUser<'_>) -> rusqlite::Result<U
             new.role.as_str(),
             ts(new.now)
         ],
-    )?;
-    Ok(User {
+    );
+    match inserted {
+        Err(e) if super::is_unique_violation(&e) => return Ok(None),
+        other => other?,
+    };
+    Ok(Some(User {
         id: new.id,
-        email: new.email.as_str().to_owned(),
+        email: new.email.clone(),
         role: new.role,
         disabled: false,
         created_at: super::time(ts(new.now)),
-    })
+    }))
 }
 
 pub(super) fn by_email(conn: &Connection, email: &Email) -> rusqlite::Result<Option<Account>> {

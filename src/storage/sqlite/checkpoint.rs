@@ -76,7 +76,7 @@ mod tests {
             let email = Email::parse(&format!("user{i}@example.com")).expect("email");
             store
                 .create_user(NewUser {
-                    id: uuid::Uuid::new_v4(),
+                    id: crate::domain::UserId::random(),
                     email: &email,
                     password_hash: &"x".repeat(100),
                     role: Role::User,

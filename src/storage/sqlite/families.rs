@@ -3,7 +3,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{time, ts, uuid_col};
 use crate::crypto::constant_time_eq;
-use crate::domain::{FamilyId, RevokeReason, Role, Session, User, UserId};
+use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 use crate::storage::{NewFamily, Rotated, Rotation, RotationOutcome, TokenHashBytes};
 
 pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
@@ -77,7 +77,7 @@ pub(super) fn rotate(conn: &Connection, r: &Rotation) -> rusqlite::Result<Rotati
                 family_stale: row.get(10)?,
                 user: User {
                     id: uuid_col(row, 5)?,
-                    email: row.get(6)?,
+                    email: Email::from_trusted(row.get(6)?),
                     role: Role::parse(&role).unwrap_or(Role::User),
                     disabled: row.get(8)?,
                     created_at: time(row.get(9)?),

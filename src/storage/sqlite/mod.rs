@@ -254,6 +254,13 @@ fn create_private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A UNIQUE constraint refused the write: recognised by SQLite's extended result code,
+/// never by the message (the primary key has a code of its own, 1555).
+pub(super) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
 fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(
@@ -277,24 +284,27 @@ pub(super) fn time(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap_or_default()
 }
 
-pub(super) fn uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<uuid::Uuid> {
-    let text: String = row.get(idx)?;
-    uuid::Uuid::parse_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-pub(super) fn opt_uuid_col(
+/// An id column (UUID text) as the id type the caller expects.
+pub(super) fn uuid_col<T: From<uuid::Uuid>>(
     row: &rusqlite::Row<'_>,
     idx: usize,
-) -> rusqlite::Result<Option<uuid::Uuid>> {
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse_uuid(idx, &text)
+}
+
+pub(super) fn opt_uuid_col<T: From<uuid::Uuid>>(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
-    text.map(|t| {
-        uuid::Uuid::parse_str(&t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-        })
+    text.map(|t| parse_uuid(idx, &t)).transpose()
+}
+
+fn parse_uuid<T: From<uuid::Uuid>>(idx: usize, text: &str) -> rusqlite::Result<T> {
+    uuid::Uuid::parse_str(text).map(T::from).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
     })
-    .transpose()
 }
 
 impl Store for SqliteStore {
@@ -337,15 +347,8 @@ impl Store for SqliteStore {
     }
 
     fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
-        let result = self.write(|tx| accounts::insert(tx, &new));
-        match result {
-            Err(StoreError::Internal(msg))
-                if msg.contains("UNIQUE constraint failed: users.email") =>
-            {
-                Err(StoreError::EmailTaken)
-            }
-            other => other,
-        }
+        self.write(|tx| accounts::insert(tx, &new))?
+            .ok_or(StoreError::EmailTaken)
     }
 
     fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
@@ -555,7 +558,7 @@ mod tests {
     fn family(user_id: UserId, first_token: TokenHashBytes, generation: i64) -> NewFamily {
         let now = Utc::now();
         NewFamily {
-            id: uuid::Uuid::new_v4(),
+            id: FamilyId::random(),
             user_id,
             first_token,
             now,
@@ -577,7 +580,7 @@ mod tests {
         let email = Email::parse("generation@example.com").expect("email");
         let user = store
             .create_user(NewUser {
-                id: uuid::Uuid::new_v4(),
+                id: UserId::random(),
                 email: &email,
                 password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
                 role: Role::User,
