@@ -6,6 +6,7 @@ mod audit;
 mod errors;
 mod health;
 mod helpers;
+mod hygiene;
 mod jwks;
 mod keys;
 mod login;
