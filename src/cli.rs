@@ -284,8 +284,8 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
     let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
     match command {
         KeysCommand::Generate => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Failure::User(format!("{}: {e}", dir.display())))?;
+            keys::create_dir(dir).map_err(user_error)?;
+            keys::check_dir(dir).map_err(user_error)?;
             let (path, stage) = lifecycle::generate(dir, now)?;
             let kid = keys::load_dir(dir)?
                 .into_iter()

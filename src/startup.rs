@@ -1,6 +1,7 @@
 //! Builds the app the same way for production and tests: bind (port 0 is fine), expose
 //! the port, then run until stopped.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,18 +18,21 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::keys::{self, KeyRing};
-use crate::crypto::lifecycle;
+use crate::crypto::lifecycle::{self, HandPlaced};
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::refresh::RefreshSecret;
 use crate::domain::Role;
 use crate::http;
 use crate::service::AppState;
+use crate::storage::AuditEvent;
 use crate::storage::sqlite::SqliteStore;
 
 pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// Reported at start; the key watcher reports only files added after this.
+    hand_placed: Vec<HandPlaced>,
 }
 
 impl Application {
@@ -40,7 +44,9 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let state = web::Data::new(build_state(settings, clock)?);
+        let (state, hand_placed) = build_state_reporting(settings, clock)?;
+        let state = web::Data::new(state);
+        report_hand_placed(&state, &hand_placed).await;
         let settings = &state.settings;
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
@@ -73,6 +79,7 @@ impl Application {
             port,
             server,
             state,
+            hand_placed,
         })
     }
 
@@ -87,7 +94,10 @@ impl Application {
     /// Serves until SIGINT/SIGTERM; in-flight requests are drained (up to 20 s).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let maintenance = tokio::spawn(maintain(self.state.clone()));
-        let keys = tokio::spawn(watch_keys(self.state.clone()));
+        let keys = tokio::spawn(watch_keys(
+            self.state.clone(),
+            self.hand_placed.into_iter().collect(),
+        ));
         let result = self.server.await;
         maintenance.abort();
         keys.abort();
@@ -101,21 +111,23 @@ fn listener_host(bind: &str) -> &str {
 
 /// Opens storage, loads (or creates) keys and the refresh secret, and self-tests signing.
 pub fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+    build_state_reporting(settings, clock).map(|(state, _)| state)
+}
+
+/// `build_state`, and the key files it trusted that `keys.json` does not know.
+fn build_state_reporting(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(AppState, Vec<HandPlaced>)> {
     settings.validate()?;
     let store = open_store(&settings)?;
-    let keys = load_or_create_keys(&settings, clock.now())?;
+    let (keys, hand_placed) = load_or_create_keys(&settings, clock.now())?;
     self_test(&keys, &settings)?;
     let secret = load_or_create_secret(&settings)?;
     let hasher = PasswordHasher::new(settings.password_cost, settings.hash_workers)
         .context("cannot set up password hashing")?;
-    Ok(AppState::new(
-        settings,
-        Arc::new(store),
-        keys,
-        hasher,
-        secret,
-        clock,
-    ))
+    let state = AppState::new(settings, Arc::new(store), keys, hasher, secret, clock);
+    Ok((state, hand_placed))
 }
 
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
@@ -126,35 +138,50 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
     )
 }
 
-fn ensure_keys_dir(settings: &Settings) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if !settings.keys_dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&settings.keys_dir)
-            .with_context(|| format!("cannot create {}", settings.keys_dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Loads the key ring in force; when the directory has no key, generates an RSA-2048
-/// key that signs at once, and says so.
+/// Loads the key ring in force, and names the key files `keys.json` does not know;
+/// when the directory has no key, generates an RSA-2048 key that signs at once, and
+/// says so.
 pub fn load_or_create_keys(
     settings: &Settings,
     now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<KeyRing> {
-    ensure_keys_dir(settings)?;
+) -> anyhow::Result<(KeyRing, Vec<HandPlaced>)> {
+    keys::create_dir(&settings.keys_dir)?;
     if keys::load_dir(&settings.keys_dir)?.is_empty() {
         let (path, _) = lifecycle::generate(&settings.keys_dir, now)?;
         tracing::info!(path = %path.display(), "no signing key found: generated an RSA-2048 key");
     }
-    lifecycle::load(&settings.keys_dir, now, settings.key_timing())
+    lifecycle::load_reporting(&settings.keys_dir, now, settings.key_timing())
+}
+
+/// Hand-placed keys stay trusted, as operators rely on, but never silently: anyone who
+/// could write the keys directory could otherwise mint tokens that every verifier
+/// accepts. A warning and an audit event per key; never any key material.
+async fn report_hand_placed(state: &AppState, hand_placed: &[HandPlaced]) {
+    for key in hand_placed {
+        tracing::warn!(
+            file = %key.file,
+            kid = %key.kid,
+            dir = %state.settings.keys_dir.display(),
+            "trusting a key file that keys.json does not know (placed by hand?); \
+             if nobody meant to add it, delete it and rotate"
+        );
+        state
+            .audit(AuditEvent {
+                at: state.now(),
+                kind: "key_adopted",
+                outcome: "ok",
+                detail: Some(format!("file={} kid={}", key.file, key.kid)),
+                ..AuditEvent::default()
+            })
+            .await;
+    }
 }
 
 /// Re-reads the keys directory on SIGHUP and every `keys_reload_interval`, swapping in
 /// the new ring when it differs. A directory that fails to load keeps the old ring.
-async fn watch_keys(state: web::Data<AppState>) {
+/// A hand-placed key is reported once, when a reload first finds it (again if it
+/// leaves and comes back).
+async fn watch_keys(state: web::Data<AppState>, mut reported: HashSet<HandPlaced>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(state.settings.keys_reload_interval);
@@ -173,13 +200,21 @@ async fn watch_keys(state: web::Data<AppState>) {
         let settings = state.settings.clone();
         let now = state.now();
         let loaded = tokio::task::spawn_blocking(move || {
-            let ring = lifecycle::load(&settings.keys_dir, now, settings.key_timing())?;
+            let (ring, hand_placed) =
+                lifecycle::load_reporting(&settings.keys_dir, now, settings.key_timing())?;
             self_test(&ring, &settings)?;
-            Ok::<_, anyhow::Error>(ring)
+            Ok::<_, anyhow::Error>((ring, hand_placed))
         })
         .await;
         match loaded {
-            Ok(Ok(ring)) => {
+            Ok(Ok((ring, hand_placed))) => {
+                let new: Vec<HandPlaced> = hand_placed
+                    .iter()
+                    .filter(|k| !reported.contains(*k))
+                    .cloned()
+                    .collect();
+                report_hand_placed(&state, &new).await;
+                reported = hand_placed.into_iter().collect();
                 let old = state.keys();
                 if ring.jwks().etag != old.jwks().etag || ring.signer().kid != old.signer().kid {
                     tracing::info!(
@@ -201,7 +236,7 @@ async fn watch_keys(state: web::Data<AppState>) {
 }
 
 fn load_or_create_secret(settings: &Settings) -> anyhow::Result<RefreshSecret> {
-    ensure_keys_dir(settings)?;
+    keys::create_dir(&settings.keys_dir)?;
     let path = settings.refresh_secret_path();
     let (secret, created) = RefreshSecret::load_or_create(&path)?;
     if created {

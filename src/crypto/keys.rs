@@ -4,11 +4,17 @@
 //! file name sorts last signs (generated keys are named `key-<UTC timestamp>.pem`, so
 //! that is the newest); every key in the directory is published, so tokens signed by a
 //! retired key keep verifying until the operator removes its file.
+//!
+//! Whoever can add a file to the directory can add a signing key, so the directory must
+//! be the service user's alone: gatehouse creates it 0700 and refuses one that group or
+//! others may write.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -175,8 +181,61 @@ impl KeyRing {
     }
 }
 
-/// Reads every `*.pem` key in `dir`. Refuses files other users can read.
+/// Creates the keys directory (and any missing parent) with mode 0700; an existing one
+/// is left as it is, for `check_dir` to judge.
+pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create keys dir {}", dir.display()))
+}
+
+/// Refuses a keys directory that group or others may write: every key file being 0600
+/// does not stop another user from adding a key of their own, which would then sign.
+pub fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    let mode = fs::metadata(dir)
+        .with_context(|| format!("cannot read keys dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    anyhow::ensure!(
+        !open_to_writers(mode, read_only_mount(dir)),
+        "keys dir {} is writable by group or others (mode {:o}); run `chmod 700 {}`",
+        dir.display(),
+        mode & 0o777,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Write bits for group or others count only where a write can happen. Through a
+/// read-only mount nobody writes, whatever the mode says; that is how Kubernetes
+/// presents an `emptyDir` (always 0777) mounted `readOnly`, as deploy/k8s does.
+fn open_to_writers(mode: u32, read_only_mount: bool) -> bool {
+    mode & 0o022 != 0 && !read_only_mount
+}
+
+/// Whether `dir` sits on a file system mounted read-only (here, in this mount namespace).
+fn read_only_mount(dir: &Path) -> bool {
+    let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated path and `stat` is a writable statvfs; the
+    // struct is read only when the call reports success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    stat.f_flag & libc::ST_RDONLY != 0
+}
+
+/// Reads every `*.pem` key in `dir`. Refuses a directory others may write and key files
+/// other users can read.
 pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<SigningKey>> {
+    check_dir(dir)?;
     let mut keys = Vec::new();
     let entries =
         fs::read_dir(dir).with_context(|| format!("cannot read keys dir {}", dir.display()))?;
@@ -196,7 +255,8 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<SigningKey>> {
 ///
 /// aws-lc-rs generates the key itself, so no `rsa` crate (RUSTSEC-2023-0071) is linked.
 pub fn generate_into(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<PathBuf> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_dir(dir)?;
+    check_dir(dir)?;
     let pair = RsaKeyPair::generate(KeySize::Rsa2048)
         .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
     let der = pair
@@ -236,7 +296,6 @@ mod tests {
 
     #[test]
     fn generated_key_loads_with_stable_kid_and_private_mode() {
-        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tmp");
         let path = generate_into(dir.path(), chrono::Utc::now()).expect("generate");
         let mode = fs::metadata(&path).expect("meta").permissions().mode();
@@ -266,8 +325,40 @@ mod tests {
     }
 
     #[test]
+    fn creates_the_dir_private_and_refuses_one_others_may_write() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("made").join("keys");
+        generate_into(&dir, chrono::Utc::now()).expect("generate");
+        for d in [&dir, &tmp.path().join("made")] {
+            let mode = fs::metadata(d).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", d.display());
+        }
+        for loose in [0o770, 0o702, 0o777] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(loose)).expect("chmod");
+            let err = load_dir(&dir).expect_err("must refuse");
+            let text = err.to_string();
+            assert!(text.contains("writable by group or others"), "{text}");
+            assert!(
+                text.contains(&format!("chmod 700 {}", dir.display())),
+                "{text}"
+            );
+            assert!(generate_into(&dir, chrono::Utc::now()).is_err());
+        }
+        // Read and search bits alone let nobody add a key.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(load_dir(&dir).expect("load").len(), 1);
+    }
+
+    #[test]
+    fn a_read_only_mount_is_not_open_to_writers() {
+        assert!(open_to_writers(0o777, false));
+        assert!(open_to_writers(0o720, false));
+        assert!(!open_to_writers(0o755, false));
+        assert!(!open_to_writers(0o777, true));
+    }
+
+    #[test]
     fn refuses_world_readable_keys() {
-        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tmp");
         let path = generate_into(dir.path(), chrono::Utc::now()).expect("generate");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");

@@ -4,7 +4,7 @@
 //! The stage of each key file is kept in `keys.json` beside the keys, so every replica
 //! that shares the keys directory reads the same answer to "which key signs?". Key files
 //! without an entry (placed by hand) are published, and the newest of them signs when no
-//! key is marked current.
+//! key is marked current; `load_reporting` names them so that the server can say so.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -141,7 +141,35 @@ pub fn assemble(
 
 /// Loads the directory's keys and stages into the ring in force at `now`.
 pub fn load(dir: &Path, now: DateTime<Utc>, timing: Timing) -> anyhow::Result<KeyRing> {
-    assemble(keys::load_dir(dir)?, &Lifecycle::load(dir)?, now, timing)
+    load_reporting(dir, now, timing).map(|(ring, _)| ring)
+}
+
+/// A key file that `keys.json` does not know: copied in rather than made by
+/// `gatehouse keys generate`. It is trusted like any other key, so it must not go
+/// unnoticed: a planted key signs tokens that every verifier accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HandPlaced {
+    pub file: String,
+    pub kid: String,
+}
+
+/// `load`, and the key files it trusted without a record in `keys.json`.
+pub fn load_reporting(
+    dir: &Path,
+    now: DateTime<Utc>,
+    timing: Timing,
+) -> anyhow::Result<(KeyRing, Vec<HandPlaced>)> {
+    let found = keys::load_dir(dir)?;
+    let life = Lifecycle::load(dir)?;
+    let hand_placed = found
+        .iter()
+        .filter(|k| life.record(k).is_none())
+        .map(|k| HandPlaced {
+            file: file_name(&k.path),
+            kid: k.kid.clone(),
+        })
+        .collect();
+    Ok((assemble(found, &life, now, timing)?, hand_placed))
 }
 
 /// Generates a key. The directory's first key signs at once; later ones start as *next*.
@@ -378,5 +406,37 @@ mod tests {
         let ring = load(dir.path(), now, T).expect("ring");
         assert_eq!(ring.signer().path, newer);
         assert_eq!(ring.keys().len(), 2);
+    }
+
+    #[test]
+    fn only_keys_missing_from_the_state_file_are_hand_placed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let now = Utc::now();
+        generate(dir.path(), now).expect("recorded");
+        let (_, hand_placed) = load_reporting(dir.path(), now, T).expect("load");
+        assert!(hand_placed.is_empty(), "{hand_placed:?}");
+
+        let placed =
+            keys::generate_into(dir.path(), now + chrono::Duration::seconds(1)).expect("placed");
+        let (ring, hand_placed) = load_reporting(dir.path(), now, T).expect("load");
+        let kid = ring
+            .keys()
+            .iter()
+            .find(|k| k.path == placed)
+            .expect("the placed key is published")
+            .kid
+            .clone();
+        assert_eq!(
+            hand_placed,
+            vec![HandPlaced {
+                file: file_name(&placed),
+                kid
+            }]
+        );
+        assert_ne!(
+            ring.signer().path,
+            placed,
+            "the recorded current key still signs"
+        );
     }
 }

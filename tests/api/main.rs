@@ -7,6 +7,7 @@ mod edges;
 mod errors;
 mod health;
 mod helpers;
+mod hygiene;
 mod jwks;
 mod keys;
 mod login;

@@ -34,13 +34,13 @@ fn command(dir: &Path, port: u16) -> Command {
     cmd
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     base: String,
     client: reqwest::Client,
 }
 
-async fn start(dir: &Path, extra: &[(&str, &str)]) -> Server {
+pub(crate) async fn start(dir: &Path, extra: &[(&str, &str)]) -> Server {
     let port = free_port();
     let mut cmd = command(dir, port);
     for (k, v) in extra {
@@ -93,7 +93,7 @@ impl Server {
     }
 
     /// Stops the server and returns everything it wrote to stdout and stderr.
-    async fn stop_and_collect(mut self) -> String {
+    pub(crate) async fn stop_and_collect(mut self) -> String {
         self.terminate();
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
@@ -283,7 +283,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     server.stop_and_collect().await;
 }
 
-async fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+pub(crate) async fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = command(dir, free_port());
     for (k, v) in env {
         cmd.env(k, v);
