@@ -8,10 +8,10 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 
+use super::error::ApiError;
 use crate::config::{Cidr, ClientIpHeader, canonical};
-use crate::error::ApiError;
-use crate::service::sessions::{self, Caller};
-use crate::service::{AppState, ClientMeta, ServiceError, admin};
+use crate::service::caller::{self, Caller};
+use crate::service::{AppState, ClientMeta, ServiceError};
 
 /// User agents are stored per session; longer ones are cut, not refused.
 const MAX_USER_AGENT: usize = 256;
@@ -189,7 +189,7 @@ impl FromRequest for Bearer {
             let Some(token) = bearer_token(&req) else {
                 return Err(ApiError::invalid_token(presented));
             };
-            match sessions::authenticate(&state, &token).await {
+            match caller::authenticate(&state, &token).await {
                 Ok(caller) => Ok(Bearer(caller)),
                 Err(ServiceError::InvalidToken) => Err(ApiError::invalid_token(true)),
                 Err(e) => Err(e.into()),
@@ -209,7 +209,7 @@ impl FromRequest for Admin {
         let bearer = Bearer::from_request(req, payload);
         Box::pin(async move {
             let Bearer(caller) = bearer.await?;
-            admin::require_admin(&caller)?;
+            caller.require_admin()?;
             Ok(Admin(caller))
         })
     }

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::accounts::event;
+use super::audit::event;
 use super::{AppState, ClientMeta, ServiceError};
-use crate::domain::{Email, FamilyId, User};
+use crate::domain::{AuditKind, Email, FamilyId, User};
 use crate::storage::{
     AuditEvent, Store, StoreError, email_attempt_key, ip_attempt_key, password_check_key,
 };
@@ -150,7 +150,7 @@ pub async fn begin(
             lockout.max_failures_per_ip,
         ),
     ];
-    let refused = event(state, "login_locked", None, meta, "refused");
+    let refused = event(state, AuditKind::LoginLocked, None, meta, "refused");
     admit(state, limits, refused).await
 }
 
@@ -170,7 +170,7 @@ pub async fn begin_password_check(
     )];
     let refused = AuditEvent {
         family_id: Some(session),
-        ..event(state, "login_locked", Some(user), meta, "refused")
+        ..event(state, AuditKind::LoginLocked, Some(user), meta, "refused")
     };
     admit(state, limits, refused).await
 }

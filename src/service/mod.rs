@@ -3,6 +3,8 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit;
+pub mod caller;
 pub mod lockout;
 pub mod sessions;
 pub mod tokens;
@@ -16,9 +18,8 @@ use crate::config::Settings;
 use crate::crypto::keys::KeyRing;
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::crypto::refresh::RefreshSecret;
-use crate::http::middleware::RateLimiters;
 use crate::metrics::Metrics;
-use crate::storage::{AuditEvent, Store, StoreError};
+use crate::storage::{Store, StoreError};
 
 /// Everything a request needs, built once at start and shared by every worker.
 /// No globals: two apps with different keys can run in one process.
@@ -30,7 +31,6 @@ pub struct AppState {
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
-    pub limiters: RateLimiters,
     /// Password checks in flight, for the login lockout.
     pub attempts: Arc<lockout::AttemptGate>,
 }
@@ -51,7 +51,6 @@ impl AppState {
             refresh_secret,
             clock,
             metrics: Metrics::default(),
-            limiters: RateLimiters::new(&settings.rate_limits),
             attempts: Arc::default(),
             settings,
         }
@@ -81,15 +80,6 @@ impl AppState {
             .await
             .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
             .map_err(ServiceError::from)
-    }
-
-    /// Records a security event. A failed audit write is logged, not returned: the
-    /// action it describes has already happened.
-    pub async fn audit(&self, event: AuditEvent) {
-        let kind = event.kind;
-        if let Err(e) = self.db(move |s| s.record_audit(event)).await {
-            tracing::error!(event = kind, error = %e, "could not record audit event");
-        }
     }
 }
 

@@ -3,10 +3,11 @@
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
+use super::audit::event;
 use super::{AppState, ClientMeta, ServiceError};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::refresh::RefreshToken;
-use crate::domain::{FamilyId, User};
+use crate::domain::{AuditKind, FamilyId, User};
 use crate::storage::{AuditEvent, NewFamily, Rotation, RotationOutcome};
 
 /// What signup, login, refresh and password change return.
@@ -169,14 +170,15 @@ pub async fn refresh(
             tracing::warn!(%user_id, %family_id, "refresh token reuse: family revoked");
             state
                 .audit(AuditEvent {
-                    at: now,
-                    kind: "refresh_reuse_detected",
                     user_id: Some(user_id),
                     family_id: Some(family_id),
-                    ip: meta.ip.clone(),
-                    user_agent: meta.user_agent.clone(),
-                    outcome: "family_revoked",
-                    ..AuditEvent::default()
+                    ..event(
+                        state,
+                        AuditKind::RefreshReuseDetected,
+                        None,
+                        meta,
+                        "family_revoked",
+                    )
                 })
                 .await;
             Err(ServiceError::RefreshTokenReused)
@@ -213,6 +215,6 @@ mod tests {
         let printed = format!("{pair:?}");
         assert!(!printed.contains("eyJ"), "{printed}");
         assert!(!printed.contains(&secret), "{printed}");
-        assert!(printed.contains("debug@example.com"), "{printed}");
+        assert!(printed.contains("expires_in: 900"), "{printed}");
     }
 }

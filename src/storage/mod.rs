@@ -8,7 +8,7 @@ pub mod sqlite;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+use crate::domain::{AuditKind, Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 
 /// SHA-256 of a refresh token; storage never sees a token in plaintext.
 pub type TokenHashBytes = [u8; 32];
@@ -128,10 +128,10 @@ pub struct AttemptCount {
     pub window_left_secs: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuditEvent {
     pub at: DateTime<Utc>,
-    pub kind: &'static str,
+    pub kind: AuditKind,
     pub user_id: Option<UserId>,
     pub family_id: Option<FamilyId>,
     pub actor_id: Option<UserId>,
@@ -139,6 +139,23 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     pub outcome: &'static str,
     pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event with only its time, kind and outcome; callers fill in the rest.
+    pub fn new(at: DateTime<Utc>, kind: AuditKind, outcome: &'static str) -> Self {
+        Self {
+            at,
+            kind,
+            user_id: None,
+            family_id: None,
+            actor_id: None,
+            ip: None,
+            user_agent: None,
+            outcome,
+            detail: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
