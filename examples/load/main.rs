@@ -19,6 +19,9 @@
 //! `login`, `refresh` (each worker follows its own chain), `signup`, `mixed`, `flood`
 //! (logins saturating the Argon2 pool while a fixed-rate probe stream measures JWKS and
 //! /v1/me latency, compared with the same probes without the flood).
+//!
+//! The soak is not here: `scripts/soak.sh` (tests/reliability/soak.rs) is the one soak,
+//! and `bench/run.sh --soak` runs it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,7 +35,6 @@ mod run;
 mod scenarios;
 mod seed;
 mod server;
-mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -102,9 +104,6 @@ struct Args {
     /// not started with --spawn.
     #[arg(long)]
     rss_pid: Option<u32>,
-    /// After the scenarios, a long `mixed` run sampling resident memory every 10 s.
-    #[arg(long, value_parser = parse_duration)]
-    soak: Option<Duration>,
     /// Total rate of the flood's probe stream (half JWKS, half /v1/me), requests/s.
     #[arg(long, default_value_t = 200.0)]
     probe_rate: f64,

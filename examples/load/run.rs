@@ -33,22 +33,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         measure_raw_only(&args, &raws, &raw_settings, &mut results)?;
     } else {
         let live = prepare(&args, &base, server_pid, &scenarios, &mut doc).await?;
-        let bare = run_rounds(
-            live,
-            &scenarios,
-            &raws,
-            &raw_settings,
-            &mut results,
-            &mut doc,
-        )
-        .await?;
+        let bare = run_rounds(live, &scenarios, &raws, &raw_settings, &mut results).await?;
         if let Some(mut handle) = bare {
             let _ = handle.start_kill();
             let _ = handle.wait().await;
             doc["settings"]["bare_workers"] = json!(crate::bare::workers(&args));
         }
         healthy &= scenarios_doc(&mut doc, &results, args.max_error_rate);
-        healthy &= !results.soak_unhealthy;
         rss_doc(&mut doc, &results, server_pid);
     }
     doc["raw"] = raw::to_json(&results.raw_runs, &raw_settings.sync_name);
@@ -166,8 +157,7 @@ async fn prepare<'a>(
             chrono::Utc::now().timestamp_millis()
         ),
     });
-    let needs_accounts =
-        scenarios.iter().any(|s| s != "jwks" && s != "jwks-304") || args.soak.is_some();
+    let needs_accounts = scenarios.iter().any(|s| s != "jwks" && s != "jwks-304");
     let accounts = if needs_accounts {
         sign_up(&target, args.concurrency.max(1)).await?
     } else {
@@ -223,15 +213,14 @@ async fn start_bare(
     Ok((handle, target))
 }
 
-/// Every round: the scenarios, then the raw limits while the server idles; then the
-/// soak. Returns the bare baseline's process, to be stopped.
+/// Every round: the scenarios, then the raw limits while the server idles. Returns the
+/// bare baseline's process, to be stopped.
 async fn run_rounds(
     mut live: Live<'_>,
     scenarios: &[String],
     raws: &[String],
     raw_settings: &RawSettings,
     results: &mut Results,
-    doc: &mut Value,
 ) -> anyhow::Result<Option<tokio::process::Child>> {
     let rounds = live.args.repeat.max(1);
     for round in 0..rounds {
@@ -248,11 +237,6 @@ async fn run_rounds(
             results.table.rows.push(format!("{label:<24} {rate:>10.1}"));
             results.raw_runs.entry(r.clone()).or_default().push(rate);
         }
-    }
-    if let Some(soak) = live.args.soak
-        && !crate::soak::soak(&mut live, soak, results, doc).await?
-    {
-        results.soak_unhealthy = true;
     }
     Ok(live.bare_process.take())
 }

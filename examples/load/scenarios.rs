@@ -55,8 +55,6 @@ pub(crate) struct Results {
     pub(crate) raw_runs: BTreeMap<String, Vec<f64>>,
     pub(crate) rss_mixed_peak: Vec<u64>,
     pub(crate) rss_after_mixed: Vec<u64>,
-    /// The soak's error share exceeded `--max-error-rate`.
-    pub(crate) soak_unhealthy: bool,
 }
 
 impl Results {
@@ -68,7 +66,6 @@ impl Results {
             raw_runs: BTreeMap::new(),
             rss_mixed_peak: Vec::new(),
             rss_after_mixed: Vec::new(),
-            soak_unhealthy: false,
         }
     }
 
