@@ -1,11 +1,12 @@
 //! Settings: defaults, `GATEHOUSE_*` environment variables, and the checks that make the
 //! service refuse an unsafe configuration instead of warning about it.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::crypto::password::PasswordCost;
+use crate::http::client_ip::{Cidr, ClientIpHeader};
 use crate::storage::sqlite::Synchronous;
 
 #[derive(Clone, Debug)]
@@ -74,93 +75,6 @@ pub struct Lockout {
     pub window: Duration,
 }
 
-/// Where trusted proxies put the client's address. Only this header is read: a proxy
-/// that writes `Forwarded` may pass a client's own `X-Forwarded-For` through untouched,
-/// and reading that one would let the client choose its address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ClientIpHeader {
-    #[default]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded: for=…`.
-    Forwarded,
-}
-
-impl ClientIpHeader {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Some(Self::XForwardedFor),
-            "forwarded" => Some(Self::Forwarded),
-            _ => None,
-        }
-    }
-
-    /// The header's name, as configured and as sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::XForwardedFor => "x-forwarded-for",
-            Self::Forwarded => "forwarded",
-        }
-    }
-}
-
-/// An IP network in CIDR notation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Self> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let a = s.parse::<IpAddr>().ok()?;
-                (a, if a.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as the IPv4 address they carry.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
-/// The address rate limits and lockout count a client under. An IPv6 subscriber is
-/// handed at least a /64 (RFC 6177; SLAAC picks addresses inside it at will), so one
-/// client holds 2^64 full addresses: counting each alone would give it as many budgets.
-pub fn client_bucket(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
-        v4 => v4,
-    }
-}
-
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
@@ -214,7 +128,7 @@ impl Default for Settings {
             rate_limits: RateLimits::default(),
             lockout: Lockout::default(),
             trusted_proxies: Vec::new(),
-            client_ip_header: ClientIpHeader::default(),
+            client_ip_header: ClientIpHeader::XForwardedFor,
             hsts: false,
             audit_retention: Duration::from_secs(90 * 86400),
             prune_interval: Duration::from_secs(600),
@@ -905,32 +819,5 @@ mod tests {
             let s = from(&[("GATEHOUSE_TRUSTED_PROXIES", trusted)]).expect("valid");
             assert_eq!(s.warnings(), Vec::<String>::new(), "{trusted}");
         }
-    }
-
-    #[test]
-    fn ipv6_clients_are_counted_by_their_64() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(
-            client_bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
-            ip("2001:db8:1:2::")
-        );
-        assert_ne!(
-            client_bucket(ip("2001:db8:1:2::1")),
-            client_bucket(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(client_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(client_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-    }
-
-    #[test]
-    fn cidr_matching() {
-        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
-        assert!(net.contains("10.1.2.3".parse().expect("ip")));
-        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
-        assert!(net.contains("::ffff:10.1.9.9".parse().expect("ip")));
-        let all = Cidr::parse("0.0.0.0/0").expect("cidr");
-        assert!(all.contains("192.0.2.1".parse().expect("ip")));
-        let v6 = Cidr::parse("2001:db8::/32").expect("cidr");
-        assert!(v6.contains("2001:db8::1".parse().expect("ip")));
     }
 }

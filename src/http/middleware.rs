@@ -14,8 +14,8 @@ use actix_web::{Error, ResponseError as _, web};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::extract::client_ip;
-use crate::config::{RateLimits, Tier, client_bucket};
+use super::client_ip::{client_bucket, client_ip};
+use crate::config::{RateLimits, Tier};
 use crate::error::ApiError;
 use crate::service::AppState;
 

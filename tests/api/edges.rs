@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
-use gatehouse::config::{Cidr, ClientIpHeader, Settings, Tier};
+use gatehouse::config::{Settings, Tier};
+use gatehouse::http::client_ip::{Cidr, ClientIpHeader};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 
