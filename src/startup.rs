@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Settings, SqliteSynchronous};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::keys::{self, KeyRing};
 use crate::crypto::lifecycle::{self, HandPlaced};
@@ -26,7 +26,7 @@ use crate::http;
 use crate::http::middleware::RateLimiters;
 use crate::service::AppState;
 use crate::storage::AuditEvent;
-use crate::storage::sqlite::SqliteStore;
+use crate::storage::sqlite::{SqliteStore, Synchronous};
 
 pub struct Application {
     port: u16,
@@ -138,11 +138,11 @@ fn build_state_reporting(
 }
 
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(
-        &settings.database,
-        settings.sqlite_synchronous,
-        settings.db_readers,
-    )
+    let synchronous = match settings.sqlite_synchronous {
+        SqliteSynchronous::Normal => Synchronous::Normal,
+        SqliteSynchronous::Full => Synchronous::Full,
+    };
+    SqliteStore::open(&settings.database, synchronous, settings.db_readers)
 }
 
 /// Loads the key ring in force, and names the key files `keys.json` does not know;

@@ -14,9 +14,9 @@ use actix_web::{Error, ResponseError as _, web};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::client_ip::{client_bucket, client_ip};
 use super::error::ApiError;
-use super::extract::client_ip;
-use crate::config::{RateLimits, Tier, client_bucket};
+use crate::config::{RateLimits, Tier};
 use crate::service::AppState;
 
 /// The per-client token buckets (an IPv4 address or an IPv6 /64), one per strict endpoint and one per general tier, so a flood

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+pub mod client_ip;
 pub mod dto;
 pub mod error;
 pub mod extract;

@@ -146,7 +146,7 @@ pub async fn begin(
     let limits = vec![
         (email_attempt_key(email), lockout.max_failures),
         (
-            ip_attempt_key(meta.ip.as_deref().unwrap_or("unknown")),
+            ip_attempt_key(meta.ip_bucket.as_deref().unwrap_or("unknown")),
             lockout.max_failures_per_ip,
         ),
     ];

@@ -87,6 +87,9 @@ impl AppState {
 #[derive(Clone, Debug, Default)]
 pub struct ClientMeta {
     pub ip: Option<String>,
+    /// What per-client limits count `ip` under (an IPv6 client's /64), worked out by the
+    /// layer that read the address, so that the service need not know about networks.
+    pub ip_bucket: Option<String>,
     pub user_agent: Option<String>,
 }
 

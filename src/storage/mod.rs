@@ -198,14 +198,11 @@ pub fn password_check_key(session: FamilyId) -> String {
     format!("session:{session}")
 }
 
-/// The lockout counter key of a client address: an IPv6 client's /64, as the rate
-/// limiter counts it, so rotating addresses inside one's own network buys no guesses.
-/// Anything that is not an address ("unknown") is its own key.
-pub fn ip_attempt_key(ip: &str) -> String {
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(addr) => format!("ip:{}", crate::config::client_bucket(addr)),
-        Err(_) => format!("ip:{ip}"),
-    }
+/// The lockout counter key of a client, given the bucket its address counts under (an
+/// IPv6 client's /64, as the rate limiter counts it, so rotating addresses inside one's
+/// own network buys no guesses), or "unknown".
+pub fn ip_attempt_key(bucket: &str) -> String {
+    format!("ip:{bucket}")
 }
 
 /// Connection pool usage, for metrics.

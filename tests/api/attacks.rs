@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use gatehouse::config::{Cidr, Tier};
+use gatehouse::config::Tier;
 use gatehouse::crypto::password::PasswordCost;
+use gatehouse::http::client_ip::Cidr;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

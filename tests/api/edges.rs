@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
-use gatehouse::config::{Cidr, ClientIpHeader, Settings, Tier};
+use gatehouse::config::{Settings, Tier};
+use gatehouse::http::client_ip::{Cidr, ClientIpHeader};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 
@@ -255,4 +256,32 @@ async fn config_check_names_the_header_and_warns_about_trusting_whole_ranges() {
     let (code, text) = config_check(&[("GATEHOUSE_CLIENT_IP_HEADER", "x-real-ip")]).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("GATEHOUSE_CLIENT_IP_HEADER"), "{text}");
+}
+
+#[tokio::test]
+async fn config_check_prints_every_declared_setting_and_refuses_a_misspelt_switch() {
+    let (code, text) = config_check(&[]).await;
+    assert_eq!(code, Some(0), "{text}");
+    for setting in gatehouse::config::SETTINGS {
+        let line = format!("\n{}=", setting.env);
+        assert!(
+            format!("\n{text}").contains(&line),
+            "{}: {text}",
+            setting.env
+        );
+    }
+    assert!(text.contains("GATEHOUSE_BODY_TIMEOUT=10s"), "{text}");
+
+    // A switch that is neither on nor off stops the start, as any malformed value does.
+    for (key, value) in [("GATEHOUSE_HSTS", "onn"), ("GATEHOUSE_RATE_LIMITS", "of")] {
+        let (code, text) = config_check(&[(key, value)]).await;
+        assert_eq!(code, Some(1), "{key}={value}: {text}");
+        assert!(
+            text.contains(&format!("{key}: {value:?} is not on or off")),
+            "{text}"
+        );
+    }
+    let (code, text) = config_check(&[("GATEHOUSE_PRUNE_INTERVAL", "0")]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("GATEHOUSE_PRUNE_INTERVAL: "), "{text}");
 }
