@@ -15,7 +15,7 @@ use gatehouse::crypto::keys::{KeyRing, generate_into, load_dir};
 use gatehouse::crypto::refresh::{RefreshSecret, RefreshToken};
 use gatehouse::domain::{Email, FamilyId, Role, UserId};
 use gatehouse::storage::sqlite::{SqliteStore, Synchronous};
-use gatehouse::storage::{NewFamily, NewUser, Rotation, RotationOutcome, Store};
+use gatehouse::storage::{NewFamily, NewUser, Spend, Store};
 
 use crate::PASSWORD;
 use crate::server::copy_durably;
@@ -216,18 +216,21 @@ fn rotate_once(
     secret: &RefreshSecret,
     presented: &RefreshToken,
 ) -> anyhow::Result<RefreshToken> {
+    // What a refresh costs the store: the read the rule judges, then the claim.
     let child = presented.child(secret);
-    let outcome = store.rotate_refresh_token(Rotation {
+    let now = chrono::Utc::now();
+    let stored = store
+        .find_refresh_token(presented.hash().0)?
+        .ok_or_else(|| anyhow::anyhow!("the chain's token is unknown"))?;
+    anyhow::ensure!(stored.spent_at.is_none(), "the chain's token is spent");
+    let claimed = store.spend_refresh_token(Spend {
         presented: presented.hash().0,
         child: child.hash().0,
-        now: chrono::Utc::now(),
-        refresh_ttl_secs: 12 * 3600,
-        reuse_grace_secs: 10,
+        family_id: stored.family_id,
+        now,
+        child_expires_at: now + chrono::Duration::hours(12),
     })?;
-    anyhow::ensure!(
-        matches!(outcome, RotationOutcome::Rotated(_)),
-        "rotation did not rotate: {outcome:?}"
-    );
+    anyhow::ensure!(claimed, "the claim on an unspent token failed");
     Ok(child)
 }
 

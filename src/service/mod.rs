@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod caller;
 pub mod lockout;
+pub mod rotation;
 pub mod sessions;
 pub mod tokens;
 
