@@ -19,7 +19,11 @@ use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{self, PASSWORD, ServerFiles};
+use crate::invariants::{open_db, storage_violations};
+use crate::kit::password::PASSWORD;
+use crate::kit::process::{self, Binary};
+use crate::kit::rng::Rng;
+use crate::kit::rss::rss_kib;
 
 fn env_f64(key: &str, default: f64) -> f64 {
     std::env::var(key)
@@ -177,18 +181,6 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "10-minute soak; run by scripts/soak.sh"]
 async fn soak_mixed_load_at_80_percent_of_capacity() {
@@ -197,10 +189,10 @@ async fn soak_mixed_load_at_80_percent_of_capacity() {
     let load_factor = env_f64("GATEHOUSE_SOAK_LOAD", 0.8);
     let concurrency = env_f64("GATEHOUSE_SOAK_CONCURRENCY", 32.0) as usize;
     let dir = tempfile::tempdir().expect("temp dir");
-    let files = ServerFiles::in_dir(dir.path());
+    let files = Binary::in_dir(dir.path());
     let server = files.start().await;
     let pid = server.pid();
-    let client = common::client();
+    let client = process::client();
 
     // Accounts, and a first family each.
     let mut emails = Vec::new();
@@ -238,7 +230,7 @@ async fn soak_mixed_load_at_80_percent_of_capacity() {
     for c in 0..concurrency {
         let (load, stop) = (load.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = common::Rng::new(c as u64 + 7);
+            let mut rng = Rng::new(c as u64 + 7);
             while !stop.load(Ordering::Relaxed) {
                 load.one(pick(rng.next())).await;
             }
@@ -271,7 +263,7 @@ async fn soak_mixed_load_at_80_percent_of_capacity() {
     let mut total = Window::default();
     let mut rows = Vec::new();
     let mut rss = Vec::new();
-    let mut rng = common::Rng::new(99);
+    let mut rng = Rng::new(99);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut next_report = start + Duration::from_secs(10);
@@ -300,7 +292,8 @@ async fn soak_mixed_load_at_80_percent_of_capacity() {
             next_report += Duration::from_secs(10);
             let mut w = load.take_window();
             w.latencies_us.sort_unstable();
-            let kib = rss_kib(pid);
+            // The server gone would read as zero growth: stop there instead.
+            let kib = rss_kib(pid).expect("the server is gone: no resident memory to read");
             let t = start.elapsed().as_secs_f64();
             let row = format!(
                 "{t:>5.0}s {:>7} req {:>7.0}/s  p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>7.1} ms  5xx {}  other {}  transport {}  rss {} KiB",
@@ -363,8 +356,8 @@ async fn soak_mixed_load_at_80_percent_of_capacity() {
         growth * 100.0
     );
     server.kill().await;
-    let conn = common::open_db(&files.database);
-    let violations = common::storage_violations(&conn);
+    let conn = open_db(&files.database);
+    let violations = storage_violations(&conn);
     assert!(violations.is_empty(), "after the soak: {violations:?}");
     assert_eq!(total.server_errors, 0, "5xx during the soak");
     assert!(
