@@ -27,7 +27,10 @@ use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{self, PASSWORD, Server, ServerFiles};
+use crate::invariants::{open_db, storage_violations};
+use crate::kit::password::PASSWORD;
+use crate::kit::process::{self, Binary, Server};
+use crate::kit::rng::Rng;
 
 /// Requests in flight at most during the open loop; past it a request is not sent and
 /// the soak fails (the server fell behind the offered rate).
@@ -254,15 +257,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::kit::rss::rss_kib(pid).expect("the server is gone: no resident memory to read")
 }
 
 /// User + system CPU seconds of one process, all its threads (USER_HZ is 100 on Linux).
@@ -287,8 +282,8 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// Starts the server, on a copy of `database` when given. The copy is synced first, or
 /// the first checkpoint would write the whole fresh copy back during the soak.
-async fn start_server(dir: &Path, database: Option<&Path>) -> (ServerFiles, Server) {
-    let files = ServerFiles::in_dir(dir);
+async fn start_server(dir: &Path, database: Option<&Path>) -> (Binary, Server) {
+    let files = Binary::in_dir(dir);
     if let Some(src) = database {
         std::fs::copy(src, &files.database)
             .unwrap_or_else(|e| panic!("cannot copy {}: {e}", src.display()));
@@ -302,7 +297,7 @@ async fn start_server(dir: &Path, database: Option<&Path>) -> (ServerFiles, Serv
 
 /// 40 accounts, and a first family each.
 async fn sign_up(server: &Server) -> Arc<Load> {
-    let client = common::client();
+    let client = process::client();
     let (mut emails, mut chains, mut access) = (Vec::new(), VecDeque::new(), Vec::new());
     for i in 0..40 {
         let email = format!("soak-{i}@example.com");
@@ -336,7 +331,7 @@ async fn measure_capacity(load: &Arc<Load>, concurrency: usize, probe: Duration)
     for c in 0..concurrency {
         let (load, stop) = (load.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = common::Rng::new(c as u64 + 7);
+            let mut rng = Rng::new(c as u64 + 7);
             while !stop.load(Ordering::Relaxed) {
                 load.one(pick(rng.next())).await;
             }
@@ -384,7 +379,7 @@ async fn soak(load: &Arc<Load>, rate: f64, duration: Duration, pid: u32) -> Soak
         client_cpu_s: 0.0,
     };
     let cpu_at_start = (cpu_secs(pid), cpu_secs(std::process::id()));
-    let mut rng = common::Rng::new(99);
+    let mut rng = Rng::new(99);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut next_report = start + WINDOW;
@@ -588,8 +583,8 @@ async fn soak_mixed_load_at_80_percent_of_capacity() {
     }
 
     server.kill().await;
-    let conn = common::open_db(&files.database);
-    let violations = common::storage_violations(&conn);
+    let conn = open_db(&files.database);
+    let violations = storage_violations(&conn);
     assert!(violations.is_empty(), "after the soak: {violations:?}");
     let t = &run.total;
     assert_eq!(t.server_errors, 0, "5xx during the soak");
