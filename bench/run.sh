@@ -5,7 +5,7 @@
 #   bash bench/run.sh --quick    # smoke test (CI): tiny durations, no timing asserted
 #   bash bench/run.sh --full     # longer rounds, plus the 5-minute soak and the 1M growth check
 #   bash bench/run.sh --growth   # add the growth check (1,000,000 users and families)
-#   bash bench/run.sh --soak     # add the 5-minute memory soak
+#   bash bench/run.sh --soak     # add the 5-minute soak (scripts/soak.sh) on a seeded database
 #   bash bench/run.sh --no-node  # skip the Node.js comparison
 #   bash bench/run.sh --quick --debug  # smoke test on the debug build (CI: no release build)
 #
@@ -45,9 +45,9 @@ for arg in "$@"; do
 done
 
 case "$MODE" in
-  quick) DUR=1s WARM=300ms REPEAT=1 RAW_DUR=1s CONC=8 SOAK_DUR=20s USERS=20000 SOAK_USERS=2000 ;;
-  default) DUR=5s WARM=1s REPEAT=3 RAW_DUR=3s CONC=32 SOAK_DUR=300s USERS=1000000 SOAK_USERS=100000 ;;
-  full) DUR=15s WARM=2s REPEAT=3 RAW_DUR=5s CONC=32 SOAK_DUR=300s USERS=1000000 SOAK_USERS=100000 ;;
+  quick) DUR=1s WARM=300ms REPEAT=1 RAW_DUR=1s CONC=8 SOAK_DUR=20 SOAK_PROBE=5 USERS=20000 SOAK_USERS=2000 ;;
+  default) DUR=5s WARM=1s REPEAT=3 RAW_DUR=3s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 ;;
+  full) DUR=15s WARM=2s REPEAT=3 RAW_DUR=5s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 ;;
 esac
 
 OUT="${BENCH_OUT:-target/bench-run/$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -80,9 +80,12 @@ COMMON=(--duration "$DUR" --warmup "$WARM" --repeat "$REPEAT" --raw-duration "$R
 step "build ($PROFILE binary and load tool)"
 if [ "$PROFILE" = release ]; then
   cargo build --release --example load --bin gatehouse || exit 2
+  # The soak driver is a test: built here, so the soak step measures no compiler.
+  [ "$SOAK" = 0 ] || cargo test --release --test reliability --no-run || exit 2
 else
   # Numbers from a debug build mean nothing; this only proves the harness runs.
   cargo build --example load --bin gatehouse || exit 2
+  [ "$SOAK" = 0 ] || cargo test --test reliability --no-run || exit 2
 fi
 
 if [ "$NODE" = 1 ]; then
@@ -148,12 +151,15 @@ if [ "$SOAK" = 1 ]; then
   # A deployed service's database is larger than SQLite's page caches (a few MiB in
   # all); on an empty one they would fill during the soak as the database grows, which
   # would look like growth. 100,000 users and families are 68 MiB.
-  step "soak: mixed for $SOAK_DUR on $SOAK_USERS users and families, resident memory every 10 s"
+  step "soak (scripts/soak.sh): $SOAK_DUR s at 80 % of capacity on $SOAK_USERS users and families"
   SOAK_DB="$OUT/soak-seed.db"
   rm -f "$SOAK_DB" "$SOAK_DB-wal" "$SOAK_DB-shm"
   load --seed-db "$SOAK_DB" --users "$SOAK_USERS"
-  load --label soak --spawn "$BIN" --database "$SOAK_DB" --scenarios none --soak "$SOAK_DUR" \
-    --concurrency "$CONC" --json-out "$OUT/soak.json"
+  if ! DURATION="$SOAK_DUR" PROBE="$SOAK_PROBE" CONCURRENCY="$CONC" DATABASE="$SOAK_DB" \
+    JSON_OUT="$OUT/soak.json" PROFILE="$PROFILE" bash scripts/soak.sh; then
+    echo "bench/run.sh: the soak failed" >&2
+    FAILED=1
+  fi
   rm -f "$SOAK_DB" "$SOAK_DB-wal" "$SOAK_DB-shm"
 fi
 

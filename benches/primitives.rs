@@ -16,7 +16,7 @@
 //!   claims).
 //! - `argon2id/verify_production`: `PasswordHasher::verify` with `PasswordCost::PRODUCTION`
 //!   (m=19456 KiB, t=2, p=1), on its blocking pool.
-//! - `refresh_rotation/{normal,full}`: one `SqliteStore::rotate_refresh_token`
+//! - `refresh_rotation/{normal,full}`: one `find_refresh_token` + `spend_refresh_token`
 //!   transaction (look up, spend, insert child, touch family, commit) in WAL mode.
 
 use std::hint::black_box;
@@ -32,7 +32,7 @@ use gatehouse::crypto::password::{PasswordCost, PasswordHasher};
 use gatehouse::crypto::refresh::{RefreshSecret, RefreshToken};
 use gatehouse::domain::{Email, Role};
 use gatehouse::storage::sqlite::{SqliteStore, Synchronous};
-use gatehouse::storage::{NewFamily, NewUser, Rotation, RotationOutcome, Store};
+use gatehouse::storage::{NewFamily, NewUser, Spend, Store};
 
 const ISSUER: &str = "http://127.0.0.1:8080";
 const AUDIENCE: &str = "gatehouse";
@@ -178,19 +178,21 @@ fn rotation(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let child = current.child(&secret);
-                let outcome = store
-                    .rotate_refresh_token(Rotation {
+                let now = Utc::now();
+                let stored = store
+                    .find_refresh_token(current.hash().0)
+                    .expect("read")
+                    .expect("known");
+                let claimed = store
+                    .spend_refresh_token(Spend {
                         presented: current.hash().0,
                         child: child.hash().0,
-                        now: Utc::now(),
-                        refresh_ttl_secs: 12 * 3600,
-                        reuse_grace_secs: 10,
+                        family_id: stored.family_id,
+                        now,
+                        child_expires_at: now + chrono::Duration::hours(12),
                     })
-                    .expect("rotate");
-                assert!(
-                    matches!(outcome, RotationOutcome::Rotated(_)),
-                    "{outcome:?}"
-                );
+                    .expect("spend");
+                assert!(claimed && stored.spent_at.is_none());
                 current = child;
             });
         });

@@ -2,7 +2,7 @@
 # Storage faults against the real binary (see RELIABILITY.md): a database locked by
 # another process, a full disk (a 4 MiB tmpfs), a read-only file system (a tmpfs
 # remounted read-only), and 160 requests at once stuck behind a lock. The tmpfs cases
-# need root with CAP_SYS_ADMIN (mount); without it they print SKIPPED and pass.
+# need root with CAP_SYS_ADMIN (mount); without it they fail (add `--skip needs_root`).
 #
 #   bash scripts/faults.sh
 set -euo pipefail

@@ -10,8 +10,9 @@ use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::crypto::keys;
 use crate::crypto::lifecycle::{self, Stage};
-use crate::domain::{Email, FamilyId, NewPassword, RevokeReason, Role, UserId};
-use crate::service::{AppState, ServiceError, accounts};
+use crate::domain::{AuditKind, Email, FamilyId, NewPassword, Role, UserId};
+use crate::service::admin::{self, Actor};
+use crate::service::{AppState, ClientMeta, ServiceError};
 use crate::startup::{self, Application};
 use crate::storage::{AuditEvent, AuditFilter};
 
@@ -297,7 +298,7 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
                 _ => "next: published now; run `gatehouse keys rotate` once caches hold it",
             };
             println!("generated {} kid={kid} ({stage})", path.display());
-            record_key_event(settings, format!("generated {kid}"));
+            record_key_event(settings, AuditKind::KeyGenerated, kid);
         }
         KeysCommand::List => {
             for (kid, state, bits, path) in
@@ -316,7 +317,8 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             );
             record_key_event(
                 settings,
-                format!("rotated {} -> {new}", old.unwrap_or_default()),
+                AuditKind::KeyRotated,
+                format!("{} -> {new}", old.unwrap_or_default()),
             );
         }
         KeysCommand::Retire {
@@ -325,7 +327,7 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
         } => {
             lifecycle::retire(dir, &kid, now, timing, immediately).map_err(user_error)?;
             println!("{kid} retired");
-            record_key_event(settings, format!("retired {kid}"));
+            record_key_event(settings, AuditKind::KeyRetired, kid);
         }
     }
     Ok(())
@@ -333,14 +335,17 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
 
 /// Key changes go to the audit log when the database is there; a missing database must
 /// not stop key management (keys may be prepared before the first start).
-fn record_key_event(settings: &Settings, detail: String) {
+fn record_key_event(settings: &Settings, kind: AuditKind, detail: String) {
     if !settings.database.exists() {
         return;
     }
     let Ok(store) = startup::open_store(settings) else {
         return;
     };
-    let event = cli_event("key_rotated", None, detail);
+    let event = AuditEvent {
+        detail: Some(format!("cli: {detail}")),
+        ..AuditEvent::new(chrono::Utc::now(), kind, "ok")
+    };
     if let Err(e) = crate::storage::Store::record_audit(&store, event) {
         eprintln!("gatehouse: warning: could not record the audit event: {e}");
     }
@@ -368,25 +373,15 @@ fn read_password() -> Result<String, Failure> {
 
 async fn user_by_email(state: &AppState, raw: &str) -> Result<crate::domain::User, Failure> {
     let email = Email::parse(raw).map_err(|m| Failure::User(format!("email {m}")))?;
-    state
-        .db(move |s| s.account_by_email(&email))
+    admin::user_by_email(state, email)
         .await?
-        .map(|a| a.user)
         .ok_or_else(|| Failure::User(format!("no user with email {raw}")))
 }
 
-fn cli_event(kind: &'static str, user_id: Option<UserId>, detail: String) -> AuditEvent {
-    AuditEvent {
-        at: chrono::Utc::now(),
-        kind,
-        user_id,
-        outcome: "ok",
-        detail: Some(format!("cli: {detail}")),
-        ..AuditEvent::default()
-    }
-}
-
+/// The CLI acts as an operator through the same service functions as the admin API, so
+/// the rules and the audit events are the same.
 async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
+    let cli = ClientMeta::default();
     match command {
         Command::Users(UsersCommand::Create { email, admin }) => {
             let email = Email::parse(&email).map_err(|m| Failure::User(format!("email {m}")))?;
@@ -394,14 +389,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
             let password = NewPassword::parse(&password)
                 .map_err(|m| Failure::User(format!("password {m}")))?;
             let role = if admin { Role::Admin } else { Role::User };
-            let user = accounts::create_user(state, email, password, role).await?;
-            state
-                .audit(cli_event(
-                    "signup",
-                    Some(user.id),
-                    format!("created with role {}", role.as_str()),
-                ))
-                .await;
+            let user = admin::create_user(state, Actor::Operator, email, password, role).await?;
             println!(
                 "created user {} {} ({})",
                 user.id,
@@ -410,8 +398,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
             );
         }
         Command::Users(UsersCommand::List { email, limit }) => {
-            let users =
-                crate::service::admin::find_users(state, email, limit.clamp(1, 1000)).await?;
+            let users = admin::find_users(state, email, limit.clamp(1, 1000)).await?;
             for u in users {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
@@ -437,30 +424,12 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
         }
         Command::Users(UsersCommand::Promote { email }) => {
             let u = user_by_email(state, &email).await?;
-            let now = state.now();
-            let id = u.id;
-            state
-                .db(move |s| s.update_user(id, Some(Role::Admin), None, now))
-                .await?;
-            state
-                .audit(cli_event("user_updated", Some(u.id), "role=admin".into()))
-                .await;
+            admin::update_user(state, Actor::Operator, u.id, Some(Role::Admin), None, &cli).await?;
             println!("{} is now an admin", u.email.as_str());
         }
         Command::Users(UsersCommand::Disable { email }) => {
             let u = user_by_email(state, &email).await?;
-            let now = state.now();
-            let id = u.id;
-            state
-                .db(move |s| s.update_user(id, None, Some(true), now))
-                .await?;
-            state
-                .audit(cli_event(
-                    "user_updated",
-                    Some(u.id),
-                    "disabled=true".into(),
-                ))
-                .await;
+            admin::update_user(state, Actor::Operator, u.id, None, Some(true), &cli).await?;
             println!("{} is disabled and every session revoked", u.email.as_str());
         }
         Command::Sessions(SessionsCommand::List { user }) => {
@@ -468,37 +437,20 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
             print_sessions(state, u.id).await?;
         }
         Command::Sessions(SessionsCommand::Revoke { family, user }) => {
-            let now = state.now();
             if let Some(family) = family {
                 let id = family
                     .parse::<FamilyId>()
                     .map_err(|_| Failure::User(format!("{family} is not a family id")))?;
-                let found = state
-                    .db(move |s| s.revoke_family(id, None, RevokeReason::Admin, now))
-                    .await?;
-                if !found {
-                    return Err(Failure::User(format!("no family {family}")));
+                match admin::revoke_family(state, Actor::Operator, id, &cli).await {
+                    Err(ServiceError::NotFound) => {
+                        return Err(Failure::User(format!("no family {family}")));
+                    }
+                    other => other?,
                 }
-                state
-                    .audit(AuditEvent {
-                        family_id: Some(id),
-                        ..cli_event("session_revoked", None, "family".into())
-                    })
-                    .await;
                 println!("family {family} revoked");
             } else if let Some(user) = user {
                 let u = user_by_email(state, &user).await?;
-                let id = u.id;
-                state
-                    .db(move |s| s.revoke_user_families(id, RevokeReason::Admin, now))
-                    .await?;
-                state
-                    .audit(cli_event(
-                        "session_revoked",
-                        Some(id),
-                        "all sessions".into(),
-                    ))
-                    .await;
+                admin::revoke_user_families(state, Actor::Operator, u.id, &cli).await?;
                 println!("every session of {} revoked", u.email.as_str());
             }
         }
@@ -512,7 +464,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 kind,
                 limit: limit.clamp(1, 10_000),
             };
-            let events = state.db(move |s| s.list_audit(&filter)).await?;
+            let events = admin::audit_log(state, filter).await?;
             for e in events {
                 println!(
                     "{}\t{}\t{}\tuser={}\tfamily={}\tactor={}\tip={}\t{}",
@@ -545,8 +497,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
 }
 
 async fn print_sessions(state: &AppState, user: UserId) -> Result<(), Failure> {
-    let now = state.now();
-    let sessions = state.db(move |s| s.list_sessions(user, true, now)).await?;
+    let sessions = admin::user_sessions(state, user).await?;
     for s in sessions {
         println!(
             "{}\tcreated {}\tlast used {}\texpires {}\t{}",

@@ -1,13 +1,19 @@
-//! Settings: defaults, `GATEHOUSE_*` environment variables, and the checks that make the
-//! service refuse an unsafe configuration instead of warning about it.
+//! Settings: defaults, `GATEHOUSE_*` environment variables, the TOML file, and the checks
+//! that make the service refuse an unsafe configuration instead of warning about it.
+//!
+//! Each setting is declared once, in [`SETTINGS`]: its variable (and so its file key), its
+//! default, its parser, its check, how `config check` prints it and what the README says
+//! about it. Everything else here reads that table, so a setting cannot be parsed but not
+//! printed, or documented with a default it does not have.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::crypto::password::PasswordCost;
-use crate::storage::sqlite::Synchronous;
+use crate::http::client_ip::{Cidr, ClientIpHeader};
 
+/// Every field but `password_cost` is a declared setting (see [`SETTINGS`]).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub bind: String,
@@ -24,7 +30,7 @@ pub struct Settings {
     pub refresh_reuse_grace: Duration,
     pub cors_origins: Vec<String>,
     pub jwks_max_age: Duration,
-    pub sqlite_synchronous: Synchronous,
+    pub sqlite_synchronous: SqliteSynchronous,
     /// Argon2id cost. Production parameters unless code sets it: no variable maps here.
     pub password_cost: PasswordCost,
     /// How many Argon2 computations may run at once.
@@ -74,154 +80,486 @@ pub struct Lockout {
     pub window: Duration,
 }
 
-/// Where trusted proxies put the client's address. Only this header is read: a proxy
-/// that writes `Forwarded` may pass a client's own `X-Forwarded-For` through untouched,
-/// and reading that one would let the client choose its address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ClientIpHeader {
-    #[default]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded: for=…`.
-    Forwarded,
+/// What a commit must reach before it returns; the store that is opened maps it to its
+/// engine's own setting (SQLite's `synchronous` pragma, see README *Durability*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// A process crash loses nothing committed; a power loss may lose the last commits.
+    Normal,
+    /// A power loss loses nothing committed either; slower.
+    Full,
 }
 
-impl ClientIpHeader {
+impl SqliteSynchronous {
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Some(Self::XForwardedFor),
-            "forwarded" => Some(Self::Forwarded),
+            "normal" => Some(Self::Normal),
+            "full" => Some(Self::Full),
             _ => None,
         }
     }
 
-    /// The header's name, as configured and as sent.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::XForwardedFor => "x-forwarded-for",
-            Self::Forwarded => "forwarded",
+            Self::Normal => "normal",
+            Self::Full => "full",
         }
     }
 }
 
-/// An IP network in CIDR notation.
+/// One setting, declared once.
+pub struct Setting {
+    /// The environment variable. The file key is the same name without `GATEHOUSE_`, in
+    /// lower case ([`Setting::file_key`]).
+    pub env: &'static str,
+    pub default: Fallback,
+    /// The README's description.
+    pub meaning: &'static str,
+    /// Parses a value and stores it in its field; the message says what is wrong with it.
+    parse: fn(&mut Settings, &str) -> Result<(), String>,
+    /// Refuses a value that parsed but is unsafe or broken, also for settings built in
+    /// code (tests), which never pass through `parse`.
+    check: fn(&Settings) -> Result<(), String>,
+    /// The effective value, for `config check`.
+    show: fn(&Settings) -> String,
+}
+
+/// A setting's value when neither the environment nor the file gives one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
+pub enum Fallback {
+    /// Written as a user would write it and parsed by the same parser, so a default
+    /// cannot be something a user could not set. `""` is the empty list.
+    Value(&'static str),
+    /// The machine's core count.
+    Cores,
 }
 
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Self> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let a = s.parse::<IpAddr>().ok()?;
-                (a, if a.is_ipv4() { 32 } else { 128 })
+impl Setting {
+    /// The key of this setting in a configuration file.
+    pub fn file_key(&self) -> String {
+        self.env
+            .strip_prefix("GATEHOUSE_")
+            .unwrap_or(self.env)
+            .to_ascii_lowercase()
+    }
+
+    fn default_value(&self) -> String {
+        match self.default {
+            Fallback::Value(v) => v.to_owned(),
+            Fallback::Cores => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .to_string(),
+        }
+    }
+}
+
+/// Every setting, in the order of the README's table and of `config check`.
+pub static SETTINGS: &[Setting] = &[
+    Setting {
+        env: "GATEHOUSE_BIND",
+        default: Fallback::Value("127.0.0.1:8080"),
+        meaning: "listen address (`HOST:PORT`)",
+        parse: |s, v| set(&mut s.bind, Ok(v.trim().to_owned())),
+        check: |s| {
+            s.bind
+                .parse::<SocketAddr>()
+                .map(drop)
+                .map_err(|_| format!("{:?} is not HOST:PORT", s.bind))
+        },
+        show: |s| s.bind.clone(),
+    },
+    Setting {
+        env: "GATEHOUSE_DATABASE",
+        default: Fallback::Value("./data/gatehouse.db"),
+        meaning: "SQLite file (created 0600, directory 0700)",
+        parse: |s, v| set(&mut s.database, Ok(PathBuf::from(v))),
+        check: fine,
+        show: |s| s.database.display().to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_KEYS_DIR",
+        default: Fallback::Value("./keys"),
+        meaning: "signing keys (`*.pem`) and `refresh.secret`; created 0700; refused if group \
+                  or others may write it, or read a file in it",
+        parse: |s, v| set(&mut s.keys_dir, Ok(PathBuf::from(v))),
+        check: fine,
+        show: |s| s.keys_dir.display().to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_ISSUER",
+        default: Fallback::Value("http://127.0.0.1:8080"),
+        meaning: "`iss` of tokens, base of discovery URLs; `https://` required unless the host \
+                  is loopback",
+        parse: |s, v| {
+            let issuer = v.trim().trim_end_matches('/').to_owned();
+            set(&mut s.issuer, Ok(issuer))
+        },
+        check: |s| validate_url(&s.issuer),
+        show: |s| s.issuer.clone(),
+    },
+    Setting {
+        env: "GATEHOUSE_AUDIENCE",
+        default: Fallback::Value("gatehouse"),
+        meaning: "`aud` of tokens",
+        parse: |s, v| set(&mut s.audience, Ok(v.trim().to_owned())),
+        check: |s| {
+            if s.audience.is_empty() {
+                return Err("must not be empty".into());
             }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
+            Ok(())
+        },
+        show: |s| s.audience.clone(),
+    },
+    Setting {
+        env: "GATEHOUSE_ACCESS_TTL",
+        default: Fallback::Value("15m"),
+        meaning: "access-token lifetime, 1–60 minutes",
+        parse: |s, v| set(&mut s.access_ttl, duration(v)),
+        check: |s| {
+            if s.access_ttl < MINUTE || s.access_ttl > Duration::from_secs(3600) {
+                return Err("must be between 1 and 60 minutes: access tokens cannot be \
+                            revoked, so their lifetime bounds how long a stolen one works"
+                    .into());
             }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
+            Ok(())
+        },
+        show: |s| secs(s.access_ttl),
+    },
+    Setting {
+        env: "GATEHOUSE_REFRESH_TTL",
+        default: Fallback::Value("12h"),
+        meaning: "idle lifetime of one refresh token",
+        parse: |s, v| set(&mut s.refresh_ttl, duration(v)),
+        check: |s| at_least_a_minute(s.refresh_ttl),
+        show: |s| secs(s.refresh_ttl),
+    },
+    Setting {
+        env: "GATEHOUSE_FAMILY_TTL",
+        default: Fallback::Value("7d"),
+        meaning: "absolute lifetime of a login (family), at most 366 days",
+        parse: |s, v| set(&mut s.family_ttl, duration(v)),
+        check: |s| {
+            if s.family_ttl < s.refresh_ttl {
+                return Err(
+                    "must be at least GATEHOUSE_REFRESH_TTL (a family outlives each \
+                            of its tokens)"
+                        .into(),
+                );
             }
-            _ => false,
-        }
+            if s.family_ttl > Duration::from_secs(366 * 86400) {
+                return Err("must be at most 366 days".into());
+            }
+            Ok(())
+        },
+        show: |s| secs(s.family_ttl),
+    },
+    Setting {
+        env: "GATEHOUSE_REFRESH_REUSE_GRACE",
+        default: Fallback::Value("10s"),
+        meaning: "reuse grace (see below), `0` turns it off, at most 2 minutes",
+        parse: |s, v| set(&mut s.refresh_reuse_grace, duration(v)),
+        check: |s| {
+            if s.refresh_reuse_grace > Duration::from_secs(120) {
+                return Err(
+                    "must be at most 2 minutes: a longer grace lets a thief replay a \
+                            stolen token"
+                        .into(),
+                );
+            }
+            Ok(())
+        },
+        show: |s| secs(s.refresh_reuse_grace),
+    },
+    Setting {
+        env: "GATEHOUSE_CORS_ORIGINS",
+        default: Fallback::Value(""),
+        meaning: "comma-separated origins allowed to call from browsers; wildcards are refused",
+        parse: |s, v| {
+            let origins = v
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+            set(&mut s.cors_origins, Ok(origins))
+        },
+        check: |s| {
+            for origin in &s.cors_origins {
+                if origin.contains('*') {
+                    return Err("wildcards are refused: list every allowed origin \
+                                (https://app.example.com)"
+                        .into());
+                }
+                validate_url(origin)?;
+                if origin.matches('/').count() > 2 {
+                    return Err(format!("{origin:?} is not an origin: no path allowed"));
+                }
+            }
+            Ok(())
+        },
+        show: |s| s.cors_origins.join(","),
+    },
+    Setting {
+        env: "GATEHOUSE_JWKS_MAX_AGE",
+        default: Fallback::Value("300"),
+        meaning: "`Cache-Control: max-age` of the JWKS",
+        parse: |s, v| set(&mut s.jwks_max_age, duration(v)),
+        check: |s| {
+            if s.jwks_max_age > Duration::from_secs(86400) {
+                return Err("must be at most 1 day".into());
+            }
+            Ok(())
+        },
+        show: |s| secs(s.jwks_max_age),
+    },
+    Setting {
+        env: "GATEHOUSE_SQLITE_SYNCHRONOUS",
+        default: Fallback::Value("normal"),
+        meaning: "`normal` or `full`: see *Durability*",
+        parse: |s, v| {
+            let mode = SqliteSynchronous::parse(v)
+                .ok_or_else(|| format!("{v:?} is not `normal` or `full`"));
+            set(&mut s.sqlite_synchronous, mode)
+        },
+        check: fine,
+        show: |s| s.sqlite_synchronous.as_str().into(),
+    },
+    Setting {
+        env: "GATEHOUSE_RATE_LIMITS",
+        default: Fallback::Value("on"),
+        meaning: "`off` disables the per-IP limiter (behind a gateway that limits, or for load \
+                  tests)",
+        parse: |s, v| set(&mut s.rate_limits.enabled, switch(v)),
+        check: fine,
+        show: |s| on_off(s.rate_limits.enabled),
+    },
+    Setting {
+        env: "GATEHOUSE_RATE_LIMIT_AUTH",
+        default: Fallback::Value("10/5"),
+        meaning: "per IP: requests per minute / burst, for each of signup, login, refresh, \
+                  logout",
+        parse: |s, v| set(&mut s.rate_limits.auth, tier(v)),
+        check: fine,
+        show: |s| show_tier(s.rate_limits.auth),
+    },
+    Setting {
+        env: "GATEHOUSE_RATE_LIMIT_WRITES",
+        default: Fallback::Value("30/10"),
+        meaning: "per IP, authenticated writes",
+        parse: |s, v| set(&mut s.rate_limits.writes, tier(v)),
+        check: fine,
+        show: |s| show_tier(s.rate_limits.writes),
+    },
+    Setting {
+        env: "GATEHOUSE_RATE_LIMIT_READS",
+        default: Fallback::Value("300/60"),
+        meaning: "per IP, authenticated reads",
+        parse: |s, v| set(&mut s.rate_limits.reads, tier(v)),
+        check: fine,
+        show: |s| show_tier(s.rate_limits.reads),
+    },
+    Setting {
+        env: "GATEHOUSE_LOCKOUT_MAX_FAILURES",
+        default: Fallback::Value("5"),
+        meaning: "failed logins per email per window before 429 `too_many_attempts`",
+        parse: |s, v| set(&mut s.lockout.max_failures, count(v)),
+        check: fine,
+        show: |s| s.lockout.max_failures.to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_LOCKOUT_MAX_FAILURES_PER_IP",
+        default: Fallback::Value("100"),
+        meaning: "failed logins per client IP per window",
+        parse: |s, v| set(&mut s.lockout.max_failures_per_ip, count(v)),
+        check: fine,
+        show: |s| s.lockout.max_failures_per_ip.to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_LOCKOUT_WINDOW",
+        default: Fallback::Value("15m"),
+        meaning: "lockout window",
+        parse: |s, v| set(&mut s.lockout.window, duration(v)),
+        check: |s| at_least_a_minute(s.lockout.window),
+        show: |s| secs(s.lockout.window),
+    },
+    Setting {
+        env: "GATEHOUSE_TRUSTED_PROXIES",
+        default: Fallback::Value(""),
+        meaning: "CIDRs of proxies whose hop in `GATEHOUSE_CLIENT_IP_HEADER` is believed; \
+                  `config check` warns when a whole private range or `0.0.0.0/0`/`::/0` is \
+                  listed",
+        parse: |s, v| {
+            let proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(|c| Cidr::parse(c).ok_or_else(|| format!("{c:?} is not an IP or CIDR")))
+                .collect();
+            set(&mut s.trusted_proxies, proxies)
+        },
+        check: fine,
+        show: |s| {
+            s.trusted_proxies
+                .iter()
+                .map(|c| format!("{}/{}", c.addr, c.prefix))
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    },
+    Setting {
+        env: "GATEHOUSE_CLIENT_IP_HEADER",
+        default: Fallback::Value("x-forwarded-for"),
+        meaning: "`x-forwarded-for` or `forwarded` (RFC 7239): the one header the trusted \
+                  proxies write the client's address in; the other is never read",
+        parse: |s, v| {
+            let header = ClientIpHeader::parse(v)
+                .ok_or_else(|| format!("{v:?} is not `x-forwarded-for` or `forwarded`"));
+            set(&mut s.client_ip_header, header)
+        },
+        check: fine,
+        show: |s| s.client_ip_header.as_str().into(),
+    },
+    Setting {
+        env: "GATEHOUSE_HSTS",
+        default: Fallback::Value("off"),
+        meaning: "send `Strict-Transport-Security` (set when clients reach gatehouse over TLS)",
+        parse: |s, v| set(&mut s.hsts, switch(v)),
+        check: fine,
+        show: |s| on_off(s.hsts),
+    },
+    Setting {
+        env: "GATEHOUSE_HASH_WORKERS",
+        default: Fallback::Cores,
+        meaning: "Argon2 computations at once",
+        parse: |s, v| set(&mut s.hash_workers, count(v).map(|n| n as usize)),
+        check: |s| at_least_one(s.hash_workers),
+        show: |s| s.hash_workers.to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_HTTP_WORKERS",
+        default: Fallback::Cores,
+        meaning: "HTTP worker threads",
+        parse: |s, v| set(&mut s.http_workers, count(v).map(|n| n as usize)),
+        check: |s| at_least_one(s.http_workers),
+        show: |s| s.http_workers.to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_DB_READERS",
+        default: Fallback::Value("8"),
+        meaning: "pooled SQLite reader connections",
+        parse: |s, v| set(&mut s.db_readers, count(v)),
+        check: fine,
+        show: |s| s.db_readers.to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_AUDIT_RETENTION",
+        default: Fallback::Value("90d"),
+        meaning: "audit events older than this are pruned",
+        parse: |s, v| set(&mut s.audit_retention, duration(v)),
+        check: fine,
+        show: |s| secs(s.audit_retention),
+    },
+    Setting {
+        env: "GATEHOUSE_PRUNE_INTERVAL",
+        default: Fallback::Value("600"),
+        meaning: "how often expired families, lockout rows and old audit events are pruned",
+        parse: |s, v| set(&mut s.prune_interval, duration(v)),
+        check: |s| at_least_a_second(s.prune_interval),
+        show: |s| secs(s.prune_interval),
+    },
+    Setting {
+        env: "GATEHOUSE_KEYS_RELOAD_INTERVAL",
+        default: Fallback::Value("30"),
+        meaning: "how often running servers re-read the keys directory (SIGHUP: at once)",
+        parse: |s, v| set(&mut s.keys_reload_interval, duration(v)),
+        check: |s| at_least_a_second(s.keys_reload_interval),
+        show: |s| secs(s.keys_reload_interval),
+    },
+    Setting {
+        env: "GATEHOUSE_BODY_TIMEOUT",
+        default: Fallback::Value("10"),
+        meaning: "a request body must arrive within this time, else 408",
+        parse: |s, v| set(&mut s.body_timeout, duration(v)),
+        check: |s| {
+            if s.body_timeout < Duration::from_secs(1) || s.body_timeout > Duration::from_secs(120)
+            {
+                return Err("must be between 1 second and 2 minutes".into());
+            }
+            Ok(())
+        },
+        show: |s| secs(s.body_timeout),
+    },
+];
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn set<T>(slot: &mut T, value: Result<T, String>) -> Result<(), String> {
+    *slot = value?;
+    Ok(())
+}
+
+fn fine(_: &Settings) -> Result<(), String> {
+    Ok(())
+}
+
+fn at_least_a_minute(d: Duration) -> Result<(), String> {
+    if d < MINUTE {
+        return Err("must be at least 1 minute".into());
+    }
+    Ok(())
+}
+
+fn at_least_a_second(d: Duration) -> Result<(), String> {
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1 second".into());
+    }
+    Ok(())
+}
+
+fn at_least_one(n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn duration(v: &str) -> Result<Duration, String> {
+    parse_duration(v)
+        .ok_or_else(|| format!("{v:?} is not a duration (examples: 90, 90s, 15m, 12h, 7d)"))
+}
+
+/// A whole number of at least 1.
+fn count(v: &str) -> Result<u32, String> {
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{v:?} is not a whole number ≥ 1"))
+}
+
+/// Every on/off setting reads the same words; anything else is refused, because a typo
+/// that quietly meant `off` would turn off HSTS without a word.
+fn switch(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("{v:?} is not on or off")),
     }
 }
 
-/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as the IPv4 address they carry.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
+fn tier(v: &str) -> Result<Tier, String> {
+    parse_tier(v).ok_or_else(|| format!("{v:?} is not PER_MINUTE or PER_MINUTE/BURST, e.g. 10/5"))
 }
 
-/// The address rate limits and lockout count a client under. An IPv6 subscriber is
-/// handed at least a /64 (RFC 6177; SLAAC picks addresses inside it at will), so one
-/// client holds 2^64 full addresses: counting each alone would give it as many budgets.
-pub fn client_bucket(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
-        v4 => v4,
-    }
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
 }
 
-impl Default for RateLimits {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            auth: Tier {
-                per_minute: 10,
-                burst: 5,
-            },
-            writes: Tier {
-                per_minute: 30,
-                burst: 10,
-            },
-            reads: Tier {
-                per_minute: 300,
-                burst: 60,
-            },
-        }
-    }
+fn on_off(b: bool) -> String {
+    if b { "on" } else { "off" }.into()
 }
 
-impl Default for Lockout {
-    fn default() -> Self {
-        Self {
-            max_failures: 5,
-            max_failures_per_ip: 100,
-            window: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self {
-            bind: "127.0.0.1:8080".into(),
-            database: PathBuf::from("./data/gatehouse.db"),
-            keys_dir: PathBuf::from("./keys"),
-            issuer: "http://127.0.0.1:8080".into(),
-            audience: "gatehouse".into(),
-            access_ttl: Duration::from_secs(15 * 60),
-            refresh_ttl: Duration::from_secs(12 * 3600),
-            family_ttl: Duration::from_secs(7 * 86400),
-            refresh_reuse_grace: Duration::from_secs(10),
-            cors_origins: Vec::new(),
-            jwks_max_age: Duration::from_secs(300),
-            sqlite_synchronous: Synchronous::Normal,
-            password_cost: PasswordCost::PRODUCTION,
-            hash_workers: cores,
-            http_workers: cores,
-            db_readers: 8,
-            rate_limits: RateLimits::default(),
-            lockout: Lockout::default(),
-            trusted_proxies: Vec::new(),
-            client_ip_header: ClientIpHeader::default(),
-            hsts: false,
-            audit_retention: Duration::from_secs(90 * 86400),
-            prune_interval: Duration::from_secs(600),
-            keys_reload_interval: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(10),
-        }
-    }
+fn show_tier(t: Tier) -> String {
+    format!("{}/min, burst {}", t.per_minute, t.burst)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,9 +576,70 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+impl Default for Settings {
+    /// Every setting at its declared default.
+    fn default() -> Self {
+        // The declared defaults are constants that `every_declared_default_parses_and_is_valid` runs
+        // through their parsers, so the placeholders are never what comes out.
+        Self::overlay(|_| None).unwrap_or_else(|_| Self::unset())
+    }
+}
+
 impl Settings {
+    /// The fields before the declarations fill them in. Placeholders, overwritten by
+    /// [`Settings::overlay`] (the stricter choice where there is one); only
+    /// `password_cost`, which no setting maps to, is final.
+    fn unset() -> Self {
+        Self {
+            bind: String::new(),
+            database: PathBuf::new(),
+            keys_dir: PathBuf::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            access_ttl: Duration::ZERO,
+            refresh_ttl: Duration::ZERO,
+            family_ttl: Duration::ZERO,
+            refresh_reuse_grace: Duration::ZERO,
+            cors_origins: Vec::new(),
+            jwks_max_age: Duration::ZERO,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            password_cost: PasswordCost::PRODUCTION,
+            hash_workers: 0,
+            http_workers: 0,
+            db_readers: 0,
+            rate_limits: RateLimits {
+                enabled: true,
+                auth: Tier {
+                    per_minute: 0,
+                    burst: 0,
+                },
+                writes: Tier {
+                    per_minute: 0,
+                    burst: 0,
+                },
+                reads: Tier {
+                    per_minute: 0,
+                    burst: 0,
+                },
+            },
+            lockout: Lockout {
+                max_failures: 0,
+                max_failures_per_ip: 0,
+                window: Duration::ZERO,
+            },
+            trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::XForwardedFor,
+            hsts: true,
+            audit_retention: Duration::ZERO,
+            prune_interval: Duration::ZERO,
+            keys_reload_interval: Duration::ZERO,
+            body_timeout: Duration::ZERO,
+        }
+    }
+
     /// Settings for tests: a temp directory, a random port, cheap Argon2, no per-IP limits.
     pub fn for_tests(dir: &Path) -> Self {
+        let defaults = Self::default();
         Self {
             bind: "127.0.0.1:0".into(),
             database: dir.join("gatehouse.db"),
@@ -253,9 +652,9 @@ impl Settings {
             db_readers: 4,
             rate_limits: RateLimits {
                 enabled: false,
-                ..RateLimits::default()
+                ..defaults.rate_limits
             },
-            ..Self::default()
+            ..defaults
         }
     }
 
@@ -279,229 +678,32 @@ impl Settings {
         })
     }
 
-    /// Defaults overlaid by whatever `lookup` knows (keys are `GATEHOUSE_*` names).
+    /// Defaults overlaid by whatever `lookup` knows (keys are `GATEHOUSE_*` names), then
+    /// validated.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut s = Self::default();
-        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("GATEHOUSE_BIND") {
-            s.bind = v.trim().to_owned();
-        }
-        if let Some(v) = get("GATEHOUSE_DATABASE") {
-            s.database = PathBuf::from(v);
-        }
-        if let Some(v) = get("GATEHOUSE_KEYS_DIR") {
-            s.keys_dir = PathBuf::from(v);
-        }
-        if let Some(v) = get("GATEHOUSE_ISSUER") {
-            s.issuer = v.trim().trim_end_matches('/').to_owned();
-        }
-        if let Some(v) = get("GATEHOUSE_AUDIENCE") {
-            s.audience = v.trim().to_owned();
-        }
-        let duration = |key: &str, slot: &mut Duration| -> Result<(), ConfigError> {
-            if let Some(v) = get(key) {
-                *slot = parse_duration(&v).ok_or_else(|| {
-                    err(
-                        key,
-                        format!("{v:?} is not a duration (examples: 90, 90s, 15m, 12h, 7d)"),
-                    )
-                })?;
-            }
-            Ok(())
-        };
-        duration("GATEHOUSE_ACCESS_TTL", &mut s.access_ttl)?;
-        duration("GATEHOUSE_REFRESH_TTL", &mut s.refresh_ttl)?;
-        duration("GATEHOUSE_FAMILY_TTL", &mut s.family_ttl)?;
-        duration("GATEHOUSE_REFRESH_REUSE_GRACE", &mut s.refresh_reuse_grace)?;
-        duration("GATEHOUSE_JWKS_MAX_AGE", &mut s.jwks_max_age)?;
-        duration("GATEHOUSE_LOCKOUT_WINDOW", &mut s.lockout.window)?;
-        duration("GATEHOUSE_AUDIT_RETENTION", &mut s.audit_retention)?;
-        duration("GATEHOUSE_PRUNE_INTERVAL", &mut s.prune_interval)?;
-        duration(
-            "GATEHOUSE_KEYS_RELOAD_INTERVAL",
-            &mut s.keys_reload_interval,
-        )?;
-        duration("GATEHOUSE_BODY_TIMEOUT", &mut s.body_timeout)?;
-        duration(
-            "GATEHOUSE_KEYS_RELOAD_INTERVAL",
-            &mut s.keys_reload_interval,
-        )?;
-        if let Some(v) = lookup("GATEHOUSE_CORS_ORIGINS") {
-            s.cors_origins = v
-                .split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
-                .filter(|o| !o.is_empty())
-                .collect();
-        }
-        if let Some(v) = get("GATEHOUSE_SQLITE_SYNCHRONOUS") {
-            s.sqlite_synchronous = Synchronous::parse(v.trim()).ok_or_else(|| {
-                err(
-                    "GATEHOUSE_SQLITE_SYNCHRONOUS",
-                    format!("{v:?} is not `normal` or `full`"),
-                )
-            })?;
-        }
-        let number = |key: &str, slot: &mut u32, min: u32| -> Result<(), ConfigError> {
-            if let Some(v) = get(key) {
-                *slot = v
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| *n >= min)
-                    .ok_or_else(|| err(key, format!("{v:?} is not a whole number ≥ {min}")))?;
-            }
-            Ok(())
-        };
-        let mut hash_workers = s.hash_workers as u32;
-        number("GATEHOUSE_HASH_WORKERS", &mut hash_workers, 1)?;
-        s.hash_workers = hash_workers as usize;
-        let mut http_workers = s.http_workers as u32;
-        number("GATEHOUSE_HTTP_WORKERS", &mut http_workers, 1)?;
-        s.http_workers = http_workers as usize;
-        number("GATEHOUSE_DB_READERS", &mut s.db_readers, 1)?;
-        number(
-            "GATEHOUSE_LOCKOUT_MAX_FAILURES",
-            &mut s.lockout.max_failures,
-            1,
-        )?;
-        number(
-            "GATEHOUSE_LOCKOUT_MAX_FAILURES_PER_IP",
-            &mut s.lockout.max_failures_per_ip,
-            1,
-        )?;
-        if let Some(v) = get("GATEHOUSE_RATE_LIMITS") {
-            s.rate_limits.enabled = match v.trim().to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                _ => {
-                    return Err(err(
-                        "GATEHOUSE_RATE_LIMITS",
-                        format!("{v:?} is not on or off"),
-                    ));
-                }
-            };
-        }
-        for (key, tier) in [
-            ("GATEHOUSE_RATE_LIMIT_AUTH", &mut s.rate_limits.auth),
-            ("GATEHOUSE_RATE_LIMIT_WRITES", &mut s.rate_limits.writes),
-            ("GATEHOUSE_RATE_LIMIT_READS", &mut s.rate_limits.reads),
-        ] {
-            if let Some(v) = get(key) {
-                *tier = parse_tier(&v).ok_or_else(|| {
-                    err(
-                        key,
-                        format!("{v:?} is not PER_MINUTE or PER_MINUTE/BURST, e.g. 10/5"),
-                    )
-                })?;
-            }
-        }
-        if let Some(v) = get("GATEHOUSE_TRUSTED_PROXIES") {
-            s.trusted_proxies = v
-                .split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(|c| {
-                    Cidr::parse(c).ok_or_else(|| {
-                        err(
-                            "GATEHOUSE_TRUSTED_PROXIES",
-                            format!("{c:?} is not an IP or CIDR"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-        }
-        if let Some(v) = get("GATEHOUSE_CLIENT_IP_HEADER") {
-            s.client_ip_header = ClientIpHeader::parse(&v).ok_or_else(|| {
-                err(
-                    "GATEHOUSE_CLIENT_IP_HEADER",
-                    format!("{v:?} is not `x-forwarded-for` or `forwarded`"),
-                )
-            })?;
-        }
-        if let Some(v) = get("GATEHOUSE_HSTS") {
-            s.hsts = matches!(v.trim().to_ascii_lowercase().as_str(), "on" | "true" | "1");
-        }
+        let s = Self::overlay(lookup)?;
         s.validate()?;
         Ok(s)
     }
 
-    /// Refuses settings that would make the service unsafe or broken, naming the reason.
+    /// Each setting parsed once, from `lookup` or else from its default.
+    fn overlay(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut s = Self::unset();
+        for setting in SETTINGS {
+            // Empty means unset: `GATEHOUSE_X=` in an env file asks for the default.
+            let value = lookup(setting.env)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| setting.default_value());
+            (setting.parse)(&mut s, &value).map_err(|m| err(setting.env, m))?;
+        }
+        Ok(s)
+    }
+
+    /// Refuses settings that would make the service unsafe or broken, naming the setting
+    /// and the reason.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.bind.parse::<SocketAddr>().map_err(|_| {
-            err(
-                "GATEHOUSE_BIND",
-                format!("{:?} is not HOST:PORT", self.bind),
-            )
-        })?;
-        let min = Duration::from_secs(60);
-        if self.access_ttl < min || self.access_ttl > Duration::from_secs(3600) {
-            return Err(err(
-                "GATEHOUSE_ACCESS_TTL",
-                "must be between 1 and 60 minutes: access tokens cannot be revoked, so their \
-                 lifetime bounds how long a stolen one works",
-            ));
-        }
-        if self.refresh_ttl < min {
-            return Err(err("GATEHOUSE_REFRESH_TTL", "must be at least 1 minute"));
-        }
-        if self.family_ttl < self.refresh_ttl {
-            return Err(err(
-                "GATEHOUSE_FAMILY_TTL",
-                "must be at least GATEHOUSE_REFRESH_TTL (a family outlives each of its tokens)",
-            ));
-        }
-        if self.family_ttl > Duration::from_secs(366 * 86400) {
-            return Err(err("GATEHOUSE_FAMILY_TTL", "must be at most 366 days"));
-        }
-        if self.refresh_reuse_grace > Duration::from_secs(120) {
-            return Err(err(
-                "GATEHOUSE_REFRESH_REUSE_GRACE",
-                "must be at most 2 minutes: a longer grace lets a thief replay a stolen token",
-            ));
-        }
-        if self.jwks_max_age > Duration::from_secs(86400) {
-            return Err(err("GATEHOUSE_JWKS_MAX_AGE", "must be at most 1 day"));
-        }
-        if self.lockout.window < min {
-            return Err(err("GATEHOUSE_LOCKOUT_WINDOW", "must be at least 1 minute"));
-        }
-        validate_url("GATEHOUSE_ISSUER", &self.issuer)?;
-        if self.audience.is_empty() {
-            return Err(err("GATEHOUSE_AUDIENCE", "must not be empty"));
-        }
-        for origin in &self.cors_origins {
-            if origin.contains('*') {
-                return Err(err(
-                    "GATEHOUSE_CORS_ORIGINS",
-                    "wildcards are refused: list every allowed origin (https://app.example.com)",
-                ));
-            }
-            validate_url("GATEHOUSE_CORS_ORIGINS", origin)?;
-            if origin.matches('/').count() > 2 {
-                return Err(err(
-                    "GATEHOUSE_CORS_ORIGINS",
-                    format!("{origin:?} is not an origin: no path allowed"),
-                ));
-            }
-        }
-        if self.body_timeout < Duration::from_secs(1)
-            || self.body_timeout > Duration::from_secs(120)
-        {
-            return Err(err(
-                "GATEHOUSE_BODY_TIMEOUT",
-                "must be between 1 second and 2 minutes",
-            ));
-        }
-        if self.keys_reload_interval < Duration::from_secs(1)
-            || self.prune_interval < Duration::from_secs(1)
-        {
-            return Err(err(
-                "GATEHOUSE_KEYS_RELOAD_INTERVAL",
-                "reload and prune intervals must be at least 1 second",
-            ));
-        }
-        if self.hash_workers == 0 || self.http_workers == 0 {
-            return Err(err("GATEHOUSE_HASH_WORKERS", "must be at least 1"));
+        for setting in SETTINGS {
+            (setting.check)(self).map_err(|m| err(setting.env, m))?;
         }
         Ok(())
     }
@@ -509,74 +711,7 @@ impl Settings {
     /// The effective settings as `(name, value)` lines for `config check`. Nothing here is
     /// secret: keys and the refresh secret live in files and are never printed.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        let secs = |d: Duration| format!("{}s", d.as_secs());
-        let tier = |t: Tier| format!("{}/min, burst {}", t.per_minute, t.burst);
-        vec![
-            ("GATEHOUSE_BIND", self.bind.clone()),
-            ("GATEHOUSE_DATABASE", self.database.display().to_string()),
-            ("GATEHOUSE_KEYS_DIR", self.keys_dir.display().to_string()),
-            ("GATEHOUSE_ISSUER", self.issuer.clone()),
-            ("GATEHOUSE_AUDIENCE", self.audience.clone()),
-            ("GATEHOUSE_ACCESS_TTL", secs(self.access_ttl)),
-            ("GATEHOUSE_REFRESH_TTL", secs(self.refresh_ttl)),
-            ("GATEHOUSE_FAMILY_TTL", secs(self.family_ttl)),
-            (
-                "GATEHOUSE_REFRESH_REUSE_GRACE",
-                secs(self.refresh_reuse_grace),
-            ),
-            ("GATEHOUSE_CORS_ORIGINS", self.cors_origins.join(",")),
-            ("GATEHOUSE_JWKS_MAX_AGE", secs(self.jwks_max_age)),
-            (
-                "GATEHOUSE_SQLITE_SYNCHRONOUS",
-                format!("{:?}", self.sqlite_synchronous).to_lowercase(),
-            ),
-            ("GATEHOUSE_HASH_WORKERS", self.hash_workers.to_string()),
-            ("GATEHOUSE_HTTP_WORKERS", self.http_workers.to_string()),
-            ("GATEHOUSE_DB_READERS", self.db_readers.to_string()),
-            (
-                "GATEHOUSE_RATE_LIMITS",
-                if self.rate_limits.enabled {
-                    "on"
-                } else {
-                    "off"
-                }
-                .into(),
-            ),
-            ("GATEHOUSE_RATE_LIMIT_AUTH", tier(self.rate_limits.auth)),
-            ("GATEHOUSE_RATE_LIMIT_WRITES", tier(self.rate_limits.writes)),
-            ("GATEHOUSE_RATE_LIMIT_READS", tier(self.rate_limits.reads)),
-            (
-                "GATEHOUSE_LOCKOUT_MAX_FAILURES",
-                self.lockout.max_failures.to_string(),
-            ),
-            (
-                "GATEHOUSE_LOCKOUT_MAX_FAILURES_PER_IP",
-                self.lockout.max_failures_per_ip.to_string(),
-            ),
-            ("GATEHOUSE_LOCKOUT_WINDOW", secs(self.lockout.window)),
-            (
-                "GATEHOUSE_TRUSTED_PROXIES",
-                self.trusted_proxies
-                    .iter()
-                    .map(|c| format!("{}/{}", c.addr, c.prefix))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            (
-                "GATEHOUSE_CLIENT_IP_HEADER",
-                self.client_ip_header.as_str().into(),
-            ),
-            (
-                "GATEHOUSE_HSTS",
-                if self.hsts { "on" } else { "off" }.into(),
-            ),
-            ("GATEHOUSE_AUDIT_RETENTION", secs(self.audit_retention)),
-            ("GATEHOUSE_PRUNE_INTERVAL", secs(self.prune_interval)),
-            (
-                "GATEHOUSE_KEYS_RELOAD_INTERVAL",
-                secs(self.keys_reload_interval),
-            ),
-        ]
+        SETTINGS.iter().map(|s| (s.env, (s.show)(self))).collect()
     }
 
     /// Settings that are allowed but probably a mistake, one sentence each, for
@@ -626,39 +761,6 @@ impl Settings {
     }
 }
 
-/// Every key a configuration file may hold (the environment variables, less the prefix).
-const FILE_KEYS: [&str; 29] = [
-    "bind",
-    "database",
-    "keys_dir",
-    "issuer",
-    "audience",
-    "access_ttl",
-    "refresh_ttl",
-    "family_ttl",
-    "refresh_reuse_grace",
-    "cors_origins",
-    "jwks_max_age",
-    "sqlite_synchronous",
-    "hash_workers",
-    "http_workers",
-    "db_readers",
-    "rate_limits",
-    "rate_limit_auth",
-    "rate_limit_writes",
-    "rate_limit_reads",
-    "lockout_max_failures",
-    "lockout_max_failures_per_ip",
-    "lockout_window",
-    "trusted_proxies",
-    "client_ip_header",
-    "hsts",
-    "audit_retention",
-    "prune_interval",
-    "keys_reload_interval",
-    "body_timeout",
-];
-
 /// Reads a TOML file into `GATEHOUSE_*`-named strings, refusing unknown keys (a typo
 /// must not silently leave a default in force).
 fn read_toml(path: &Path) -> Result<std::collections::HashMap<String, String>, ConfigError> {
@@ -670,12 +772,12 @@ fn read_toml(path: &Path) -> Result<std::collections::HashMap<String, String>, C
         .map_err(|e| err(key, format!("{} is not valid TOML: {e}", path.display())))?;
     let mut out = std::collections::HashMap::new();
     for (name, value) in table {
-        if !FILE_KEYS.contains(&name.as_str()) {
+        let Some(setting) = SETTINGS.iter().find(|s| s.file_key() == name) else {
             return Err(err(
                 key,
                 format!("{}: unknown setting {name:?}", path.display()),
             ));
-        }
+        };
         let text = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
@@ -696,19 +798,19 @@ fn read_toml(path: &Path) -> Result<std::collections::HashMap<String, String>, C
                 ));
             }
         };
-        out.insert(format!("GATEHOUSE_{}", name.to_ascii_uppercase()), text);
+        out.insert(setting.env.to_owned(), text);
     }
     Ok(out)
 }
 
-fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
+fn validate_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| err(key, format!("{url:?} must start with https:// or http://")))?;
+        .ok_or_else(|| format!("{url:?} must start with https:// or http://"))?;
     let host = rest.split(['/', ':']).next().unwrap_or("");
     if host.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(err(key, format!("{url:?} has no host")));
+        return Err(format!("{url:?} has no host"));
     }
     let loopback = host == "localhost"
         || host
@@ -716,9 +818,8 @@ fn validate_url(key: &str, url: &str) -> Result<(), ConfigError> {
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     if url.starts_with("http://") && !loopback {
-        return Err(err(
-            key,
-            format!("{url:?} uses plain http on a non-loopback host; use https://"),
+        return Err(format!(
+            "{url:?} uses plain http on a non-loopback host; use https://"
         ));
     }
     Ok(())
@@ -804,6 +905,10 @@ mod tests {
             ("GATEHOUSE_RATE_LIMITS", "maybe"),
             ("GATEHOUSE_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("GATEHOUSE_CLIENT_IP_HEADER", "x-real-ip"),
+            ("GATEHOUSE_HSTS", "onn"),
+            ("GATEHOUSE_RATE_LIMITS", "of"),
+            ("GATEHOUSE_PRUNE_INTERVAL", "0"),
+            ("GATEHOUSE_HTTP_WORKERS", "0"),
         ] {
             let e = from(&[(key, value)]).expect_err(value);
             assert_eq!(e.key, key, "{value}");
@@ -835,7 +940,7 @@ mod tests {
             }
         );
         assert_eq!(s.trusted_proxies.len(), 2);
-        assert_eq!(s.sqlite_synchronous, Synchronous::Full);
+        assert_eq!(s.sqlite_synchronous, SqliteSynchronous::Full);
         let s = from(&[("GATEHOUSE_CLIENT_IP_HEADER", "Forwarded")]).expect("valid");
         assert_eq!(s.client_ip_header, ClientIpHeader::Forwarded);
         assert_eq!(
@@ -908,29 +1013,183 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_are_counted_by_their_64() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(
-            client_bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
-            ip("2001:db8:1:2::")
-        );
-        assert_ne!(
-            client_bucket(ip("2001:db8:1:2::1")),
-            client_bucket(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(client_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(client_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    fn every_setting_is_declared_once() {
+        let mut envs = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for setting in SETTINGS {
+            assert!(setting.env.starts_with("GATEHOUSE_"), "{}", setting.env);
+            assert!(envs.insert(setting.env), "{} declared twice", setting.env);
+            assert!(
+                keys.insert(setting.file_key()),
+                "{} declared twice",
+                setting.env
+            );
+        }
     }
 
     #[test]
-    fn cidr_matching() {
-        let net = Cidr::parse("10.1.0.0/16").expect("cidr");
-        assert!(net.contains("10.1.2.3".parse().expect("ip")));
-        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
-        assert!(net.contains("::ffff:10.1.9.9".parse().expect("ip")));
-        let all = Cidr::parse("0.0.0.0/0").expect("cidr");
-        assert!(all.contains("192.0.2.1".parse().expect("ip")));
-        let v6 = Cidr::parse("2001:db8::/32").expect("cidr");
-        assert!(v6.contains("2001:db8::1".parse().expect("ip")));
+    fn each_variable_is_read_once() {
+        let reads = std::cell::RefCell::new(HashMap::<String, usize>::new());
+        Settings::from_lookup(|key| {
+            *reads.borrow_mut().entry(key.to_owned()).or_default() += 1;
+            None
+        })
+        .expect("defaults");
+        let reads = reads.into_inner();
+        assert_eq!(reads.len(), SETTINGS.len());
+        for setting in SETTINGS {
+            assert_eq!(reads.get(setting.env), Some(&1), "{}", setting.env);
+        }
+    }
+
+    #[test]
+    fn every_declared_default_parses_and_is_valid() {
+        let mut s = Settings::unset();
+        for setting in SETTINGS {
+            (setting.parse)(&mut s, &setting.default_value())
+                .unwrap_or_else(|e| panic!("{}: {e}", setting.env));
+        }
+        s.validate().expect("the defaults are valid");
+        assert_eq!(Settings::default().describe(), s.describe());
+    }
+
+    #[test]
+    fn a_misspelt_switch_stops_the_start_naming_its_variable() {
+        for key in ["GATEHOUSE_HSTS", "GATEHOUSE_RATE_LIMITS"] {
+            for value in ["onn", "of", "yes", "enabled"] {
+                let e = from(&[(key, value)]).expect_err(value);
+                assert_eq!(e.key, key, "{value}");
+                assert!(e.message.contains("is not on or off"), "{e}");
+            }
+            for (value, on) in [
+                ("on", true),
+                ("ON", true),
+                (" true ", true),
+                ("1", true),
+                ("off", false),
+                ("False", false),
+                ("0", false),
+            ] {
+                let s = from(&[(key, value)]).expect(value);
+                let got = if key == "GATEHOUSE_HSTS" {
+                    s.hsts
+                } else {
+                    s.rate_limits.enabled
+                };
+                assert_eq!(got, on, "{key}={value}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_error_names_its_own_variable() {
+        for setting in SETTINGS {
+            for value in ["0", "nonsense", "-1", "*"] {
+                if let Err(e) = from(&[(setting.env, value)]) {
+                    assert_eq!(e.key, setting.env, "{}={value}: {e}", setting.env);
+                }
+            }
+        }
+        // Settings built in code reach only `validate()`.
+        let dir = tempfile::tempdir().expect("tmp");
+        type Change = fn(&mut Settings);
+        let zeroed: [(&str, Change); 4] = [
+            ("GATEHOUSE_HASH_WORKERS", |s| s.hash_workers = 0),
+            ("GATEHOUSE_HTTP_WORKERS", |s| s.http_workers = 0),
+            ("GATEHOUSE_PRUNE_INTERVAL", |s| {
+                s.prune_interval = Duration::ZERO
+            }),
+            ("GATEHOUSE_KEYS_RELOAD_INTERVAL", |s| {
+                s.keys_reload_interval = Duration::ZERO
+            }),
+        ];
+        for (key, zero) in zeroed {
+            let mut s = Settings::for_tests(dir.path());
+            zero(&mut s);
+            let e = s.validate().expect_err(key);
+            assert_eq!(e.key, key);
+        }
+    }
+
+    #[test]
+    fn config_check_prints_every_setting() {
+        let lines = from(&[]).expect("defaults").describe();
+        let names: Vec<&str> = lines.iter().map(|(name, _)| *name).collect();
+        let declared: Vec<&str> = SETTINGS.iter().map(|s| s.env).collect();
+        assert_eq!(names, declared);
+        assert!(
+            lines.contains(&("GATEHOUSE_BODY_TIMEOUT", "10s".to_owned())),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn every_setting_can_be_set_in_a_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("gatehouse.toml");
+        let text: String = SETTINGS
+            .iter()
+            .map(|s| format!("{} = {:?}\n", s.file_key(), s.default_value()))
+            .collect();
+        std::fs::write(&path, text).expect("write");
+        let file = read_toml(&path).expect("every key is known");
+        assert_eq!(file.len(), SETTINGS.len());
+        Settings::from_lookup(|k| file.get(k).cloned()).expect("valid");
+    }
+
+    /// The README's table, as the declarations say it must read.
+    fn readme_table() -> String {
+        let mut table = "| variable | default | meaning |\n|---|---|---|\n".to_owned();
+        for s in SETTINGS {
+            let default = match s.default {
+                Fallback::Value("") => "*(none)*".to_owned(),
+                Fallback::Value(v) => format!("`{v}`"),
+                Fallback::Cores => "cores".to_owned(),
+            };
+            table.push_str(&format!("| `{}` | {default} | {} |\n", s.env, s.meaning));
+        }
+        table
+    }
+
+    #[test]
+    fn the_readme_documents_exactly_the_declared_settings() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let section = readme
+            .split_once("\n## Configuration\n")
+            .map(|(_, rest)| rest)
+            .expect("a Configuration section");
+        let documented: String = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let expected = readme_table();
+        assert!(
+            documented == expected,
+            "README.md's configuration table differs from SETTINGS in src/config.rs; \
+             it should read:\n\n{expected}"
+        );
+    }
+
+    #[test]
+    fn the_k8s_configmap_names_only_declared_settings() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/configmap.yaml");
+        let text = std::fs::read_to_string(path).expect("configmap.yaml");
+        // Read before the settings, by clap and by the log setup.
+        let early = ["GATEHOUSE_CONFIG", "GATEHOUSE_LOG_FORMAT"];
+        for line in text.lines() {
+            let entry = line.trim_start().trim_start_matches(['#', ' ']);
+            let Some((name, _)) = entry.split_once(':') else {
+                continue;
+            };
+            if name.starts_with("GATEHOUSE_") {
+                assert!(
+                    SETTINGS.iter().any(|s| s.env == name) || early.contains(&name),
+                    "configmap.yaml sets {name}, which no setting declares"
+                );
+            }
+        }
     }
 }

@@ -15,22 +15,24 @@ use anyhow::Context as _;
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Settings, SqliteSynchronous};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::keys::{self, KeyRing};
 use crate::crypto::lifecycle::{self, HandPlaced};
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::refresh::RefreshSecret;
-use crate::domain::Role;
+use crate::domain::{AuditKind, Role};
 use crate::http;
+use crate::http::middleware::RateLimiters;
 use crate::service::AppState;
 use crate::storage::AuditEvent;
-use crate::storage::sqlite::SqliteStore;
+use crate::storage::sqlite::{SqliteStore, Synchronous};
 
 pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    limiters: web::Data<RateLimiters>,
     /// Reported at start; the key watcher reports only files added after this.
     hand_placed: Vec<HandPlaced>,
 }
@@ -52,10 +54,14 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
+        // The limiters are the HTTP layer's: the service below never sees them.
+        let limiters = web::Data::new(RateLimiters::new(&settings.rate_limits));
+        let app_limiters = limiters.clone();
         let server = HttpServer::new(move || {
             let settings = &app_state.settings;
             App::new()
                 .app_data(app_state.clone())
+                .app_data(app_limiters.clone())
                 .wrap(cors(&settings.cors_origins))
                 .wrap(security_headers(settings.hsts))
                 .wrap(from_fn(http::middleware::observe))
@@ -79,6 +85,7 @@ impl Application {
             port,
             server,
             state,
+            limiters,
             hand_placed,
         })
     }
@@ -93,7 +100,7 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM; in-flight requests are drained (up to 20 s).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let maintenance = tokio::spawn(maintain(self.state.clone()));
+        let maintenance = tokio::spawn(maintain(self.state.clone(), self.limiters));
         let keys = tokio::spawn(watch_keys(
             self.state.clone(),
             self.hand_placed.into_iter().collect(),
@@ -131,11 +138,11 @@ fn build_state_reporting(
 }
 
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(
-        &settings.database,
-        settings.sqlite_synchronous,
-        settings.db_readers,
-    )
+    let synchronous = match settings.sqlite_synchronous {
+        SqliteSynchronous::Normal => Synchronous::Normal,
+        SqliteSynchronous::Full => Synchronous::Full,
+    };
+    SqliteStore::open(&settings.database, synchronous, settings.db_readers)
 }
 
 /// Loads the key ring in force, and names the key files `keys.json` does not know;
@@ -167,11 +174,8 @@ async fn report_hand_placed(state: &AppState, hand_placed: &[HandPlaced]) {
         );
         state
             .audit(AuditEvent {
-                at: state.now(),
-                kind: "key_adopted",
-                outcome: "ok",
                 detail: Some(format!("file={} kid={}", key.file, key.kid)),
-                ..AuditEvent::default()
+                ..AuditEvent::new(state.now(), AuditKind::KeyAdopted, "ok")
             })
             .await;
     }
@@ -307,12 +311,12 @@ fn security_headers(hsts: bool) -> DefaultHeaders {
 
 /// Background upkeep: prunes expired families, stale lockout windows and old audit
 /// events, and lets idle rate-limit buckets go. Each pass runs off the executor.
-async fn maintain(state: web::Data<AppState>) {
+async fn maintain(state: web::Data<AppState>, limiters: web::Data<RateLimiters>) {
     let mut tick = tokio::time::interval(state.settings.prune_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        state.limiters.forget_idle();
+        limiters.forget_idle();
         let now = state.now();
         let window = state.settings.lockout.window.as_secs() as i64;
         let before = now

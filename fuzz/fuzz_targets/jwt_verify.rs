@@ -34,12 +34,12 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let claims = AccessClaims {
         iss: ISS.into(),
         aud: AUD.into(),
-        sub: uuid::Uuid::new_v4(),
+        sub: uuid::Uuid::new_v4().into(),
         iat: now.timestamp(),
         nbf: now.timestamp(),
         exp: now.timestamp() + 900,
         jti: uuid::Uuid::new_v4(),
-        sid: uuid::Uuid::new_v4(),
+        sid: uuid::Uuid::new_v4().into(),
         role: Role::User,
     };
     let token = mint(&ring, &claims).expect("mint");

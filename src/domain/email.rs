@@ -157,6 +157,31 @@ mod tests {
     }
 
     #[test]
+    fn the_length_bound_is_254_characters_exactly() {
+        let local = "a".repeat(64);
+        let domain = |last: usize| {
+            format!(
+                "{}.{}.{}.com",
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(last)
+            )
+        };
+        let fits = format!("{local}@{}", domain(57));
+        assert_eq!(fits.chars().count(), 254);
+        assert_eq!(Email::parse(&fits).map(|e| e.0), Ok(fits));
+        let over = format!("{local}@{}", domain(58));
+        assert_eq!(Email::parse(&over), Err("must be at most 254 characters"));
+    }
+
+    #[test]
+    fn a_blank_email_is_missing_not_malformed() {
+        for raw in ["", " ", "\t\n"] {
+            assert_eq!(Email::parse(raw), Err("is required"), "{raw:?}");
+        }
+    }
+
+    #[test]
     fn keeps_ip_literal_domains() {
         let e = Email::parse("a@[127.0.0.1]").expect("valid");
         assert_eq!(e.as_str(), "a@[127.0.0.1]");

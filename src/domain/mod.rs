@@ -1,11 +1,13 @@
 //! Pure types of the auth domain. Nothing here knows HTTP, SQL or crypto.
 
+mod audit;
 pub mod email;
 mod ids;
 mod password;
 mod session;
 mod user;
 
+pub use audit::AuditKind;
 pub use email::Email;
 pub use ids::{FamilyId, UserId};
 pub use password::NewPassword;

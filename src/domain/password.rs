@@ -82,6 +82,44 @@ mod tests {
     }
 
     #[test]
+    fn the_lower_bound_is_12_characters() {
+        assert!(NewPassword::parse("Abcdefgh1!xy").is_ok());
+        let err = NewPassword::parse("Abcdefgh1!x").expect_err("11 characters");
+        assert_eq!(err, "must contain at least 12 characters");
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        // 12 characters in 22 bytes, 11 in 20, 128 in 254.
+        assert!(NewPassword::parse("Ääääääääää1!").is_ok());
+        assert!(NewPassword::parse("Äääääääää1!").is_err());
+        let max = format!("Ä1!{}", "ä".repeat(125));
+        assert_eq!((max.chars().count(), max.len()), (128, 254));
+        assert!(NewPassword::parse(&max).is_ok());
+    }
+
+    #[test]
+    fn an_overlong_password_is_refused_for_its_length_alone() {
+        let err = NewPassword::parse(&"x".repeat(129)).expect_err("too long");
+        assert_eq!(err, "must be at most 128 characters");
+    }
+
+    #[test]
+    fn any_script_has_case_but_a_digit_is_0_to_9() {
+        assert!(NewPassword::parse("ΑΒΓδεζ-horse1").is_ok());
+        let err = NewPassword::parse("Abcdefghij!٣٤").expect_err("Arabic-Indic digits");
+        assert_eq!(err, "must contain a digit");
+    }
+
+    #[test]
+    fn any_visible_non_alphanumeric_is_a_symbol_but_a_control_is_not() {
+        assert!(NewPassword::parse("Abcdefghij12€").is_ok());
+        assert!(NewPassword::parse("Abcdefghij12…").is_ok());
+        let err = NewPassword::parse("Abcdefghij12\u{7}").expect_err("BEL is no symbol");
+        assert_eq!(err, "must contain a symbol such as !@#$%^&*");
+    }
+
+    #[test]
     fn spaces_are_not_symbols() {
         assert!(NewPassword::parse("Abcdefghij 12").is_err());
     }

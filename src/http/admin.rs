@@ -4,10 +4,11 @@
 use actix_web::{HttpResponse, web};
 
 use super::dto::{AdminUserPatch, AuditList, AuditQuery, SessionList, UserDto, UserList};
+use super::error::ApiError;
 use super::extract::{Admin, Json, path_id};
 use crate::domain::{Role, UserId};
-use crate::error::ApiError;
-use crate::service::{AppState, ClientMeta, FieldError, admin};
+use crate::service::admin::{self, Actor};
+use crate::service::{AppState, ClientMeta, FieldError};
 use crate::storage::AuditFilter;
 
 fn limit(raw: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
@@ -69,7 +70,15 @@ pub async fn update_user(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let user = admin::update_user(&state, &caller, id, role, body.disabled, &meta).await?;
+    let user = admin::update_user(
+        &state,
+        Actor::Admin(&caller),
+        id,
+        role,
+        body.disabled,
+        &meta,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(UserDto::from(user)))
 }
 
@@ -90,7 +99,7 @@ pub async fn revoke_family(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    admin::revoke_family(&state, &caller, id, &meta).await?;
+    admin::revoke_family(&state, Actor::Admin(&caller), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -101,7 +110,7 @@ pub async fn revoke_user_sessions(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    admin::revoke_user_families(&state, &caller, id, &meta).await?;
+    admin::revoke_user_families(&state, Actor::Admin(&caller), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -3,10 +3,10 @@
 use actix_web::{HttpResponse, web};
 
 use super::dto::{LoginRequest, RefreshRequest, SignupRequest, TokenResponse};
+use super::error::ApiError;
 use super::extract::Json;
 use super::{token_response, validated};
 use crate::domain::{Email, NewPassword};
-use crate::error::ApiError;
 use crate::service::{AppState, ClientMeta, FieldError, accounts, sessions, tokens};
 
 fn parsed_email(raw: &str) -> Result<Email, ApiError> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use crate::metrics::Gauges;
 use crate::service::AppState;
 

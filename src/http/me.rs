@@ -5,14 +5,14 @@ use actix_web::{HttpResponse, web};
 use super::dto::{
     DeleteAccountRequest, PasswordChangeRequest, SessionList, TokenResponse, UserDto,
 };
+use super::error::ApiError;
 use super::extract::{Bearer, Json, path_id};
 use super::{token_response, validated};
 use crate::domain::NewPassword;
-use crate::error::ApiError;
 use crate::service::{AppState, ClientMeta, FieldError, accounts, sessions};
 
 pub async fn me(Bearer(caller): Bearer) -> HttpResponse {
-    HttpResponse::Ok().json(UserDto::from(caller.account.user))
+    HttpResponse::Ok().json(UserDto::from(caller.user))
 }
 
 pub async fn list_sessions(

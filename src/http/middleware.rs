@@ -14,9 +14,9 @@ use actix_web::{Error, ResponseError as _, web};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::extract::client_ip;
-use crate::config::{RateLimits, Tier, client_bucket};
-use crate::error::ApiError;
+use super::client_ip::{client_bucket, client_ip};
+use super::error::ApiError;
+use crate::config::{RateLimits, Tier};
 use crate::service::AppState;
 
 /// The per-client token buckets (an IPv4 address or an IPv6 /64), one per strict endpoint and one per general tier, so a flood
@@ -87,13 +87,15 @@ async fn limit(
     next: Next<impl MessageBody>,
     bucket: Bucket,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let (Some(state), Some(limiters)) = (
+        req.app_data::<web::Data<AppState>>().cloned(),
+        req.app_data::<web::Data<RateLimiters>>().cloned(),
+    ) else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    let limiters = &state.limiters;
     if !limiters.enabled {
         return next
             .call(req)

@@ -3,7 +3,9 @@
 
 mod admin;
 mod auth;
+pub mod client_ip;
 pub mod dto;
+pub mod error;
 pub mod extract;
 mod health;
 mod me;
@@ -17,7 +19,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use serde::Serialize;
 use validator::Validate;
 
-use crate::error::ApiError;
+use self::error::ApiError;
 use crate::service::FieldError;
 
 /// The contract's body limit.

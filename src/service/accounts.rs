@@ -1,10 +1,11 @@
 //! Signup, login, password change and account deletion.
 
-use super::sessions::Caller;
+use super::audit::event;
+use super::caller::Caller;
 use super::tokens::{self, TokenPair};
 use super::{AppState, ClientMeta, FieldError, ServiceError, lockout};
-use crate::domain::{Email, NewPassword, Role, User, UserId};
-use crate::storage::{Account, AuditEvent, NewUser};
+use crate::domain::{AuditKind, Email, NewPassword, Role, User, UserId};
+use crate::storage::{Account, NewUser};
 
 /// `POST /v1/signup`.
 pub async fn signup(
@@ -15,7 +16,7 @@ pub async fn signup(
 ) -> Result<TokenPair, ServiceError> {
     let user = create_user(state, email, password, Role::User).await?;
     state
-        .audit(event(state, "signup", Some(&user), meta, "ok"))
+        .audit(event(state, AuditKind::Signup, Some(&user), meta, "ok"))
         .await;
     // A new user is at password generation 0.
     tokens::start_family(state, user, 0, meta).await
@@ -74,7 +75,13 @@ pub async fn login(
                     attempt.succeeded(state).await?;
                     state.metrics.login("succeeded");
                     state
-                        .audit(event(state, "login_succeeded", Some(&user), meta, "ok"))
+                        .audit(event(
+                            state,
+                            AuditKind::LoginSucceeded,
+                            Some(&user),
+                            meta,
+                            "ok",
+                        ))
                         .await;
                     return Ok(pair);
                 }
@@ -89,40 +96,52 @@ pub async fn login(
     attempt.failed(state).await?;
     state.metrics.login("failed");
     state
-        .audit(event(state, "login_failed", user.as_ref(), meta, outcome))
+        .audit(event(
+            state,
+            AuditKind::LoginFailed,
+            user.as_ref(),
+            meta,
+            outcome,
+        ))
         .await;
     Err(ServiceError::InvalidCredentials)
 }
 
-/// Checks a signed-in caller's current password. Wrong ones count against the caller's
-/// session, not the login lockout (see `lockout::begin_password_check`).
+/// Checks a signed-in caller's current password and returns the password generation it
+/// was checked against. Wrong ones count against the caller's session, not the login
+/// lockout (see `lockout::begin_password_check`).
 async fn confirm_password(
     state: &AppState,
     caller: &Caller,
     password: String,
     meta: &ClientMeta,
-) -> Result<(), ServiceError> {
-    let account = &caller.account;
-    let attempt =
-        lockout::begin_password_check(state, &account.user, caller.claims.sid, meta).await?;
+) -> Result<i64, ServiceError> {
+    let attempt = lockout::begin_password_check(state, &caller.user, caller.session, meta).await?;
+    let id = caller.user.id;
+    // Gone since the token was checked: as wrong as a wrong password.
+    let account = state
+        .db(move |s| s.account_by_id(id))
+        .await?
+        .ok_or(ServiceError::InvalidCredentials)?;
     let ok = state
         .hasher
-        .verify(password, Some(account.password_hash.clone()))
+        .verify(password, Some(account.password_hash))
         .await?;
     if !ok {
         attempt.failed(state).await?;
         state
             .audit(event(
                 state,
-                "login_failed",
-                Some(&account.user),
+                AuditKind::LoginFailed,
+                Some(&caller.user),
                 meta,
                 "wrong_current_password",
             ))
             .await;
         return Err(ServiceError::InvalidCredentials);
     }
-    attempt.succeeded(state).await
+    attempt.succeeded(state).await?;
+    Ok(account.password_generation)
 }
 
 /// `POST /v1/me/password`: a new family for this device; every other family revoked.
@@ -139,11 +158,10 @@ pub async fn change_password(
             "must differ from the current password",
         )]));
     }
-    confirm_password(state, &caller, current, meta).await?;
+    let generation = confirm_password(state, &caller, current, meta).await?;
     let hash = state.hasher.hash(new.expose().to_owned()).await?;
     let now = state.now();
-    let generation = caller.account.password_generation;
-    let user = caller.account.user;
+    let user = caller.user;
     let (family, token) = tokens::new_family(state, &user, generation, meta, now);
     let pair = tokens::pair_for_new_family(state, user.clone(), &family, token)?;
     let user_id = user.id;
@@ -156,7 +174,13 @@ pub async fn change_password(
         return Err(ServiceError::InvalidCredentials);
     }
     state
-        .audit(event(state, "password_changed", Some(&user), meta, "ok"))
+        .audit(event(
+            state,
+            AuditKind::PasswordChanged,
+            Some(&user),
+            meta,
+            "ok",
+        ))
         .await;
     Ok(pair)
 }
@@ -170,36 +194,18 @@ pub async fn delete_account(
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
     confirm_password(state, &caller, password, meta).await?;
-    let user = caller.account.user;
+    let user = caller.user;
     let email = user.email.clone();
     let id = user.id;
     state.db(move |s| s.delete_user(id, &email)).await?;
     state
         .audit(event(
             state,
-            "account_deleted",
+            AuditKind::AccountDeleted,
             Some(&user),
             &ClientMeta::default(),
             "ok",
         ))
         .await;
     Ok(())
-}
-
-pub(super) fn event(
-    state: &AppState,
-    kind: &'static str,
-    user: Option<&User>,
-    meta: &ClientMeta,
-    outcome: &'static str,
-) -> AuditEvent {
-    AuditEvent {
-        at: state.now(),
-        kind,
-        user_id: user.map(|u| u.id),
-        ip: meta.ip.clone(),
-        user_agent: meta.user_agent.clone(),
-        outcome,
-        ..AuditEvent::default()
-    }
 }

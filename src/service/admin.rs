@@ -1,19 +1,51 @@
-//! What an admin may do: find users, change role or disabled, read and revoke sessions.
-//! Revoking a family stops its refresh tokens at once; access tokens already issued stay
-//! valid for offline verifiers until they expire (at most the access-token lifetime).
+//! What an admin may do, over the API or at the CLI: find and create users, change role
+//! or disabled, read and revoke sessions, read the audit log. Revoking a family stops its
+//! refresh tokens at once; access tokens already issued stay valid for offline verifiers
+//! until they expire (at most the access-token lifetime).
 
-use super::accounts::event;
-use super::sessions::Caller;
-use super::{AppState, ClientMeta, FieldError, ServiceError};
-use crate::domain::{FamilyId, RevokeReason, Role, Session, User, UserId, email};
+use super::audit::event;
+use super::caller::Caller;
+use super::{AppState, ClientMeta, FieldError, ServiceError, accounts};
+use crate::domain::{
+    AuditKind, Email, FamilyId, NewPassword, RevokeReason, Role, Session, User, UserId, email,
+};
 use crate::storage::{AuditEvent, AuditFilter, AuditRecord};
 
-/// Refuses callers whose role is not admin (checked against the database, not the token).
-pub fn require_admin(caller: &Caller) -> Result<(), ServiceError> {
-    if caller.account.user.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ServiceError::Forbidden)
+/// Who performs an admin action. The audit log tells the two apart.
+#[derive(Clone, Copy)]
+pub enum Actor<'a> {
+    /// An admin over the API.
+    Admin(&'a Caller),
+    /// An operator at the CLI, with access to the database itself.
+    Operator,
+}
+
+impl Actor<'_> {
+    fn id(self) -> Option<UserId> {
+        match self {
+            Actor::Admin(caller) => Some(caller.user.id),
+            Actor::Operator => None,
+        }
+    }
+
+    /// The audit event of an action by this actor; `detail` says what was done.
+    fn event(
+        self,
+        state: &AppState,
+        kind: AuditKind,
+        user: Option<&User>,
+        meta: &ClientMeta,
+        detail: Option<String>,
+    ) -> AuditEvent {
+        let detail = match self {
+            Actor::Admin(_) => detail,
+            Actor::Operator => Some(format!("cli: {}", detail.as_deref().unwrap_or(""))),
+        };
+        AuditEvent {
+            actor_id: self.id(),
+            detail,
+            ..event(state, kind, user, meta, "ok")
+        }
     }
 }
 
@@ -30,15 +62,45 @@ pub async fn find_users(
         .await
 }
 
+/// The user with this email, if any.
+pub async fn user_by_email(state: &AppState, email: Email) -> Result<Option<User>, ServiceError> {
+    Ok(state
+        .db(move |s| s.account_by_email(&email))
+        .await?
+        .map(|a| a.user))
+}
+
+/// Creates a user with a role (the CLI's way to make the first admin).
+pub async fn create_user(
+    state: &AppState,
+    actor: Actor<'_>,
+    email: Email,
+    password: NewPassword,
+    role: Role,
+) -> Result<User, ServiceError> {
+    let user = accounts::create_user(state, email, password, role).await?;
+    let detail = format!("created with role {}", role.as_str());
+    state
+        .audit(actor.event(
+            state,
+            AuditKind::Signup,
+            Some(&user),
+            &ClientMeta::default(),
+            Some(detail),
+        ))
+        .await;
+    Ok(user)
+}
+
 pub async fn update_user(
     state: &AppState,
-    caller: &Caller,
+    actor: Actor<'_>,
     id: UserId,
     role: Option<Role>,
     disabled: Option<bool>,
     meta: &ClientMeta,
 ) -> Result<User, ServiceError> {
-    if id == caller.account.user.id {
+    if actor.id() == Some(id) {
         // An admin locking themself out could leave no admin at all.
         let mut errors = Vec::new();
         if role == Some(Role::User) {
@@ -68,11 +130,13 @@ pub async fn update_user(
         disabled.map_or("-".into(), |d| d.to_string())
     );
     state
-        .audit(AuditEvent {
-            actor_id: Some(caller.account.user.id),
-            detail: Some(detail),
-            ..event(state, "user_updated", Some(&user), meta, "ok")
-        })
+        .audit(actor.event(
+            state,
+            AuditKind::UserUpdated,
+            Some(&user),
+            meta,
+            Some(detail),
+        ))
         .await;
     Ok(user)
 }
@@ -92,7 +156,7 @@ pub async fn user_sessions(state: &AppState, id: UserId) -> Result<Vec<Session>,
 
 pub async fn revoke_family(
     state: &AppState,
-    caller: &Caller,
+    actor: Actor<'_>,
     family_id: FamilyId,
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
@@ -107,8 +171,7 @@ pub async fn revoke_family(
     state
         .audit(AuditEvent {
             family_id: Some(family_id),
-            actor_id: Some(caller.account.user.id),
-            ..event(state, "session_revoked", None, meta, "ok")
+            ..actor.event(state, AuditKind::SessionRevoked, None, meta, None)
         })
         .await;
     Ok(())
@@ -116,7 +179,7 @@ pub async fn revoke_family(
 
 pub async fn revoke_user_families(
     state: &AppState,
-    caller: &Caller,
+    actor: Actor<'_>,
     user_id: UserId,
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
@@ -131,9 +194,13 @@ pub async fn revoke_user_families(
     state
         .audit(AuditEvent {
             user_id: Some(user_id),
-            actor_id: Some(caller.account.user.id),
-            detail: Some("all sessions".into()),
-            ..event(state, "session_revoked", None, meta, "ok")
+            ..actor.event(
+                state,
+                AuditKind::SessionRevoked,
+                None,
+                meta,
+                Some("all sessions".into()),
+            )
         })
         .await;
     Ok(())

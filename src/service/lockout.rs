@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::accounts::event;
+use super::audit::event;
 use super::{AppState, ClientMeta, ServiceError};
-use crate::domain::{Email, FamilyId, User};
+use crate::domain::{AuditKind, Email, FamilyId, User};
 use crate::storage::{
     AuditEvent, Store, StoreError, email_attempt_key, ip_attempt_key, password_check_key,
 };
@@ -146,11 +146,11 @@ pub async fn begin(
     let limits = vec![
         (email_attempt_key(email), lockout.max_failures),
         (
-            ip_attempt_key(meta.ip.as_deref().unwrap_or("unknown")),
+            ip_attempt_key(meta.ip_bucket.as_deref().unwrap_or("unknown")),
             lockout.max_failures_per_ip,
         ),
     ];
-    let refused = event(state, "login_locked", None, meta, "refused");
+    let refused = event(state, AuditKind::LoginLocked, None, meta, "refused");
     admit(state, limits, refused).await
 }
 
@@ -170,7 +170,7 @@ pub async fn begin_password_check(
     )];
     let refused = AuditEvent {
         family_id: Some(session),
-        ..event(state, "login_locked", Some(user), meta, "refused")
+        ..event(state, AuditKind::LoginLocked, Some(user), meta, "refused")
     };
     admit(state, limits, refused).await
 }
@@ -214,6 +214,163 @@ async fn admit(
                     ));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::storage::sqlite::{SqliteStore, Synchronous};
+
+    const WINDOW: i64 = 900;
+    const EMAIL: &str = "email:victim@example.com";
+    const IP: &str = "ip:192.0.2.7";
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("timestamp")
+    }
+
+    /// A real store in a temporary directory (kept alive by the returned guard).
+    fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 1)
+            .expect("open the store");
+        (store, dir)
+    }
+
+    fn limits(email_max: u32, ip_max: u32) -> Vec<(String, u32)> {
+        vec![(EMAIL.into(), email_max), (IP.into(), ip_max)]
+    }
+
+    fn fail(store: &SqliteStore, keys: &[&str], times: u32, now: DateTime<Utc>) {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        for _ in 0..times {
+            store
+                .record_login_failure(&keys, WINDOW, now)
+                .expect("record a failure");
+        }
+    }
+
+    fn admit(
+        gate: &Arc<AttemptGate>,
+        store: &SqliteStore,
+        limits: &[(String, u32)],
+        now: DateTime<Utc>,
+    ) -> Admission {
+        gate.admit(store, limits, WINDOW, now).expect("admit")
+    }
+
+    fn go(admission: Admission) -> Attempt {
+        match admission {
+            Admission::Go(attempt) => attempt,
+            Admission::Wait => panic!("told to wait, expected to go"),
+            Admission::Locked { retry_after_secs } => {
+                panic!("locked for {retry_after_secs}s, expected to go")
+            }
+        }
+    }
+
+    fn in_flight(gate: &AttemptGate, key: &str) -> u32 {
+        gate.in_flight.lock().get(key).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn an_admitted_attempt_is_in_flight_until_dropped_and_a_drop_counts_no_failure() {
+        let (store, _dir) = store();
+        let gate = Arc::new(AttemptGate::default());
+        let attempt = go(admit(&gate, &store, &limits(5, 20), t(0)));
+        assert_eq!((in_flight(&gate, EMAIL), in_flight(&gate, IP)), (1, 1));
+
+        drop(attempt);
+        assert!(gate.in_flight.lock().is_empty());
+        let counts = store
+            .login_failures(&[EMAIL.into(), IP.into()], WINDOW, t(0))
+            .expect("counts");
+        assert!(counts.iter().all(|c| c.failures == 0));
+    }
+
+    #[test]
+    fn an_attempt_that_could_be_one_too_many_waits_for_the_checks_in_flight() {
+        let (store, _dir) = store();
+        let gate = Arc::new(AttemptGate::default());
+        fail(&store, &[EMAIL], 3, t(0));
+
+        // 3 stored + 0 in flight < 5; 3 + 1 < 5; 3 + 2 = 5 could be the sixth guess.
+        let first = go(admit(&gate, &store, &limits(5, 20), t(1)));
+        assert_eq!(first.own_failures, 3);
+        let second = go(admit(&gate, &store, &limits(5, 20), t(1)));
+        assert!(matches!(
+            admit(&gate, &store, &limits(5, 20), t(1)),
+            Admission::Wait
+        ));
+
+        drop(second);
+        go(admit(&gate, &store, &limits(5, 20), t(1)));
+        drop(first);
+    }
+
+    #[test]
+    fn the_ip_limit_holds_across_accounts() {
+        let (store, _dir) = store();
+        let gate = Arc::new(AttemptGate::default());
+        let other = vec![
+            ("email:other@example.com".to_owned(), 5),
+            (IP.to_owned(), 2),
+        ];
+        let _first = go(admit(&gate, &store, &limits(5, 2), t(0)));
+        let _second = go(admit(&gate, &store, &other, t(0)));
+        assert!(matches!(
+            admit(&gate, &store, &limits(5, 2), t(0)),
+            Admission::Wait
+        ));
+    }
+
+    #[test]
+    fn failures_at_the_limit_lock_for_the_rest_of_their_window_then_expire() {
+        let (store, _dir) = store();
+        let gate = Arc::new(AttemptGate::default());
+        fail(&store, &[EMAIL], 5, t(0));
+
+        match admit(&gate, &store, &limits(5, 20), t(100)) {
+            Admission::Locked { retry_after_secs } => assert_eq!(retry_after_secs, WINDOW - 100),
+            _ => panic!("five stored failures must lock"),
+        }
+        assert!(gate.in_flight.lock().is_empty(), "a refusal holds nothing");
+        // One second before the window ends it is still locked; at its end, admitted.
+        assert!(matches!(
+            admit(&gate, &store, &limits(5, 20), t(WINDOW - 1)),
+            Admission::Locked {
+                retry_after_secs: 1
+            }
+        ));
+        let attempt = go(admit(&gate, &store, &limits(5, 20), t(WINDOW)));
+        assert_eq!(
+            attempt.own_failures, 0,
+            "an ended window forgets its failures"
+        );
+    }
+
+    #[test]
+    fn a_lock_wins_over_a_wait_and_the_longest_lock_is_reported() {
+        let (store, _dir) = store();
+        let gate = Arc::new(AttemptGate::default());
+        fail(&store, &[IP], 20, t(0));
+        fail(&store, &[EMAIL], 4, t(300));
+        let _in_flight = go(admit(&gate, &store, &[(EMAIL.to_owned(), 5)], t(300)));
+
+        // The email would wait (4 stored + 1 in flight), the IP is locked: locked.
+        match admit(&gate, &store, &limits(5, 20), t(400)) {
+            Admission::Locked { retry_after_secs } => assert_eq!(retry_after_secs, 500),
+            _ => panic!("the IP is at its limit"),
+        }
+        // Both locked: the IP for 500 s more, the email for 800 s; the caller waits 800.
+        fail(&store, &[EMAIL], 1, t(400));
+        match admit(&gate, &store, &limits(5, 20), t(400)) {
+            Admission::Locked { retry_after_secs } => assert_eq!(retry_after_secs, 800),
+            _ => panic!("both keys are at their limit"),
         }
     }
 }

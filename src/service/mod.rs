@@ -3,7 +3,10 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit;
+pub mod caller;
 pub mod lockout;
+pub mod rotation;
 pub mod sessions;
 pub mod tokens;
 
@@ -16,9 +19,8 @@ use crate::config::Settings;
 use crate::crypto::keys::KeyRing;
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::crypto::refresh::RefreshSecret;
-use crate::http::middleware::RateLimiters;
 use crate::metrics::Metrics;
-use crate::storage::{AuditEvent, Store, StoreError};
+use crate::storage::{Store, StoreError};
 
 /// Everything a request needs, built once at start and shared by every worker.
 /// No globals: two apps with different keys can run in one process.
@@ -30,7 +32,6 @@ pub struct AppState {
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
-    pub limiters: RateLimiters,
     /// Password checks in flight, for the login lockout.
     pub attempts: Arc<lockout::AttemptGate>,
 }
@@ -51,7 +52,6 @@ impl AppState {
             refresh_secret,
             clock,
             metrics: Metrics::default(),
-            limiters: RateLimiters::new(&settings.rate_limits),
             attempts: Arc::default(),
             settings,
         }
@@ -82,21 +82,15 @@ impl AppState {
             .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
             .map_err(ServiceError::from)
     }
-
-    /// Records a security event. A failed audit write is logged, not returned: the
-    /// action it describes has already happened.
-    pub async fn audit(&self, event: AuditEvent) {
-        let kind = event.kind;
-        if let Err(e) = self.db(move |s| s.record_audit(event)).await {
-            tracing::error!(event = kind, error = %e, "could not record audit event");
-        }
-    }
 }
 
 /// Who is calling, as far as the request tells.
 #[derive(Clone, Debug, Default)]
 pub struct ClientMeta {
     pub ip: Option<String>,
+    /// What per-client limits count `ip` under (an IPv6 client's /64), worked out by the
+    /// layer that read the address, so that the service need not know about networks.
+    pub ip_bucket: Option<String>,
     pub user_agent: Option<String>,
 }
 

@@ -3,11 +3,13 @@
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
+use super::audit::event;
+use super::rotation::{self, Verdict};
 use super::{AppState, ClientMeta, ServiceError};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::refresh::RefreshToken;
-use crate::domain::{FamilyId, User};
-use crate::storage::{AuditEvent, NewFamily, Rotation, RotationOutcome};
+use crate::domain::{AuditKind, FamilyId, RevokeReason, User};
+use crate::storage::{AuditEvent, NewFamily, Spend, StoredToken};
 
 /// What signup, login, refresh and password change return.
 pub struct TokenPair {
@@ -138,54 +140,117 @@ pub async fn start_family(
 }
 
 /// `POST /v1/refresh`: spends the presented token and returns its child.
+///
+/// Read, judge (`rotation::judge`), then act. Only a `Rotate` writes, through the store's
+/// atomic claim; a caller that loses the claim to a concurrent one reads again and is
+/// judged again: now the token is spent, so it gets the same child inside the grace or
+/// revokes the family outside it. Ten concurrent presentations of one token yield one
+/// child on any backend.
 pub async fn refresh(
     state: &AppState,
     presented: &str,
     meta: &ClientMeta,
 ) -> Result<TokenPair, ServiceError> {
+    /// A lost claim means the token is spent (or its family revoked) when read again, so
+    /// the second judgement never rotates; the bound only guards against a bug.
+    const CLAIMS: usize = 3;
     let Some(token) = RefreshToken::from_presented(presented) else {
         return Err(ServiceError::InvalidRefreshToken);
     };
     let now = state.now();
     let child = token.child(&state.refresh_secret);
-    let rotation = Rotation {
-        presented: token.hash().0,
-        child: child.hash().0,
-        now,
-        refresh_ttl_secs: state.settings.refresh_ttl.as_secs() as i64,
-        reuse_grace_secs: state.settings.refresh_reuse_grace.as_secs() as i64,
+    let (presented, child_hash) = (token.hash().0, child.hash().0);
+    let policy = rotation::Policy {
+        refresh_ttl: dur(state.settings.refresh_ttl),
+        reuse_grace: dur(state.settings.refresh_reuse_grace),
     };
-    match state.db(move |s| s.rotate_refresh_token(rotation)).await? {
-        RotationOutcome::Rotated(r) => {
-            state.metrics.refresh("rotated");
-            pair(state, r.user, r.family_id, child, r.child_expires_at, now)
-        }
-        RotationOutcome::Replayed(r) => {
-            state.metrics.refresh("grace_replay");
-            pair(state, r.user, r.family_id, child, r.child_expires_at, now)
-        }
-        RotationOutcome::Reused { user_id, family_id } => {
-            state.metrics.refresh("reuse_detected");
-            tracing::warn!(%user_id, %family_id, "refresh token reuse: family revoked");
-            state
-                .audit(AuditEvent {
-                    at: now,
-                    kind: "refresh_reuse_detected",
-                    user_id: Some(user_id),
-                    family_id: Some(family_id),
-                    ip: meta.ip.clone(),
-                    user_agent: meta.user_agent.clone(),
-                    outcome: "family_revoked",
-                    ..AuditEvent::default()
-                })
-                .await;
-            Err(ServiceError::RefreshTokenReused)
-        }
-        RotationOutcome::Invalid => {
-            state.metrics.refresh("invalid");
-            Err(ServiceError::InvalidRefreshToken)
+    for _ in 0..CLAIMS {
+        let stored = state.db(move |s| s.find_refresh_token(presented)).await?;
+        match rotation::judge(stored.as_ref(), &child_hash, now, policy) {
+            Verdict::Invalid => {
+                state.metrics.refresh("invalid");
+                return Err(ServiceError::InvalidRefreshToken);
+            }
+            Verdict::Reuse => {
+                let Some(stored) = stored else {
+                    return Err(ServiceError::InvalidRefreshToken);
+                };
+                return Err(reuse_detected(state, &stored, now, meta).await);
+            }
+            Verdict::Replay { child_expires_at } => {
+                let Some(stored) = stored else {
+                    return Err(ServiceError::InvalidRefreshToken);
+                };
+                state.metrics.refresh("grace_replay");
+                return pair(
+                    state,
+                    stored.user,
+                    stored.family_id,
+                    child,
+                    child_expires_at,
+                    now,
+                );
+            }
+            Verdict::Rotate { child_expires_at } => {
+                let Some(stored) = stored else {
+                    return Err(ServiceError::InvalidRefreshToken);
+                };
+                let spend = Spend {
+                    presented,
+                    child: child_hash,
+                    family_id: stored.family_id,
+                    now,
+                    child_expires_at,
+                };
+                if state.db(move |s| s.spend_refresh_token(spend)).await? {
+                    state.metrics.refresh("rotated");
+                    return pair(
+                        state,
+                        stored.user,
+                        stored.family_id,
+                        child,
+                        child_expires_at,
+                        now,
+                    );
+                }
+            }
         }
     }
+    Err(ServiceError::Internal(
+        "a refresh token kept changing under its claims".into(),
+    ))
+}
+
+/// Revokes the family of a reused token and records the theft.
+async fn reuse_detected(
+    state: &AppState,
+    stored: &StoredToken,
+    now: DateTime<Utc>,
+    meta: &ClientMeta,
+) -> ServiceError {
+    let (user_id, family_id) = (stored.user.id, stored.family_id);
+    if let Err(e) = state
+        .db(move |s| s.revoke_family(family_id, None, RevokeReason::ReuseDetected, now))
+        .await
+    {
+        return e;
+    }
+    state.metrics.refresh("reuse_detected");
+    tracing::warn!(%user_id, %family_id, "refresh token reuse: family revoked");
+    state
+        .audit(AuditEvent {
+            user_id: Some(user_id),
+            family_id: Some(family_id),
+            ..event(
+                state,
+                AuditKind::RefreshReuseDetected,
+                None,
+                meta,
+                "family_revoked",
+            )
+        })
+        .await;
+    ServiceError::RefreshTokenReused
 }
 
 #[cfg(test)]
@@ -213,6 +278,6 @@ mod tests {
         let printed = format!("{pair:?}");
         assert!(!printed.contains("eyJ"), "{printed}");
         assert!(!printed.contains(&secret), "{printed}");
-        assert!(printed.contains("debug@example.com"), "{printed}");
+        assert!(printed.contains("expires_in: 900"), "{printed}");
     }
 }

@@ -8,7 +8,7 @@ pub mod sqlite;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+use crate::domain::{AuditKind, Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 
 /// SHA-256 of a refresh token; storage never sees a token in plaintext.
 pub type TokenHashBytes = [u8; 32];
@@ -84,38 +84,36 @@ pub struct NewFamily {
     pub password_generation: i64,
 }
 
-/// One presented refresh token and the child that would replace it.
-#[derive(Debug)]
-pub struct Rotation {
+/// A presented refresh token as stored, with what the rotation rule needs to judge it:
+/// its family, its user and, once spent, its child. Read in one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub family_id: FamilyId,
+    pub user: User,
+    pub expires_at: DateTime<Utc>,
+    pub spent_at: Option<DateTime<Utc>>,
+    pub family_expires_at: DateTime<Utc>,
+    pub family_revoked: bool,
+    /// The family was opened under an earlier password than the user's.
+    pub family_stale: bool,
+    /// The child issued when this token was spent.
+    pub child: Option<StoredChild>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChild {
+    pub hash: TokenHashBytes,
+    pub spent: bool,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Spending a live token: the claim one caller makes, and the child it stores.
+#[derive(Debug, Clone)]
+pub struct Spend {
     pub presented: TokenHashBytes,
     pub child: TokenHashBytes,
-    pub now: DateTime<Utc>,
-    /// Idle lifetime of the child (capped by the family's absolute expiry).
-    pub refresh_ttl_secs: i64,
-    /// How long after a token is spent its unused child may be handed out again; 0 = never.
-    pub reuse_grace_secs: i64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum RotationOutcome {
-    /// The presented token was live; it is spent now and `child` is live.
-    Rotated(Rotated),
-    /// The presented token was spent inside the grace and its child is still unused:
-    /// the same child is valid, nothing changed.
-    Replayed(Rotated),
-    /// A spent token came back outside the grace: its family is revoked now.
-    Reused {
-        user_id: UserId,
-        family_id: FamilyId,
-    },
-    /// Unknown, expired, revoked, or the user is disabled.
-    Invalid,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub struct Rotated {
-    pub user: User,
     pub family_id: FamilyId,
+    pub now: DateTime<Utc>,
     pub child_expires_at: DateTime<Utc>,
 }
 
@@ -128,10 +126,10 @@ pub struct AttemptCount {
     pub window_left_secs: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuditEvent {
     pub at: DateTime<Utc>,
-    pub kind: &'static str,
+    pub kind: AuditKind,
     pub user_id: Option<UserId>,
     pub family_id: Option<FamilyId>,
     pub actor_id: Option<UserId>,
@@ -139,6 +137,23 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     pub outcome: &'static str,
     pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event with only its time, kind and outcome; callers fill in the rest.
+    pub fn new(at: DateTime<Utc>, kind: AuditKind, outcome: &'static str) -> Self {
+        Self {
+            at,
+            kind,
+            user_id: None,
+            family_id: None,
+            actor_id: None,
+            ip: None,
+            user_agent: None,
+            outcome,
+            detail: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,14 +196,11 @@ pub fn password_check_key(session: FamilyId) -> String {
     format!("session:{session}")
 }
 
-/// The lockout counter key of a client address: an IPv6 client's /64, as the rate
-/// limiter counts it, so rotating addresses inside one's own network buys no guesses.
-/// Anything that is not an address ("unknown") is its own key.
-pub fn ip_attempt_key(ip: &str) -> String {
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(addr) => format!("ip:{}", crate::config::client_bucket(addr)),
-        Err(_) => format!("ip:{ip}"),
-    }
+/// The lockout counter key of a client, given the bucket its address counts under (an
+/// IPv6 client's /64, as the rate limiter counts it, so rotating addresses inside one's
+/// own network buys no guesses), or "unknown".
+pub fn ip_attempt_key(bucket: &str) -> String {
+    format!("ip:{bucket}")
 }
 
 /// Connection pool usage, for metrics.
@@ -251,10 +263,15 @@ pub trait Store: Send + Sync + 'static {
     /// the password changed, or the account was disabled or deleted, while the login
     /// that verified it waited for Argon2.
     fn create_family(&self, family: NewFamily) -> Result<bool, StoreError>;
-    /// Spends a refresh token and issues its child, in one transaction. Concurrent calls
-    /// with the same token are serialized: exactly one sees it live and rotates it. A
-    /// family behind its user's password generation is `Invalid`.
-    fn rotate_refresh_token(&self, rotation: Rotation) -> Result<RotationOutcome, StoreError>;
+    /// The stored state of a presented token (see `StoredToken`); `None` when unknown.
+    fn find_refresh_token(&self, hash: TokenHashBytes) -> Result<Option<StoredToken>, StoreError>;
+    /// Claims a token: marks `spend.presented` spent and stores its child, in one
+    /// transaction, only while the token is unspent and its family unrevoked. `true`
+    /// exactly when this call changed the token's row, so of any number of concurrent
+    /// claims on one token, on any backend and isolation level, at most one is `true`
+    /// (a conditional `UPDATE … WHERE spent_at IS NULL` whose row count is checked).
+    /// `false`: someone else spent it or revoked the family first; nothing was written.
+    fn spend_refresh_token(&self, spend: Spend) -> Result<bool, StoreError>;
     /// Revokes the family a token (spent or not) belongs to; the family's owner, if found.
     fn revoke_family_of_token(
         &self,

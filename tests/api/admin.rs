@@ -5,14 +5,14 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    OTHER_PASSWORD, PASSWORD, TestApp, access_of, assert_error, assert_invalid_token,
+    OTHER_PASSWORD, PASSWORD, TestApp, Tokens, access_of, assert_error, assert_invalid_token,
     assert_session_shape, assert_user, assert_validation_failed, jwt_claims, refresh_of, sid_of,
     spawn_app, unique_email, user_id_of,
 };
 
 const ADMIN_PASSWORD: &str = "Adm1n!Passw0rd-long";
 
-async fn admin(app: &TestApp) -> Value {
+async fn admin(app: &TestApp) -> Tokens {
     app.create_admin(&unique_email("admin"), ADMIN_PASSWORD)
         .await
 }
@@ -72,7 +72,7 @@ async fn call_every_admin_endpoint(
 #[tokio::test]
 async fn non_admins_get_403_forbidden_everywhere() {
     let app = spawn_app().await;
-    let user = app.signup(&unique_email("plain"), PASSWORD).await;
+    let user = app.signup_ok(&unique_email("plain"), PASSWORD).await;
 
     let responses =
         call_every_admin_endpoint(&app, Some(access_of(&user)), user_id_of(&user)).await;
@@ -81,14 +81,14 @@ async fn non_admins_get_403_forbidden_everywhere() {
         assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
     }
     // The PATCH did not promote anyone.
-    let me: Value = app.me(access_of(&user)).await.json().await.unwrap();
+    let me: Value = app.get_me(access_of(&user)).await.json().await.unwrap();
     assert_eq!(me["role"], "user");
 }
 
 #[tokio::test]
 async fn admin_endpoints_without_a_token_are_401() {
     let app = spawn_app().await;
-    let user = app.signup(&unique_email("anon"), PASSWORD).await;
+    let user = app.signup_ok(&unique_email("anon"), PASSWORD).await;
 
     let responses = call_every_admin_endpoint(&app, None, user_id_of(&user)).await;
 
@@ -97,11 +97,22 @@ async fn admin_endpoints_without_a_token_are_401() {
     }
 }
 
+/// The one test that creates its admin as an operator does, with the CLI (production
+/// Argon2, so slow); every other test seeds admins in-process.
 #[tokio::test]
 async fn the_cli_admin_is_an_admin_in_the_token() {
     let app = spawn_app().await;
-    let admin = admin(&app).await;
+    let email = unique_email("admin");
+    let out = app
+        .cli_ok(
+            &["users", "create", "--email", &email, "--admin"],
+            Some(&format!("{ADMIN_PASSWORD}\n")),
+        )
+        .await;
+    assert!(out.contains(&email) && out.contains("(admin)"), "{out}");
+    let admin = app.login_ok(&email, ADMIN_PASSWORD).await;
 
+    assert_eq!(admin.user.role, "admin");
     assert_eq!(jwt_claims(access_of(&admin))["role"], "admin");
     let response = app
         .get_with_token("/v1/admin/users", access_of(&admin))
@@ -119,7 +130,7 @@ async fn find_users_by_exact_and_prefix_email() {
     let dave_b = format!("dave-{tag}-b@example.org");
     let xdave = format!("xdave-{tag}@example.com");
     for email in [&carol, &dave_a, &dave_b, &xdave] {
-        app.signup(email, PASSWORD).await;
+        app.signup_ok(email, PASSWORD).await;
     }
     let token = access_of(&admin);
 
@@ -154,8 +165,8 @@ async fn find_users_treats_sql_wildcards_literally() {
     let tag = &Uuid::new_v4().simple().to_string()[..8];
     let underscore = format!("a_b-{tag}@example.com");
     let lookalike = format!("axb-{tag}@example.com");
-    app.signup(&underscore, PASSWORD).await;
-    app.signup(&lookalike, PASSWORD).await;
+    app.signup_ok(&underscore, PASSWORD).await;
+    app.signup_ok(&lookalike, PASSWORD).await;
     let token = access_of(&admin);
 
     // `_` is a literal underscore, not "any one character".
@@ -195,7 +206,7 @@ async fn listing_users_without_a_query_returns_them() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
     let alice = unique_email("alice");
-    app.signup(&alice, PASSWORD).await;
+    app.signup_ok(&alice, PASSWORD).await;
 
     let response = app
         .get_with_token("/v1/admin/users", access_of(&admin))
@@ -214,15 +225,15 @@ async fn admin_lists_a_users_sessions_including_revoked_ones() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
     let email = unique_email("watched");
-    let first = app.signup(&email, PASSWORD).await;
+    let first = app.signup_ok(&email, PASSWORD).await;
     app.advance(Duration::from_secs(60));
-    let second = app.login(&email, PASSWORD).await;
+    let second = app.login_ok(&email, PASSWORD).await;
     app.advance(Duration::from_secs(60));
-    let third = app.login(&email, PASSWORD).await;
-    app.logout(refresh_of(&second)).await;
+    let third = app.login_ok(&email, PASSWORD).await;
+    app.post_logout(refresh_of(&second)).await;
 
     let sessions = app
-        .admin_sessions(access_of(&admin), user_id_of(&first))
+        .admin_sessions_ok(access_of(&admin), user_id_of(&first))
         .await;
 
     let ids: Vec<String> = sessions.iter().map(assert_session_shape).collect();
@@ -242,8 +253,8 @@ async fn admin_revokes_one_family() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
     let email = unique_email("revoke-one");
-    let kept = app.signup(&email, PASSWORD).await;
-    let doomed = app.login(&email, PASSWORD).await;
+    let kept = app.signup_ok(&email, PASSWORD).await;
+    let doomed = app.login_ok(&email, PASSWORD).await;
 
     let response = app
         .delete_with_token(
@@ -254,11 +265,11 @@ async fn admin_revokes_one_family() {
         .await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let response = app.refresh(refresh_of(&doomed)).await;
+    let response = app.post_refresh(refresh_of(&doomed)).await;
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     app.refresh_ok(refresh_of(&kept)).await;
     let sessions = app
-        .admin_sessions(access_of(&admin), user_id_of(&kept))
+        .admin_sessions_ok(access_of(&admin), user_id_of(&kept))
         .await;
     let revoked = sessions
         .iter()
@@ -282,9 +293,9 @@ async fn admin_revokes_every_family_of_a_user() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
     let email = unique_email("revoke-all");
-    let first = app.signup(&email, PASSWORD).await;
-    let second = app.login(&email, PASSWORD).await;
-    let bystander = app.signup(&unique_email("bystander"), PASSWORD).await;
+    let first = app.signup_ok(&email, PASSWORD).await;
+    let second = app.login_ok(&email, PASSWORD).await;
+    let bystander = app.signup_ok(&unique_email("bystander"), PASSWORD).await;
 
     let response = app
         .delete_with_token(
@@ -296,7 +307,7 @@ async fn admin_revokes_every_family_of_a_user() {
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     for t in [&first, &second] {
-        let response = app.refresh(refresh_of(t)).await;
+        let response = app.post_refresh(refresh_of(t)).await;
         assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     }
     // The revoked sessions' access tokens manage nothing any more.
@@ -307,13 +318,13 @@ async fn admin_revokes_every_family_of_a_user() {
     )
     .await;
     let sessions = app
-        .admin_sessions(access_of(&admin), user_id_of(&first))
+        .admin_sessions_ok(access_of(&admin), user_id_of(&first))
         .await;
     assert_eq!(sessions.len(), 2);
     assert!(sessions.iter().all(|s| s["revoked_reason"] == "admin"));
     app.refresh_ok(refresh_of(&bystander)).await;
     // The user can still log in: revoking sessions is not disabling.
-    app.login(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
 }
 
 #[tokio::test]
@@ -321,10 +332,10 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
     let app = spawn_app().await;
     let admin = admin(&app).await;
     let email = unique_email("disable");
-    let victim = app.signup(&email, PASSWORD).await;
-    let other_family = app.login(&email, PASSWORD).await;
+    let victim = app.signup_ok(&email, PASSWORD).await;
+    let other_family = app.login_ok(&email, PASSWORD).await;
     let bystander_email = unique_email("bystander");
-    app.signup(&bystander_email, PASSWORD).await;
+    app.signup_ok(&bystander_email, PASSWORD).await;
 
     let response = app
         .patch_with_token(
@@ -340,9 +351,9 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
     assert_eq!(user["disabled"], true);
 
     // Login with the right password: exactly a wrong password's answer.
-    let disabled = app.login_response(&email, PASSWORD).await;
-    let wrong = app.login_response(&bystander_email, OTHER_PASSWORD).await;
-    let unknown = app.login_response(&unique_email("nobody"), PASSWORD).await;
+    let disabled = app.post_login(&email, PASSWORD).await;
+    let wrong = app.post_login(&bystander_email, OTHER_PASSWORD).await;
+    let unknown = app.post_login(&unique_email("nobody"), PASSWORD).await;
     assert_eq!(disabled.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
@@ -359,7 +370,7 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
 
     // Refresh is refused; every family was revoked with reason `admin`.
     for t in [&victim, &other_family] {
-        let response = app.refresh(refresh_of(t)).await;
+        let response = app.post_refresh(refresh_of(t)).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let body: Value = response.json().await.unwrap();
         assert!(
@@ -368,7 +379,7 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
         );
     }
     let sessions = app
-        .admin_sessions(access_of(&admin), user_id_of(&victim))
+        .admin_sessions_ok(access_of(&admin), user_id_of(&victim))
         .await;
     assert_eq!(sessions.len(), 2);
     assert!(
@@ -377,7 +388,7 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
     );
 
     // Its still-valid access token no longer passes where the user is loaded.
-    let response = app.me(access_of(&victim)).await;
+    let response = app.get_me(access_of(&victim)).await;
     assert_invalid_token(response, true).await;
 
     // Re-enabling lets the user log in again.
@@ -391,7 +402,7 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
     assert_eq!(response.status(), StatusCode::OK);
     let user: Value = response.json().await.unwrap();
     assert_eq!(user["disabled"], false);
-    app.login(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
 }
 
 #[tokio::test]
@@ -421,7 +432,7 @@ async fn promoting_a_user_makes_them_an_admin() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
     let email = unique_email("promote");
-    let user = app.signup(&email, PASSWORD).await;
+    let user = app.signup_ok(&email, PASSWORD).await;
 
     let response = app
         .patch_with_token(
@@ -435,7 +446,7 @@ async fn promoting_a_user_makes_them_an_admin() {
     let updated: Value = response.json().await.unwrap();
     assert_user(&updated, &email, "admin");
     assert_eq!(updated["disabled"], false);
-    let fresh = app.login(&email, PASSWORD).await;
+    let fresh = app.login_ok(&email, PASSWORD).await;
     assert_eq!(fresh["user"]["role"], "admin");
     assert_eq!(jwt_claims(access_of(&fresh))["role"], "admin");
     let response = app
@@ -452,7 +463,7 @@ async fn promoting_a_user_makes_them_an_admin() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let fresh = app.login(&email, PASSWORD).await;
+    let fresh = app.login_ok(&email, PASSWORD).await;
     assert_eq!(jwt_claims(access_of(&fresh))["role"], "user");
     let response = app
         .get_with_token("/v1/admin/users", access_of(&fresh))
@@ -464,7 +475,7 @@ async fn promoting_a_user_makes_them_an_admin() {
 async fn patch_validates_its_body() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
-    let user = app.signup(&unique_email("patched"), PASSWORD).await;
+    let user = app.signup_ok(&unique_email("patched"), PASSWORD).await;
     let path = format!("/v1/admin/users/{}", user_id_of(&user));
 
     let response = app
@@ -482,7 +493,7 @@ async fn patch_validates_its_body() {
         .await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_json").await;
 
-    let me: Value = app.me(access_of(&user)).await.json().await.unwrap();
+    let me: Value = app.get_me(access_of(&user)).await.json().await.unwrap();
     assert_eq!(me["role"], "user");
     assert_eq!(me["disabled"], false);
 }
@@ -542,7 +553,7 @@ async fn listing_users_honours_the_limit() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
     for i in 0..3 {
-        app.signup(&unique_email(&format!("limit{i}")), PASSWORD)
+        app.signup_ok(&unique_email(&format!("limit{i}")), PASSWORD)
             .await;
     }
     let token = access_of(&admin);

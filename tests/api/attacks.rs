@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use gatehouse::config::{Cidr, Tier};
+use gatehouse::config::Tier;
 use gatehouse::crypto::password::PasswordCost;
+use gatehouse::http::client_ip::Cidr;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -42,7 +43,7 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 }
 
 async fn login_status(app: &TestApp, email: &str, password: &str) -> (StatusCode, String) {
-    let r = app.login_response(email, password).await;
+    let r = app.post_login(email, password).await;
     let status = r.status();
     let body = r.text().await.expect("body");
     (status, body)
@@ -52,13 +53,13 @@ async fn login_status(app: &TestApp, email: &str, password: &str) -> (StatusCode
 async fn brute_force_hits_the_lockout_even_for_the_right_password() {
     let app = spawn_app().await;
     let email = unique_email("brute");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
     let max = app.settings.lockout.max_failures;
     for i in 0..max {
         let (status, body) = login_status(&app, &email, &format!("Wrong-guess-{i}!")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {i}: {body}");
     }
-    let locked = app.login_response(&email, PASSWORD).await;
+    let locked = app.post_login(&email, PASSWORD).await;
     let wait = retry_after(&locked);
     assert!(
         (1..=app.settings.lockout.window.as_secs()).contains(&wait),
@@ -68,7 +69,7 @@ async fn brute_force_hits_the_lockout_even_for_the_right_password() {
 
     // The window passes: the right password works again and resets the count.
     app.advance(app.settings.lockout.window + Duration::from_secs(1));
-    let ok = app.login_response(&email, PASSWORD).await;
+    let ok = app.post_login(&email, PASSWORD).await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert_no_server_errors(&app).await;
 }
@@ -81,7 +82,7 @@ async fn unknown_emails_are_counted_and_locked_like_known_ones() {
         let (status, _) = login_status(&app, &ghost, PASSWORD).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let r = app.login_response(&ghost, PASSWORD).await;
+    let r = app.post_login(&ghost, PASSWORD).await;
     assert_error(r, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     assert_no_server_errors(&app).await;
 }
@@ -90,7 +91,7 @@ async fn unknown_emails_are_counted_and_locked_like_known_ones() {
 async fn a_success_resets_the_email_count_but_refresh_does_not() {
     let app = spawn_app().await;
     let email = unique_email("reset");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
     let max = app.settings.lockout.max_failures;
     for _ in 0..max - 1 {
         assert_eq!(
@@ -116,12 +117,12 @@ async fn a_success_resets_the_email_count_but_refresh_does_not() {
 async fn fifty_concurrent_guesses_stop_at_the_limit() {
     let app = spawn_app().await;
     let email = unique_email("parallel");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
     let guesses = (0..50).map(|i| {
         let app = &app;
         let email = email.clone();
         async move {
-            app.login_response(&email, &format!("Guess-number-{i}!"))
+            app.post_login(&email, &format!("Guess-number-{i}!"))
                 .await
                 .status()
         }
@@ -149,12 +150,12 @@ async fn concurrent_right_passwords_above_the_limit_all_log_in() {
     // the limit wait for them instead of being refused.
     let app = spawn_app().await;
     let email = unique_email("burst");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
     let count = app.settings.lockout.max_failures as usize * 4;
     let logins = (0..count).map(|_| {
         let app = &app;
         let email = email.clone();
-        async move { app.login_response(&email, PASSWORD).await.status() }
+        async move { app.post_login(&email, PASSWORD).await.status() }
     });
     let statuses = join_all(logins).await;
     assert!(
@@ -179,9 +180,7 @@ async fn one_address_guessing_across_many_emails_is_locked_out() {
         let (status, _) = login_status(&app, &unique_email(&format!("spray{i}")), PASSWORD).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
     }
-    let r = app
-        .login_response(&unique_email("spray-next"), PASSWORD)
-        .await;
+    let r = app.post_login(&unique_email("spray-next"), PASSWORD).await;
     assert_error(r, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     assert_no_server_errors(&app).await;
 }
@@ -197,7 +196,7 @@ async fn unknown_email_and_wrong_password_are_indistinguishable() {
     })
     .await;
     let email = unique_email("known");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
 
     let (known_status, known_body) = login_status(&app, &email, "Wrong-password-1!").await;
     let (ghost_status, ghost_body) =
@@ -246,13 +245,11 @@ async fn a_signup_flood_hits_the_rate_limit_and_jwks_keeps_answering() {
     let app = spawn_app_with(strict_limits).await;
     for i in 0..3 {
         let r = app
-            .signup_response(&unique_email(&format!("flood{i}")), PASSWORD)
+            .post_signup(&unique_email(&format!("flood{i}")), PASSWORD)
             .await;
         assert_eq!(r.status(), StatusCode::CREATED, "signup {i}");
     }
-    let limited = app
-        .signup_response(&unique_email("flood-over"), PASSWORD)
-        .await;
+    let limited = app.post_signup(&unique_email("flood-over"), PASSWORD).await;
     let wait = retry_after(&limited);
     assert!((1..=60).contains(&wait), "Retry-After {wait}");
     assert_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
@@ -341,7 +338,7 @@ async fn behind_a_trusted_proxy_only_the_hop_it_appended_counts() {
         .await
         .expect("request");
     let body = expect_json(r, StatusCode::CREATED).await;
-    let sessions = app.my_sessions(access_of(&body)).await;
+    let sessions = app.my_sessions_ok(access_of(&body)).await;
     assert_eq!(sessions[0]["ip"], "192.0.2.30");
     assert_no_server_errors(&app).await;
 }
@@ -390,7 +387,7 @@ async fn cors_answers_only_the_configured_origin() {
 #[tokio::test]
 async fn security_headers_are_on_every_response_and_hsts_when_configured() {
     let app = spawn_app_with(|s| s.hsts = true).await;
-    let tokens = app.signup_response(&unique_email("hdr"), PASSWORD).await;
+    let tokens = app.post_signup(&unique_email("hdr"), PASSWORD).await;
     assert_eq!(
         header(&tokens, "cache-control").as_deref(),
         Some("no-store")

@@ -29,15 +29,15 @@ async fn security_events_are_recorded_with_who_what_and_where() {
     let admin_id = user_id_of(&admin).to_owned();
 
     let email = unique_email("audited");
-    let signup = app.signup(&email, PASSWORD).await;
+    let signup = app.signup_ok(&email, PASSWORD).await;
     let user_id = user_id_of(&signup).to_owned();
-    app.login_response(&email, "Wrong-Passw0rd!").await;
-    let login = app.login(&email, PASSWORD).await;
+    app.post_login(&email, "Wrong-Passw0rd!").await;
+    let login = app.login_ok(&email, PASSWORD).await;
     // Reuse: spend a token, let its child be used, replay the parent.
     let child = app.refresh_ok(refresh_of(&login)).await;
     app.refresh_ok(refresh_of(&child)).await;
-    app.refresh(refresh_of(&login)).await;
-    app.logout(refresh_of(&signup)).await;
+    app.post_refresh(refresh_of(&login)).await;
+    app.post_logout(refresh_of(&signup)).await;
     let r = app
         .delete_with_token(
             &format!("/v1/admin/users/{user_id}/sessions"),
@@ -55,7 +55,7 @@ async fn security_events_are_recorded_with_who_what_and_where() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     for _ in 0..=app.settings.lockout.max_failures {
-        app.login_response(&email, "Wrong-Passw0rd!").await;
+        app.post_login(&email, "Wrong-Passw0rd!").await;
     }
 
     let events = audit(&app, &admin_token, &format!("?user_id={user_id}")).await;
@@ -119,7 +119,7 @@ async fn security_events_are_recorded_with_who_what_and_where() {
 #[tokio::test]
 async fn the_audit_log_is_for_admins_and_validates_its_query() {
     let app = spawn_app().await;
-    let user = app.signup(&unique_email("curious"), PASSWORD).await;
+    let user = app.signup_ok(&unique_email("curious"), PASSWORD).await;
     let r = app
         .get_with_token("/v1/admin/audit", access_of(&user))
         .await;
@@ -146,7 +146,7 @@ async fn deleting_an_account_keeps_only_the_user_id_in_the_audit_log() {
     let app = spawn_app().await;
     let admin = app.create_admin(&unique_email("keeper"), PASSWORD).await;
     let email = unique_email("leaving");
-    let user = app.signup(&email, PASSWORD).await;
+    let user = app.signup_ok(&email, PASSWORD).await;
     let user_id = user_id_of(&user).to_owned();
     let r = app
         .delete_with_token(
@@ -186,13 +186,13 @@ async fn metrics_count_logins_refreshes_reuse_revocations_and_rate_limits() {
     })
     .await;
     let email = unique_email("counted");
-    let signup = app.signup(&email, PASSWORD).await;
-    app.login_response(&email, "Wrong-Passw0rd!").await;
+    let signup = app.signup_ok(&email, PASSWORD).await;
+    app.post_login(&email, "Wrong-Passw0rd!").await;
     let child = app.refresh_ok(refresh_of(&signup)).await;
     app.refresh_ok(refresh_of(&child)).await;
-    app.refresh(refresh_of(&signup)).await; // reuse
+    app.post_refresh(refresh_of(&signup)).await; // reuse
     for _ in 0..8 {
-        app.signup_response(&unique_email("burst"), PASSWORD).await;
+        app.post_signup(&unique_email("burst"), PASSWORD).await;
     }
     let text = app.get("/metrics").await.text().await.expect("metrics");
     assert_eq!(

@@ -4,11 +4,13 @@
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
-use gatehouse::config::{Cidr, ClientIpHeader, Settings, Tier};
+use gatehouse::config::{Settings, Tier};
+use gatehouse::http::client_ip::{Cidr, ClientIpHeader};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 
 use crate::helpers::*;
+use crate::kit::process::Binary;
 
 /// Every series `/metrics` shows (name and labels), without the values.
 async fn metric_series(app: &TestApp) -> BTreeSet<String> {
@@ -128,7 +130,7 @@ async fn one_ipv6_64_shares_one_lockout_count_and_sessions_keep_the_full_address
     })
     .await;
     let victim = unique_email("v6-victim");
-    app.signup(&victim, PASSWORD).await;
+    app.signup_ok(&victim, PASSWORD).await;
 
     for i in 1..=3 {
         let client = format!("2001:db8:a:b:{i}::{i}");
@@ -140,7 +142,7 @@ async fn one_ipv6_64_shares_one_lockout_count_and_sessions_keep_the_full_address
 
     let r = login_from(&app, "2001:db8:a:c:99::1", &victim, PASSWORD).await;
     let body = expect_json(r, StatusCode::OK).await;
-    let sessions = app.my_sessions(access_of(&body)).await;
+    let sessions = app.my_sessions_ok(access_of(&body)).await;
     let ips: Vec<&str> = sessions.iter().filter_map(|s| s["ip"].as_str()).collect();
     assert!(
         ips.contains(&"2001:db8:a:c:99::1"),
@@ -204,24 +206,13 @@ async fn with_forwarded_configured_a_client_written_x_forwarded_for_is_ignored()
     );
 }
 
-async fn config_check(env: &[(&str, &str)]) -> (Option<i32>, String) {
+async fn config_check(env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir(dir.path().join("keys")).expect("keys dir");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["config", "check"])
-        .env("GATEHOUSE_DATABASE", dir.path().join("gatehouse.db"))
-        .env("GATEHOUSE_KEYS_DIR", dir.path().join("keys"))
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run the CLI");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let binary = env
+        .iter()
+        .fold(Binary::in_dir(dir.path()), |b, (k, v)| b.with(k, v));
+    binary.cli(&["config", "check"]).await
 }
 
 #[tokio::test]
@@ -231,7 +222,7 @@ async fn config_check_names_the_header_and_warns_about_trusting_whole_ranges() {
         ("GATEHOUSE_CLIENT_IP_HEADER", "forwarded"),
     ])
     .await;
-    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("GATEHOUSE_CLIENT_IP_HEADER=forwarded"),
         "{text}"
@@ -245,7 +236,7 @@ async fn config_check_names_the_header_and_warns_about_trusting_whole_ranges() {
     assert!(warnings[1].contains("172.16.0.0/12"), "{text}");
 
     let (code, text) = config_check(&[("GATEHOUSE_TRUSTED_PROXIES", "10.1.2.3")]).await;
-    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("GATEHOUSE_CLIENT_IP_HEADER=x-forwarded-for"),
         "{text}"
@@ -253,6 +244,34 @@ async fn config_check_names_the_header_and_warns_about_trusting_whole_ranges() {
     assert!(!text.contains("warning"), "{text}");
 
     let (code, text) = config_check(&[("GATEHOUSE_CLIENT_IP_HEADER", "x-real-ip")]).await;
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, 1, "{text}");
     assert!(text.contains("GATEHOUSE_CLIENT_IP_HEADER"), "{text}");
+}
+
+#[tokio::test]
+async fn config_check_prints_every_declared_setting_and_refuses_a_misspelt_switch() {
+    let (code, text) = config_check(&[]).await;
+    assert_eq!(code, 0, "{text}");
+    for setting in gatehouse::config::SETTINGS {
+        let line = format!("\n{}=", setting.env);
+        assert!(
+            format!("\n{text}").contains(&line),
+            "{}: {text}",
+            setting.env
+        );
+    }
+    assert!(text.contains("GATEHOUSE_BODY_TIMEOUT=10s"), "{text}");
+
+    // A switch that is neither on nor off stops the start, as any malformed value does.
+    for (key, value) in [("GATEHOUSE_HSTS", "onn"), ("GATEHOUSE_RATE_LIMITS", "of")] {
+        let (code, text) = config_check(&[(key, value)]).await;
+        assert_eq!(code, 1, "{key}={value}: {text}");
+        assert!(
+            text.contains(&format!("{key}: {value:?} is not on or off")),
+            "{text}"
+        );
+    }
+    let (code, text) = config_check(&[("GATEHOUSE_PRUNE_INTERVAL", "0")]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("GATEHOUSE_PRUNE_INTERVAL: "), "{text}");
 }

@@ -279,7 +279,7 @@ async fn nothing_ever_answers_5xx() {
     let admin = app
         .create_admin(&unique_email("admin"), "Adm1n!Passw0rd-long")
         .await;
-    let user = app.signup(&unique_email("user"), PASSWORD).await;
+    let user = app.signup_ok(&unique_email("user"), PASSWORD).await;
     let uid = user_id_of(&user).to_owned();
     let sid = sid_of(&user);
     let random = Uuid::new_v4();

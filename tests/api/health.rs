@@ -59,9 +59,9 @@ async fn metrics_are_prometheus_text() {
     let app = spawn_app().await;
     // Some traffic first, so there is something to count.
     let email = unique_email("metrics");
-    app.signup(&email, PASSWORD).await;
-    app.login(&email, PASSWORD).await;
-    app.login_response(&email, "Wrong-Passw0rd!").await;
+    app.signup_ok(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
+    app.post_login(&email, "Wrong-Passw0rd!").await;
     app.get("/healthz").await;
 
     let response = app.get("/metrics").await;
@@ -102,7 +102,7 @@ async fn jwks_and_health_answer_while_logins_fail() {
     let mut limited = false;
     for _ in 0..60 {
         let response = app
-            .login_response(&unique_email("flood"), "Wrong-Passw0rd!")
+            .post_login(&unique_email("flood"), "Wrong-Passw0rd!")
             .await;
         let status = response.status();
         assert!(

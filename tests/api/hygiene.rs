@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::*;
-use crate::process::{cli, start};
+use crate::kit::process::Binary;
 
 fn local_part(tag: &str) -> String {
     format!("{tag}-{}", &Uuid::new_v4().simple().to_string()[..12])
@@ -29,17 +29,17 @@ fn mode_of(path: &Path) -> u32 {
 /// Signs up `first`, then shows that `twin` is the same account: signup is refused as
 /// taken, login with the twin logs into it.
 async fn assert_one_account(app: &TestApp, first: &str, twin: &str, stored: &str) {
-    let signup = app.signup(first, PASSWORD).await;
+    let signup = app.signup_ok(first, PASSWORD).await;
     assert_eq!(
         signup["user"]["email"], stored,
         "the normalized form is returned"
     );
     let id = user_id_of(&signup).to_owned();
 
-    let r = app.signup_response(twin, PASSWORD).await;
+    let r = app.post_signup(twin, PASSWORD).await;
     assert_error(r, StatusCode::CONFLICT, "email_taken").await;
 
-    let login = app.login(twin, PASSWORD).await;
+    let login = app.login_ok(twin, PASSWORD).await;
     assert_eq!(user_id_of(&login), id, "{twin} logs into {first}'s account");
     assert_eq!(login["user"]["email"], stored);
 }
@@ -70,7 +70,7 @@ async fn admin_search_finds_an_account_by_either_spelling_of_its_domain() {
     let admin = app.create_admin(&unique_email("searcher"), PASSWORD).await;
     let local = local_part("found");
     let signup = app
-        .signup(&format!("{local}@xn--bcher-kva.example"), PASSWORD)
+        .signup_ok(&format!("{local}@xn--bcher-kva.example"), PASSWORD)
         .await;
     let id = user_id_of(&signup);
     for query in [
@@ -103,13 +103,13 @@ async fn a_domain_that_does_not_normalize_is_a_validation_error() {
     let app = spawn_app().await;
     // Not decodable as punycode, so no mailbox can have it.
     let email = format!("{}@xn--55555577.example", local_part("bad"));
-    let r = app.signup_response(&email, PASSWORD).await;
+    let r = app.post_signup(&email, PASSWORD).await;
     let body = assert_validation_failed(r, &["email"]).await;
     assert!(
         body.to_string().contains("domain"),
         "the message says what is wrong: {body}"
     );
-    let r = app.login_response(&email, PASSWORD).await;
+    let r = app.post_login(&email, PASSWORD).await;
     assert_validation_failed(r, &["email"]).await;
 }
 
@@ -122,10 +122,9 @@ async fn a_keys_dir_others_may_write_stops_the_start_and_names_the_fix() {
     std::fs::create_dir(&keys).expect("mkdir");
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o770)).expect("chmod");
     // Without the check the server would start and serve: bound the wait.
-    let (code, text) =
-        tokio::time::timeout(Duration::from_secs(20), cli(dir.path(), &["serve"], &[]))
-            .await
-            .expect("gatehouse started with a group-writable keys dir");
+    let (code, text) = Binary::in_dir(dir.path())
+        .cli_within(&["serve"], Duration::from_secs(20))
+        .await;
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("writable by group or others"), "{text}");
     assert!(
@@ -167,13 +166,11 @@ fn place_key_by_hand(keys: &Path, name: &str) -> (String, PathBuf) {
 async fn keys_generate_creates_the_keys_dir_private() {
     let dir = tempfile::tempdir().expect("tmp");
     let keys = dir.path().join("new").join("keys");
-    let keys_env = keys.to_str().expect("utf-8 path");
-    let (code, text) = cli(
-        dir.path(),
-        &["keys", "generate"],
-        &[("GATEHOUSE_KEYS_DIR", keys_env)],
-    )
-    .await;
+    let binary = Binary {
+        keys_dir: keys.clone(),
+        ..Binary::in_dir(dir.path())
+    };
+    let (code, text) = binary.cli(&["keys", "generate"]).await;
     assert_eq!(code, 0, "{text}");
     assert_eq!(mode_of(&keys), 0o700, "the keys dir gatehouse created");
     assert_eq!(mode_of(&dir.path().join("new")), 0o700, "and its parent");
@@ -182,11 +179,12 @@ async fn keys_generate_creates_the_keys_dir_private() {
 #[tokio::test]
 async fn a_hand_placed_key_is_logged_by_file_and_kid_without_key_material() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (code, text) = cli(dir.path(), &["keys", "generate"], &[]).await;
+    let binary = Binary::in_dir(dir.path());
+    let (code, text) = binary.cli(&["keys", "generate"]).await;
     assert_eq!(code, 0, "{text}");
-    let (kid, placed) = place_key_by_hand(&dir.path().join("keys"), "dropped-in.pem");
+    let (kid, placed) = place_key_by_hand(&binary.keys_dir, "dropped-in.pem");
 
-    let server = start(dir.path(), &[]).await;
+    let server = binary.start().await;
     let logs = server.stop_and_collect().await;
     let warning = logs
         .lines()
@@ -264,7 +262,10 @@ async fn a_hand_placed_key_found_by_a_reload_is_audited_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(found, 1, "no key_adopted event after a reload");
-    assert!(app.jwks().await.to_string().contains(&kid), "still trusted");
+    assert!(
+        app.jwks_ok().await.to_string().contains(&kid),
+        "still trusted"
+    );
 
     // Later reloads find the same file again and stay quiet.
     tokio::time::sleep(Duration::from_millis(2500)).await;

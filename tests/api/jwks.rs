@@ -181,7 +181,7 @@ async fn openid_configuration_describes_the_issuer() {
 async fn an_access_token_verifies_offline_with_the_jwks() {
     let app = spawn_app().await;
     let email = unique_email("offline");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
     let token = access_of(&tokens);
 
     // Exactly what a separate service would do: header kid → JWKS key → RS256 only.
@@ -189,7 +189,7 @@ async fn an_access_token_verifies_offline_with_the_jwks() {
     assert_eq!(header.alg, Algorithm::RS256);
     assert_eq!(header.typ.as_deref(), Some("JWT"));
     let kid = header.kid.expect("access token without kid");
-    let jwks = app.jwks().await;
+    let jwks = app.jwks_ok().await;
     let jwk = jwks["keys"]
         .as_array()
         .unwrap()
@@ -253,7 +253,7 @@ async fn an_access_token_verifies_offline_with_the_jwks() {
 async fn access_ttl_follows_the_settings() {
     let app = spawn_app_with(|s| s.access_ttl = Duration::from_secs(5 * 60)).await;
 
-    let tokens = app.signup(&unique_email("ttl"), PASSWORD).await;
+    let tokens = app.signup_ok(&unique_email("ttl"), PASSWORD).await;
 
     assert_eq!(tokens["expires_in"], 300);
     let claims = crate::helpers::jwt_claims(access_of(&tokens));

@@ -39,14 +39,14 @@ fn verify_with(jwks: &Value, token: &str, issuer: &str, audience: &str) -> Value
 async fn after_a_rotation_old_tokens_still_verify_and_new_ones_use_the_new_key() {
     let app = spawn_app().await;
     let email = unique_email("rotation");
-    let before = app.signup(&email, PASSWORD).await;
+    let before = app.signup_ok(&email, PASSWORD).await;
     let old_kid = app.current_kid().await;
     assert_eq!(jwt_header(access_of(&before))["kid"], old_kid.as_str());
     let old_etag =
         crate::helpers::header(&app.get("/.well-known/jwks.json").await, "etag").expect("no ETag");
 
-    app.run_cli(&["keys", "generate"], None).await;
-    app.run_cli(&["keys", "rotate", "--force"], None).await;
+    app.cli_ok(&["keys", "generate"], None).await;
+    app.cli_ok(&["keys", "rotate", "--force"], None).await;
     // A replica started after the rotation (or this one, restarted).
     let replica = app.spawn_replica().await;
 
@@ -111,7 +111,7 @@ async fn a_generated_next_key_is_published_before_it_signs() {
     let app = spawn_app().await;
     let old_kid = app.current_kid().await;
 
-    app.run_cli(&["keys", "generate"], None).await;
+    app.cli_ok(&["keys", "generate"], None).await;
     let replica = app.spawn_replica().await;
 
     let response = app

@@ -12,9 +12,9 @@ use crate::helpers::{
 async fn login_returns_200_and_a_token_response_for_a_new_family() {
     let app = spawn_app().await;
     let email = unique_email("login");
-    let signup = app.signup(&email, PASSWORD).await;
+    let signup = app.signup_ok(&email, PASSWORD).await;
 
-    let response = app.login_response(&email, PASSWORD).await;
+    let response = app.post_login(&email, PASSWORD).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -36,10 +36,10 @@ async fn login_returns_200_and_a_token_response_for_a_new_family() {
 async fn login_email_is_trimmed_and_case_insensitive() {
     let app = spawn_app().await;
     let email = unique_email("case");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
 
     let body = app
-        .login(&format!("\t {} ", email.to_uppercase()), PASSWORD)
+        .login_ok(&format!("\t {} ", email.to_uppercase()), PASSWORD)
         .await;
 
     assert_eq!(body["user"]["email"], email.as_str());
@@ -49,9 +49,9 @@ async fn login_email_is_trimmed_and_case_insensitive() {
 async fn wrong_password_is_401_invalid_credentials() {
     let app = spawn_app().await;
     let email = unique_email("wrong");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
 
-    let response = app.login_response(&email, OTHER_PASSWORD).await;
+    let response = app.post_login(&email, OTHER_PASSWORD).await;
 
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
@@ -60,9 +60,9 @@ async fn wrong_password_is_401_invalid_credentials() {
 async fn the_password_is_case_sensitive() {
     let app = spawn_app().await;
     let email = unique_email("pwcase");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
 
-    let response = app.login_response(&email, &PASSWORD.to_uppercase()).await;
+    let response = app.post_login(&email, &PASSWORD.to_uppercase()).await;
 
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
@@ -71,11 +71,11 @@ async fn the_password_is_case_sensitive() {
 async fn unknown_email_is_answered_exactly_as_a_wrong_password() {
     let app = spawn_app().await;
     let email = unique_email("known");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
 
-    let wrong_password = app.login_response(&email, OTHER_PASSWORD).await;
+    let wrong_password = app.post_login(&email, OTHER_PASSWORD).await;
     let unknown_email = app
-        .login_response(&unique_email("unknown"), OTHER_PASSWORD)
+        .post_login(&unique_email("unknown"), OTHER_PASSWORD)
         .await;
 
     assert_eq!(wrong_password.status(), StatusCode::UNAUTHORIZED);
@@ -116,11 +116,11 @@ async fn login_with_missing_fields_is_400_listing_each_field() {
 async fn five_failures_lock_the_email_with_429_and_retry_after() {
     let app = spawn_app().await;
     let email = unique_email("lock");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
     assert_eq!(app.settings.lockout.max_failures, 5);
 
     for attempt in 1..=5 {
-        let response = app.login_response(&email, OTHER_PASSWORD).await;
+        let response = app.post_login(&email, OTHER_PASSWORD).await;
         assert_eq!(
             response.status(),
             StatusCode::UNAUTHORIZED,
@@ -129,7 +129,7 @@ async fn five_failures_lock_the_email_with_429_and_retry_after() {
     }
 
     // Past the limit even the right password is refused.
-    let response = app.login_response(&email, PASSWORD).await;
+    let response = app.post_login(&email, PASSWORD).await;
     let retry_after = header(&response, "retry-after");
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     let retry_after: u64 = retry_after
@@ -143,27 +143,27 @@ async fn five_failures_lock_the_email_with_429_and_retry_after() {
 
     // Another email is not affected.
     let other = unique_email("unlocked");
-    app.signup(&other, PASSWORD).await;
-    app.login(&other, PASSWORD).await;
+    app.signup_ok(&other, PASSWORD).await;
+    app.login_ok(&other, PASSWORD).await;
 
     // Once the window has passed, the right password works again.
     app.advance(Duration::from_secs(15 * 60 + 1));
-    app.login(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
 }
 
 #[tokio::test]
 async fn lockout_is_still_in_force_just_before_the_window_ends() {
     let app = spawn_app().await;
     let email = unique_email("window");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
     for _ in 0..5 {
-        let response = app.login_response(&email, OTHER_PASSWORD).await;
+        let response = app.post_login(&email, OTHER_PASSWORD).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 
     app.advance(Duration::from_secs(10 * 60));
 
-    let response = app.login_response(&email, PASSWORD).await;
+    let response = app.post_login(&email, PASSWORD).await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
 }
 
@@ -172,7 +172,7 @@ async fn failures_for_an_unknown_email_are_counted_too() {
     let app = spawn_app().await;
     let email = unique_email("ghost");
     for attempt in 1..=5 {
-        let response = app.login_response(&email, OTHER_PASSWORD).await;
+        let response = app.post_login(&email, OTHER_PASSWORD).await;
         assert_eq!(
             response.status(),
             StatusCode::UNAUTHORIZED,
@@ -180,7 +180,7 @@ async fn failures_for_an_unknown_email_are_counted_too() {
         );
     }
 
-    let response = app.login_response(&email, OTHER_PASSWORD).await;
+    let response = app.post_login(&email, OTHER_PASSWORD).await;
     assert!(
         header(&response, "retry-after").is_some(),
         "429 without Retry-After"
@@ -192,7 +192,7 @@ async fn failures_for_an_unknown_email_are_counted_too() {
 async fn lockout_counts_the_normalized_email() {
     let app = spawn_app().await;
     let email = unique_email("normlock");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
     // Five failures spread over spellings of the same address.
     for variant in [
         email.clone(),
@@ -201,11 +201,11 @@ async fn lockout_counts_the_normalized_email() {
         format!("{email} "),
         email.to_uppercase(),
     ] {
-        let response = app.login_response(&variant, OTHER_PASSWORD).await;
+        let response = app.post_login(&variant, OTHER_PASSWORD).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 
-    let response = app.login_response(&email, PASSWORD).await;
+    let response = app.post_login(&email, PASSWORD).await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
 }
 
@@ -213,17 +213,15 @@ async fn lockout_counts_the_normalized_email() {
 async fn failures_are_also_counted_per_client_ip() {
     let app = crate::helpers::spawn_app_with(|s| s.lockout.max_failures_per_ip = 3).await;
     let victim = unique_email("ip-victim");
-    app.signup(&victim, PASSWORD).await;
+    app.signup_ok(&victim, PASSWORD).await;
 
     // Three different addresses, one failure each: only the IP counter reaches its limit.
     for _ in 0..3 {
-        let response = app
-            .login_response(&unique_email("spray"), OTHER_PASSWORD)
-            .await;
+        let response = app.post_login(&unique_email("spray"), OTHER_PASSWORD).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 
-    let response = app.login_response(&victim, PASSWORD).await;
+    let response = app.post_login(&victim, PASSWORD).await;
     assert!(
         header(&response, "retry-after").is_some(),
         "429 without Retry-After"
@@ -231,5 +229,5 @@ async fn failures_are_also_counted_per_client_ip() {
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
 
     app.advance(Duration::from_secs(15 * 60 + 1));
-    app.login(&victim, PASSWORD).await;
+    app.login_ok(&victim, PASSWORD).await;
 }

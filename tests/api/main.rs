@@ -1,5 +1,8 @@
 //! HTTP integration tests: one binary, so the crate links once.
 
+#[path = "../kit/mod.rs"]
+mod kit;
+
 mod admin;
 mod attacks;
 mod audit;

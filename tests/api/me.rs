@@ -15,9 +15,9 @@ use crate::helpers::{
 async fn me_returns_the_caller() {
     let app = spawn_app().await;
     let email = unique_email("me");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
 
-    let response = app.me(access_of(&tokens)).await;
+    let response = app.get_me(access_of(&tokens)).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let me: Value = response.json().await.unwrap();
@@ -39,14 +39,14 @@ async fn me_without_a_token_is_401_with_a_bearer_challenge() {
 async fn sessions_lists_the_live_families_newest_first() {
     let app = spawn_app().await;
     let email = unique_email("sessions");
-    let first = app.signup(&email, PASSWORD).await;
+    let first = app.signup_ok(&email, PASSWORD).await;
     app.advance(Duration::from_secs(60));
-    let second = app.login(&email, PASSWORD).await;
+    let second = app.login_ok(&email, PASSWORD).await;
     app.advance(Duration::from_secs(60));
-    let third = app.login(&email, PASSWORD).await;
-    app.logout(refresh_of(&second)).await;
+    let third = app.login_ok(&email, PASSWORD).await;
+    app.post_logout(refresh_of(&second)).await;
 
-    let sessions = app.my_sessions(access_of(&first)).await;
+    let sessions = app.my_sessions_ok(access_of(&first)).await;
 
     let ids: Vec<String> = sessions.iter().map(assert_session_shape).collect();
     assert_eq!(ids, vec![sid_of(&third), sid_of(&first)]);
@@ -71,12 +71,12 @@ async fn sessions_lists_the_live_families_newest_first() {
 #[tokio::test]
 async fn sessions_report_last_use() {
     let app = spawn_app().await;
-    let tokens = app.signup(&unique_email("lastused"), PASSWORD).await;
-    let before = app.my_sessions(access_of(&tokens)).await;
+    let tokens = app.signup_ok(&unique_email("lastused"), PASSWORD).await;
+    let before = app.my_sessions_ok(access_of(&tokens)).await;
 
     app.advance(Duration::from_secs(3600));
     let rotated = app.refresh_ok(refresh_of(&tokens)).await;
-    let after = app.my_sessions(access_of(&rotated)).await;
+    let after = app.my_sessions_ok(access_of(&rotated)).await;
 
     let parse =
         |s: &Value| DateTime::parse_from_rfc3339(s["last_used_at"].as_str().unwrap()).unwrap();
@@ -88,8 +88,8 @@ async fn sessions_report_last_use() {
 async fn deleting_an_own_session_revokes_it() {
     let app = spawn_app().await;
     let email = unique_email("del-own");
-    let kept = app.signup(&email, PASSWORD).await;
-    let doomed = app.login(&email, PASSWORD).await;
+    let kept = app.signup_ok(&email, PASSWORD).await;
+    let doomed = app.login_ok(&email, PASSWORD).await;
 
     let response = app
         .delete_with_token(
@@ -100,10 +100,10 @@ async fn deleting_an_own_session_revokes_it() {
         .await;
 
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let response = app.refresh(refresh_of(&doomed)).await;
+    let response = app.post_refresh(refresh_of(&doomed)).await;
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     let ids: Vec<String> = app
-        .my_sessions(access_of(&kept))
+        .my_sessions_ok(access_of(&kept))
         .await
         .iter()
         .map(assert_session_shape)
@@ -125,8 +125,8 @@ async fn deleting_an_own_session_revokes_it() {
 #[tokio::test]
 async fn deleting_another_users_session_is_404_and_leaves_it_alone() {
     let app = spawn_app().await;
-    let mallory = app.signup(&unique_email("mallory"), PASSWORD).await;
-    let victim = app.signup(&unique_email("victim"), PASSWORD).await;
+    let mallory = app.signup_ok(&unique_email("mallory"), PASSWORD).await;
+    let victim = app.signup_ok(&unique_email("victim"), PASSWORD).await;
 
     let response = app
         .delete_with_token(
@@ -143,7 +143,9 @@ async fn deleting_another_users_session_is_404_and_leaves_it_alone() {
 #[tokio::test]
 async fn deleting_an_unknown_or_malformed_session_is_404() {
     let app = spawn_app().await;
-    let tokens = app.signup(&unique_email("unknown-session"), PASSWORD).await;
+    let tokens = app
+        .signup_ok(&unique_email("unknown-session"), PASSWORD)
+        .await;
 
     for id in [Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
         let response = app
@@ -169,8 +171,8 @@ async fn session_endpoints_need_a_token() {
 async fn password_change_revokes_other_families_and_returns_a_new_one() {
     let app = spawn_app().await;
     let email = unique_email("pwchange");
-    let current = app.signup(&email, PASSWORD).await;
-    let other = app.login(&email, PASSWORD).await;
+    let current = app.signup_ok(&email, PASSWORD).await;
+    let other = app.login_ok(&email, PASSWORD).await;
 
     let response = app
         .post_json_with_token(
@@ -189,7 +191,7 @@ async fn password_change_revokes_other_families_and_returns_a_new_one() {
 
     // Every earlier family is revoked (password_change), the new one works.
     for old in [&current, &other] {
-        let response = app.refresh(refresh_of(old)).await;
+        let response = app.post_refresh(refresh_of(old)).await;
         assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
         let reason: Option<String> = app
             .db()
@@ -203,7 +205,7 @@ async fn password_change_revokes_other_families_and_returns_a_new_one() {
     }
     let rotated = app.refresh_ok(refresh_of(&fresh)).await;
     let live: Vec<String> = app
-        .my_sessions(access_of(&rotated))
+        .my_sessions_ok(access_of(&rotated))
         .await
         .iter()
         .map(assert_session_shape)
@@ -211,16 +213,16 @@ async fn password_change_revokes_other_families_and_returns_a_new_one() {
     assert_eq!(live, vec![fresh_family]);
 
     // Only the new password logs in.
-    let response = app.login_response(&email, PASSWORD).await;
+    let response = app.post_login(&email, PASSWORD).await;
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    app.login(&email, OTHER_PASSWORD).await;
+    app.login_ok(&email, OTHER_PASSWORD).await;
 }
 
 #[tokio::test]
 async fn password_change_with_a_wrong_current_password_is_401_and_changes_nothing() {
     let app = spawn_app().await;
     let email = unique_email("pw-wrong");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
 
     let response = app
         .post_json_with_token(
@@ -232,13 +234,13 @@ async fn password_change_with_a_wrong_current_password_is_401_and_changes_nothin
 
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     app.refresh_ok(refresh_of(&tokens)).await;
-    app.login(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
 }
 
 #[tokio::test]
 async fn password_change_validates_the_new_password() {
     let app = spawn_app().await;
-    let tokens = app.signup(&unique_email("pw-policy"), PASSWORD).await;
+    let tokens = app.signup_ok(&unique_email("pw-policy"), PASSWORD).await;
     let change = |body: Value| {
         let app = &app;
         let token = access_of(&tokens).to_owned();
@@ -270,8 +272,8 @@ async fn password_change_validates_the_new_password() {
 async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
     let app = spawn_app().await;
     let email = unique_email("delete-me");
-    let tokens = app.signup(&email, PASSWORD).await;
-    let other = app.login(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
+    let other = app.login_ok(&email, PASSWORD).await;
     let user_id = user_id_of(&tokens).to_owned();
 
     let response = app
@@ -285,12 +287,12 @@ async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     // Still-unexpired access tokens are refused where the user is loaded.
     for t in [&tokens, &other] {
-        let response = app.me(access_of(t)).await;
+        let response = app.get_me(access_of(t)).await;
         assert_invalid_token(response, true).await;
-        let response = app.refresh(refresh_of(t)).await;
+        let response = app.post_refresh(refresh_of(t)).await;
         assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
     }
-    let response = app.login_response(&email, PASSWORD).await;
+    let response = app.post_login(&email, PASSWORD).await;
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     assert_eq!(
         app.count("SELECT COUNT(*) FROM users WHERE id = ?1", [&user_id]),
@@ -304,7 +306,7 @@ async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
         0
     );
     // The address is free again.
-    let again = app.signup(&email, PASSWORD).await;
+    let again = app.signup_ok(&email, PASSWORD).await;
     assert_ne!(user_id_of(&again), user_id);
 }
 
@@ -312,9 +314,9 @@ async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
 async fn a_deleted_account_leaves_no_trace_of_its_email() {
     let app = spawn_app().await;
     let email = unique_email("forget-me");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
     // A failed login leaves a lockout row for the address; a session has user agent and IP.
-    let response = app.login_response(&email, OTHER_PASSWORD).await;
+    let response = app.post_login(&email, OTHER_PASSWORD).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     let response = app
@@ -356,7 +358,7 @@ async fn a_deleted_account_leaves_no_trace_of_its_email() {
 async fn deleting_the_account_needs_the_right_password() {
     let app = spawn_app().await;
     let email = unique_email("delete-wrong");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
 
     let response = app
         .delete_with_token(
@@ -372,16 +374,16 @@ async fn deleting_the_account_needs_the_right_password() {
         .await;
     assert_validation_failed(response, &["password"]).await;
 
-    let response = app.me(access_of(&tokens)).await;
+    let response = app.get_me(access_of(&tokens)).await;
     assert_eq!(response.status(), StatusCode::OK);
-    app.login(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
 }
 
 #[tokio::test]
 async fn wrong_current_passwords_lock_the_session_not_the_login() {
     let app = spawn_app().await;
     let email = unique_email("pw-lock");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
     let body = json!({ "current_password": "Not-The-Pass1!", "new_password": OTHER_PASSWORD });
 
     for attempt in 1..=5 {
@@ -415,13 +417,13 @@ async fn wrong_current_passwords_lock_the_session_not_the_login() {
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     // ...while logins, counted apart, are not blocked by them, and the password is
     // unchanged.
-    app.login(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
     // After the window the session may try again.
     app.advance(Duration::from_secs(15 * 60 + 1));
     let response = app
         .post_json_with_token(
             "/v1/me/password",
-            access_of(&app.login(&email, PASSWORD).await),
+            access_of(&app.login_ok(&email, PASSWORD).await),
             &json!({ "current_password": PASSWORD, "new_password": OTHER_PASSWORD }),
         )
         .await;
@@ -432,7 +434,7 @@ async fn wrong_current_passwords_lock_the_session_not_the_login() {
 async fn wrong_passwords_on_account_delete_count_towards_the_session_lockout() {
     let app = spawn_app().await;
     let email = unique_email("del-lock");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
 
     for attempt in 1..=5 {
         let response = app
@@ -458,25 +460,25 @@ async fn wrong_passwords_on_account_delete_count_towards_the_session_lockout() {
         .await;
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     // The account is still there.
-    app.login(&email, PASSWORD).await;
+    app.login_ok(&email, PASSWORD).await;
 }
 
 #[tokio::test]
 async fn sessions_leave_out_families_past_their_absolute_expiry() {
     let app = spawn_app().await;
     let email = unique_email("expired-family");
-    let old = app.signup(&email, PASSWORD).await;
+    let old = app.signup_ok(&email, PASSWORD).await;
 
     app.advance(Duration::from_secs(7 * 24 * 3600 + 60));
-    let fresh = app.login(&email, PASSWORD).await;
+    let fresh = app.login_ok(&email, PASSWORD).await;
 
     let ids: Vec<String> = app
-        .my_sessions(access_of(&fresh))
+        .my_sessions_ok(access_of(&fresh))
         .await
         .iter()
         .map(assert_session_shape)
         .collect();
     assert_eq!(ids, vec![sid_of(&fresh)]);
-    let response = app.refresh(refresh_of(&old)).await;
+    let response = app.post_refresh(refresh_of(&old)).await;
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
 }

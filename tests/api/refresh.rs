@@ -5,21 +5,22 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, TestApp, access_of, assert_error, assert_token_response, assert_validation_failed,
-    b64url_decode, header, jwt_claims, refresh_of, sid_of, spawn_app, spawn_app_with, unique_email,
+    PASSWORD, TestApp, Tokens, access_of, assert_error, assert_token_response,
+    assert_validation_failed, b64url_decode, header, jwt_claims, refresh_of, sid_of, spawn_app,
+    spawn_app_with, unique_email,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn logged_in(app: &TestApp) -> (String, Value) {
+async fn logged_in(app: &TestApp) -> (String, Tokens) {
     let email = unique_email("refresh");
-    app.signup(&email, PASSWORD).await;
-    let tokens = app.login(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
+    let tokens = app.login_ok(&email, PASSWORD).await;
     (email, tokens)
 }
 
 async fn assert_refresh_fails(app: &TestApp, token: &str, code: &str) {
-    let response = app.refresh(token).await;
+    let response = app.post_refresh(token).await;
     assert_error(response, StatusCode::UNAUTHORIZED, code).await;
 }
 
@@ -43,7 +44,7 @@ async fn refresh_rotates_the_token_within_the_same_family() {
     let (email, tokens) = logged_in(&app).await;
     let r0 = refresh_of(&tokens).to_owned();
 
-    let response = app.refresh(&r0).await;
+    let response = app.post_refresh(&r0).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -70,7 +71,7 @@ async fn refresh_rotates_the_token_within_the_same_family() {
     assert_ne!(claims["jti"], jwt_claims(access_of(&tokens))["jti"]);
 
     // The new access token works and the new refresh token rotates again.
-    let response = app.me(access_of(&rotated)).await;
+    let response = app.get_me(access_of(&rotated)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let again = app.refresh_ok(refresh_of(&rotated)).await;
     assert_eq!(sid_of(&again), sid_of(&tokens));
@@ -97,7 +98,7 @@ async fn refresh_with_a_missing_or_empty_token_is_400() {
     let response = app.post_json("/v1/refresh", &json!({})).await;
     assert_validation_failed(response, &["refresh_token"]).await;
 
-    let response = app.refresh("").await;
+    let response = app.post_refresh("").await;
     assert_validation_failed(response, &["refresh_token"]).await;
 }
 
@@ -113,7 +114,7 @@ async fn an_access_token_is_not_a_refresh_token() {
 async fn reuse_revokes_the_whole_family_including_the_newest_token() {
     let app = spawn_app().await;
     let (email, tokens) = logged_in(&app).await;
-    let other_family = app.login(&email, PASSWORD).await;
+    let other_family = app.login_ok(&email, PASSWORD).await;
     let r0 = refresh_of(&tokens).to_owned();
     let r1 = app.refresh_ok(&r0).await;
     let r2 = app.refresh_ok(refresh_of(&r1)).await;
@@ -125,7 +126,7 @@ async fn reuse_revokes_the_whole_family_including_the_newest_token() {
     assert_refresh_fails(&app, refresh_of(&r2), "invalid_refresh_token").await;
     // The family is gone from the user's live sessions...
     let live: Vec<String> = app
-        .my_sessions(access_of(&other_family))
+        .my_sessions_ok(access_of(&other_family))
         .await
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
@@ -233,7 +234,7 @@ async fn concurrent_refreshes_inside_the_grace_all_get_the_same_child() {
     let r0 = refresh_of(&tokens).to_owned();
     let family = sid_of(&tokens);
 
-    let responses = join_all((0..10).map(|_| app.refresh(&r0))).await;
+    let responses = join_all((0..10).map(|_| app.post_refresh(&r0))).await;
 
     let mut children = Vec::new();
     for response in responses {
@@ -272,7 +273,7 @@ async fn concurrent_refreshes_with_the_grace_off_have_exactly_one_winner() {
     let r0 = refresh_of(&tokens).to_owned();
     let family = sid_of(&tokens);
 
-    let responses = join_all((0..10).map(|_| app.refresh(&r0))).await;
+    let responses = join_all((0..10).map(|_| app.post_refresh(&r0))).await;
 
     let mut winners = Vec::new();
     let mut reused = 0;
@@ -434,9 +435,9 @@ async fn a_revoked_family_stays_revoked_for_a_late_replay() {
 
     // Days later (family not yet expired) the old tokens are still recognised and refused.
     app.advance(3 * 24 * HOUR);
-    let response = app.refresh(&r0).await;
+    let response = app.post_refresh(&r0).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = app.refresh(refresh_of(&r1)).await;
+    let response = app.post_refresh(refresh_of(&r1)).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(
         tokens_in_family(&app, &sid_of(&tokens)) >= 3,

@@ -12,9 +12,9 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// Signs up a user and returns (email, first token response).
-async fn user(app: &TestApp, tag: &str) -> (String, serde_json::Value) {
+async fn user(app: &TestApp, tag: &str) -> (String, Tokens) {
     let email = unique_email(tag);
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
     (email, tokens)
 }
 
@@ -22,10 +22,10 @@ async fn user(app: &TestApp, tag: &str) -> (String, serde_json::Value) {
 async fn a_logged_out_session_access_token_reads_and_revokes_nothing() {
     let app = spawn_app().await;
     let (email, old) = user(&app, "logout").await;
-    let new = app.login(&email, PASSWORD).await;
-    assert_eq!(app.logout(refresh_of(&old)).await.status(), 204);
+    let new = app.login_ok(&email, PASSWORD).await;
+    assert_eq!(app.post_logout(refresh_of(&old)).await.status(), 204);
 
-    assert_invalid_token(app.me(access_of(&old)).await, true).await;
+    assert_invalid_token(app.get_me(access_of(&old)).await, true).await;
     assert_invalid_token(
         app.get_with_token("/v1/me/sessions", access_of(&old)).await,
         true,
@@ -38,7 +38,7 @@ async fn a_logged_out_session_access_token_reads_and_revokes_nothing() {
         true,
     )
     .await;
-    assert_eq!(app.me(access_of(&new)).await.status(), 200);
+    assert_eq!(app.get_me(access_of(&new)).await.status(), 200);
     app.refresh_ok(refresh_of(&new)).await;
 }
 
@@ -68,7 +68,7 @@ async fn a_password_change_ends_the_other_sessions_access_tokens_at_once() {
         )
         .await;
     assert_invalid_token(delete, true).await;
-    assert_eq!(app.me(access_of(&new)).await.status(), 200);
+    assert_eq!(app.get_me(access_of(&new)).await.status(), 200);
 }
 
 #[tokio::test]
@@ -77,13 +77,13 @@ async fn reuse_detection_ends_the_family_access_tokens_at_once() {
     let (_, first) = user(&app, "reuse").await;
     let second = app.refresh_ok(refresh_of(&first)).await;
     assert_error(
-        app.refresh(refresh_of(&first)).await,
+        app.post_refresh(refresh_of(&first)).await,
         StatusCode::UNAUTHORIZED,
         "refresh_token_reused",
     )
     .await;
-    assert_invalid_token(app.me(access_of(&second)).await, true).await;
-    assert_invalid_token(app.me(access_of(&first)).await, true).await;
+    assert_invalid_token(app.get_me(access_of(&second)).await, true).await;
+    assert_invalid_token(app.get_me(access_of(&first)).await, true).await;
 }
 
 #[tokio::test]
@@ -91,7 +91,7 @@ async fn an_admin_token_of_a_revoked_session_cannot_promote_anyone() {
     let app = spawn_app().await;
     let admin_email = unique_email("admin");
     let stolen = app.create_admin(&admin_email, PASSWORD).await;
-    let fresh = app.login(&admin_email, PASSWORD).await;
+    let fresh = app.login_ok(&admin_email, PASSWORD).await;
     let (_, victim) = user(&app, "victim").await;
 
     let revoke = format!("/v1/admin/sessions/{}", sid_of(&stolen));
@@ -112,7 +112,7 @@ async fn an_admin_token_of_a_revoked_session_cannot_promote_anyone() {
         )
         .await;
     assert_invalid_token(found, true).await;
-    let me = expect_json(app.me(access_of(&victim)).await, StatusCode::OK).await;
+    let me = expect_json(app.get_me(access_of(&victim)).await, StatusCode::OK).await;
     assert_eq!(me["role"], "user", "the revoked admin token promoted: {me}");
 }
 
@@ -125,10 +125,10 @@ async fn an_access_token_outliving_its_family_is_refused() {
     })
     .await;
     let (_, tokens) = user(&app, "expiry").await;
-    assert_eq!(app.me(access_of(&tokens)).await.status(), 200);
+    assert_eq!(app.get_me(access_of(&tokens)).await.status(), 200);
     app.advance(Duration::from_secs(121));
     // Still inside its own 15 minutes, but its session ended at 2.
-    assert_invalid_token(app.me(access_of(&tokens)).await, true).await;
+    assert_invalid_token(app.get_me(access_of(&tokens)).await, true).await;
 }
 
 /// Argon2 slow enough (hundreds of ms here) that a request reliably lands while another
@@ -145,7 +145,7 @@ fn slow_hashing(s: &mut gatehouse::config::Settings) {
 /// How long one Argon2 job takes on this app, measured with a wrong login.
 async fn hash_time(app: &TestApp, email: &str) -> Duration {
     let started = std::time::Instant::now();
-    let wrong = app.login_response(email, OTHER_PASSWORD).await;
+    let wrong = app.post_login(email, OTHER_PASSWORD).await;
     assert_eq!(wrong.status(), 401);
     started.elapsed()
 }
@@ -163,7 +163,7 @@ async fn a_login_verified_before_a_password_change_opens_no_session_after_it() {
     let change = app.post_json_with_token("/v1/me/password", access_of(&first), &body);
     let login = async {
         tokio::time::sleep(t + t / 2).await;
-        app.login_response(&email, PASSWORD).await
+        app.post_login(&email, PASSWORD).await
     };
     let (changed, login) = tokio::join!(change, login);
     let new = expect_json(changed, StatusCode::OK).await;
@@ -173,16 +173,16 @@ async fn a_login_verified_before_a_password_change_opens_no_session_after_it() {
     if login_status == StatusCode::OK {
         let body = expect_json(login, StatusCode::OK).await;
         assert_error(
-            app.refresh(refresh_of(&body)).await,
+            app.post_refresh(refresh_of(&body)).await,
             StatusCode::UNAUTHORIZED,
             "invalid_refresh_token",
         )
         .await;
-        assert_invalid_token(app.me(access_of(&body)).await, true).await;
+        assert_invalid_token(app.get_me(access_of(&body)).await, true).await;
     } else {
         assert_error(login, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
-    let sessions = app.my_sessions(access_of(&new)).await;
+    let sessions = app.my_sessions_ok(access_of(&new)).await;
     assert_eq!(
         sessions.len(),
         1,
@@ -205,13 +205,13 @@ async fn a_login_racing_account_deletion_gets_a_clean_401() {
     );
     let login = async {
         tokio::time::sleep(t / 2).await;
-        app.login_response(&email, PASSWORD).await
+        app.post_login(&email, PASSWORD).await
     };
     let (deleted, login) = tokio::join!(delete, login);
     assert_eq!(deleted.status(), 204);
     assert_error(login, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     assert_error(
-        app.login_response(&email, PASSWORD).await,
+        app.post_login(&email, PASSWORD).await,
         StatusCode::UNAUTHORIZED,
         "invalid_credentials",
     )
@@ -224,11 +224,11 @@ async fn strangers_wrong_logins_do_not_block_the_owners_password_change() {
     let (email, tokens) = user(&app, "blocked").await;
     let max = app.settings.lockout.max_failures;
     for _ in 0..max {
-        let wrong = app.login_response(&email, OTHER_PASSWORD).await;
+        let wrong = app.post_login(&email, OTHER_PASSWORD).await;
         assert_eq!(wrong.status(), 401);
     }
     // The login is locked for everyone now, the right password included...
-    let locked = app.login_response(&email, PASSWORD).await;
+    let locked = app.post_login(&email, PASSWORD).await;
     assert_error(locked, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     // ...but the signed-in owner still proves their password and changes it.
     let changed = app
@@ -245,7 +245,7 @@ async fn strangers_wrong_logins_do_not_block_the_owners_password_change() {
 async fn guessing_through_a_stolen_access_token_is_limited_without_blocking_the_owner() {
     let app = spawn_app().await;
     let (email, stolen) = user(&app, "guessing").await;
-    let owner = app.login(&email, PASSWORD).await;
+    let owner = app.login_ok(&email, PASSWORD).await;
     let max = app.settings.lockout.max_failures;
     let change = |token: String, current: &'static str| {
         let app = &app;
@@ -266,7 +266,7 @@ async fn guessing_through_a_stolen_access_token_is_limited_without_blocking_the_
     let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     assert!(body["message"].is_string());
     // The owner's own session, and their logins, are untouched by the thief's guesses.
-    let login = app.login_response(&email, PASSWORD).await;
+    let login = app.post_login(&email, PASSWORD).await;
     assert_eq!(login.status(), 200);
     let changed = change(access_of(&owner).to_owned(), PASSWORD).await;
     expect_json(changed, StatusCode::OK).await;

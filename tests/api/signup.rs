@@ -11,7 +11,7 @@ async fn signup_returns_201_and_a_token_response() {
     let app = spawn_app().await;
     let email = unique_email("signup");
 
-    let response = app.signup_response(&email, PASSWORD).await;
+    let response = app.post_signup(&email, PASSWORD).await;
 
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(
@@ -33,9 +33,9 @@ async fn signup_returns_201_and_a_token_response() {
 async fn signup_token_works_on_me() {
     let app = spawn_app().await;
     let email = unique_email("signup-me");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
 
-    let response = app.me(access_of(&tokens)).await;
+    let response = app.get_me(access_of(&tokens)).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     let me: serde_json::Value = response.json().await.unwrap();
@@ -49,21 +49,21 @@ async fn signup_normalizes_the_email() {
     let email = unique_email("Norm");
     let messy = format!("  {}  ", email.to_uppercase());
 
-    let tokens = app.signup(&messy, PASSWORD).await;
+    let tokens = app.signup_ok(&messy, PASSWORD).await;
 
     assert_eq!(tokens["user"]["email"], email.to_lowercase());
     // And the normalized address logs in.
-    app.login(&email.to_lowercase(), PASSWORD).await;
+    app.login_ok(&email.to_lowercase(), PASSWORD).await;
 }
 
 #[tokio::test]
 async fn signup_with_a_taken_email_is_409_even_with_different_case() {
     let app = spawn_app().await;
     let email = unique_email("taken");
-    app.signup(&email, PASSWORD).await;
+    app.signup_ok(&email, PASSWORD).await;
 
     for variant in [email.clone(), email.to_uppercase(), format!(" {email} ")] {
-        let response = app.signup_response(&variant, PASSWORD).await;
+        let response = app.post_signup(&variant, PASSWORD).await;
         assert_error(response, StatusCode::CONFLICT, "email_taken").await;
     }
 }
@@ -81,13 +81,13 @@ async fn signup_rejects_passwords_that_break_the_policy() {
         ("", "empty"),
     ];
     for (password, why) in cases {
-        let response = app.signup_response(&unique_email("weak"), password).await;
+        let response = app.post_signup(&unique_email("weak"), password).await;
         let body = assert_validation_failed(response, &["password"]).await;
         assert!(body["details"].is_array(), "{why}: {body}");
     }
     let too_long = format!("Aa1!{}", "x".repeat(125)); // 129 characters
     assert_eq!(too_long.chars().count(), 129);
-    let response = app.signup_response(&unique_email("long"), &too_long).await;
+    let response = app.post_signup(&unique_email("long"), &too_long).await;
     assert_validation_failed(response, &["password"]).await;
 }
 
@@ -96,11 +96,11 @@ async fn signup_accepts_passwords_at_the_length_bounds() {
     let app = spawn_app().await;
     let twelve = "Abcdefgh1!xy";
     assert_eq!(twelve.len(), 12);
-    app.signup(&unique_email("len12"), twelve).await;
+    app.signup_ok(&unique_email("len12"), twelve).await;
 
     let max = format!("Aa1!{}", "x".repeat(124));
     assert_eq!(max.len(), 128);
-    app.signup(&unique_email("len128"), &max).await;
+    app.signup_ok(&unique_email("len128"), &max).await;
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn signup_rejects_invalid_emails() {
         "two@@example.com",
         too_long.as_str(),
     ] {
-        let response = app.signup_response(email, PASSWORD).await;
+        let response = app.post_signup(email, PASSWORD).await;
         let body = assert_validation_failed(response, &["email"]).await;
         assert!(body["details"].is_array(), "email {email:?}");
     }
@@ -141,7 +141,7 @@ async fn signup_accepts_an_email_of_254_characters() {
     );
     assert_eq!(email.len(), 254);
 
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
 
     assert_eq!(tokens["user"]["email"], email.as_str());
 }
@@ -150,7 +150,7 @@ async fn signup_accepts_an_email_of_254_characters() {
 async fn signup_reports_every_failing_field_at_once() {
     let app = spawn_app().await;
 
-    let response = app.signup_response("nope", "short").await;
+    let response = app.post_signup("nope", "short").await;
     assert_validation_failed(response, &["email", "password"]).await;
 
     let response = app.post_json("/v1/signup", &json!({})).await;
@@ -187,7 +187,7 @@ async fn signup_ignores_unknown_fields() {
 async fn the_password_hash_is_argon2id_and_never_returned() {
     let app = spawn_app().await;
     let email = unique_email("hash");
-    let tokens = app.signup(&email, PASSWORD).await;
+    let tokens = app.signup_ok(&email, PASSWORD).await;
 
     let hash: String = app
         .db()

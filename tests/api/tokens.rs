@@ -11,20 +11,20 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    PASSWORD, TestApp, access_of, assert_invalid_token, b64url, jwt_claims, jwt_header, pem,
-    pem_to_der, sid_of, sign_jwt, spawn_app, unique_email, user_id_of,
+    PASSWORD, TestApp, Tokens, access_of, assert_invalid_token, b64url, jwt_claims, jwt_header,
+    pem, pem_to_der, sid_of, sign_jwt, spawn_app, unique_email, user_id_of,
 };
 
 struct Fixture {
     app: TestApp,
-    tokens: Value,
+    tokens: Tokens,
     kid: String,
 }
 
 impl Fixture {
     async fn new() -> Self {
         let app = spawn_app().await;
-        let tokens = app.signup(&unique_email("forgery"), PASSWORD).await;
+        let tokens = app.signup_ok(&unique_email("forgery"), PASSWORD).await;
         let kid = app.current_kid().await;
         Fixture { app, tokens, kid }
     }
@@ -60,7 +60,7 @@ impl Fixture {
 
     /// /v1/me must accept `token` (a control for the forgeries built the same way).
     async fn assert_accepted(&self, token: &str) {
-        let response = self.app.me(token).await;
+        let response = self.app.get_me(token).await;
         let status = response.status();
         let body = response.text().await.unwrap();
         assert_eq!(status, StatusCode::OK, "control token refused: {body}");
@@ -68,7 +68,7 @@ impl Fixture {
 
     /// /v1/me must refuse `token` with 401 invalid_token and a Bearer challenge.
     async fn assert_refused(&self, what: &str, token: &str) {
-        let response = self.app.me(token).await;
+        let response = self.app.get_me(token).await;
         let status = response.status();
         assert_eq!(
             status,
@@ -123,7 +123,7 @@ async fn a_tampered_payload_is_refused() {
     let longer = format!("{}.{}.{}", parts[0], b64url(claims.to_string()), parts[2]);
     f.assert_refused("exp extended", &longer).await;
 
-    let other = f.app.signup(&unique_email("other"), PASSWORD).await;
+    let other = f.app.signup_ok(&unique_email("other"), PASSWORD).await;
     let mut claims = jwt_claims(real);
     claims["sub"] = other["user"]["id"].clone();
     let swapped = format!("{}.{}.{}", parts[0], b64url(claims.to_string()), parts[2]);
@@ -144,7 +144,7 @@ async fn a_tampered_payload_is_refused() {
     // Signature of another token.
     let second = f
         .app
-        .login(other["user"]["email"].as_str().unwrap(), PASSWORD)
+        .login_ok(other["user"]["email"].as_str().unwrap(), PASSWORD)
         .await;
     let other_signature = access_of(&second).split('.').nth(2).unwrap().to_owned();
     let spliced = format!("{}.{}.{}", parts[0], parts[1], other_signature);

@@ -26,7 +26,11 @@ use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{self, PASSWORD, Rng, ServerFiles};
+use crate::invariants::{open_db, storage_violations, token_hash};
+use crate::kit::body::sid_in;
+use crate::kit::password::PASSWORD;
+use crate::kit::process::{self, Binary};
+use crate::kit::rng::Rng;
 
 fn env_u64(key: &str, default: u64) -> u64 {
     std::env::var(key)
@@ -79,7 +83,7 @@ impl Chain {
             .as_str()
             .ok_or_else(|| format!("no refresh_token in {body}"))?;
         Ok(Self {
-            family: common::sid_of(access).ok_or("access token without sid")?,
+            family: sid_in(access).ok_or("access token without sid")?,
             access: access.to_owned(),
             tokens: vec![Tok {
                 value: refresh.to_owned(),
@@ -165,7 +169,7 @@ impl Worker {
 
     /// Runs one server life: requests until the server is killed.
     async fn run(mut self, base: String, stop: Arc<AtomicBool>) -> Self {
-        let client = common::client();
+        let client = process::client();
         while !stop.load(Ordering::SeqCst) {
             if let Err(Lost(e)) = self.step(&client, &base).await {
                 if !stop.load(Ordering::SeqCst) {
@@ -333,7 +337,7 @@ impl Worker {
                     self.violations
                         .push(format!("refresh returned the presented token: {body}"));
                 }
-                if common::sid_of(access).as_deref() != Some(chain.family.as_str()) {
+                if sid_in(access).as_deref() != Some(chain.family.as_str()) {
                     self.violations.push(format!(
                         "refresh of family {} returned an access token of another family",
                         chain.family
@@ -398,7 +402,7 @@ fn sabotage(conn: &rusqlite::Connection, workers: &[Worker]) {
         let n = conn
             .execute(
                 "DELETE FROM refresh_tokens WHERE hash = ?1",
-                [common::token_hash(&c.newest().value)],
+                [token_hash(&c.newest().value)],
             )
             .expect("sabotage a token");
         eprintln!(
@@ -462,7 +466,7 @@ fn lost_but_committed(
             let spent: Option<Option<i64>> = conn
                 .query_row(
                     "SELECT spent_at FROM refresh_tokens WHERE hash = ?1",
-                    [common::token_hash(&c.newest().value)],
+                    [token_hash(&c.newest().value)],
                     |r| r.get(0),
                 )
                 .ok();
@@ -494,7 +498,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A long reuse grace: a client whose refresh answer was lost retries after the
     // restart, usually within it, and then gets the very child the crash hid.
-    let mut files = ServerFiles::in_dir(dir.path()).with("GATEHOUSE_REFRESH_REUSE_GRACE", "120s");
+    let mut files = Binary::in_dir(dir.path()).with("GATEHOUSE_REFRESH_REUSE_GRACE", "120s");
     // Extra server settings, `K=V,K=V` (e.g. to take the lockout out of a large run).
     for pair in std::env::var("GATEHOUSE_CRASH_SERVER_ENV")
         .unwrap_or_default()
@@ -520,8 +524,8 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     for round in 0..kills {
         let server = files.start().await;
         if round > 0 {
-            let conn = common::open_db(&files.database);
-            for v in common::storage_violations(&conn) {
+            let conn = open_db(&files.database);
+            for v in storage_violations(&conn) {
                 violations.push(format!("after kill {round}: {v}"));
             }
             committed.add(&lost_but_committed(&conn, &workers, &mut counted));
@@ -537,13 +541,13 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         if backup_rounds.contains(&round) {
             let path = dir.path().join(format!("backup-{round}.db"));
             let begun = Instant::now();
-            let (ok, out) = files
-                .cli(
+            let (code, out) = files
+                .cli_within(
                     &["backup", "--to", path.to_str().expect("utf-8 path")],
                     Duration::from_secs(120),
                 )
                 .await;
-            if ok {
+            if code == 0 {
                 backups.push(BackupRun {
                     started: begun,
                     finished: Instant::now(),
@@ -564,13 +568,13 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     // Last life: resolve every lost answer, then check all that was acknowledged.
     let server = files.start().await;
     {
-        let conn = common::open_db(&files.database);
-        for v in common::storage_violations(&conn) {
+        let conn = open_db(&files.database);
+        for v in storage_violations(&conn) {
             violations.push(format!("after the last kill: {v}"));
         }
         committed.add(&lost_but_committed(&conn, &workers, &mut counted));
     }
-    let client = common::client();
+    let client = process::client();
     let mut settled = Vec::new();
     for mut w in workers.drain(..) {
         while w
@@ -626,7 +630,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     violations.extend(login_failures);
 
     // Every refresh token the client received is stored; every family it knows exists.
-    let conn = common::open_db(&files.database);
+    let conn = open_db(&files.database);
     let revoked: HashMap<String, Option<String>> = conn
         .prepare("SELECT id, revoked_reason FROM refresh_families")
         .and_then(|mut s| {
@@ -653,7 +657,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         }
         for tok in &chain.tokens {
             tokens_received += 1;
-            if !stored.contains(&common::token_hash(&tok.value)) {
+            if !stored.contains(&token_hash(&tok.value)) {
                 violations.push(format!(
                     "family {}: a refresh token received in a 200 is not stored",
                     chain.family
@@ -694,8 +698,8 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         .await;
     violations.extend(refresh_failures);
     server.kill().await;
-    let conn = common::open_db(&files.database);
-    for v in common::storage_violations(&conn) {
+    let conn = open_db(&files.database);
+    for v in storage_violations(&conn) {
         violations.push(format!("at the end: {v}"));
     }
     drop(conn);
@@ -746,15 +750,15 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
 /// Checks one online backup; returns how many checks it made.
 async fn check_backup(
     backup: &BackupRun,
-    files: &ServerFiles,
+    files: &Binary,
     users: &[User],
     chains: &[Chain],
     violations: &mut Vec<String>,
 ) -> usize {
     let name = backup.path.display().to_string();
     let mut checks = 0;
-    let conn = common::open_db(&backup.path);
-    for v in common::storage_violations(&conn) {
+    let conn = open_db(&backup.path);
+    for v in storage_violations(&conn) {
         violations.push(format!("backup {name}: {v}"));
     }
     checks += 1;
@@ -783,7 +787,7 @@ async fn check_backup(
             let n: i64 = conn
                 .query_row(
                     "SELECT COUNT(*) FROM refresh_tokens WHERE hash = ?1",
-                    [common::token_hash(&tok.value)],
+                    [token_hash(&tok.value)],
                     |r| r.get(0),
                 )
                 .expect("count tokens");
@@ -804,14 +808,14 @@ async fn check_backup(
 
     // Restore: a server over a copy of the copy, with the same keys and refresh secret.
     let restore_dir = tempfile::tempdir().expect("temp dir");
-    let restored = ServerFiles {
+    let restored = Binary {
         database: restore_dir.path().join("gatehouse.db"),
         log: restore_dir.path().join("server.log"),
         ..files.clone()
     };
     std::fs::copy(&backup.path, &restored.database).expect("copy the backup");
     let server = restored.start().await;
-    let client = common::client();
+    let client = process::client();
     for user in before.iter().take(20) {
         let r = client
             .post(server.url("/v1/login"))
@@ -858,8 +862,8 @@ async fn check_backup(
         }
     }
     server.kill().await;
-    let conn = common::open_db(&restored.database);
-    for v in common::storage_violations(&conn) {
+    let conn = open_db(&restored.database);
+    for v in storage_violations(&conn) {
         violations.push(format!("restored {name} after use: {v}"));
     }
     checks
@@ -876,9 +880,9 @@ async fn a_crash_mid_login_does_not_count_as_failed_attempts() {
     const LOGINS: usize = 30;
     const CRASHES: usize = 3;
     let dir = tempfile::tempdir().expect("temp dir");
-    let files = ServerFiles::in_dir(dir.path()).with("GATEHOUSE_LOCKOUT_MAX_FAILURES_PER_IP", "10");
+    let files = Binary::in_dir(dir.path()).with("GATEHOUSE_LOCKOUT_MAX_FAILURES_PER_IP", "10");
     let server = files.start().await;
-    let client = common::client();
+    let client = process::client();
     let emails: Vec<String> = (0..LOGINS)
         .map(|i| format!("mid-login-{i}@example.com"))
         .collect();
@@ -948,7 +952,7 @@ async fn a_crash_mid_login_does_not_count_as_failed_attempts() {
         "the crashes did not catch logins in flight (only {unanswered} unanswered)"
     );
 
-    let conn = common::open_db(&files.database);
+    let conn = open_db(&files.database);
     let counted: i64 = conn
         .query_row(
             "SELECT COALESCE(SUM(failures), 0) FROM login_attempts",
@@ -984,11 +988,11 @@ async fn a_crash_mid_login_does_not_count_as_failed_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn online_backup_of_a_large_database_completes_under_steady_writes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let files = ServerFiles::in_dir(dir.path());
+    let files = Binary::in_dir(dir.path());
     files.start().await.kill().await; // creates and migrates the file
     {
         // Recent audit events (pruning leaves them alone): bulk that the backup must copy.
-        let mut conn = common::open_db(&files.database);
+        let mut conn = open_db(&files.database);
         let now = chrono::Utc::now().timestamp();
         let tx = conn.transaction().expect("tx");
         {
@@ -1011,7 +1015,7 @@ async fn online_backup_of_a_large_database_completes_under_steady_writes() {
     }
     let size_mib = std::fs::metadata(&files.database).expect("size").len() / (1 << 20);
     let server = files.start().await;
-    let client = common::client();
+    let client = process::client();
     let r = client
         .post(server.url("/v1/signup"))
         .json(&json!({"email": "backup-load@example.com", "password": PASSWORD}))
@@ -1045,8 +1049,8 @@ async fn online_backup_of_a_large_database_completes_under_steady_writes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let to = dir.path().join("backup.db");
     let started = Instant::now();
-    let (ok, out) = files
-        .cli(
+    let (code, out) = files
+        .cli_within(
             &["backup", "--to", to.to_str().expect("utf-8")],
             Duration::from_secs(30),
         )
@@ -1056,16 +1060,16 @@ async fn online_backup_of_a_large_database_completes_under_steady_writes() {
     let rotations = writer.await.expect("writer");
     server.kill().await;
     eprintln!(
-        "backup of {size_mib} MiB under {rotations} rotations: ok={ok} in {:.1} s: {}",
+        "backup of {size_mib} MiB under {rotations} rotations: exit {code} in {:.1} s: {}",
         took.as_secs_f64(),
         out.trim()
     );
-    assert!(
-        ok,
+    assert_eq!(
+        code, 0,
         "`gatehouse backup` of a {size_mib} MiB database did not complete under ~10 \
          writes/s: {out}"
     );
-    let conn = common::open_db(&to);
-    let violations = common::storage_violations(&conn);
+    let conn = open_db(&to);
+    let violations = storage_violations(&conn);
     assert!(violations.is_empty(), "the backup: {violations:?}");
 }

@@ -4,17 +4,22 @@
 //! time; JWKS and bearer verification keep working; `/readyz` says 503 while writes
 //! fail; the file is never corrupted; the service recovers by itself once the fault goes.
 //!
-//! The tmpfs tests need `mount` (root with CAP_SYS_ADMIN, as on the CI machine); where it
-//! is refused they say so on stderr and skip.
+//! The full-disk and read-only tests mount a tmpfs, so they need root: see
+//! [`needs_root`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{self, PASSWORD, Server, ServerFiles};
+use crate::invariants::{open_db, storage_violations};
+use crate::kit::app::unique_email;
+use crate::kit::password::PASSWORD;
+use crate::kit::process::{Binary, Server};
+
+mod needs_root;
 
 /// Longer than the service's 5 s lock wait plus its hashing, short of "hung".
 const BOUND: Duration = Duration::from_secs(20);
@@ -69,7 +74,7 @@ struct Api {
 impl Api {
     fn new(server: &Server) -> Self {
         Self {
-            client: common::client(),
+            client: server.client.clone(),
             base: server.base.clone(),
         }
     }
@@ -103,7 +108,7 @@ impl Api {
 
     /// Signs up a fresh account; returns (email, access token, refresh token).
     async fn account(&self, tag: &str) -> (String, String, String) {
-        let email = format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let email = unique_email(tag);
         let a = self.signup(&email).await;
         assert_eq!(a.status, StatusCode::CREATED, "signup: {a:?}");
         (
@@ -172,8 +177,8 @@ impl Findings {
     }
 
     fn sound(&mut self, database: &Path) {
-        let conn = common::open_db(database);
-        for v in common::storage_violations(&conn) {
+        let conn = open_db(database);
+        for v in storage_violations(&conn) {
             self.0.push(format!("the file is damaged: {v}"));
         }
     }
@@ -213,8 +218,8 @@ fn assert_status(what: &str, a: &Answer, want: StatusCode) {
 }
 
 fn assert_sound(database: &Path) {
-    let conn = common::open_db(database);
-    let violations = common::storage_violations(&conn);
+    let conn = open_db(database);
+    let violations = storage_violations(&conn);
     assert!(violations.is_empty(), "the file is damaged: {violations:?}");
 }
 
@@ -223,19 +228,19 @@ fn assert_sound(database: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_locked_by_another_process_gets_503_on_writes_and_recovers() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let files = ServerFiles::in_dir(dir.path());
+    let files = Binary::in_dir(dir.path());
     let server = files.start().await;
     let api = Api::new(&server);
     let (email, access, refresh) = api.account("locked").await;
     let mut f = Findings::default();
 
     // Another process (this test) takes the write lock and sits on it.
-    let holder = common::open_db(&files.database);
+    let holder = open_db(&files.database);
     holder
         .execute_batch("BEGIN EXCLUSIVE")
         .expect("take the lock");
 
-    let fresh = format!("locked-new-{}@example.com", uuid::Uuid::new_v4().simple());
+    let fresh = unique_email("locked-new");
     let (signup, login, rotated) =
         tokio::join!(api.signup(&fresh), api.login(&email), api.refresh(&refresh));
     f.unavailable("signup while locked", &signup);
@@ -285,12 +290,12 @@ async fn a_database_locked_by_another_process_gets_503_on_writes_and_recovers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_stuck_behind_a_lock_ends_within_a_bounded_time() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let files = ServerFiles::in_dir(dir.path()).with("GATEHOUSE_DB_READERS", "2");
+    let files = Binary::in_dir(dir.path()).with("GATEHOUSE_DB_READERS", "2");
     let server = files.start().await;
     let api = Api::new(&server);
     let (email, access, _refresh) = api.account("flood").await;
 
-    let holder = common::open_db(&files.database);
+    let holder = open_db(&files.database);
     holder
         .execute_batch("BEGIN EXCLUSIVE")
         .expect("take the lock");
@@ -368,275 +373,4 @@ async fn a_flood_stuck_behind_a_lock_ends_within_a_bounded_time() {
     );
     server.kill().await;
     assert_sound(&files.database);
-}
-
-// ------------------------------------------------------------------------------ tmpfs
-
-/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(path).expect("mount point");
-        let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .map(|o| {
-                if !o.status.success() {
-                    eprintln!(
-                        "SKIPPED: cannot mount a tmpfs ({}); run as root with CAP_SYS_ADMIN",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    );
-                }
-                o.status.success()
-            })
-            .unwrap_or(false);
-        ok.then(|| Self {
-            path: path.to_owned(),
-        })
-    }
-
-    fn remount(&self, options: &str) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.path)
-            .status()
-            .expect("mount");
-        assert!(status.success(), "remount {options} failed");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
-}
-
-/// Fills the file system holding `dir` up to the last byte; returns the filler's path.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write as _;
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).expect("filler");
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        if file.write_all(&chunk).is_err() {
-            break;
-        }
-    }
-    for size in [4096usize, 512, 1] {
-        while file.write_all(&chunk[..size]).is_ok() {}
-    }
-    let _ = file.flush();
-    path
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_disk_gets_503_on_writes_keeps_jwks_and_recovers() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "4m") else {
-        return;
-    };
-    let files = ServerFiles {
-        database: disk.path.join("gatehouse.db"),
-        ..ServerFiles::in_dir(dir.path())
-    };
-    let server = files.start().await;
-    let api = Api::new(&server);
-    let (email, access, mut refresh) = api.account("full").await;
-    let mut f = Findings::default();
-
-    let filler = fill(&disk.path);
-    // The WAL may still have room from earlier commits: rotate until a write needs a new
-    // page and fails. Every answer is a 200 (its commit fitted) or the 503 we expect.
-    let mut failed = None;
-    let mut fitted = 0;
-    for _ in 0..400 {
-        let a = api.refresh(&refresh).await;
-        if a.status == StatusCode::OK {
-            refresh = a.body["refresh_token"]
-                .as_str()
-                .expect("refresh")
-                .to_owned();
-            fitted += 1;
-            continue;
-        }
-        failed = Some(a);
-        break;
-    }
-    let failed = failed.expect("400 rotations fitted on a full disk");
-    eprintln!("full disk: {fitted} rotations still fitted, then {failed:?}");
-    f.unavailable("refresh on a full disk", &failed);
-    // Once the background checkpoint has emptied the WAL, the next write starts it over in
-    // room it already holds and commits; so a write may still succeed, but never a 500.
-    let on_full = format!("full-during-{}@example.com", uuid::Uuid::new_v4().simple());
-    let signed_up = f.committed_or_unavailable(
-        "signup on a full disk",
-        &api.signup(&on_full).await,
-        StatusCode::CREATED,
-    );
-    f.committed_or_unavailable(
-        "login on a full disk",
-        &api.login(&email).await,
-        StatusCode::OK,
-    );
-    let jwks = api.get("/.well-known/jwks.json", None).await;
-    f.status("JWKS on a full disk", &jwks, StatusCode::OK);
-    let me = api.get("/v1/me", Some(&access)).await;
-    f.status("GET /v1/me on a full disk", &me, StatusCode::OK);
-    let ready = api.get("/readyz", None).await;
-    f.ready(
-        "while the disk is full",
-        ready.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-    );
-
-    std::fs::remove_file(filler).expect("free the disk");
-    let ready = api.readyz_becomes(StatusCode::OK).await;
-    f.ready("after freeing the disk", ready, StatusCode::OK);
-    let a = api.refresh(&refresh).await;
-    f.status("refresh after freeing the disk", &a, StatusCode::OK);
-    let fresh = format!("full-after-{}@example.com", uuid::Uuid::new_v4().simple());
-    let a = api.signup(&fresh).await;
-    f.status("signup after freeing the disk", &a, StatusCode::CREATED);
-    if signed_up {
-        f.status(
-            "login of the account signed up on the full disk",
-            &api.login(&on_full).await,
-            StatusCode::OK,
-        );
-    }
-    f.status(
-        "login after freeing the disk",
-        &api.login(&email).await,
-        StatusCode::OK,
-    );
-    server.kill().await;
-    f.sound(&files.database);
-    f.assert_none("full disk");
-}
-
-/// chmod 0400 does not stop root (CAP_DAC_OVERRIDE), so the database lives on a tmpfs
-/// remounted read-only. (A live remount is refused while the server has files open for
-/// writing, so the fault is applied between two lives of the server.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn starting_on_a_read_only_database_refuses_clearly_or_serves_reads() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "16m") else {
-        return;
-    };
-    let files = ServerFiles {
-        database: disk.path.join("gatehouse.db"),
-        ..ServerFiles::in_dir(dir.path())
-    };
-    let server = files.start().await;
-    let api = Api::new(&server);
-    let (email, access, refresh) = api.account("ro-start").await;
-    server.kill().await;
-    let mut f = Findings::default();
-
-    // Twice: right after a crash (the -wal and -shm files are there), then after a clean
-    // close (no -wal, no -shm). The service may refuse or serve; either way correctly.
-    for case in ["after a crash", "after a clean close"] {
-        if case == "after a clean close" {
-            // The last connection to close checkpoints the WAL and deletes -wal and -shm.
-            let conn = common::open_db(&files.database);
-            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-                .expect("checkpoint");
-            drop(conn);
-        }
-        read_only_start(&files, &disk, case, (&email, &access, &refresh), &mut f).await;
-    }
-    f.sound(&files.database);
-    f.assert_none("read-only database");
-}
-
-async fn read_only_start(
-    files: &ServerFiles,
-    disk: &Tmpfs,
-    case: &str,
-    (email, access, refresh): (&str, &str, &str),
-    f: &mut Findings,
-) {
-    disk.remount("ro");
-    match files.try_start().await {
-        Err(log) => {
-            eprintln!("read-only start {case}: refused: {log}");
-            if !(log.contains("gatehouse.db") || log.to_lowercase().contains("read")) {
-                f.0.push(format!("the refusal does not say what is wrong: {log}"));
-            }
-            disk.remount("rw");
-        }
-        Ok(server) => {
-            eprintln!("read-only start {case}: the server starts and serves");
-            let api = Api::new(&server);
-            let jwks = api.get("/.well-known/jwks.json", None).await;
-            f.status(
-                &format!("JWKS (read-only start {case})"),
-                &jwks,
-                StatusCode::OK,
-            );
-            let me = api.get("/v1/me", Some(access)).await;
-            f.status(
-                &format!("GET /v1/me (read-only start {case})"),
-                &me,
-                StatusCode::OK,
-            );
-            f.unavailable(
-                &format!("refresh (read-only start {case})"),
-                &api.refresh(refresh).await,
-            );
-            f.unavailable(
-                &format!("login (read-only start {case})"),
-                &api.login(email).await,
-            );
-            let ready = api.get("/readyz", None).await;
-            f.ready(
-                &format!("on a read-only database ({case})"),
-                ready.status,
-                StatusCode::SERVICE_UNAVAILABLE,
-            );
-
-            // The fault goes: the file system is writable again. No restart.
-            disk.remount("rw");
-            let ready = api.readyz_becomes(StatusCode::OK).await;
-            f.ready(
-                &format!("after remounting read-write ({case})"),
-                ready,
-                StatusCode::OK,
-            );
-            // Give it the whole bound to come back by itself.
-            let deadline = Instant::now() + BOUND;
-            let a = loop {
-                let a = api.refresh(refresh).await;
-                if a.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
-                    break a;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            };
-            f.status(
-                &format!("refresh after remounting read-write ({case})"),
-                &a,
-                StatusCode::OK,
-            );
-            f.status(
-                &format!("login after remounting read-write ({case})"),
-                &api.login(email).await,
-                StatusCode::OK,
-            );
-            server.kill().await;
-        }
-    }
 }

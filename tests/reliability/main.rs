@@ -1,9 +1,13 @@
 //! Reliability tests (see RELIABILITY.md): crash consistency with SIGKILL and the online
 //! backup, storage faults, and properties of the HTTP surface. The crash and fault tests
-//! drive the real binary (`CARGO_BIN_EXE_gatehouse`); the properties run one in-process app.
+//! drive the real binary (`kit::process`); the properties run one in-process app
+//! (`kit::app`).
 
-mod common;
+#[path = "../kit/mod.rs"]
+mod kit;
+
 mod crash;
 mod faults;
+mod invariants;
 mod properties;
 mod soak;

@@ -1,94 +1,53 @@
 //! Properties of the HTTP surface and the domain, checked with proptest against one
-//! in-process app per property (cheap Argon2, no per-IP limits): whatever a client
-//! sends, the answer is a 2xx or a 4xx, never a 5xx; any string as a refresh token is a
-//! 401; email normalization is idempotent.
+//! in-process app per property (`kit::app`: cheap Argon2, no per-IP limits): whatever a
+//! client sends, the answer is a 2xx or a 4xx, never a 5xx; any string as a refresh
+//! token is a 401; email normalization is idempotent.
 
-use std::sync::Arc;
-
-use gatehouse::clock::SystemClock;
-use gatehouse::config::Settings;
-use gatehouse::domain::{Email, NewPassword, Role};
-use gatehouse::service::accounts;
-use gatehouse::startup::Application;
+use gatehouse::domain::Email;
 use proptest::prelude::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::PASSWORD;
+use crate::kit::app::{TestApp, spawn_app};
+use crate::kit::body::{access_of, sid_of, user_id_of};
+use crate::kit::password::PASSWORD;
 
-/// One app on a random port with its own runtime, database and keys; lives for one property.
+/// One app with its own runtime, database and keys; lives for one property. Proptest
+/// drives a synchronous closure, so requests go through `rt.block_on`.
 struct Shared {
+    // Declared first so it drops first: the server stops before its directory goes.
     rt: tokio::runtime::Runtime,
-    base: String,
-    client: reqwest::Client,
+    app: TestApp,
     /// A user's access token, and an admin's.
     user_access: String,
     admin_access: String,
     /// Another user, the target of admin requests; and one of their families.
     victim_id: String,
     victim_family: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Shared {
     fn new() -> Self {
+        // Multi-threaded, so the server keeps answering between two `block_on`s.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let settings = Settings::for_tests(dir.path());
-        let (base, client, user_access, admin_access, victim_id, victim_family) =
-            rt.block_on(async {
-                let app = Application::build_with_clock(settings, Arc::new(SystemClock))
-                    .await
-                    .expect("build the app");
-                let state = app.state();
-                let admin_email = Email::parse("admin@example.com").expect("email");
-                let password = NewPassword::parse(PASSWORD).expect("password");
-                accounts::create_user(&state, admin_email, password, Role::Admin)
-                    .await
-                    .expect("create the admin");
-                let base = format!("http://127.0.0.1:{}", app.port());
-                tokio::spawn(app.run_until_stopped());
-                let client = crate::common::client();
-                let token = |email: &'static str, path: &'static str| {
-                    let client = client.clone();
-                    let url = format!("{base}{path}");
-                    async move {
-                        let r = client
-                            .post(url)
-                            .json(&json!({"email": email, "password": PASSWORD}))
-                            .send()
-                            .await
-                            .expect("request");
-                        assert!(r.status().is_success(), "{path} {email}: {}", r.status());
-                        r.json::<Value>().await.expect("json")
-                    }
-                };
-                let user = token("user@example.com", "/v1/signup").await;
-                let victim = token("victim@example.com", "/v1/signup").await;
-                let admin = token("admin@example.com", "/v1/login").await;
-                let access = |v: &Value| v["access_token"].as_str().expect("access").to_owned();
-                (
-                    base.clone(),
-                    client,
-                    access(&user),
-                    access(&admin),
-                    victim["user"]["id"].as_str().expect("id").to_owned(),
-                    crate::common::sid_of(&access(&victim)).expect("sid"),
-                )
-            });
+        let (app, user, admin, victim) = rt.block_on(async {
+            let app = spawn_app().await;
+            let admin = app.create_admin("admin@example.com", PASSWORD).await;
+            let user = app.signup_ok("user@example.com", PASSWORD).await;
+            let victim = app.signup_ok("victim@example.com", PASSWORD).await;
+            (app, user, admin, victim)
+        });
         Self {
             rt,
-            base,
-            client,
-            user_access,
-            admin_access,
-            victim_id,
-            victim_family,
-            _dir: dir,
+            app,
+            user_access: access_of(&user).to_owned(),
+            admin_access: access_of(&admin).to_owned(),
+            victim_id: user_id_of(&victim).to_owned(),
+            victim_family: sid_of(&victim),
         }
     }
 
@@ -102,8 +61,9 @@ impl Shared {
     ) -> (StatusCode, String) {
         self.rt.block_on(async {
             let mut request = self
-                .client
-                .request(method, format!("{}{path}", self.base))
+                .app
+                .api_client
+                .request(method, self.app.url(path))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
             if let Some(token) = bearer {

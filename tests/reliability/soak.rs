@@ -1,5 +1,6 @@
-//! Soak (ignored in the normal run; `scripts/soak.sh` runs it in release): the real
-//! binary under a mixed load (logins, refresh chains, JWKS, /v1/me) on loopback.
+//! Soak, the project's only one (ignored in the normal run): `scripts/soak.sh` runs it,
+//! and so does `bench/run.sh --soak`. The real binary under a mixed load (logins,
+//! refresh chains, JWKS, /v1/me) on loopback.
 //!
 //! 1. Capacity: a closed loop of `GATEHOUSE_SOAK_CONCURRENCY` clients for
 //!    `GATEHOUSE_SOAK_PROBE` (default 30 s) measures the mix's throughput C.
@@ -7,10 +8,17 @@
 //!    `GATEHOUSE_SOAK_DURATION` (default 600 s), reporting every 10 s: requests, 5xx,
 //!    other unexpected answers, transport errors, p50/p99/max latency, the server's RSS.
 //!
-//! Passes when there is no 5xx, no unexpected answer, no transport error, and resident
-//! memory after warm-up (the first fifth) grows by less than 10%.
+//! `GATEHOUSE_SOAK_DATABASE` starts the server on a copy of that database (the benchmark
+//! seeds one larger than SQLite's page caches, so that they fill during warm-up rather
+//! than during the run, where the filling would look like growth).
+//! `GATEHOUSE_SOAK_JSON` writes the figures to that file for `load --report`.
+//!
+//! Passes when there is no 5xx, no unexpected answer, no transport error, every request
+//! went out on schedule, resident memory after warm-up (the first fifth) grows by less
+//! than 10%, and the database's invariants hold at the end.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +27,15 @@ use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{self, PASSWORD, ServerFiles};
+use crate::invariants::{open_db, storage_violations};
+use crate::kit::password::PASSWORD;
+use crate::kit::process::{self, Binary, Server};
+use crate::kit::rng::Rng;
+
+/// Requests in flight at most during the open loop; past it a request is not sent and
+/// the soak fails (the server fell behind the offered rate).
+const MAX_IN_FLIGHT: u32 = 2048;
+const WINDOW: Duration = Duration::from_secs(10);
 
 fn env_f64(key: &str, default: f64) -> f64 {
     std::env::var(key)
@@ -28,12 +44,50 @@ fn env_f64(key: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Settings {
+    duration: Duration,
+    probe: Duration,
+    load_factor: f64,
+    concurrency: usize,
+    database: Option<PathBuf>,
+    json: Option<PathBuf>,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let path = |key: &str| {
+            std::env::var_os(key)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Self {
+            duration: Duration::from_secs_f64(env_f64("GATEHOUSE_SOAK_DURATION", 600.0)),
+            probe: Duration::from_secs_f64(env_f64("GATEHOUSE_SOAK_PROBE", 30.0)),
+            load_factor: env_f64("GATEHOUSE_SOAK_LOAD", 0.8),
+            concurrency: env_f64("GATEHOUSE_SOAK_CONCURRENCY", 32.0) as usize,
+            database: path("GATEHOUSE_SOAK_DATABASE"),
+            json: path("GATEHOUSE_SOAK_JSON"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Op {
     Login,
     Refresh,
     Me,
     Jwks,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Login => "login",
+            Op::Refresh => "refresh",
+            Op::Me => "me",
+            Op::Jwks => "jwks",
+        }
+    }
 }
 
 /// The mix, out of 100: logins are few (Argon2 is the costly part), as in real traffic.
@@ -60,23 +114,85 @@ struct Load {
 
 #[derive(Default)]
 struct Window {
-    latencies_us: Vec<u32>,
+    latencies_us: Vec<(Op, u32)>,
     server_errors: u64,
-    unexpected: Vec<String>,
+    /// Answers other than 200 that are not 5xx (a 429 for a right password, say).
+    unexpected: u64,
     transport: u64,
+    /// The first few unexpected answers, for the failure message.
+    examples: Vec<String>,
+}
+
+impl Window {
+    fn absorb(&mut self, other: Window) {
+        self.latencies_us.extend_from_slice(&other.latencies_us);
+        self.server_errors += other.server_errors;
+        self.unexpected += other.unexpected;
+        self.transport += other.transport;
+        for e in other.examples {
+            if self.examples.len() < 20 {
+                self.examples.push(e);
+            }
+        }
+    }
+
+    fn sorted(&self, only: Option<Op>) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .latencies_us
+            .iter()
+            .filter(|(op, _)| only.is_none_or(|o| o == *op))
+            .map(|(_, us)| *us)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn errors(&self) -> u64 {
+        self.server_errors + self.unexpected + self.transport
+    }
 }
 
 impl Load {
     async fn one(&self, op: Op) {
-        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        let n = self.serial.fetch_add(1, Ordering::Relaxed) as usize;
         let start = Instant::now();
+        // A refresh needs a chain; when every chain is in flight, read instead.
         let op = match op {
             Op::Refresh if self.chains.lock().is_empty() => Op::Me,
             other => other,
         };
-        let request = match op {
+        let outcome = match self.request(op, n).send().await {
+            Ok(r) => {
+                let status = r.status();
+                r.bytes().await.map(|b| (status, b))
+            }
+            Err(e) => Err(e),
+        };
+        let took = start.elapsed();
+        let mut w = self.window.lock();
+        w.latencies_us
+            .push((op, took.as_micros().min(u32::MAX as u128) as u32));
+        match outcome {
+            Ok((StatusCode::OK, body)) => {
+                drop(w);
+                self.keep_tokens(op, n, &body);
+            }
+            Ok((status, _)) if status.is_server_error() => w.server_errors += 1,
+            Ok((status, body)) => {
+                w.unexpected += 1;
+                if w.examples.len() < 20 {
+                    let body = String::from_utf8_lossy(&body);
+                    w.examples.push(format!("{op:?} answered {status}: {body}"));
+                }
+            }
+            Err(_) => w.transport += 1,
+        }
+    }
+
+    fn request(&self, op: Op, n: usize) -> reqwest::RequestBuilder {
+        match op {
             Op::Login => {
-                let email = &self.emails[(n as usize) % self.emails.len()];
+                let email = &self.emails[n % self.emails.len()];
                 self.client
                     .post(format!("{}/v1/login", self.base))
                     .json(&json!({"email": email, "password": PASSWORD}))
@@ -90,7 +206,7 @@ impl Load {
             Op::Me => {
                 let access = {
                     let tokens = self.access.lock();
-                    tokens[(n as usize) % tokens.len()].clone()
+                    tokens[n % tokens.len()].clone()
                 };
                 self.client
                     .get(format!("{}/v1/me", self.base))
@@ -99,68 +215,31 @@ impl Load {
             Op::Jwks => self
                 .client
                 .get(format!("{}/.well-known/jwks.json", self.base)),
-        };
-        let outcome = match request.send().await {
-            Ok(r) => {
-                let status = r.status();
-                r.bytes()
-                    .await
-                    .map(|b| (status, b))
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        let took = start.elapsed();
-        let mut unexpected = None;
-        let mut server_error = false;
-        let ok = match &outcome {
-            Ok((status, body)) => {
-                server_error = status.is_server_error();
-                let want = StatusCode::OK;
-                if *status == want {
-                    if matches!(op, Op::Login | Op::Refresh) {
-                        let v: Value = serde_json::from_slice(body).unwrap_or_default();
-                        if let Some(t) = v["refresh_token"].as_str() {
-                            let mut chains = self.chains.lock();
-                            if chains.len() < 4096 {
-                                chains.push_back(t.to_owned());
-                            }
-                        }
-                        if op == Op::Login
-                            && let Some(a) = v["access_token"].as_str()
-                        {
-                            let mut access = self.access.lock();
-                            let i = (n as usize) % 64;
-                            if access.len() < 64 {
-                                access.push(a.to_owned());
-                            } else {
-                                access[i] = a.to_owned();
-                            }
-                        }
-                    }
-                } else {
-                    unexpected = Some(format!(
-                        "{op:?} answered {status}: {}",
-                        String::from_utf8_lossy(body)
-                    ));
-                }
-                true
-            }
-            Err(_) => false,
-        };
-        let mut w = self.window.lock();
-        w.latencies_us
-            .push(took.as_micros().min(u32::MAX as u128) as u32);
-        if !ok {
-            w.transport += 1;
         }
-        if server_error {
-            w.server_errors += 1;
+    }
+
+    /// Each refresh token is used once: its child goes back in the queue for a later
+    /// refresh. Logins refresh the pool of access tokens, so none of them expires.
+    fn keep_tokens(&self, op: Op, n: usize, body: &[u8]) {
+        if !matches!(op, Op::Login | Op::Refresh) {
+            return;
         }
-        if let Some(u) = unexpected
-            && w.unexpected.len() < 20
+        let v: Value = serde_json::from_slice(body).unwrap_or_default();
+        if let Some(t) = v["refresh_token"].as_str() {
+            let mut chains = self.chains.lock();
+            if chains.len() < 4096 {
+                chains.push_back(t.to_owned());
+            }
+        }
+        if op == Op::Login
+            && let Some(a) = v["access_token"].as_str()
         {
-            w.unexpected.push(u);
+            let mut access = self.access.lock();
+            if access.len() < 64 {
+                access.push(a.to_owned());
+            } else {
+                access[n % 64] = a.to_owned();
+            }
         }
     }
 
@@ -178,67 +257,81 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::kit::rss::rss_kib(pid).expect("the server is gone: no resident memory to read")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "10-minute soak; run by scripts/soak.sh"]
-async fn soak_mixed_load_at_80_percent_of_capacity() {
-    let duration = Duration::from_secs_f64(env_f64("GATEHOUSE_SOAK_DURATION", 600.0));
-    let probe = Duration::from_secs_f64(env_f64("GATEHOUSE_SOAK_PROBE", 30.0));
-    let load_factor = env_f64("GATEHOUSE_SOAK_LOAD", 0.8);
-    let concurrency = env_f64("GATEHOUSE_SOAK_CONCURRENCY", 32.0) as usize;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let files = ServerFiles::in_dir(dir.path());
-    let server = files.start().await;
-    let pid = server.pid();
-    let client = common::client();
-
-    // Accounts, and a first family each.
-    let mut emails = Vec::new();
-    let load = {
-        let mut chains = VecDeque::new();
-        let mut access = Vec::new();
-        for i in 0..40 {
-            let email = format!("soak-{i}@example.com");
-            let r = client
-                .post(server.url("/v1/signup"))
-                .json(&json!({"email": email, "password": PASSWORD}))
-                .send()
-                .await
-                .expect("signup");
-            assert_eq!(r.status(), StatusCode::CREATED);
-            let v: Value = r.json().await.expect("json");
-            chains.push_back(v["refresh_token"].as_str().expect("refresh").to_owned());
-            access.push(v["access_token"].as_str().expect("access").to_owned());
-            emails.push(email);
-        }
-        Arc::new(Load {
-            base: server.base.clone(),
-            client: client.clone(),
-            emails,
-            chains: Mutex::new(chains),
-            access: Mutex::new(access),
-            serial: AtomicU64::new(0),
-            window: Mutex::new(Window::default()),
-        })
+/// User + system CPU seconds of one process, all its threads (USER_HZ is 100 on Linux).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
     };
+    // The command name may hold spaces; the fields after its ')' are plain.
+    let mut fields = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .skip(11);
+    let mut next = || {
+        fields
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (next() + next()) / 100.0
+}
 
-    // 1. Capacity: closed loop.
+/// Starts the server, on a copy of `database` when given. The copy is synced first, or
+/// the first checkpoint would write the whole fresh copy back during the soak.
+async fn start_server(dir: &Path, database: Option<&Path>) -> (Binary, Server) {
+    let files = Binary::in_dir(dir);
+    if let Some(src) = database {
+        std::fs::copy(src, &files.database)
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", src.display()));
+        std::fs::File::open(&files.database)
+            .and_then(|f| f.sync_all())
+            .expect("sync the copy");
+    }
+    let server = files.start().await;
+    (files, server)
+}
+
+/// 40 accounts, and a first family each.
+async fn sign_up(server: &Server) -> Arc<Load> {
+    let client = process::client();
+    let (mut emails, mut chains, mut access) = (Vec::new(), VecDeque::new(), Vec::new());
+    for i in 0..40 {
+        let email = format!("soak-{i}@example.com");
+        let r = client
+            .post(server.url("/v1/signup"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("signup");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.expect("json");
+        chains.push_back(v["refresh_token"].as_str().expect("refresh").to_owned());
+        access.push(v["access_token"].as_str().expect("access").to_owned());
+        emails.push(email);
+    }
+    Arc::new(Load {
+        base: server.base.clone(),
+        client,
+        emails,
+        chains: Mutex::new(chains),
+        access: Mutex::new(access),
+        serial: AtomicU64::new(0),
+        window: Mutex::new(Window::default()),
+    })
+}
+
+/// The mix's throughput in a closed loop of `concurrency` clients, after 3 s of warm-up.
+async fn measure_capacity(load: &Arc<Load>, concurrency: usize, probe: Duration) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..concurrency {
         let (load, stop) = (load.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = common::Rng::new(c as u64 + 7);
+            let mut rng = Rng::new(c as u64 + 7);
             while !stop.load(Ordering::Relaxed) {
                 load.one(pick(rng.next())).await;
             }
@@ -248,135 +341,259 @@ async fn soak_mixed_load_at_80_percent_of_capacity() {
     let _warmup = load.take_window();
     let measured_from = Instant::now();
     tokio::time::sleep(probe).await;
-    let capacity_window = load.take_window();
-    let capacity =
-        capacity_window.latencies_us.len() as f64 / measured_from.elapsed().as_secs_f64();
+    let window = load.take_window();
+    let capacity = window.latencies_us.len() as f64 / measured_from.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("closed-loop task");
     }
-    let rate = capacity * load_factor;
-    let mut probe_sorted = capacity_window.latencies_us.clone();
-    probe_sorted.sort_unstable();
     eprintln!(
-        "soak: capacity {capacity:.0} req/s (closed loop, {concurrency} clients, p99 {:.1} ms, {} 5xx); \
-         soaking at {rate:.0} req/s ({:.0}%) for {:.0} s",
-        percentile(&probe_sorted, 0.99),
-        capacity_window.server_errors,
-        load_factor * 100.0,
-        duration.as_secs_f64()
+        "soak: capacity {capacity:.0} req/s (closed loop, {concurrency} clients, p99 {:.1} ms, {} 5xx)",
+        percentile(&window.sorted(None), 0.99),
+        window.server_errors,
     );
+    capacity
+}
 
-    // 2. Soak: open loop at a fixed rate; requests start on schedule whatever the latency.
-    let mut total = Window::default();
-    let mut rows = Vec::new();
-    let mut rss = Vec::new();
-    let mut rng = common::Rng::new(99);
+/// What the open loop saw.
+struct SoakRun {
+    total: Window,
+    /// (seconds since the start, resident KiB), one per window.
+    rss: Vec<(f64, u64)>,
+    windows: Vec<Value>,
+    /// Requests due while `MAX_IN_FLIGHT` were in flight, so never sent.
+    overloaded: u64,
+    server_cpu_s: f64,
+    client_cpu_s: f64,
+}
+
+/// Open loop at `rate`: requests start on schedule whatever the latency, so a slow
+/// server meets more load, not less, as it would in production.
+async fn soak(load: &Arc<Load>, rate: f64, duration: Duration, pid: u32) -> SoakRun {
+    let mut run = SoakRun {
+        total: Window::default(),
+        rss: Vec::new(),
+        windows: Vec::new(),
+        overloaded: 0,
+        server_cpu_s: 0.0,
+        client_cpu_s: 0.0,
+    };
+    let cpu_at_start = (cpu_secs(pid), cpu_secs(std::process::id()));
+    let mut rng = Rng::new(99);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
-    let mut next_report = start + Duration::from_secs(10);
+    let mut next_report = start + WINDOW;
     let mut sent: u64 = 0;
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(2048));
-    let mut overloaded = 0u64;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT as usize));
     while start.elapsed() < duration {
         let due = start + interval.mul_f64(sent as f64);
-        let now = Instant::now();
-        if due > now {
+        if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
         sent += 1;
         match in_flight.clone().try_acquire_owned() {
             Ok(permit) => {
-                let load = load.clone();
-                let op = pick(rng.next());
+                let (load, op) = (load.clone(), pick(rng.next()));
                 tokio::spawn(async move {
                     load.one(op).await;
                     drop(permit);
                 });
             }
-            Err(_) => overloaded += 1,
+            Err(_) => run.overloaded += 1,
         }
         if Instant::now() >= next_report {
-            next_report += Duration::from_secs(10);
-            let mut w = load.take_window();
-            w.latencies_us.sort_unstable();
-            let kib = rss_kib(pid);
-            let t = start.elapsed().as_secs_f64();
-            let row = format!(
-                "{t:>5.0}s {:>7} req {:>7.0}/s  p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>7.1} ms  5xx {}  other {}  transport {}  rss {} KiB",
-                w.latencies_us.len(),
-                w.latencies_us.len() as f64 / 10.0,
-                percentile(&w.latencies_us, 0.5),
-                percentile(&w.latencies_us, 0.99),
-                percentile(&w.latencies_us, 1.0),
-                w.server_errors,
-                w.unexpected.len(),
-                w.transport,
-                kib
-            );
-            eprintln!("soak: {row}");
-            rows.push(row);
-            rss.push((t, kib));
-            total.latencies_us.extend_from_slice(&w.latencies_us);
-            total.server_errors += w.server_errors;
-            total.transport += w.transport;
-            total.unexpected.extend(w.unexpected);
+            next_report += WINDOW;
+            close_window(&mut run, load.take_window(), start.elapsed(), pid);
         }
     }
+    run.server_cpu_s = cpu_secs(pid) - cpu_at_start.0;
+    run.client_cpu_s = cpu_secs(std::process::id()) - cpu_at_start.1;
     // Let the last requests finish.
-    let _ = tokio::time::timeout(Duration::from_secs(30), in_flight.acquire_many(2048)).await;
-    let w = load.take_window();
-    total.latencies_us.extend_from_slice(&w.latencies_us);
-    total.server_errors += w.server_errors;
-    total.transport += w.transport;
-    total.unexpected.extend(w.unexpected);
-    total.latencies_us.sort_unstable();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(30),
+        in_flight.acquire_many(MAX_IN_FLIGHT),
+    )
+    .await;
+    run.total.absorb(load.take_window());
+    run
+}
 
+/// Prints one 10-second row, samples RSS, and adds the window to the total.
+fn close_window(run: &mut SoakRun, w: Window, at: Duration, pid: u32) {
+    let sorted = w.sorted(None);
+    let kib = rss_kib(pid);
+    let t = at.as_secs_f64();
+    let (p50, p99, max) = (
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        percentile(&sorted, 1.0),
+    );
+    eprintln!(
+        "soak: {t:>5.0}s {:>7} req {:>7.0}/s  p50 {p50:>6.1} ms  p99 {p99:>6.1} ms  max {max:>7.1} ms  5xx {}  other {}  transport {}  rss {kib} KiB",
+        sorted.len(),
+        sorted.len() as f64 / WINDOW.as_secs_f64(),
+        w.server_errors,
+        w.unexpected,
+        w.transport,
+    );
+    run.windows.push(json!({
+        "t_s": round(t), "requests": sorted.len(), "p50_ms": round(p50),
+        "p99_ms": round(p99), "max_ms": round(max), "server_errors": w.server_errors,
+        "unexpected": w.unexpected, "transport_errors": w.transport, "rss_kib": kib,
+    }));
+    run.rss.push((t, kib));
+    run.total.absorb(w);
+}
+
+/// Resident memory after warm-up (the first fifth): the first sample, the last, the
+/// highest, and the growth from the first to the highest.
+struct Growth {
+    first: u64,
+    last: u64,
+    max: u64,
+    growth: f64,
+}
+
+fn rss_growth(rss: &[(f64, u64)], duration: Duration) -> Growth {
     let warm: Vec<u64> = rss
         .iter()
         .filter(|(t, _)| *t >= duration.as_secs_f64() / 5.0)
         .map(|(_, k)| *k)
         .collect();
-    let (first, last, max) = (
-        warm.first().copied().unwrap_or(0),
-        warm.last().copied().unwrap_or(0),
-        warm.iter().copied().max().unwrap_or(0),
-    );
-    let growth = if first > 0 {
-        (max as f64 - first as f64) / first as f64
-    } else {
-        0.0
-    };
-    let served = total.latencies_us.len();
+    let first = warm.first().copied().unwrap_or(0);
+    let max = warm.iter().copied().max().unwrap_or(0);
+    Growth {
+        first,
+        last: warm.last().copied().unwrap_or(0),
+        max,
+        growth: if first > 0 {
+            (max as f64 - first as f64) / first as f64
+        } else {
+            0.0
+        },
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Latency and throughput of some requests, in the load tool's JSON shape.
+fn op_json(sorted: &[u32], duration: Duration) -> Value {
+    json!({
+        "requests": sorted.len(),
+        "rps": round(sorted.len() as f64 / duration.as_secs_f64()),
+        "p50_ms": round(percentile(sorted, 0.5)),
+        "p90_ms": round(percentile(sorted, 0.9)),
+        "p99_ms": round(percentile(sorted, 0.99)),
+        "max_ms": round(percentile(sorted, 1.0)),
+    })
+}
+
+/// The figures as the benchmark report reads them (`soak`), with every window.
+fn soak_json(s: &Settings, capacity: f64, rate: f64, run: &SoakRun, g: &Growth) -> Value {
+    let t = &run.total;
+    let mut all = op_json(&t.sorted(None), s.duration);
+    all["errors"] =
+        json!({"5xx": t.server_errors, "unexpected": t.unexpected, "transport": t.transport});
+    let served = t.latencies_us.len().max(1) as f64;
+    all["server_cpu_us_per_req"] = json!(round(run.server_cpu_s * 1e6 / served));
+    all["client_cpu_us_per_req"] = json!(round(run.client_cpu_s * 1e6 / served));
+    let mut per_op: BTreeMap<String, Value> = [Op::Login, Op::Refresh, Op::Me, Op::Jwks]
+        .into_iter()
+        .map(|op| {
+            (
+                op.name().to_owned(),
+                op_json(&t.sorted(Some(op)), s.duration),
+            )
+        })
+        .collect();
+    per_op.insert("all".into(), all);
+    json!({
+        "label": "soak",
+        "settings": {
+            "duration_s": s.duration.as_secs_f64(), "probe_s": s.probe.as_secs_f64(),
+            "load": s.load_factor, "concurrency": s.concurrency,
+            "database": s.database.as_ref().map(|p| p.display().to_string()),
+        },
+        "soak": {
+            "duration_s": s.duration.as_secs_f64(),
+            "capacity_rps": round(capacity), "offered_rps": round(rate),
+            "not_sent": run.overloaded,
+            "requests": t.latencies_us.len(), "errors": t.errors(),
+            "samples": run.rss.iter().map(|(t, k)| json!([round(*t), k])).collect::<Vec<_>>(),
+            "rss_after_warmup_kib": g.first, "rss_last_kib": g.last,
+            "rss_max_after_warmup_kib": g.max,
+            "per_op": per_op,
+            "windows": run.windows,
+        },
+    })
+}
+
+fn print_summary(s: &Settings, rate: f64, run: &SoakRun, g: &Growth) {
+    let t = &run.total;
+    let sorted = t.sorted(None);
+    let served = sorted.len().max(1) as f64;
     eprintln!(
-        "soak: {served} requests in {:.0} s at {rate:.0}/s offered ({overloaded} not sent: \
-         2048 in flight); 5xx {}, other unexpected {}, transport errors {}; \
-         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS after warm-up {first} KiB, last {last} KiB, \
-         max {max} KiB (growth {:.1}%)",
-        duration.as_secs_f64(),
-        total.server_errors,
-        total.unexpected.len(),
-        total.transport,
-        percentile(&total.latencies_us, 0.5),
-        percentile(&total.latencies_us, 0.99),
-        percentile(&total.latencies_us, 1.0),
-        growth * 100.0
+        "soak: {} requests in {:.0} s at {rate:.0}/s offered ({} not sent: {MAX_IN_FLIGHT} in \
+         flight); 5xx {}, other unexpected {}, transport errors {}; p50 {:.1} ms, p99 {:.1} ms, \
+         max {:.1} ms; server CPU {:.0} us/req, driver {:.0} us/req; RSS after warm-up {} KiB, \
+         last {} KiB, max {} KiB (growth {:.1}%)",
+        sorted.len(),
+        s.duration.as_secs_f64(),
+        run.overloaded,
+        t.server_errors,
+        t.unexpected,
+        t.transport,
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        percentile(&sorted, 1.0),
+        run.server_cpu_s * 1e6 / served,
+        run.client_cpu_s * 1e6 / served,
+        g.first,
+        g.last,
+        g.max,
+        g.growth * 100.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "10-minute soak; run by scripts/soak.sh"]
+async fn soak_mixed_load_at_80_percent_of_capacity() {
+    let s = Settings::from_env();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (files, server) = start_server(dir.path(), s.database.as_deref()).await;
+    let pid = server.pid();
+    let load = sign_up(&server).await;
+
+    let capacity = measure_capacity(&load, s.concurrency, s.probe).await;
+    let rate = capacity * s.load_factor;
+    eprintln!(
+        "soak: soaking at {rate:.0} req/s ({:.0}%) for {:.0} s",
+        s.load_factor * 100.0,
+        s.duration.as_secs_f64()
+    );
+    let run = soak(&load, rate, s.duration, pid).await;
+    let growth = rss_growth(&run.rss, s.duration);
+    print_summary(&s, rate, &run, &growth);
+    if let Some(path) = &s.json {
+        let doc = soak_json(&s, capacity, rate, &run, &growth);
+        let text = serde_json::to_string_pretty(&doc).expect("json");
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
     server.kill().await;
-    let conn = common::open_db(&files.database);
-    let violations = common::storage_violations(&conn);
+    let conn = open_db(&files.database);
+    let violations = storage_violations(&conn);
     assert!(violations.is_empty(), "after the soak: {violations:?}");
-    assert_eq!(total.server_errors, 0, "5xx during the soak");
+    let t = &run.total;
+    assert_eq!(t.server_errors, 0, "5xx during the soak");
+    assert_eq!(t.unexpected, 0, "unexpected answers: {:?}", t.examples);
+    assert_eq!(t.transport, 0, "transport errors during the soak");
+    assert_eq!(run.overloaded, 0, "the server fell behind the offered rate");
     assert!(
-        total.unexpected.is_empty(),
-        "unexpected answers: {:?}",
-        total.unexpected
-    );
-    assert_eq!(total.transport, 0, "transport errors during the soak");
-    assert_eq!(overloaded, 0, "the server fell behind the offered rate");
-    assert!(
-        growth < 0.10,
+        growth.growth < 0.10,
         "resident memory grew {:.1}% after warm-up",
-        growth * 100.0
+        growth.growth * 100.0
     );
 }

@@ -12,7 +12,7 @@ pub(super) fn insert(conn: &Connection, e: &AuditEvent) -> rusqlite::Result<()> 
     )?
     .execute(params![
         ts(e.at),
-        e.kind,
+        e.kind.as_str(),
         e.user_id.map(|u| u.to_string()),
         e.family_id.map(|u| u.to_string()),
         e.actor_id.map(|u| u.to_string()),

@@ -2,9 +2,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{time, ts, uuid_col};
-use crate::crypto::constant_time_eq;
 use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
-use crate::storage::{NewFamily, Rotated, Rotation, RotationOutcome, TokenHashBytes};
+use crate::storage::{NewFamily, Spend, StoredChild, StoredToken, TokenHashBytes};
 
 pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -35,118 +34,89 @@ pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// What one lookup of a presented token finds.
-struct Presented {
-    family_id: FamilyId,
-    token_expires_at: i64,
-    spent_at: Option<i64>,
-    family_expires_at: i64,
-    family_revoked: bool,
-    /// The family was opened under an earlier password than the user's.
-    family_stale: bool,
-    user: User,
+/// The presented token, its family and user, and its child if it has one, in one read.
+pub(super) fn find(
+    conn: &Connection,
+    hash: &TokenHashBytes,
+) -> rusqlite::Result<Option<StoredToken>> {
+    conn.prepare_cached(
+        "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at, f.revoked_at,
+                u.id, u.email, u.role, u.disabled, u.created_at,
+                f.password_generation <> u.password_generation,
+                c.hash, c.spent_at, c.expires_at
+         FROM refresh_tokens t
+         JOIN refresh_families f ON f.id = t.family_id
+         JOIN users u ON u.id = f.user_id
+         LEFT JOIN refresh_tokens c ON c.parent_hash = t.hash
+         WHERE t.hash = ?1",
+    )?
+    .query_row([&hash[..]], |row| {
+        let role: String = row.get(7)?;
+        let child_hash: Option<Vec<u8>> = row.get(11)?;
+        let child = match child_hash {
+            Some(bytes) => Some(StoredChild {
+                hash: bytes.try_into().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        11,
+                        rusqlite::types::Type::Blob,
+                        "a token hash is 32 bytes".into(),
+                    )
+                })?,
+                spent: row.get::<_, Option<i64>>(12)?.is_some(),
+                expires_at: time(row.get(13)?),
+            }),
+            None => None,
+        };
+        Ok(StoredToken {
+            family_id: uuid_col(row, 0)?,
+            expires_at: time(row.get(1)?),
+            spent_at: row.get::<_, Option<i64>>(2)?.map(time),
+            family_expires_at: time(row.get(3)?),
+            family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
+            family_stale: row.get(10)?,
+            user: User {
+                id: uuid_col(row, 5)?,
+                email: Email::from_trusted(row.get(6)?),
+                // The CHECK constraint admits only these two values.
+                role: Role::parse(&role).unwrap_or(Role::User),
+                disabled: row.get(8)?,
+                created_at: time(row.get(9)?),
+            },
+            child,
+        })
+    })
+    .optional()
 }
 
-/// Spends a live token and stores its child, or judges a replay.
-///
-/// Runs inside the writer's `BEGIN IMMEDIATE` transaction, so the read and the writes
-/// below are atomic with respect to every other rotation: when ten requests present the
-/// same token, the first to get the write lock spends it and the other nine see it spent
-/// (and then get the same child inside the grace, or revoke the family outside it).
-/// The unique index on `parent_hash` makes a second child impossible even for a bug.
-pub(super) fn rotate(conn: &Connection, r: &Rotation) -> rusqlite::Result<RotationOutcome> {
-    let now = ts(r.now);
-    let found = conn
+/// The claim: one conditional UPDATE decides who spent the token; only its winner
+/// writes the child. The unique index on `parent_hash` makes a second child impossible
+/// even for a bug.
+pub(super) fn spend(conn: &Connection, s: &Spend) -> rusqlite::Result<bool> {
+    let now = ts(s.now);
+    let claimed = conn
         .prepare_cached(
-            "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at, f.revoked_at,
-                    u.id, u.email, u.role, u.disabled, u.created_at,
-                    f.password_generation <> u.password_generation
-             FROM refresh_tokens t
-             JOIN refresh_families f ON f.id = t.family_id
-             JOIN users u ON u.id = f.user_id
-             WHERE t.hash = ?1",
+            "UPDATE refresh_tokens SET spent_at = ?2
+             WHERE hash = ?1 AND spent_at IS NULL AND family_id IN
+                   (SELECT id FROM refresh_families WHERE id = ?3 AND revoked_at IS NULL)",
         )?
-        .query_row([&r.presented[..]], |row| {
-            let role: String = row.get(7)?;
-            Ok(Presented {
-                family_id: uuid_col(row, 0)?,
-                token_expires_at: row.get(1)?,
-                spent_at: row.get(2)?,
-                family_expires_at: row.get(3)?,
-                family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
-                family_stale: row.get(10)?,
-                user: User {
-                    id: uuid_col(row, 5)?,
-                    email: Email::from_trusted(row.get(6)?),
-                    role: Role::parse(&role).unwrap_or(Role::User),
-                    disabled: row.get(8)?,
-                    created_at: time(row.get(9)?),
-                },
-            })
-        })
-        .optional()?;
-    let Some(p) = found else {
-        return Ok(RotationOutcome::Invalid);
-    };
-    if p.family_revoked || p.family_stale || p.family_expires_at <= now || p.user.disabled {
-        return Ok(RotationOutcome::Invalid);
+        .execute(params![&s.presented[..], now, s.family_id.to_string()])?;
+    if claimed != 1 {
+        return Ok(false);
     }
-
-    let Some(spent_at) = p.spent_at else {
-        if p.token_expires_at <= now {
-            return Ok(RotationOutcome::Invalid);
-        }
-        conn.prepare_cached(
-            "UPDATE refresh_tokens SET spent_at = ?2 WHERE hash = ?1 AND spent_at IS NULL",
-        )?
-        .execute(params![&r.presented[..], now])?;
-        let child_expires_at = (now + r.refresh_ttl_secs).min(p.family_expires_at);
-        conn.prepare_cached(
-            "INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            &r.child[..],
-            p.family_id.to_string(),
-            &r.presented[..],
-            now,
-            child_expires_at
-        ])?;
-        conn.prepare_cached("UPDATE refresh_families SET last_used_at = ?2 WHERE id = ?1")?
-            .execute(params![p.family_id.to_string(), now])?;
-        return Ok(RotationOutcome::Rotated(Rotated {
-            user: p.user,
-            family_id: p.family_id,
-            child_expires_at: time(child_expires_at),
-        }));
-    };
-
-    if r.reuse_grace_secs > 0 && now - spent_at <= r.reuse_grace_secs {
-        let child: Option<(Vec<u8>, Option<i64>, i64)> = conn
-            .prepare_cached(
-                "SELECT hash, spent_at, expires_at FROM refresh_tokens WHERE parent_hash = ?1",
-            )?
-            .query_row([&r.presented[..]], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
-        if let Some((hash, None, expires_at)) = child
-            && expires_at > now
-            && constant_time_eq(&hash, &r.child)
-        {
-            return Ok(RotationOutcome::Replayed(Rotated {
-                user: p.user,
-                family_id: p.family_id,
-                child_expires_at: time(expires_at),
-            }));
-        }
-    }
-
-    revoke_family(conn, p.family_id, RevokeReason::ReuseDetected, r.now)?;
-    Ok(RotationOutcome::Reused {
-        user_id: p.user.id,
-        family_id: p.family_id,
-    })
+    conn.prepare_cached(
+        "INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        &s.child[..],
+        s.family_id.to_string(),
+        &s.presented[..],
+        now,
+        ts(s.child_expires_at)
+    ])?;
+    conn.prepare_cached("UPDATE refresh_families SET last_used_at = ?2 WHERE id = ?1")?
+        .execute(params![s.family_id.to_string(), now])?;
+    Ok(true)
 }
 
 fn revoke_family(

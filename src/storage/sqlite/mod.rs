@@ -430,8 +430,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn rotate_refresh_token(&self, rotation: Rotation) -> Result<RotationOutcome, StoreError> {
-        self.write(|tx| families::rotate(tx, &rotation))
+    fn find_refresh_token(&self, hash: TokenHashBytes) -> Result<Option<StoredToken>, StoreError> {
+        self.read(|c| families::find(c, &hash))
+    }
+
+    fn spend_refresh_token(&self, spend: Spend) -> Result<bool, StoreError> {
+        self.write(|tx| families::spend(tx, &spend))
     }
 
     fn revoke_family_of_token(
@@ -570,6 +574,63 @@ mod tests {
         }
     }
 
+    /// The claim is the store's whole promise for rotation: of two spends of one token,
+    /// one wins; a revoked family's token cannot be spent.
+    #[test]
+    fn a_token_is_spent_by_exactly_one_claim() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
+            .expect("open");
+        let email = Email::parse("claim@example.com").expect("email");
+        let user = store
+            .create_user(NewUser {
+                id: UserId::random(),
+                email: &email,
+                password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+                role: Role::User,
+                now: Utc::now(),
+            })
+            .expect("user");
+        let f = family(user.id, [1; 32], 0);
+        let family_id = f.id;
+        assert!(store.create_family(f).expect("open"));
+        let spend = |presented: TokenHashBytes, child: TokenHashBytes| Spend {
+            presented,
+            child,
+            family_id,
+            now: Utc::now(),
+            child_expires_at: Utc::now() + chrono::Duration::hours(1),
+        };
+        assert!(
+            store
+                .spend_refresh_token(spend([1; 32], [2; 32]))
+                .expect("first")
+        );
+        assert!(
+            !store
+                .spend_refresh_token(spend([1; 32], [3; 32]))
+                .expect("second")
+        );
+        let stored = store
+            .find_refresh_token([1; 32])
+            .expect("read")
+            .expect("known");
+        let child = stored.child.expect("child");
+        assert_eq!((child.hash, child.spent), ([2; 32], false));
+        assert!(store.find_refresh_token([3; 32]).expect("read").is_none());
+
+        assert!(
+            store
+                .revoke_family(family_id, None, RevokeReason::Logout, Utc::now())
+                .expect("revoke")
+        );
+        assert!(
+            !store
+                .spend_refresh_token(spend([2; 32], [4; 32]))
+                .expect("revoked")
+        );
+    }
+
     /// The password generation is checked where it is written: a family opens only under
     /// the user's current password, and one that falls behind refreshes no more.
     #[test]
@@ -633,17 +694,11 @@ mod tests {
                 )
             })
             .expect("unrevoke");
-        let rotation = Rotation {
-            presented: [1; 32],
-            child: [7; 32],
-            now: Utc::now(),
-            refresh_ttl_secs: 60,
-            reuse_grace_secs: 0,
-        };
-        assert_eq!(
-            store.rotate_refresh_token(rotation).expect("rotate"),
-            RotationOutcome::Invalid
-        );
+        let stale = store
+            .find_refresh_token([1; 32])
+            .expect("read")
+            .expect("known");
+        assert!(stale.family_stale && !stale.family_revoked);
         assert!(
             store
                 .account_for_session(user.id, live_id, Utc::now())

@@ -1,0 +1,108 @@
+//! Resident memory and CPU time of a process and its descendants, from /proc (a Node
+//! cluster is several processes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resident memory of `pid` and all its descendants (a Node cluster is several
+/// processes), in KiB.
+pub(crate) fn tree_rss_kib(pid: u32) -> Option<u64> {
+    let pids = tree_pids(pid)?;
+    Some(pids.iter().filter_map(|p| rss_kib(*p)).sum())
+}
+
+/// `pid` and all its descendants.
+fn tree_pids(pid: u32) -> Option<Vec<u32>> {
+    let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The command name may hold spaces; the fields after its ')' are plain.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.entry(ppid).or_default().push(p);
+        }
+    }
+    std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    let mut out = vec![pid];
+    let mut stack = parents.get(&pid).cloned().unwrap_or_default();
+    while let Some(p) = stack.pop() {
+        out.push(p);
+        stack.extend(parents.get(&p).cloned().unwrap_or_default());
+    }
+    Some(out)
+}
+
+/// User + system CPU seconds of one process (all its threads), from /proc/PID/stat.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+fn tree_cpu_secs(pid: u32) -> Option<f64> {
+    Some(tree_pids(pid)?.iter().filter_map(|p| cpu_secs(*p)).sum())
+}
+
+/// Samples resident memory every `every` until stopped; returns the samples.
+pub(crate) fn sample_rss(
+    pid: Option<u32>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(f64, u64)>> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        let Some(pid) = pid else { return samples };
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(kib) = tree_rss_kib(pid) {
+                samples.push((start.elapsed().as_secs_f64(), kib));
+            }
+            let until = Instant::now() + every;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        samples
+    })
+}
+
+/// CPU seconds (user + system) the server and this process spend between two instants.
+pub(crate) async fn cpu_between(server: Option<u32>, from: Instant, to: Instant) -> (f64, f64) {
+    let sample = || {
+        let server = server.and_then(tree_cpu_secs).unwrap_or(0.0);
+        let me = cpu_secs(std::process::id()).unwrap_or(0.0);
+        (server, me)
+    };
+    tokio::time::sleep_until(tokio::time::Instant::from_std(from)).await;
+    let a = sample();
+    tokio::time::sleep_until(tokio::time::Instant::from_std(to)).await;
+    let b = sample();
+    (b.0 - a.0, b.1 - a.1)
+}

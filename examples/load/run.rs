@@ -1,0 +1,311 @@
+//! One invocation against a server: start or reach it, sign up the workers' accounts,
+//! run the scenarios and raw limits round after round, and write the JSON document and
+//! the table.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use gatehouse::storage::sqlite::Synchronous;
+
+use crate::Args;
+use crate::client::{Account, Target, client};
+use crate::raw::{self, RawSettings};
+use crate::rss::tree_rss_kib;
+use crate::scenarios::{Live, Results, run_scenario, scenario_list};
+use crate::seed::count_users;
+use crate::server::{Spawned, spawn_server, wait_ready};
+use crate::stats::Stats;
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
+    let scenarios = scenario_list(&args.scenarios)?;
+    let raws = raw::list(args.raw.as_deref())?;
+    let raw_settings = raw_settings(&args)?;
+    let (mut spawned, base, database_users) = reach_server(&args, &scenarios).await?;
+    let server_pid = spawned.as_ref().and_then(|s| s.child.id()).or(args.rss_pid);
+
+    let mut doc = settings_doc(&args, &base, &raw_settings.sync_name, database_users);
+    let mut results = Results::new();
+    let mut healthy = true;
+    if base.is_empty() {
+        measure_raw_only(&args, &raws, &raw_settings, &mut results)?;
+    } else {
+        let live = prepare(&args, &base, server_pid, &scenarios, &mut doc).await?;
+        let bare = run_rounds(live, &scenarios, &raws, &raw_settings, &mut results).await?;
+        if let Some(mut handle) = bare {
+            let _ = handle.start_kill();
+            let _ = handle.wait().await;
+            doc["settings"]["bare_workers"] = json!(crate::bare::workers(&args));
+        }
+        healthy &= scenarios_doc(&mut doc, &results, args.max_error_rate);
+        rss_doc(&mut doc, &results, server_pid);
+    }
+    doc["raw"] = raw::to_json(&results.raw_runs, &raw_settings.sync_name);
+
+    if let Some(s) = spawned.as_mut()
+        && !s.stop().await?
+    {
+        doc["server_crashed"] = json!(true);
+        healthy = false;
+    }
+    doc["healthy"] = json!(healthy);
+    write_output(&args, &base, &doc, &results)?;
+    Ok(healthy)
+}
+
+/// The raw limits' settings; the commit runs at the spawned server's `synchronous`
+/// level unless `--raw-sync` says otherwise, so that ratio 1 divides like by like.
+fn raw_settings(args: &Args) -> anyhow::Result<RawSettings> {
+    let sync_name = args
+        .raw_sync
+        .clone()
+        .or_else(|| {
+            args.env
+                .iter()
+                .find_map(|kv| kv.strip_prefix("GATEHOUSE_SQLITE_SYNCHRONOUS="))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "normal".into());
+    let sync = Synchronous::parse(&sync_name)
+        .with_context(|| format!("synchronous {sync_name:?}: normal or full"))?;
+    Ok(RawSettings {
+        threads: args.raw_threads,
+        duration: args.raw_duration,
+        sync,
+        sync_name,
+        database: args.database.clone(),
+    })
+}
+
+/// Spawns the server or waits for the one at `--url`; an empty base URL when there is
+/// none and nothing needs one (raw limits only). Also the seeded database's user count.
+async fn reach_server(
+    args: &Args,
+    scenarios: &[String],
+) -> anyhow::Result<(Option<Spawned>, String, Option<i64>)> {
+    match (&args.spawn, &args.url) {
+        (Some(bin), _) => {
+            let (s, base) = spawn_server(bin, &args.env, args.database.as_deref()).await?;
+            let users = args.database.as_deref().and_then(|db| count_users(db).ok());
+            Ok((Some(s), base, users))
+        }
+        (None, Some(url)) => {
+            let base = url.trim_end_matches('/').to_owned();
+            wait_ready(&base, None).await?;
+            Ok((None, base, None))
+        }
+        (None, None) if scenarios.is_empty() && !args.bare => Ok((None, String::new(), None)),
+        (None, None) => bail!("give --url or --spawn"),
+    }
+}
+
+fn settings_doc(args: &Args, base: &str, sync_name: &str, database_users: Option<i64>) -> Value {
+    json!({
+        "label": args.label,
+        "url": base,
+        "settings": {
+            "duration_s": args.duration.as_secs_f64(),
+            "warmup_s": args.warmup.as_secs_f64(),
+            "concurrency": args.concurrency,
+            "repeat": args.repeat,
+            "env": args.env,
+            "synchronous": sync_name,
+            "raw_threads": args.raw_threads,
+            "raw_duration_s": args.raw_duration.as_secs_f64(),
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "database_users": database_users,
+        },
+    })
+}
+
+/// Idle memory, the JWKS ETag and body, the workers' accounts and the bare baseline:
+/// everything made before the first measurement.
+async fn prepare<'a>(
+    args: &'a Args,
+    base: &str,
+    server_pid: Option<u32>,
+    scenarios: &[String],
+    doc: &mut Value,
+) -> anyhow::Result<Live<'a>> {
+    // Half a second for the server to settle after start before "idle" is read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doc["rss_kib"] = json!({ "idle": server_pid.and_then(tree_rss_kib) });
+    let http = client()?;
+    let jwks = http
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await?;
+    let etag = jwks
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let jwks_body = jwks.bytes().await?;
+    let target = Arc::new(Target {
+        pid: server_pid,
+        base: base.to_owned(),
+        client: http,
+        etag,
+        // Emails unique across invocations against the same server.
+        tag: format!(
+            "{}-{}-{}",
+            args.label,
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        ),
+    });
+    let needs_accounts = scenarios.iter().any(|s| s != "jwks" && s != "jwks-304");
+    let accounts = if needs_accounts {
+        sign_up(&target, args.concurrency.max(1)).await?
+    } else {
+        Vec::new()
+    };
+    let (bare_process, bare) = if args.bare {
+        let (process, target) = start_bare(&jwks_body, crate::bare::workers(args)).await?;
+        (Some(process), Some(target))
+    } else {
+        (None, None)
+    };
+    Ok(Live {
+        args,
+        target,
+        bare,
+        bare_process,
+        accounts,
+        server_pid,
+    })
+}
+
+/// `n` accounts, eight signups at a time.
+async fn sign_up(target: &Target, n: usize) -> anyhow::Result<Vec<Account>> {
+    let t0 = Instant::now();
+    let mut accounts = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let futs = chunk.iter().map(|&i| target.signup(i));
+        for a in futures::future::join_all(futs).await {
+            accounts.push(a?);
+        }
+    }
+    eprintln!(
+        "signed up {} accounts in {:.1}s",
+        accounts.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(accounts)
+}
+
+/// The bare baseline's process, and the baseline as a target.
+async fn start_bare(
+    body: &[u8],
+    workers: usize,
+) -> anyhow::Result<(tokio::process::Child, Arc<Target>)> {
+    let (handle, url) = crate::bare::start(body, workers).await?;
+    let target = Arc::new(Target {
+        pid: handle.id(),
+        base: url,
+        client: client()?,
+        etag: String::new(),
+        tag: String::new(),
+    });
+    Ok((handle, target))
+}
+
+/// Every round: the scenarios, then the raw limits while the server idles. Returns the
+/// bare baseline's process, to be stopped.
+async fn run_rounds(
+    mut live: Live<'_>,
+    scenarios: &[String],
+    raws: &[String],
+    raw_settings: &RawSettings,
+    results: &mut Results,
+) -> anyhow::Result<Option<tokio::process::Child>> {
+    let rounds = live.args.repeat.max(1);
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        for s in scenarios {
+            run_scenario(&mut live, s, results).await?;
+        }
+        for r in raws {
+            let (name, settings) = (r.clone(), raw_settings.clone());
+            let rate =
+                tokio::task::spawn_blocking(move || raw::measure(&name, &settings)).await??;
+            let label = raw::label(r, raw_settings);
+            eprintln!("  {label:<24} {rate:>10.1}/s");
+            results.table.rows.push(format!("{label:<24} {rate:>10.1}"));
+            results.raw_runs.entry(r.clone()).or_default().push(rate);
+        }
+    }
+    Ok(live.bare_process.take())
+}
+
+/// No server: the raw limits alone, `--repeat` times.
+fn measure_raw_only(
+    args: &Args,
+    raws: &[String],
+    settings: &RawSettings,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    for _ in 0..args.repeat.max(1) {
+        for r in raws {
+            let rate = raw::measure(r, settings)?;
+            eprintln!("  raw {r:<10} {rate:>10.1}/s");
+            results.raw_runs.entry(r.clone()).or_default().push(rate);
+        }
+    }
+    Ok(())
+}
+
+/// `scenarios`: the median and every round of each; `false` when a scenario's error
+/// share exceeds `max_error_rate`.
+fn scenarios_doc(doc: &mut Value, results: &Results, max_error_rate: f64) -> bool {
+    let mut healthy = true;
+    let mut out = serde_json::Map::new();
+    for (name, list) in &results.runs {
+        let med = Stats::median(list);
+        let share = med.error_count() as f64 / med.requests.max(1) as f64;
+        if share > max_error_rate {
+            eprintln!("load: {name}: {:.2}% of requests failed", share * 100.0);
+            healthy = false;
+        }
+        out.insert(
+            name.clone(),
+            json!({
+                "median": med.json(),
+                "runs": list.iter().map(Stats::json).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    doc["scenarios"] = Value::Object(out);
+    if !results.mixed_parts.is_empty() {
+        doc["mixed_parts"] = Value::Array(results.mixed_parts.clone());
+    }
+    healthy
+}
+
+fn rss_doc(doc: &mut Value, results: &Results, server_pid: Option<u32>) {
+    doc["rss_kib"]["idle_end"] = json!(server_pid.and_then(tree_rss_kib));
+    doc["rss_kib"]["mixed_peak"] = json!(results.rss_mixed_peak.iter().max());
+    doc["rss_kib"]["after_mixed"] = json!(results.rss_after_mixed.last());
+}
+
+fn write_output(args: &Args, base: &str, doc: &Value, results: &Results) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(doc)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{text}");
+    } else {
+        println!("{} ({base})", args.label);
+        for row in &results.table.rows {
+            println!("  {row}");
+        }
+        if let Some(rss) = doc.get("rss_kib") {
+            println!("  resident memory (KiB): {rss}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! The app in this process: every test gets its own app, database, keys and clock.
+//!
+//! Naming: `post_*`, `get_*` and the other raw helpers return the `Response` whatever its
+//! status; `*_ok` helpers assert the success status and return the body, typed where the
+//! contract fixes its shape ([`Tokens`]), as JSON where tests look at arbitrary parts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use chrono::{DateTime, Utc};
+use gatehouse::clock::{Clock, ManualClock};
+use gatehouse::config::Settings;
+use gatehouse::domain::{Email, NewPassword, Role};
+use gatehouse::service::{AppState, accounts};
+use gatehouse::startup::Application;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use super::body::Tokens;
+use super::contract::expect_json;
+use super::jwt::sign_jwt;
+use super::process::Binary;
+
+/// The User-Agent every test request carries.
+pub const USER_AGENT: &str = "gatehouse-api-tests/1.0";
+
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub port: u16,
+    pub settings: Settings,
+    pub clock: ManualClock,
+    /// The running app's state, for seeding through the service layer.
+    pub state: web::Data<AppState>,
+    /// Keeps the database and keys alive for the test's duration.
+    pub dir: TempDir,
+    pub api_client: reqwest::Client,
+}
+
+/// Spawns the app with the test settings (cheap Argon2, no per-IP rate limits).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the app after letting the test adjust the settings.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("failed to create a temporary directory");
+    let mut settings = Settings::for_tests(dir.path());
+    configure(&mut settings);
+    let clock = ManualClock::starting_now();
+    let (port, state) = start(&settings, &clock).await;
+
+    let api_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(USER_AGENT)
+        .build()
+        .expect("failed to build the HTTP client");
+
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        settings,
+        clock,
+        state,
+        dir,
+        api_client,
+    }
+}
+
+/// Builds the app exactly as `gatehouse serve` does, but on port 0 and `clock`, and runs
+/// it on the current runtime.
+async fn start(settings: &Settings, clock: &ManualClock) -> (u16, web::Data<AppState>) {
+    let app = Application::build_with_clock(settings.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("failed to build the application");
+    let port = app.port();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    (port, state)
+}
+
+/// A fresh, never-used email address; `tag` makes failures easier to read.
+pub fn unique_email(tag: &str) -> String {
+    let id = Uuid::new_v4().simple().to_string();
+    format!("{tag}-{}@example.com", &id[..12])
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// The service clock's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    // ---------------------------------------------------------------- raw requests
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.api_client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("failed to execute request")
+    }
+
+    pub async fn post_json_with_token(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.api_client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("failed to execute request")
+    }
+
+    /// POSTs raw bytes with the given Content-Type (or none at all).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+    ) -> Response {
+        let mut request = self.api_client.post(self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        request.send().await.expect("failed to execute request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.api_client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("failed to execute request")
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Response {
+        self.api_client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("failed to execute request")
+    }
+
+    /// GET with an arbitrary `Authorization` header value.
+    pub async fn get_with_authorization(&self, path: &str, authorization: &str) -> Response {
+        self.api_client
+            .get(self.url(path))
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .send()
+            .await
+            .expect("failed to execute request")
+    }
+
+    pub async fn delete_with_token(
+        &self,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.api_client.delete(self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("failed to execute request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.api_client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("failed to execute request")
+    }
+
+    pub async fn patch_with_token(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.api_client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("failed to execute request")
+    }
+
+    // ---------------------------------------------------------------- endpoints
+
+    pub async fn post_signup(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/v1/signup",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Signs up; panics unless 201 with a token response.
+    pub async fn signup_ok(&self, email: &str, password: &str) -> Tokens {
+        let response = self.post_signup(email, password).await;
+        Tokens::from_json(expect_json(response, StatusCode::CREATED).await)
+    }
+
+    pub async fn post_login(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/v1/login",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Logs in; panics unless 200 with a token response.
+    pub async fn login_ok(&self, email: &str, password: &str) -> Tokens {
+        let response = self.post_login(email, password).await;
+        Tokens::from_json(expect_json(response, StatusCode::OK).await)
+    }
+
+    pub async fn post_refresh(&self, refresh_token: &str) -> Response {
+        self.post_json("/v1/refresh", &json!({ "refresh_token": refresh_token }))
+            .await
+    }
+
+    /// Refreshes; panics unless 200 with a token response.
+    pub async fn refresh_ok(&self, refresh_token: &str) -> Tokens {
+        let response = self.post_refresh(refresh_token).await;
+        Tokens::from_json(expect_json(response, StatusCode::OK).await)
+    }
+
+    pub async fn post_logout(&self, refresh_token: &str) -> Response {
+        self.post_json("/v1/logout", &json!({ "refresh_token": refresh_token }))
+            .await
+    }
+
+    pub async fn get_me(&self, access_token: &str) -> Response {
+        self.get_with_token("/v1/me", access_token).await
+    }
+
+    /// The caller's live sessions; panics unless 200.
+    pub async fn my_sessions_ok(&self, access_token: &str) -> Vec<Value> {
+        let response = self.get_with_token("/v1/me/sessions", access_token).await;
+        sessions_in(expect_json(response, StatusCode::OK).await)
+    }
+
+    /// A user's sessions as an admin sees them (revoked ones too); panics unless 200.
+    pub async fn admin_sessions_ok(&self, admin_token: &str, user_id: &str) -> Vec<Value> {
+        let response = self
+            .get_with_token(&format!("/v1/admin/users/{user_id}/sessions"), admin_token)
+            .await;
+        sessions_in(expect_json(response, StatusCode::OK).await)
+    }
+
+    /// Creates an admin through the service layer, with this app's cheap hasher (the
+    /// CLI would hash with production Argon2, in another process), and logs them in.
+    /// `admin::the_cli_admin_is_an_admin_in_the_token` covers the CLI's own path.
+    pub async fn create_admin(&self, email: &str, password: &str) -> Tokens {
+        let parsed_email = Email::parse(email).expect("the admin's email is invalid");
+        let parsed_password =
+            NewPassword::parse(password).expect("the admin's password breaks the policy");
+        accounts::create_user(&self.state, parsed_email, parsed_password, Role::Admin)
+            .await
+            .expect("failed to create the admin");
+        let tokens = self.login_ok(email, password).await;
+        assert_eq!(tokens.user.role, "admin", "seeded admin: {tokens}");
+        tokens
+    }
+
+    // ---------------------------------------------------------------- the binary
+
+    /// The real binary on this app's database and keys directory.
+    pub fn binary(&self) -> Binary {
+        Binary {
+            database: self.settings.database.clone(),
+            keys_dir: self.settings.keys_dir.clone(),
+            ..Binary::in_dir(self.dir.path())
+        }
+    }
+
+    /// Runs the `gatehouse` CLI on this app's files, feeding `stdin` (if any); panics
+    /// unless it exits 0. Returns its stdout.
+    pub async fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        self.binary().cli_ok(args, stdin).await
+    }
+
+    /// Starts a second instance on the same database, keys directory and clock (another
+    /// replica, or this one restarted); returns its base address.
+    pub async fn spawn_replica(&self) -> String {
+        let (port, _) = start(&self.settings, &self.clock).await;
+        format!("http://127.0.0.1:{port}")
+    }
+
+    // ---------------------------------------------------------------- keys and tokens
+
+    pub fn keys_dir(&self) -> PathBuf {
+        PathBuf::from(&self.settings.keys_dir)
+    }
+
+    /// The PEM bytes of the access-token signing key (the only `*.pem` in the keys dir).
+    pub fn signing_key_pem(&self) -> Vec<u8> {
+        let pems: Vec<PathBuf> = std::fs::read_dir(self.keys_dir())
+            .expect("failed to read the keys directory")
+            .map(|entry| entry.expect("bad directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "pem"))
+            .collect();
+        assert_eq!(
+            pems.len(),
+            1,
+            "expected exactly one *.pem key, found {pems:?}"
+        );
+        std::fs::read(&pems[0]).expect("failed to read the signing key")
+    }
+
+    pub fn signing_key(&self) -> EncodingKey {
+        EncodingKey::from_rsa_pem(&self.signing_key_pem()).expect("signing key is not an RSA PEM")
+    }
+
+    /// The JWK Set; panics unless 200.
+    pub async fn jwks_ok(&self) -> Value {
+        let response = self.get("/.well-known/jwks.json").await;
+        expect_json(response, StatusCode::OK).await
+    }
+
+    /// The kid of the only key in the JWKS.
+    pub async fn current_kid(&self) -> String {
+        let jwks = self.jwks_ok().await;
+        let keys = jwks["keys"].as_array().expect("jwks.keys is not an array");
+        assert_eq!(keys.len(), 1, "a fresh app publishes one key: {jwks}");
+        keys[0]["kid"]
+            .as_str()
+            .expect("kid is not a string")
+            .to_owned()
+    }
+
+    /// Claims exactly as the service would put them in an access token.
+    pub fn valid_claims(&self, sub: &str, sid: &str, role: &str) -> Value {
+        let now = self.now().timestamp();
+        json!({
+            "iss": self.settings.issuer,
+            "aud": self.settings.audience,
+            "sub": sub,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 900,
+            "jti": Uuid::new_v4().to_string(),
+            "sid": sid,
+            "role": role,
+        })
+    }
+
+    /// An RS256 token with the given claims signed by the service's own key.
+    pub async fn mint(&self, claims: &Value) -> String {
+        let header = json!({ "alg": "RS256", "typ": "JWT", "kid": self.current_kid().await });
+        sign_jwt(&header, claims, &self.signing_key(), Algorithm::RS256)
+    }
+
+    // ---------------------------------------------------------------- database
+
+    /// A read-only connection to the service's database.
+    pub fn db(&self) -> rusqlite::Connection {
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.settings.database,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .expect("failed to open the database read-only");
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .expect("failed to set busy timeout");
+        connection
+    }
+
+    pub fn count(&self, sql: &str, params: impl rusqlite::Params) -> i64 {
+        self.db()
+            .query_row(sql, params, |row| row.get(0))
+            .unwrap_or_else(|e| panic!("query `{sql}` failed: {e}"))
+    }
+}
+
+fn sessions_in(body: Value) -> Vec<Value> {
+    body["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("`sessions` is not an array: {body}"))
+        .clone()
+}

@@ -1,0 +1,24 @@
+//! The one test kit: every test binary starts gatehouse through it.
+//!
+//! - [`app`]: the app in this process, on a random port, with its own database, keys and
+//!   hand-driven clock, and one method per endpoint. Most tests want this.
+//! - [`process`]: the real binary as an operator runs it (signals, logs, CLI, crashes).
+//! - [`body`], [`contract`], [`jwt`]: typed responses, the contract's assertions, and
+//!   tokens taken apart or forged.
+//! - [`password`], [`ports`], [`rng`], [`rss`]: small shared pieces.
+//!
+//! Included as a module (`#[path = "../kit/mod.rs"] mod kit;`) rather than built as a
+//! crate: `env!("CARGO_BIN_EXE_gatehouse")` exists only while an integration test itself
+//! compiles, and a dev-dependency that depends back on gatehouse would need a workspace.
+//! Each includer uses a different part of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod body;
+pub mod contract;
+pub mod jwt;
+pub mod password;
+pub mod ports;
+pub mod process;
+pub mod rng;
+pub mod rss;
