@@ -54,6 +54,15 @@ passed = 0
 failed = 0
 
 
+def sid_of(access_token: str) -> str:
+    """The session (refresh-token family) an access token acts through."""
+    try:
+        claims = access_token.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"]
+    except (IndexError, ValueError, KeyError):
+        return ""
+
+
 class Flows:
     def __init__(self, spec: str, base: str, admin_token: str) -> None:
         self.schema = schemathesis.openapi.from_path(spec)
@@ -228,8 +237,13 @@ class Flows:
           body={"refresh_token": t2.get("refresh_token", "")})
         s("logout", expect=400, title="missing token", body={})
 
-        # me
-        at = tokens.get("access_token", "")
+        # me: a user with two sessions, acting through the newer one (the older one is
+        # revoked below, and the first login's family was revoked by the reuse above; a
+        # revoked session's access token is refused on /v1/me)
+        memail, mfirst = self.signup("me")
+        mr = self.http.post(self.base + "/v1/login", json={"email": memail, "password": PASSWORD}, timeout=30)
+        at = mr.json().get("access_token", "") if mr.status_code == 200 else ""
+        first_sid = sid_of(mfirst.get("access_token", ""))
         s("getMe", expect=200, title="the caller", token=at)
         s("getMe", expect=401, title="no token",
           also=lambda r: None if r.headers.get("WWW-Authenticate", "").startswith("Bearer")
@@ -238,9 +252,9 @@ class Flows:
         s("getMe", expect=401, title="forged signature", token=at[:-4] + ("AAAA" if not at.endswith("AAAA") else "BBBB"))
         sessions = s("listMySessions", expect=200, title="live sessions", token=at)
         sids = [x["id"] for x in sessions.json().get("sessions", [])] if sessions.status_code == 200 else []
-        if sids:
-            s("revokeMySession", expect=204, title="own session", path={"id": sids[-1]}, token=at)
-            s("revokeMySession", expect=204, title="own session again", path={"id": sids[-1]}, token=at)
+        if first_sid in sids:
+            s("revokeMySession", expect=204, title="own session", path={"id": first_sid}, token=at)
+            s("revokeMySession", expect=204, title="own session again", path={"id": first_sid}, token=at)
         s("revokeMySession", expect=404, title="unknown session", path={"id": str(uuid.uuid4())}, token=at)
         s("revokeMySession", expect=404, title="id that is not a UUID", path={"id": "nope"}, token=at)
         s("revokeMySession", expect=401, title="no token", path={"id": str(uuid.uuid4())})
@@ -254,10 +268,13 @@ class Flows:
           body={"current_password": PASSWORD, "new_password": "weak"})
         s("changePassword", expect=400, title="new equals current", token=pat,
           body={"current_password": PASSWORD, "new_password": PASSWORD})
-        s("changePassword", expect=200, title="new family, others revoked", token=pat,
-          body={"current_password": PASSWORD, "new_password": "Another-Password-7?"})
+        changed = s("changePassword", expect=200, title="new family, others revoked", token=pat,
+                    body={"current_password": PASSWORD, "new_password": "Another-Password-7?"})
         s("refresh", expect=401, title="family revoked by the password change",
           body={"refresh_token": pt.get("refresh_token", "")})
+        s("getMe", expect=401, title="access token of a session the password change revoked", token=pat)
+        # From here on, the new family's token.
+        pat = changed.json().get("access_token", "") if changed.status_code == 200 else ""
         s("deleteMe", expect=401, title="wrong password", token=pat, body={"password": PASSWORD})
         s("deleteMe", expect=400, title="missing password", token=pat, body={})
         s("deleteMe", expect=204, title="account deleted", token=pat, body={"password": "Another-Password-7?"})
@@ -305,6 +322,10 @@ class Flows:
           body={"role": "root"})
         s("adminUpdateUser", expect=404, title="unknown user", path={"id": str(uuid.uuid4())},
           token=self.admin, body={"disabled": True})
+        # The victim's sessions are revoked now, and with them its access token: sign in
+        # again to be refused as a non-admin rather than as a revoked session.
+        vr = self.http.post(self.base + "/v1/login", json={"email": vemail, "password": PASSWORD}, timeout=30)
+        vat = vr.json().get("access_token", "") if vr.status_code == 200 else ""
         s("adminUpdateUser", expect=403, title="not an admin", path={"id": victim}, token=vat,
           body={"disabled": True})
         s("adminUpdateUser", expect=200, title="disable", path={"id": victim}, token=self.admin,
