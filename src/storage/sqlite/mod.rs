@@ -574,14 +574,12 @@ mod tests {
         }
     }
 
-    /// The claim is the store's whole promise for rotation: of two spends of one token,
-    /// one wins; a revoked family's token cannot be spent.
-    #[test]
-    fn a_token_is_spent_by_exactly_one_claim() {
+    /// A fresh store in a temp dir (kept alive by the returned guard) with one user.
+    fn store_with_user(tag: &str) -> (tempfile::TempDir, SqliteStore, Email, User) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
             .expect("open");
-        let email = Email::parse("claim@example.com").expect("email");
+        let email = Email::parse(&format!("{tag}@example.com")).expect("email");
         let user = store
             .create_user(NewUser {
                 id: UserId::random(),
@@ -591,6 +589,14 @@ mod tests {
                 now: Utc::now(),
             })
             .expect("user");
+        (dir, store, email, user)
+    }
+
+    /// The claim is the store's whole promise for rotation: of two spends of one token,
+    /// one wins; a revoked family's token cannot be spent.
+    #[test]
+    fn a_token_is_spent_by_exactly_one_claim() {
+        let (_dir, store, _, user) = store_with_user("claim");
         let f = family(user.id, [1; 32], 0);
         let family_id = f.id;
         assert!(store.create_family(f).expect("open"));
@@ -635,19 +641,7 @@ mod tests {
     /// the user's current password, and one that falls behind refreshes no more.
     #[test]
     fn families_live_and_die_with_the_password_generation() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
-            .expect("open");
-        let email = Email::parse("generation@example.com").expect("email");
-        let user = store
-            .create_user(NewUser {
-                id: UserId::random(),
-                email: &email,
-                password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
-                role: Role::User,
-                now: Utc::now(),
-            })
-            .expect("user");
+        let (_dir, store, email, user) = store_with_user("generation");
         let live = family(user.id, [1; 32], 0);
         let live_id = live.id;
         assert!(store.create_family(live).expect("open"));
