@@ -20,4 +20,5 @@ mod process;
 mod refresh;
 mod session_bound;
 mod signup;
+mod sqlite_only;
 mod tokens;
