@@ -35,24 +35,13 @@ pub fn sqlite() -> Backend {
 /// A store on a new database of the test server, or `None` (said loudly) when
 /// `GATEHOUSE_TEST_POSTGRES=off`.
 pub fn postgres(test: &str) -> Option<Backend> {
-    if std::env::var("GATEHOUSE_TEST_POSTGRES").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
-        eprintln!(
-            "\n!!! SKIPPED {test} on PostgreSQL: GATEHOUSE_TEST_POSTGRES=off. The PostgreSQL \
-             backend is NOT tested by this run. !!!\n"
-        );
-        return None;
-    }
-    let raw = std::env::var("GATEHOUSE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-    let url =
-        PostgresUrl::parse(&raw).unwrap_or_else(|e| panic!("GATEHOUSE_TEST_POSTGRES_URL: {e}"));
-    let name = format!("gatehouse_test_{}", uuid::Uuid::new_v4().simple());
-    let database = TestDatabase::create(&url, &name);
+    let database = TestDatabase::new(test)?;
     let store = storage::open(&DatabaseSettings::Postgres {
-        url: Box::new(url.with_dbname(&name)),
+        url: Box::new(database.url()),
         pool_size: 8,
         connect_timeout: Duration::from_secs(10),
     })
-    .unwrap_or_else(|e| panic!("cannot open the test database {name}: {e:#}"));
+    .unwrap_or_else(|e| panic!("cannot open the test database {}: {e:#}", database.name));
     Some(Backend {
         store,
         _dir: None,
@@ -60,17 +49,34 @@ pub fn postgres(test: &str) -> Option<Backend> {
     })
 }
 
+/// The test server's URL as configured (it may carry a password: never print it).
+pub fn server_url() -> String {
+    std::env::var("GATEHOUSE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into())
+}
+
 /// A database created for one test and dropped when the test ends, passed or panicked.
-struct TestDatabase {
+pub struct TestDatabase {
     admin: PostgresUrl,
-    name: String,
+    pub name: String,
 }
 
 impl TestDatabase {
-    fn create(admin: &PostgresUrl, name: &str) -> Self {
-        let mut client = admin_client(admin).unwrap_or_else(|e| {
+    /// `None` (said loudly) when `GATEHOUSE_TEST_POSTGRES=off`; panics, saying how to
+    /// start one, when no server answers.
+    pub fn new(test: &str) -> Option<Self> {
+        if std::env::var("GATEHOUSE_TEST_POSTGRES").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+            eprintln!(
+                "\n!!! SKIPPED {test} on PostgreSQL: GATEHOUSE_TEST_POSTGRES=off. The \
+                 PostgreSQL backend is NOT tested by this run. !!!\n"
+            );
+            return None;
+        }
+        let admin = PostgresUrl::parse(&server_url())
+            .unwrap_or_else(|e| panic!("GATEHOUSE_TEST_POSTGRES_URL: {e}"));
+        let name = format!("gatehouse_test_{}", uuid::Uuid::new_v4().simple());
+        let mut client = admin_client(&admin).unwrap_or_else(|e| {
             panic!(
-                "\nNo PostgreSQL server answers at {admin}: {e}\n\
+                "\nNo PostgreSQL server answers at {admin}: {e:#}\n\
                  The store conformance tests need one. Start it with\n    \
                  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
                  (Debian; `apt-get install postgresql` if missing), or point \
@@ -81,10 +87,26 @@ impl TestDatabase {
         client
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
-        Self {
-            admin: admin.clone(),
-            name: name.to_owned(),
-        }
+        Some(Self { admin, name })
+    }
+
+    /// The server's URL, on this database.
+    pub fn url(&self) -> PostgresUrl {
+        self.admin.with_dbname(&self.name)
+    }
+
+    /// The server's URL as text, on this database, for the binary's environment.
+    pub fn url_text(&self) -> String {
+        let raw = server_url();
+        let (head, query) = raw.split_once('?').unwrap_or((&raw, ""));
+        let (scheme, rest) = head.split_once("://").expect("a URL");
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("{scheme}://{authority}/{}{query}", self.name)
     }
 }
 
@@ -104,7 +126,7 @@ impl Drop for TestDatabase {
     }
 }
 
-fn admin_client(url: &PostgresUrl) -> anyhow::Result<postgres::Client> {
+pub fn admin_client(url: &PostgresUrl) -> anyhow::Result<postgres::Client> {
     let mut config = url.config().clone();
     config.connect_timeout(Duration::from_secs(5));
     Ok(config.connect(url.connector()?)?)

@@ -9,6 +9,7 @@
 
 mod backends;
 mod cases;
+mod postgres_only;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {

@@ -1,0 +1,243 @@
+//! What only the PostgreSQL backend has: URLs and their TLS modes, and the CLI on a URL.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gatehouse::storage::postgres::PostgresUrl;
+use gatehouse::storage::{self, DatabaseSettings};
+
+use crate::backends::{TestDatabase, admin_client};
+
+/// The session's own row in `pg_stat_ssl`: whether this connection is encrypted.
+fn encrypted(url: &PostgresUrl) -> anyhow::Result<bool> {
+    let mut client = admin_client(url)?;
+    Ok(client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )?
+        .try_get(0)?)
+}
+
+/// `url` with `param` added to its query.
+fn with_param(url: &str, param: &str) -> String {
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}{param}")
+}
+
+fn open(url: &PostgresUrl) -> anyhow::Result<()> {
+    let store = storage::open(&DatabaseSettings::Postgres {
+        url: Box::new(url.clone()),
+        pool_size: 1,
+        // Short: the refused handshakes are retried until it runs out.
+        connect_timeout: Duration::from_secs(2),
+    })?;
+    store.ping()?;
+    Ok(())
+}
+
+#[test]
+fn plain_and_sslmode_disable_urls_work() {
+    let Some(db) = TestDatabase::new("plain_and_sslmode_disable_urls_work") else {
+        return;
+    };
+    let plain = PostgresUrl::parse(&db.url_text()).expect("the test URL");
+    open(&plain).expect("a plain URL opens the store");
+    let disabled = PostgresUrl::parse(&with_param(&db.url_text(), "sslmode=disable")).expect("URL");
+    open(&disabled).expect("sslmode=disable opens the store");
+    assert!(
+        !encrypted(&disabled).expect("connect"),
+        "sslmode=disable must not encrypt"
+    );
+}
+
+#[test]
+fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
+    let Some(db) = TestDatabase::new("sslmode_require_encrypts") else {
+        return;
+    };
+    let base = db.url_text();
+    let mut admin = admin_client(&db.url()).expect("connect");
+    let ssl: String = admin
+        .query_one("SHOW ssl", &[])
+        .and_then(|r| r.try_get(0))
+        .expect("SHOW ssl");
+    let require = PostgresUrl::parse(&with_param(&base, "sslmode=require")).expect("URL");
+    if ssl != "on" {
+        eprintln!(
+            "\n!!! The test server has no TLS certificate (ssl = {ssl}): only the refusal of \
+             sslmode=require without TLS is tested here; encryption is NOT. !!!\n"
+        );
+        assert!(
+            open(&require).is_err(),
+            "require must not fall back to plain"
+        );
+        return;
+    }
+    open(&require).expect("sslmode=require opens the store");
+    assert!(
+        encrypted(&require).expect("connect"),
+        "sslmode=require encrypts"
+    );
+    assert!(
+        encrypted(&PostgresUrl::parse(&base).expect("URL")).expect("connect"),
+        "the default (prefer) uses TLS when the server offers it"
+    );
+
+    // Refused whoever signed it: the certificate does not name the address dialled.
+    let verify = PostgresUrl::parse(&with_param(&base, "sslmode=verify-full")).expect("URL");
+    let refused = open(&verify).expect_err("verify-full accepted a certificate for another name");
+    assert!(
+        format!("{refused:#}")
+            .to_lowercase()
+            .contains("tls handshake"),
+        "{refused:#}"
+    );
+
+    let cert_file: String = admin
+        .query_one("SHOW ssl_cert_file", &[])
+        .and_then(|r| r.try_get(0))
+        .expect("SHOW ssl_cert_file");
+    // A root the server's certificate does not chain to: refused.
+    let stranger = "/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt";
+    if std::path::Path::new(stranger).exists() {
+        let url = with_param(&base, &format!("sslmode=verify-ca&sslrootcert={stranger}"));
+        assert!(
+            open(&PostgresUrl::parse(&url).expect("URL")).is_err(),
+            "verify-ca accepted a certificate its root did not sign"
+        );
+    }
+    if std::fs::read(&cert_file).is_err() {
+        eprintln!(
+            "\n!!! {cert_file} is not readable: verify-ca/verify-full against a trusted \
+             certificate are NOT tested. !!!\n"
+        );
+        return;
+    }
+    // Its own certificate as the root: verify-ca passes whatever the name.
+    let url = with_param(&base, &format!("sslmode=verify-ca&sslrootcert={cert_file}"));
+    let verify_ca = PostgresUrl::parse(&url).expect("URL");
+    open(&verify_ca).expect("verify-ca with the server's certificate as root");
+    assert!(encrypted(&verify_ca).expect("connect"));
+    // Debian's snakeoil certificate names `localhost`: verify-full passes there.
+    if cert_file.contains("snakeoil") && base.contains("@127.0.0.1:") {
+        let url = with_param(
+            &base.replacen("@127.0.0.1:", "@localhost:", 1),
+            &format!("sslmode=verify-full&sslrootcert={cert_file}"),
+        );
+        let verify_full = PostgresUrl::parse(&url).expect("URL");
+        open(&verify_full).expect("verify-full with a certificate for the host dialled");
+        assert!(encrypted(&verify_full).expect("connect"));
+    }
+}
+
+fn gatehouse(db: &TestDatabase, keys: &std::path::Path, url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GATEHOUSE_DATABASE", url)
+        .env("GATEHOUSE_KEYS_DIR", keys)
+        .env("GATEHOUSE_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn");
+    let _ = db;
+    cmd
+}
+
+fn run(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gatehouse");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("gatehouse exits");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The password the URL carries for the CLI: a made-up one under trust auth, which the
+/// output must never show.
+const FAKE_PASSWORD: &str = "n0t-Shown-anywhere";
+
+#[test]
+fn the_cli_works_on_a_postgres_url_and_never_prints_its_password() {
+    let Some(db) = TestDatabase::new("the_cli_works_on_a_postgres_url") else {
+        return;
+    };
+    let mut url = db.url_text();
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let with_password = match authority.split_once('@') {
+        Some((user, host)) if !user.contains(':') => {
+            Some(format!("{scheme}://{user}:{FAKE_PASSWORD}@{host}/{path}"))
+        }
+        _ => None,
+    };
+    if let Some(w) = with_password {
+        url = w;
+    }
+    let keys = tempfile::tempdir().expect("temp dir");
+    let cli = || gatehouse(&db, keys.path(), &url);
+
+    let (code, out, err) = run(cli(), &["config", "check"], None);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("GATEHOUSE_DATABASE="))
+        .expect("config check prints the database");
+    assert!(line.contains("***@"), "{line}");
+    for text in [&out, &err] {
+        assert!(
+            !text.contains(FAKE_PASSWORD),
+            "the password was printed: {text}"
+        );
+    }
+
+    let (code, out, err) = run(cli(), &["migrate"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("PostgreSQL") && out.contains("schema 1"),
+        "{out}"
+    );
+    assert!(!out.contains(FAKE_PASSWORD) && !err.contains(FAKE_PASSWORD));
+
+    let (code, out, err) = run(
+        cli(),
+        &["users", "create", "--email", "ops@example.com", "--admin"],
+        Some("Long-enough-Passphrase-42!\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ops@example.com"), "{out}");
+    let (code, out, err) = run(cli(), &["users", "list"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ops@example.com\tadmin"), "{out}");
+    let (code, out, err) = run(cli(), &["audit", "--limit", "5"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.trim().is_empty(), "the user's creation is audited");
+
+    let target = keys.path().join("copy.db");
+    let (code, _, err) = run(
+        cli(),
+        &["backup", "--to", target.to_str().expect("utf-8 path")],
+        None,
+    );
+    assert_eq!(
+        code, 1,
+        "backup on PostgreSQL is the user's to do elsewhere: {err}"
+    );
+    assert!(err.contains("pg_dump"), "{err}");
+    assert!(!target.exists());
+}
