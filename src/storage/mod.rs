@@ -247,7 +247,21 @@ impl std::fmt::Display for DatabaseSettings {
 }
 
 /// Opens the store `settings` name and brings its schema to the latest version.
+///
+/// Callable from async code too (the server builds its state inside actix's runtime):
+/// the work runs on a thread of its own, because the synchronous PostgreSQL client
+/// drives a runtime of its own, which cannot start on a thread already driving one.
 pub fn open(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("storage-open".into())
+            .spawn_scoped(scope, || open_here(settings))?
+            .join()
+            .map_err(|_| anyhow::anyhow!("opening {settings} panicked"))?
+    })
+}
+
+fn open_here(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
     use anyhow::Context as _;
     let store: Arc<dyn Store> = match settings {
         DatabaseSettings::Sqlite {

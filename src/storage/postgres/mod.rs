@@ -38,7 +38,24 @@ const ATTEMPTS: u32 = 4;
 const EMAIL_CONSTRAINT: &str = "users_email_key";
 
 pub struct PgStore {
-    pool: Pool<Manager>,
+    /// `None` only while the store drops (see `Drop`).
+    pool: Option<Pool<Manager>>,
+}
+
+/// Closing a connection blocks on the driver's own runtime, which panics on a thread
+/// that drives another (the server drops its state inside actix's): the pool, and with
+/// it every idle connection, is closed on a thread of its own.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closing = std::thread::Builder::new()
+                .name("pg-pool-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(handle) = closing {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 impl PgStore {
@@ -68,7 +85,19 @@ impl PgStore {
             .test_on_check_out(false)
             .build(manager)
             .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
-        Ok(Self { pool })
+        Ok(Self { pool: Some(pool) })
+    }
+
+    fn pool(&self) -> Result<&Pool<Manager>, StoreError> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
+    }
+
+    fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        self.pool()?
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 
     /// Runs `f` on a pooled connection, retrying serialization failures and deadlocks
@@ -81,10 +110,7 @@ impl PgStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut conn = self
-                .pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            let mut conn = self.connection()?;
             let error = match f(&mut conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
@@ -261,7 +287,9 @@ impl Store for PgStore {
     }
 
     fn pool_status(&self) -> PoolStatus {
-        let state = self.pool.state();
+        let Some(state) = self.pool.as_ref().map(Pool::state) else {
+            return PoolStatus::default();
+        };
         PoolStatus {
             connections: state.connections,
             idle: state.idle_connections,
@@ -270,19 +298,11 @@ impl Store for PgStore {
     }
 
     fn migrate(&self) -> Result<String, StoreError> {
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
-        migrate::to_latest(&mut conn)
+        migrate::to_latest(&mut *self.connection()?)
     }
 
     fn schema_version(&self) -> Result<String, StoreError> {
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
-        migrate::current(&mut conn).map(|v| v.to_string())
+        migrate::current(&mut *self.connection()?).map(|v| v.to_string())
     }
 
     fn backup_to(&self, _to: &Path) -> Result<(), BackupError> {
