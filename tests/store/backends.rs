@@ -65,10 +65,13 @@ impl TestDatabase {
     /// start one, when no server answers.
     pub fn new(test: &str) -> Option<Self> {
         if std::env::var("GATEHOUSE_TEST_POSTGRES").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
-            eprintln!(
-                "\n!!! SKIPPED {test} on PostgreSQL: GATEHOUSE_TEST_POSTGRES=off. The \
-                 PostgreSQL backend is NOT tested by this run. !!!\n"
-            );
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                loud(
+                    "GATEHOUSE_TEST_POSTGRES=off: every PostgreSQL test of this binary passes \
+                     WITHOUT RUNNING. The PostgreSQL backend is NOT tested by this run.",
+                );
+            });
             return None;
         }
         let admin = PostgresUrl::parse(&server_url())
@@ -86,7 +89,7 @@ impl TestDatabase {
         });
         client
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+            .unwrap_or_else(|e| panic!("{test}: cannot create the test database {name}: {e}"));
         Some(Self { admin, name })
     }
 
@@ -121,7 +124,13 @@ impl Drop for TestDatabase {
             .map_err(anyhow::Error::from)
         });
         if let Err(e) = dropped {
-            eprintln!("warning: could not drop test database {}: {e}", self.name);
+            // Straight to stderr: a leaked database is worth seeing after a passing test.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: could not drop test database {}: {e}",
+                self.name
+            );
         }
     }
 }
@@ -130,4 +139,11 @@ pub fn admin_client(url: &PostgresUrl) -> anyhow::Result<postgres::Client> {
     let mut config = url.config().clone();
     config.connect_timeout(Duration::from_secs(5));
     Ok(config.connect(url.connector()?)?)
+}
+
+/// Says `message` on the terminal even when the test passes: libtest captures
+/// `eprintln!` of passing tests, but not writes to the stderr handle itself.
+pub fn loud(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {message} !!!\n");
 }

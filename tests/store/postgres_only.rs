@@ -7,7 +7,7 @@ use std::time::Duration;
 use gatehouse::storage::postgres::PostgresUrl;
 use gatehouse::storage::{self, DatabaseSettings};
 
-use crate::backends::{TestDatabase, admin_client};
+use crate::backends::{TestDatabase, admin_client, loud};
 
 /// The session's own row in `pg_stat_ssl`: whether this connection is encrypted.
 fn encrypted(url: &PostgresUrl) -> anyhow::Result<bool> {
@@ -65,10 +65,10 @@ fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
         .expect("SHOW ssl");
     let require = PostgresUrl::parse(&with_param(&base, "sslmode=require")).expect("URL");
     if ssl != "on" {
-        eprintln!(
-            "\n!!! The test server has no TLS certificate (ssl = {ssl}): only the refusal of \
-             sslmode=require without TLS is tested here; encryption is NOT. !!!\n"
-        );
+        loud(&format!(
+            "the test server has no TLS certificate (ssl = {ssl}): only the refusal of \
+             sslmode=require without TLS is tested; encryption is NOT"
+        ));
         assert!(
             open(&require).is_err(),
             "require must not fall back to plain"
@@ -109,10 +109,10 @@ fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
         );
     }
     if std::fs::read(&cert_file).is_err() {
-        eprintln!(
-            "\n!!! {cert_file} is not readable: verify-ca/verify-full against a trusted \
-             certificate are NOT tested. !!!\n"
-        );
+        loud(&format!(
+            "{cert_file} is not readable: verify-ca/verify-full against a trusted \
+             certificate are NOT tested"
+        ));
         return;
     }
     // Its own certificate as the root: verify-ca passes whatever the name.
