@@ -181,8 +181,10 @@ enum Class {
 
 fn classify(e: &::postgres::Error) -> Class {
     let Some(code) = e.code() else {
-        // No SQLSTATE: the socket, TLS or the driver's connection task failed.
-        return if e.is_closed() || e.as_db_error().is_none() {
+        // No SQLSTATE: the connection closed or its socket failed; anything else without
+        // one (a row count, a conversion) is a bug here, not an outage.
+        let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+        return if e.is_closed() || io {
             Class::Connection
         } else {
             Class::Other
@@ -535,7 +537,9 @@ impl Store for PgStore {
                  FROM refresh_tokens t
                  JOIN refresh_families f ON f.id = t.family_id
                  JOIN users u ON u.id = f.user_id
-                 LEFT JOIN refresh_tokens c ON c.parent_hash = t.hash
+                 -- `$1`, not `t.hash`: the same value, but a constant the planner
+                 -- looks up in the parent index instead of filtering a join.
+                 LEFT JOIN refresh_tokens c ON c.parent_hash = $1
                  WHERE t.hash = $1",
                 &[(&hash, Type::BYTEA)],
             )
