@@ -1,10 +1,15 @@
 //! Persistence behind one narrow trait that speaks in domain terms.
 //!
-//! Handlers and services never see SQL. A PostgreSQL backend implements `Store` next to
-//! `sqlite` without touching anything above this module. Every method is blocking: the
+//! Handlers and services never see SQL. `sqlite` and `postgres` each implement `Store`;
+//! [`open`] is the one place that picks between them. Every method is blocking: the
 //! service layer calls them on the blocking pool.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -213,11 +218,97 @@ pub struct PoolStatus {
     pub engine_bytes: u64,
 }
 
+/// Where the data lives, from `GATEHOUSE_DATABASE` (its scheme picks the backend) and
+/// the settings that tune each backend.
+#[derive(Clone, Debug)]
+pub enum DatabaseSettings {
+    Sqlite {
+        path: PathBuf,
+        synchronous: sqlite::Synchronous,
+        /// Pooled reader connections (writes go through one connection).
+        readers: u32,
+    },
+    Postgres {
+        url: Box<postgres::PostgresUrl>,
+        pool_size: u32,
+        /// For a new connection, and for a request waiting for a pooled one.
+        connect_timeout: Duration,
+    },
+}
+
+/// Prints where the data is, never a password.
+impl std::fmt::Display for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { path, .. } => write!(f, "SQLite {}", path.display()),
+            Self::Postgres { url, .. } => write!(f, "PostgreSQL {url}"),
+        }
+    }
+}
+
+/// Opens the store `settings` name and brings its schema to the latest version.
+///
+/// Callable from async code too (the server builds its state inside actix's runtime):
+/// the work runs on a thread of its own, because the synchronous PostgreSQL client
+/// drives a runtime of its own, which cannot start on a thread already driving one.
+pub fn open(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("storage-open".into())
+            .spawn_scoped(scope, || open_here(settings))?
+            .join()
+            .map_err(|_| anyhow::anyhow!("opening {settings} panicked"))?
+    })
+}
+
+fn open_here(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    use anyhow::Context as _;
+    let store: Arc<dyn Store> = match settings {
+        DatabaseSettings::Sqlite {
+            path,
+            synchronous,
+            readers,
+        } => Arc::new(sqlite::SqliteStore::open(path, *synchronous, *readers)?),
+        DatabaseSettings::Postgres {
+            url,
+            pool_size,
+            connect_timeout,
+        } => Arc::new(postgres::PgStore::connect(
+            url,
+            *pool_size,
+            *connect_timeout,
+        )?),
+    };
+    store
+        .migrate()
+        .with_context(|| format!("cannot migrate {settings}"))?;
+    Ok(store)
+}
+
+/// Why `Store::backup_to` made no copy.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The engine has no online copy of its own; the message says what to use instead.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 
     fn pool_status(&self) -> PoolStatus;
+
+    /// Applies the pending migrations (none is a no-op); returns the schema version.
+    fn migrate(&self) -> Result<String, StoreError>;
+    /// The schema version the database is at.
+    fn schema_version(&self) -> Result<String, StoreError>;
+    /// A consistent copy of the live database in the file `to`, which must not exist,
+    /// while the server keeps serving; `Unsupported` for an engine that is backed up
+    /// with its own tools.
+    fn backup_to(&self, to: &Path) -> Result<(), BackupError>;
 
     // Users.
     fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError>;

@@ -161,18 +161,6 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The schema version the database is at, and whether migrations are pending.
-    pub fn schema_version(&self) -> Result<String, StoreError> {
-        let conn = self
-            .readers
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
-        migrations()
-            .current_version(&conn)
-            .map(|v| v.to_string())
-            .map_err(|e| StoreError::Internal(e.to_string()))
-    }
-
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self
             .readers
@@ -211,7 +199,7 @@ impl SqliteStore {
     /// (WAL readers never block the writer). Small steps would restart the copy after
     /// every write from another connection and never finish under a steady load. The copy
     /// is written beside `to` and renamed into place once its integrity check passes.
-    pub fn backup_to(&self, to: &Path) -> anyhow::Result<()> {
+    pub fn online_backup(&self, to: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(!to.exists(), "{} already exists", to.display());
         let tmp = to.with_extension("partial");
         let _ = std::fs::remove_file(&tmp);
@@ -344,6 +332,32 @@ impl Store for SqliteStore {
             engine_bytes: u64::try_from(unsafe { rusqlite::ffi::sqlite3_memory_used() })
                 .unwrap_or(0),
         }
+    }
+
+    fn migrate(&self) -> Result<String, StoreError> {
+        let mut writer = self.writer.try_lock_for(WAIT).ok_or_else(|| {
+            StoreError::Unavailable("timed out waiting for the database writer".into())
+        })?;
+        migrations()
+            .to_latest(&mut writer)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        drop(writer);
+        self.schema_version()
+    }
+
+    fn schema_version(&self) -> Result<String, StoreError> {
+        let conn = self
+            .readers
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+        migrations()
+            .current_version(&conn)
+            .map(|v| v.to_string())
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    fn backup_to(&self, to: &Path) -> Result<(), BackupError> {
+        Ok(self.online_backup(to)?)
     }
 
     fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
