@@ -126,8 +126,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(admin::find_users)),
         )
         .service(
-            resource("/v1/admin/users/{id}", "PATCH")
+            resource("/v1/admin/users/{id}", "GET, PATCH")
                 .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::get_user))
                 .route(web::patch().to(admin::update_user)),
         )
         .service(
@@ -145,6 +146,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/admin/audit", "GET")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(admin::audit)),
+        )
+        .service(
+            resource("/v1/admin/keys", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::keys)),
+        )
+        .service(
+            resource("/v1/admin/stats", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::stats)),
         )
         .default_service(web::to(not_found));
 }

@@ -4,6 +4,7 @@
 mod kit;
 
 mod admin;
+mod admin_views;
 mod attacks;
 mod audit;
 mod edges;

@@ -511,6 +511,18 @@ impl Store for SqliteStore {
         self.read(|c| audit::list(c, filter))
     }
 
+    fn count_audit_by_hour(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditCount>, StoreError> {
+        self.read(|c| audit::count_by_hour(c, from, to))
+    }
+
+    fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        self.read(|c| families::last_opened(c, users))
+    }
+
     fn prune(
         &self,
         now: DateTime<Utc>,
