@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 pub mod client_ip;
+pub mod console;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -156,6 +157,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/admin/stats", "GET")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(admin::stats)),
+        )
+        .service(
+            resource("/admin", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(console::redirect)),
+        )
+        .service(
+            resource("/admin/", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(console::index)),
+        )
+        .service(
+            resource("/admin/{file}", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(console::file)),
         )
         .default_service(web::to(not_found));
 }

@@ -7,6 +7,7 @@ mod admin;
 mod admin_views;
 mod attacks;
 mod audit;
+mod console;
 mod edges;
 mod errors;
 mod health;
