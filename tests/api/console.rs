@@ -379,3 +379,69 @@ async fn the_audit_log_pages_and_a_reuse_detection_stands_out_at_phone_width() {
     );
     browser.quit().await;
 }
+
+#[tokio::test]
+async fn the_console_refreshes_in_the_background_and_signs_out_when_its_session_is_revoked() {
+    // The shortest access-token lifetime allowed: the console refreshes after 30 s.
+    let app = spawn_app_with(|s| s.access_ttl = std::time::Duration::from_secs(60)).await;
+    let email = unique_email("refresher");
+    let admin = app.create_admin(&email, ADMIN_PASSWORD).await;
+    let browser = Browser::launch(1280, 800).await;
+    sign_in(&browser, &app, &email, ADMIN_PASSWORD).await;
+    browser.wait_text("main h1", "Overview").await;
+    let signed_in_at = app.now();
+    // The service's clock moves on, so a refresh shows as a later `last_used_at`.
+    app.advance(std::time::Duration::from_secs(20));
+
+    let started = std::time::Instant::now();
+    loop {
+        let session = console_session(&app, &admin).await;
+        let used = chrono::DateTime::parse_from_rfc3339(session["last_used_at"].as_str().unwrap())
+            .unwrap();
+        if used.timestamp() > signed_in_at.timestamp() {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(50),
+            "no background refresh within 50 s: {session}"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+
+    // Past the access token's expiry (by the service's clock): the next call is refused
+    // with invalid_token, and the console refreshes and carries on.
+    app.advance(std::time::Duration::from_secs(120));
+    browser.click("a[data-nav=users]").await;
+    browser.wait_text("#results", &email).await;
+
+    // Revoked from elsewhere: the console signs out and says why.
+    let admin = app.login_ok(&email, ADMIN_PASSWORD).await;
+    let session = console_session(&app, &admin).await;
+    let r = app
+        .delete_with_token(
+            &format!("/v1/admin/sessions/{}", session["id"].as_str().unwrap()),
+            access_of(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    browser.click("a[data-nav=audit]").await;
+    browser.wait_text("#banner", "session has ended").await;
+    browser.find("form.sign-in").await;
+    browser.quit().await;
+}
+
+/// The console's session (the one Chromium opened) among the admin's own.
+async fn console_session(app: &TestApp, admin: &Tokens) -> Value {
+    let sessions = app
+        .admin_sessions_ok(access_of(admin), user_id_of(admin))
+        .await;
+    sessions
+        .into_iter()
+        .find(|s| {
+            s["user_agent"]
+                .as_str()
+                .is_some_and(|ua| ua.contains("Chrome"))
+        })
+        .expect("the console's session")
+}
