@@ -94,6 +94,23 @@ async fn the_console_redirects_its_bare_path_and_404s_unknown_files() {
 }
 
 #[tokio::test]
+async fn the_console_files_are_rate_limited_like_reads() {
+    let app = spawn_app_with(|s| {
+        s.rate_limits.enabled = true;
+        s.rate_limits.reads = gatehouse::config::Tier {
+            per_minute: 1,
+            burst: 2,
+        };
+    })
+    .await;
+    assert_eq!(app.get("/admin/").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/admin/app.js").await.status(), StatusCode::OK);
+    let limited = app.get("/admin/api.js").await;
+    assert!(header(&limited, "retry-after").is_some());
+    assert_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
+#[tokio::test]
 async fn gatehouse_admin_console_off_serves_nothing_under_admin() {
     let app = spawn_app_with(|s| s.admin_console = false).await;
     for (name, _) in FILES {
@@ -240,9 +257,10 @@ async fn an_admin_finds_a_user_revokes_a_session_disables_them_reads_the_audit_a
     );
 
     // Cancel leaves the user alone; confirm disables them.
+    // Escape cancels, as in any modal dialog.
     browser.click("#toggle-disabled").await;
     browser.find("dialog[open]").await;
-    browser.click("#confirm-cancel").await;
+    browser.keys("\u{E00C}").await;
     browser.wait_text("#result", "Cancelled.").await;
     browser.click("#toggle-disabled").await;
     confirm(&browser).await;
@@ -311,7 +329,13 @@ async fn a_non_admin_sees_not_an_admin_and_nothing_else() {
     let user = app.signup_ok(&email, PASSWORD).await;
     let browser = Browser::launch(1280, 800).await;
 
-    sign_in(&browser, &app, &email, PASSWORD).await;
+    // With the keyboard alone: the email field has focus, Tab, Enter.
+    browser.goto(&app.url("/admin/")).await;
+    browser.find("#email").await;
+    browser.keys(&email).await;
+    browser.keys("\u{E004}").await;
+    browser.keys(PASSWORD).await;
+    browser.keys("\u{E007}").await;
 
     browser.wait_text("#sign-in-error", "Not an admin").await;
     assert!(
