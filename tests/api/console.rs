@@ -357,7 +357,7 @@ async fn a_non_admin_sees_not_an_admin_and_nothing_else() {
 async fn the_audit_log_pages_and_a_reuse_detection_stands_out_at_phone_width() {
     let app = spawn_app().await;
     let admin_email = unique_email("pager");
-    app.create_admin(&admin_email, ADMIN_PASSWORD).await;
+    let admin = app.create_admin(&admin_email, ADMIN_PASSWORD).await;
     let email = unique_email("stolen");
     let tokens = app.signup_ok(&email, PASSWORD).await;
     // A replay of a spent refresh token, past the grace: reuse.
@@ -372,9 +372,23 @@ async fn the_audit_log_pages_and_a_reuse_detection_stands_out_at_phone_width() {
     sign_in(&browser, &app, &admin_email, ADMIN_PASSWORD).await;
     browser.wait_text("main h1", "Overview").await;
     browser.screenshot("overview-phone").await;
-    // A reload forgets the tokens: that is the point of keeping them in memory.
+    // A reload forgets the tokens: that is the point of keeping them in memory. Leaving
+    // the page (a reload, a closed tab) also logs its session out on the server.
     browser.run("location.reload()", json!([])).await;
     browser.find("form.sign-in").await;
+    // The logout is a keepalive request the unloading page sends; give it a moment.
+    let started = std::time::Instant::now();
+    loop {
+        let left = console_session(&app, &admin).await;
+        if left["revoked_reason"] == "logout" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "leaving the page did not log out: {left}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     sign_in(&browser, &app, &admin_email, ADMIN_PASSWORD).await;
     browser.wait_text("main h1", "Overview").await;
     browser.click("a[data-nav=audit]").await;
