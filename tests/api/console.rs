@@ -483,3 +483,29 @@ async fn console_session(app: &TestApp, admin: &Tokens) -> Value {
         })
         .expect("the console's session")
 }
+
+#[tokio::test]
+async fn the_console_says_it_is_retrying_when_the_service_refuses_for_now() {
+    // Enough reads for the console's files and its overview, then the bucket is empty.
+    let app = spawn_app_with(|s| {
+        s.rate_limits.enabled = true;
+        s.rate_limits.reads = gatehouse::config::Tier {
+            per_minute: 1,
+            burst: 11,
+        };
+    })
+    .await;
+    let email = unique_email("limited");
+    app.create_admin(&email, ADMIN_PASSWORD).await;
+    let browser = Browser::launch(1280, 800).await;
+    sign_in(&browser, &app, &email, ADMIN_PASSWORD).await;
+    browser.wait_text("main h1", "Overview").await;
+    browser.click("a[data-nav=users]").await;
+    browser.find("#user-search").await;
+    browser.fill("#user-search", "limited").await;
+    browser.keys("\u{E007}").await;
+
+    browser.wait_text("#banner", "retrying").await;
+    browser.screenshot("retrying").await;
+    browser.quit().await;
+}

@@ -70,8 +70,10 @@ document.getElementById("sign-out").addEventListener("click", async () => {
   await api.signOut("Signed out.");
 });
 addEventListener("pagehide", () => api.signOutOnUnload());
+// Focus moves to the new page first (screen readers announce it), then a page may move
+// it on to its first field.
 addEventListener("hashchange", () => {
-  render();
   main.focus();
+  render();
 });
 render();
