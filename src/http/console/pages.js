@@ -302,7 +302,9 @@ export async function audit(main, query) {
         h("td", { class: "mono" }, e.actor_id ? e.actor_id.slice(0, 8) : text(null)),
         h("td", { class: "mono" }, text(e.ip)),
         h("td", { class: "ua" }, text(e.user_agent)),
-        h("td", {}, e.family_id ? `session ${e.family_id.slice(0, 8)} ` : "", text(e.detail)))),
+        h("td", {}, e.family_id
+          ? [`session ${e.family_id.slice(0, 8)}`, e.detail ? `: ${e.detail}` : ""]
+          : text(e.detail)))),
       before ? "No older events." : "No events match."),
     nav);
 }
