@@ -119,6 +119,8 @@ async fn keys_show_each_published_key_with_its_stage_and_times() {
     assert_eq!(keys[0]["stage"], "current");
     assert_eq!(keys[0]["hand_placed"], false);
     assert!(keys[0]["activated_at"].is_string(), "{body}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"route="/v1/admin/keys""#), "{metrics}");
     let jwks = expect_json(app.get("/.well-known/jwks.json").await, StatusCode::OK).await;
     assert_eq!(
         jwks["keys"][0]["kid"],

@@ -63,6 +63,10 @@ async fn every_console_file_is_served_with_the_strict_csp_and_safe_headers() {
         assert_eq!(h("cache-control").as_deref(), Some("no-cache"));
         assert_eq!(h("set-cookie"), None, "the console never uses cookies");
     }
+    // Metrics count the console by route pattern, not by file name or path.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"route="/admin/{file}""#), "{metrics}");
+    assert!(metrics.contains(r#"route="/admin/""#), "{metrics}");
     // The API keeps its own policy.
     let api = app.get("/healthz").await;
     assert_eq!(
