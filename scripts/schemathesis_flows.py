@@ -301,6 +301,20 @@ class Flows:
         s("adminListUsers", expect=400, title="limit 101", token=self.admin, query={"limit": 101})
         s("adminListUsers", expect=403, title="not an admin", token=vat)
         s("adminListUsers", expect=401, title="no token")
+        s("adminGetUser", expect=200, title="one user, logged in at signup", path={"id": victim}, token=self.admin,
+          also=lambda r: None if r.json()["last_login_at"] else "no last_login_at after a signup")
+        s("adminGetUser", expect=404, title="unknown user", path={"id": str(uuid.uuid4())}, token=self.admin)
+        s("adminGetUser", expect=403, title="not an admin", path={"id": victim}, token=vat)
+        s("adminListKeys", expect=200, title="the signing key is current", token=self.admin,
+          also=lambda r: None if r.json()["keys"][0]["stage"] == "current" else r.text[:300])
+        s("adminListKeys", expect=403, title="not an admin", token=vat)
+        s("adminAuditStats", expect=200, title="last 24 hours", token=self.admin,
+          also=lambda r: None if sum(r.json()["counts"]["login_succeeded"]) >= 1 else r.text[:300])
+        s("adminAuditStats", expect=400, title="since is not a date-time", token=self.admin,
+          query={"since": "yesterday"})
+        s("adminAuditStats", expect=400, title="since over a month ago", token=self.admin,
+          query={"since": "2000-01-01T00:00:00Z"})
+        s("adminAuditStats", expect=403, title="not an admin", token=vat)
         us = s("adminListUserSessions", expect=200, title="a user's sessions", path={"id": victim}, token=self.admin)
         fams = [x["id"] for x in us.json().get("sessions", [])] if us.status_code == 200 else []
         s("adminListUserSessions", expect=404, title="unknown user", path={"id": str(uuid.uuid4())}, token=self.admin)
@@ -344,6 +358,11 @@ class Flows:
           also=lambda r: None if r.json()["events"] and all(e["user_id"] == victim for e in r.json()["events"])
           else r.text[:300])
         s("adminListAuditEvents", expect=400, title="limit 0", token=self.admin, query={"limit": 0})
+        first = s("adminListAuditEvents", expect=200, title="a page of two", token=self.admin, query={"limit": 2})
+        last_id = first.json()["events"][-1]["id"] if first.status_code == 200 and first.json()["events"] else 1
+        s("adminListAuditEvents", expect=200, title="the next page is older", token=self.admin,
+          query={"limit": 2, "before": last_id},
+          also=lambda r: None if all(e["id"] < last_id for e in r.json()["events"]) else r.text[:300])
         s("adminListAuditEvents", expect=403, title="not an admin", token=at)
         wanted = {"signup", "login_succeeded", "login_failed", "login_locked", "refresh_reuse_detected",
                   "logout", "session_revoked", "password_changed", "account_deleted", "user_updated"}
@@ -380,6 +399,9 @@ class Flows:
         s("adminListUsers", expect=429, title="reads bucket spent", token=a, **limited)
         s("adminListUserSessions", expect=429, title="reads bucket spent", path={"id": u}, token=a, **limited)
         s("adminListAuditEvents", expect=429, title="reads bucket spent", token=a, **limited)
+        s("adminGetUser", expect=429, title="reads bucket spent", path={"id": u}, token=a, **limited)
+        s("adminListKeys", expect=429, title="reads bucket spent", token=a, **limited)
+        s("adminAuditStats", expect=429, title="reads bucket spent", token=a, **limited)
         s("revokeMySession", expect=404, title="first write", path={"id": u}, token=a)
         s("revokeMySession", expect=429, title="writes bucket spent", path={"id": u}, token=a, **limited)
         s("changePassword", expect=429, title="writes bucket spent", token=a,

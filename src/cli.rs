@@ -472,6 +472,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 user_id,
                 kind,
                 limit: limit.clamp(1, 10_000),
+                before: None,
             };
             let events = admin::audit_log(state, filter).await?;
             for e in events {

@@ -61,6 +61,8 @@ pub struct Settings {
     pub keys_reload_interval: Duration,
     /// A request body must arrive within this time (slow-body clients get 408).
     pub body_timeout: Duration,
+    /// Serve the admin console at `/admin/`.
+    pub admin_console: bool,
 }
 
 /// Per-IP request budgets, per tier: each allows `per_minute` on average and `burst` at once.
@@ -558,6 +560,14 @@ pub static SETTINGS: &[Setting] = &[
         },
         show: |s| secs(s.body_timeout),
     },
+    Setting {
+        env: "GATEHOUSE_ADMIN_CONSOLE",
+        default: Fallback::Value("on"),
+        meaning: "serve the admin console at `/admin/` (`off`: 404, the API alone)",
+        parse: |s, v| set(&mut s.admin_console, switch(v)),
+        check: fine,
+        show: |s| on_off(s.admin_console),
+    },
 ];
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -707,6 +717,7 @@ impl Settings {
             prune_interval: Duration::ZERO,
             keys_reload_interval: Duration::ZERO,
             body_timeout: Duration::ZERO,
+            admin_console: false,
         }
     }
 

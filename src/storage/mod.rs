@@ -180,6 +180,18 @@ pub struct AuditFilter {
     pub user_id: Option<UserId>,
     pub kind: Option<String>,
     pub limit: u32,
+    /// Only events older than this event id: the next page after a page ending there.
+    /// Ids only grow, so a page never repeats or skips an event written meanwhile.
+    pub before: Option<i64>,
+}
+
+/// How many audit events of one kind began in one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCount {
+    /// The start of the hour (UTC, on the hour).
+    pub hour: DateTime<Utc>,
+    pub kind: String,
+    pub count: u64,
 }
 
 /// What one pruning pass removed.
@@ -417,6 +429,17 @@ pub trait Store: Send + Sync + 'static {
     // Audit log.
     fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Audit events with `from <= at < to`, counted per UTC hour and kind (a `GROUP BY`),
+    /// ordered by hour then kind; hours without events are absent.
+    fn count_audit_by_hour(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditCount>, StoreError>;
+
+    /// For each of `users`, in that order, when their newest family still stored was
+    /// opened (a login, a signup or a password change); `None` when none is stored.
+    fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError>;
 
     /// Deletes what no rule needs any more: families past their absolute expiry (with
     /// their token hashes), stale lockout windows, audit events older than

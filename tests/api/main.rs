@@ -4,8 +4,10 @@
 mod kit;
 
 mod admin;
+mod admin_views;
 mod attacks;
 mod audit;
+mod console;
 mod edges;
 mod errors;
 mod health;

@@ -624,6 +624,7 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
 
     let events = store
         .list_audit(&AuditFilter {
+            before: None,
             user_id: Some(u.id),
             kind: None,
             limit: 10,
@@ -635,6 +636,7 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
     assert_eq!(e.family_id, Some(family));
     let kept = store
         .list_audit(&AuditFilter {
+            before: None,
             user_id: Some(keep.id),
             kind: None,
             limit: 10,
@@ -794,6 +796,7 @@ pub fn prune_removes_what_no_rule_needs(store: &S) {
     );
     let left = store
         .list_audit(&AuditFilter {
+            before: None,
             limit: 10,
             ..AuditFilter::default()
         })
@@ -947,6 +950,7 @@ pub fn audit_is_listed_newest_first_and_filtered(store: &S) {
 
     let all = store
         .list_audit(&AuditFilter {
+            before: None,
             limit: 100,
             ..AuditFilter::default()
         })
@@ -958,6 +962,7 @@ pub fn audit_is_listed_newest_first_and_filtered(store: &S) {
 
     let mine = store
         .list_audit(&AuditFilter {
+            before: None,
             user_id: Some(u.id),
             kind: None,
             limit: 100,
@@ -980,6 +985,7 @@ pub fn audit_is_listed_newest_first_and_filtered(store: &S) {
 
     let failed = store
         .list_audit(&AuditFilter {
+            before: None,
             user_id: Some(u.id),
             kind: Some("login_failed".into()),
             limit: 1,
@@ -987,4 +993,66 @@ pub fn audit_is_listed_newest_first_and_filtered(store: &S) {
         .expect("audit");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].detail.as_deref(), Some("event 3"));
+}
+
+pub fn audit_pages_and_hourly_counts_and_last_logins(store: &S) {
+    let u = user(store, "console@example.com");
+    let never = user(store, "never@example.com");
+    // Two hours of events: 3 failed logins and a success in the first, a reuse in the
+    // second; one event outside the counted range.
+    let hour = DateTime::from_timestamp(1_800_000_000 - 1_800_000_000 % 3600, 0).expect("hour");
+    let events = [
+        (Duration::minutes(1), AuditKind::LoginFailed),
+        (Duration::minutes(2), AuditKind::LoginFailed),
+        (Duration::minutes(59), AuditKind::LoginFailed),
+        (Duration::minutes(30), AuditKind::LoginSucceeded),
+        (Duration::minutes(61), AuditKind::RefreshReuseDetected),
+        (Duration::hours(5), AuditKind::LoginFailed),
+    ];
+    for (offset, kind) in events {
+        store
+            .record_audit(AuditEvent {
+                user_id: Some(u.id),
+                ..AuditEvent::new(hour + offset, kind, "ok")
+            })
+            .expect("audit");
+    }
+    let counts = store
+        .count_audit_by_hour(hour, hour + Duration::hours(2))
+        .expect("counts");
+    let seen: Vec<(DateTime<Utc>, &str, u64)> = counts
+        .iter()
+        .map(|c| (c.hour, c.kind.as_str(), c.count))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (hour, "login_failed", 3),
+            (hour, "login_succeeded", 1),
+            (hour + Duration::hours(1), "refresh_reuse_detected", 1),
+        ]
+    );
+
+    // Paging: `before` an id lists only older events, newest first.
+    let page = |before: Option<i64>| {
+        store
+            .list_audit(&AuditFilter {
+                before,
+                user_id: Some(u.id),
+                kind: None,
+                limit: 4,
+            })
+            .expect("audit")
+    };
+    let first = page(None);
+    assert_eq!(first.len(), 4);
+    let second = page(first.last().map(|e| e.id));
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|e| e.id < first[3].id));
+
+    // Last login: the newest family still stored, per user, in the order asked.
+    open(store, u.id, token(1), t0());
+    open(store, u.id, token(2), t0() + Duration::hours(2));
+    let last = store.last_logins(&[never.id, u.id]).expect("last logins");
+    assert_eq!(last, vec![None, Some(t0() + Duration::hours(2))]);
 }

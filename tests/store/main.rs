@@ -56,4 +56,5 @@ conformance!(
     account_for_session_requires_a_live_current_family,
     sessions_are_listed_live_or_all,
     audit_is_listed_newest_first_and_filtered,
+    audit_pages_and_hourly_counts_and_last_logins,
 );

@@ -863,11 +863,13 @@ impl Store for PgStore {
                 "SELECT id, at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail
                  FROM audit_events
                  WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR type = $2)
+                   AND ($4::int8 IS NULL OR id < $4)
                  ORDER BY id DESC LIMIT $3",
                 &[
                     (&user, Type::UUID),
                     (&filter.kind, Type::TEXT),
                     (&limit, Type::INT8),
+                    (&filter.before, Type::INT8),
                 ],
             )
         })?;
@@ -887,6 +889,47 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    fn count_audit_by_hour(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditCount>, StoreError> {
+        // The three-argument date_trunc truncates in UTC whatever the session's TimeZone.
+        let rows = self.read(|c| {
+            c.query_typed(
+                "SELECT date_trunc('hour', at, 'UTC') AS hour, type, COUNT(*)
+                 FROM audit_events
+                 WHERE at >= $1 AND at < $2
+                 GROUP BY 1, 2
+                 ORDER BY 1, 2",
+                &[(&from, Type::TIMESTAMPTZ), (&to, Type::TIMESTAMPTZ)],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditCount {
+                    hour: col(r, 0)?,
+                    kind: col(r, 1)?,
+                    count: col::<i64>(r, 2)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+        // One statement; each user's newest family by the (user_id, created_at) index.
+        let rows = self.read(|c| {
+            c.query_typed(
+                "SELECT (SELECT max(f.created_at) FROM refresh_families f WHERE f.user_id = x.u)
+                 FROM unnest($1::uuid[]) WITH ORDINALITY AS x(u, n)
+                 ORDER BY x.n",
+                &[(&ids, Type::UUID_ARRAY)],
+            )
+        })?;
+        rows.iter().map(|r| col(r, 0)).collect()
     }
 
     fn prune(

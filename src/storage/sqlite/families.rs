@@ -186,6 +186,22 @@ pub(super) fn revoke_all(
     .execute(params![user_id.to_string(), ts(now), reason.as_str()])
 }
 
+pub(super) fn last_opened(
+    conn: &Connection,
+    users: &[UserId],
+) -> rusqlite::Result<Vec<Option<DateTime<Utc>>>> {
+    // One index lookup per user on (user_id, created_at).
+    let mut stmt =
+        conn.prepare_cached("SELECT MAX(created_at) FROM refresh_families WHERE user_id = ?1")?;
+    users
+        .iter()
+        .map(|u| {
+            stmt.query_row(params![u.to_string()], |r| r.get::<_, Option<i64>>(0))
+                .map(|t| t.map(time))
+        })
+        .collect()
+}
+
 pub(super) fn list(
     conn: &Connection,
     user_id: UserId,

@@ -525,6 +525,18 @@ impl Store for SqliteStore {
         self.read(|c| audit::list(c, filter))
     }
 
+    fn count_audit_by_hour(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditCount>, StoreError> {
+        self.read(|c| audit::count_by_hour(c, from, to))
+    }
+
+    fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        self.read(|c| families::last_opened(c, users))
+    }
+
     fn prune(
         &self,
         now: DateTime<Utc>,
@@ -721,5 +733,71 @@ mod tests {
                 .create_family(family(user.id, [8; 32], 1))
                 .expect("gone")
         );
+    }
+
+    /// What the console's overview and user list rely on; any backend must answer the
+    /// same.
+    #[test]
+    fn audit_counts_group_by_hour_and_kind_and_last_logins_follow_the_asked_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
+            .expect("open");
+        // 500,000 hours after the epoch: on the hour.
+        let hour = DateTime::from_timestamp(1_800_000_000, 0).expect("t");
+        let at =
+            |secs: i64, kind| AuditEvent::new(hour + chrono::Duration::seconds(secs), kind, "ok");
+        for event in [
+            at(-1, AuditKind::LoginSucceeded),
+            at(0, AuditKind::LoginSucceeded),
+            at(10, AuditKind::LoginFailed),
+            at(3599, AuditKind::LoginSucceeded),
+            at(3600, AuditKind::RefreshReuseDetected),
+            at(7200, AuditKind::LoginSucceeded),
+        ] {
+            store.record_audit(event).expect("record");
+        }
+        let counts = store
+            .count_audit_by_hour(hour, hour + chrono::Duration::seconds(7200))
+            .expect("counts");
+        let got: Vec<(i64, &str, u64)> = counts
+            .iter()
+            .map(|c| ((c.hour - hour).num_seconds(), c.kind.as_str(), c.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "login_failed", 1),
+                (0, "login_succeeded", 2),
+                (3600, "refresh_reuse_detected", 1),
+            ],
+            "from is inclusive, to exclusive, hours on the hour"
+        );
+
+        let email = Email::parse("seen@example.com").expect("email");
+        let seen = store
+            .create_user(NewUser {
+                id: UserId::random(),
+                email: &email,
+                password_hash: "x",
+                role: Role::User,
+                now: Utc::now(),
+            })
+            .expect("user");
+        let mut older = family(seen.id, [1; 32], 0);
+        older.now -= chrono::Duration::hours(2);
+        let newer = family(seen.id, [2; 32], 0);
+        let newest_login = newer.now;
+        assert!(store.create_family(older).expect("older"));
+        assert!(store.create_family(newer).expect("newer"));
+        let unknown = UserId::random();
+        let logins = store
+            .last_logins(&[unknown, seen.id, unknown])
+            .expect("logins");
+        assert_eq!(
+            logins,
+            [None, Some(time(ts(newest_login))), None],
+            "one answer per id asked, in order"
+        );
+        assert_eq!(store.last_logins(&[]).expect("none asked"), []);
     }
 }
