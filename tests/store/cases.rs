@@ -1000,7 +1000,7 @@ pub fn audit_pages_and_hourly_counts_and_last_logins(store: &S) {
     let never = user(store, "never@example.com");
     // Two hours of events: 3 failed logins and a success in the first, a reuse in the
     // second; one event outside the counted range.
-    let hour = DateTime::from_timestamp(1_800_000_000 - 1_800_000_000 % 3600, 0).expect("hour");
+    let hour = t0(); // 1,800,000,000 s is on the hour
     let events = [
         (Duration::minutes(1), AuditKind::LoginFailed),
         (Duration::minutes(2), AuditKind::LoginFailed),
