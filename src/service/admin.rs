@@ -164,15 +164,15 @@ pub async fn revoke_family(
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
     let now = state.now();
-    let found = state
+    let owner = state
         .db(move |s| s.revoke_family(family_id, None, RevokeReason::Admin, now))
-        .await?;
-    if !found {
-        return Err(ServiceError::NotFound);
-    }
+        .await?
+        .ok_or(ServiceError::NotFound)?;
     state.metrics.revocation("admin");
+    // Recorded against the session's owner, so the user's audit view shows it.
     state
         .audit(AuditEvent {
+            user_id: Some(owner),
             family_id: Some(family_id),
             ..actor.event(state, AuditKind::SessionRevoked, None, meta, None)
         })

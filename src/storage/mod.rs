@@ -383,14 +383,15 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<(UserId, FamilyId)>, StoreError>;
     /// Revokes one family, if it exists (and belongs to `owner` when given). Revoking a
-    /// revoked family keeps its first revocation. Returns whether the family was found.
+    /// revoked family keeps its first revocation. Returns the family's owner when it was
+    /// found, so the revocation can be audited against that user.
     fn revoke_family(
         &self,
         family_id: FamilyId,
         owner: Option<UserId>,
         reason: RevokeReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<UserId>, StoreError>;
     /// Revokes every live family of a user; `false` when the user does not exist.
     fn revoke_user_families(
         &self,

@@ -351,10 +351,11 @@ pub fn revoked_families_stay_revoked(store: &S) {
     let first = t0() + Duration::minutes(1);
     let second = t0() + Duration::minutes(2);
 
-    assert!(
-        !store
+    assert_eq!(
+        store
             .revoke_family(family, Some(stranger.id), RevokeReason::Logout, first)
             .expect("revoke"),
+        None,
         "another user's family is not found"
     );
     assert!(
@@ -364,16 +365,18 @@ pub fn revoked_families_stay_revoked(store: &S) {
             .expect("known")
             .family_revoked
     );
-    assert!(
+    assert_eq!(
         store
             .revoke_family(family, Some(u.id), RevokeReason::Logout, first)
-            .expect("revoke")
+            .expect("revoke"),
+        Some(u.id)
     );
-    assert!(
+    assert_eq!(
         store
             .revoke_family(family, None, RevokeReason::Admin, second)
             .expect("revoke again"),
-        "a revoked family is still found"
+        Some(u.id),
+        "a revoked family is still found, with its owner"
     );
     let sessions = store.list_sessions(u.id, true, second).expect("list");
     assert_eq!(
@@ -387,10 +390,11 @@ pub fn revoked_families_stay_revoked(store: &S) {
         .expect("read")
         .expect("known");
     assert!(found.family_revoked && found.spent_at.is_none() && found.child.is_none());
-    assert!(
-        !store
+    assert_eq!(
+        store
             .revoke_family(FamilyId::random(), None, RevokeReason::Admin, second)
-            .expect("revoke")
+            .expect("revoke"),
+        None
     );
 
     // By token: the family of a spent token too, and its owner is returned.

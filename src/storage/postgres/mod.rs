@@ -655,21 +655,21 @@ impl Store for PgStore {
         owner: Option<UserId>,
         reason: RevokeReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         let (family, owner) = (family_id.as_uuid(), owner.map(UserId::as_uuid));
         let (now, reason) = (sec(now), reason.as_str());
         // A revoked family keeps its first revocation: only `revoked_at IS NULL` rows
         // change, but a revoked one still counts as found.
         let row = self.write(|c| {
-            c.query_typed_one(
+            c.query_typed_opt(
                 "WITH found AS (
-                     SELECT id FROM refresh_families
+                     SELECT id, user_id FROM refresh_families
                      WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)
                  ), revoked AS (
                      UPDATE refresh_families SET revoked_at = $3, revoked_reason = $4
                      WHERE id IN (SELECT id FROM found) AND revoked_at IS NULL
                  )
-                 SELECT count(*) FROM found",
+                 SELECT user_id FROM found",
                 &[
                     (&family, Type::UUID),
                     (&owner, Type::UUID),
@@ -678,7 +678,8 @@ impl Store for PgStore {
                 ],
             )
         })?;
-        Ok(col::<i64>(&row, 0)? > 0)
+        row.map(|r| Ok(UserId::from(col::<Uuid>(&r, 0)?)))
+            .transpose()
     }
 
     fn revoke_user_families(

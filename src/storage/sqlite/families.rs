@@ -159,7 +159,7 @@ pub(super) fn revoke_one(
     owner: Option<UserId>,
     reason: RevokeReason,
     now: DateTime<Utc>,
-) -> rusqlite::Result<bool> {
+) -> rusqlite::Result<Option<UserId>> {
     let found: Option<UserId> = conn
         .prepare_cached("SELECT user_id FROM refresh_families WHERE id = ?1")?
         .query_row([family_id.to_string()], |row| uuid_col(row, 0))
@@ -167,9 +167,9 @@ pub(super) fn revoke_one(
     match found {
         Some(user) if owner.is_none_or(|o| o == user) => {
             revoke_family(conn, family_id, reason, now)?;
-            Ok(true)
+            Ok(Some(user))
         }
-        _ => Ok(false),
+        _ => Ok(None),
     }
 }
 

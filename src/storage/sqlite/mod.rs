@@ -467,7 +467,7 @@ impl Store for SqliteStore {
         owner: Option<UserId>,
         reason: RevokeReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         self.write(|tx| families::revoke_one(tx, family_id, owner, reason, now))
     }
 
@@ -655,6 +655,7 @@ mod tests {
             store
                 .revoke_family(family_id, None, RevokeReason::Logout, Utc::now())
                 .expect("revoke")
+                .is_some()
         );
         assert!(
             !store
