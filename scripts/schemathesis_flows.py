@@ -54,6 +54,15 @@ passed = 0
 failed = 0
 
 
+def sid_of(access_token: str) -> str:
+    """The session (refresh-token family) an access token acts through."""
+    try:
+        claims = access_token.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))["sid"]
+    except (IndexError, ValueError, KeyError):
+        return ""
+
+
 class Flows:
     def __init__(self, spec: str, base: str, admin_token: str) -> None:
         self.schema = schemathesis.openapi.from_path(spec)
@@ -228,8 +237,13 @@ class Flows:
           body={"refresh_token": t2.get("refresh_token", "")})
         s("logout", expect=400, title="missing token", body={})
 
-        # me
-        at = tokens.get("access_token", "")
+        # me: a user with two sessions, acting through the newer one (the older one is
+        # revoked below, and the first login's family was revoked by the reuse above; a
+        # revoked session's access token is refused on /v1/me)
+        memail, mfirst = self.signup("me")
+        mr = self.http.post(self.base + "/v1/login", json={"email": memail, "password": PASSWORD}, timeout=30)
+        at = mr.json().get("access_token", "") if mr.status_code == 200 else ""
+        first_sid = sid_of(mfirst.get("access_token", ""))
         s("getMe", expect=200, title="the caller", token=at)
         s("getMe", expect=401, title="no token",
           also=lambda r: None if r.headers.get("WWW-Authenticate", "").startswith("Bearer")
@@ -238,9 +252,9 @@ class Flows:
         s("getMe", expect=401, title="forged signature", token=at[:-4] + ("AAAA" if not at.endswith("AAAA") else "BBBB"))
         sessions = s("listMySessions", expect=200, title="live sessions", token=at)
         sids = [x["id"] for x in sessions.json().get("sessions", [])] if sessions.status_code == 200 else []
-        if sids:
-            s("revokeMySession", expect=204, title="own session", path={"id": sids[-1]}, token=at)
-            s("revokeMySession", expect=204, title="own session again", path={"id": sids[-1]}, token=at)
+        if first_sid in sids:
+            s("revokeMySession", expect=204, title="own session", path={"id": first_sid}, token=at)
+            s("revokeMySession", expect=204, title="own session again", path={"id": first_sid}, token=at)
         s("revokeMySession", expect=404, title="unknown session", path={"id": str(uuid.uuid4())}, token=at)
         s("revokeMySession", expect=404, title="id that is not a UUID", path={"id": "nope"}, token=at)
         s("revokeMySession", expect=401, title="no token", path={"id": str(uuid.uuid4())})
@@ -254,10 +268,13 @@ class Flows:
           body={"current_password": PASSWORD, "new_password": "weak"})
         s("changePassword", expect=400, title="new equals current", token=pat,
           body={"current_password": PASSWORD, "new_password": PASSWORD})
-        s("changePassword", expect=200, title="new family, others revoked", token=pat,
-          body={"current_password": PASSWORD, "new_password": "Another-Password-7?"})
+        changed = s("changePassword", expect=200, title="new family, others revoked", token=pat,
+                    body={"current_password": PASSWORD, "new_password": "Another-Password-7?"})
         s("refresh", expect=401, title="family revoked by the password change",
           body={"refresh_token": pt.get("refresh_token", "")})
+        s("getMe", expect=401, title="access token of a session the password change revoked", token=pat)
+        # From here on, the new family's token.
+        pat = changed.json().get("access_token", "") if changed.status_code == 200 else ""
         s("deleteMe", expect=401, title="wrong password", token=pat, body={"password": PASSWORD})
         s("deleteMe", expect=400, title="missing password", token=pat, body={})
         s("deleteMe", expect=204, title="account deleted", token=pat, body={"password": "Another-Password-7?"})
@@ -284,6 +301,20 @@ class Flows:
         s("adminListUsers", expect=400, title="limit 101", token=self.admin, query={"limit": 101})
         s("adminListUsers", expect=403, title="not an admin", token=vat)
         s("adminListUsers", expect=401, title="no token")
+        s("adminGetUser", expect=200, title="one user, logged in at signup", path={"id": victim}, token=self.admin,
+          also=lambda r: None if r.json()["last_login_at"] else "no last_login_at after a signup")
+        s("adminGetUser", expect=404, title="unknown user", path={"id": str(uuid.uuid4())}, token=self.admin)
+        s("adminGetUser", expect=403, title="not an admin", path={"id": victim}, token=vat)
+        s("adminListKeys", expect=200, title="the signing key is current", token=self.admin,
+          also=lambda r: None if r.json()["keys"][0]["stage"] == "current" else r.text[:300])
+        s("adminListKeys", expect=403, title="not an admin", token=vat)
+        s("adminAuditStats", expect=200, title="last 24 hours", token=self.admin,
+          also=lambda r: None if sum(r.json()["counts"]["login_succeeded"]) >= 1 else r.text[:300])
+        s("adminAuditStats", expect=400, title="since is not a date-time", token=self.admin,
+          query={"since": "yesterday"})
+        s("adminAuditStats", expect=400, title="since over a month ago", token=self.admin,
+          query={"since": "2000-01-01T00:00:00Z"})
+        s("adminAuditStats", expect=403, title="not an admin", token=vat)
         us = s("adminListUserSessions", expect=200, title="a user's sessions", path={"id": victim}, token=self.admin)
         fams = [x["id"] for x in us.json().get("sessions", [])] if us.status_code == 200 else []
         s("adminListUserSessions", expect=404, title="unknown user", path={"id": str(uuid.uuid4())}, token=self.admin)
@@ -305,6 +336,10 @@ class Flows:
           body={"role": "root"})
         s("adminUpdateUser", expect=404, title="unknown user", path={"id": str(uuid.uuid4())},
           token=self.admin, body={"disabled": True})
+        # The victim's sessions are revoked now, and with them its access token: sign in
+        # again to be refused as a non-admin rather than as a revoked session.
+        vr = self.http.post(self.base + "/v1/login", json={"email": vemail, "password": PASSWORD}, timeout=30)
+        vat = vr.json().get("access_token", "") if vr.status_code == 200 else ""
         s("adminUpdateUser", expect=403, title="not an admin", path={"id": victim}, token=vat,
           body={"disabled": True})
         s("adminUpdateUser", expect=200, title="disable", path={"id": victim}, token=self.admin,
@@ -323,6 +358,11 @@ class Flows:
           also=lambda r: None if r.json()["events"] and all(e["user_id"] == victim for e in r.json()["events"])
           else r.text[:300])
         s("adminListAuditEvents", expect=400, title="limit 0", token=self.admin, query={"limit": 0})
+        first = s("adminListAuditEvents", expect=200, title="a page of two", token=self.admin, query={"limit": 2})
+        last_id = first.json()["events"][-1]["id"] if first.status_code == 200 and first.json()["events"] else 1
+        s("adminListAuditEvents", expect=200, title="the next page is older", token=self.admin,
+          query={"limit": 2, "before": last_id},
+          also=lambda r: None if all(e["id"] < last_id for e in r.json()["events"]) else r.text[:300])
         s("adminListAuditEvents", expect=403, title="not an admin", token=at)
         wanted = {"signup", "login_succeeded", "login_failed", "login_locked", "refresh_reuse_detected",
                   "logout", "session_revoked", "password_changed", "account_deleted", "user_updated"}
@@ -359,6 +399,9 @@ class Flows:
         s("adminListUsers", expect=429, title="reads bucket spent", token=a, **limited)
         s("adminListUserSessions", expect=429, title="reads bucket spent", path={"id": u}, token=a, **limited)
         s("adminListAuditEvents", expect=429, title="reads bucket spent", token=a, **limited)
+        s("adminGetUser", expect=429, title="reads bucket spent", path={"id": u}, token=a, **limited)
+        s("adminListKeys", expect=429, title="reads bucket spent", token=a, **limited)
+        s("adminAuditStats", expect=429, title="reads bucket spent", token=a, **limited)
         s("revokeMySession", expect=404, title="first write", path={"id": u}, token=a)
         s("revokeMySession", expect=429, title="writes bucket spent", path={"id": u}, token=a, **limited)
         s("changePassword", expect=429, title="writes bucket spent", token=a,

@@ -14,7 +14,7 @@ use crate::domain::{AuditKind, Email, FamilyId, NewPassword, Role, UserId};
 use crate::service::admin::{self, Actor};
 use crate::service::{AppState, ClientMeta, ServiceError};
 use crate::startup::{self, Application};
-use crate::storage::{AuditEvent, AuditFilter};
+use crate::storage::{AuditEvent, AuditFilter, BackupError};
 
 #[derive(Parser)]
 #[command(
@@ -61,7 +61,8 @@ enum Command {
     /// Validate the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Copy the database consistently while the server runs (SQLite online backup).
+    /// Copy the database consistently while the server runs (SQLite online backup; on
+    /// PostgreSQL, use pg_dump).
     Backup {
         /// Where to write the copy; must not exist yet.
         #[arg(long, value_name = "FILE")]
@@ -233,7 +234,7 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Internal(e.to_string()))?;
             println!(
                 "database {} is at schema {version}",
-                settings.database.display()
+                settings.database_settings()
             );
             Ok(())
         }
@@ -261,10 +262,18 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             if to.exists() {
                 return Err(Failure::User(format!("{} already exists", to.display())));
             }
-            store.backup_to(&to)?;
+            match store.backup_to(&to) {
+                Ok(()) => {}
+                Err(BackupError::Unsupported(advice)) => {
+                    return Err(Failure::User(format!(
+                        "gatehouse backup copies SQLite files only; {advice}"
+                    )));
+                }
+                Err(BackupError::Failed(e)) => return Err(e.into()),
+            }
             println!(
                 "backed up {} to {} (integrity ok)",
-                settings.database.display(),
+                settings.database_settings(),
                 to.display()
             );
             Ok(())
@@ -336,7 +345,7 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
 /// Key changes go to the audit log when the database is there; a missing database must
 /// not stop key management (keys may be prepared before the first start).
 fn record_key_event(settings: &Settings, kind: AuditKind, detail: String) {
-    if !settings.database.exists() {
+    if settings.database_url.is_none() && !settings.database.exists() {
         return;
     }
     let Ok(store) = startup::open_store(settings) else {
@@ -346,7 +355,7 @@ fn record_key_event(settings: &Settings, kind: AuditKind, detail: String) {
         detail: Some(format!("cli: {detail}")),
         ..AuditEvent::new(chrono::Utc::now(), kind, "ok")
     };
-    if let Err(e) = crate::storage::Store::record_audit(&store, event) {
+    if let Err(e) = store.record_audit(event) {
         eprintln!("gatehouse: warning: could not record the audit event: {e}");
     }
 }
@@ -463,6 +472,7 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 user_id,
                 kind,
                 limit: limit.clamp(1, 10_000),
+                before: None,
             };
             let events = admin::audit_log(state, filter).await?;
             for e in events {

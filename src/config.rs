@@ -12,12 +12,19 @@ use std::time::Duration;
 
 use crate::crypto::password::PasswordCost;
 use crate::http::client_ip::{Cidr, ClientIpHeader};
+use crate::storage::DatabaseSettings;
+use crate::storage::postgres::PostgresUrl;
 
 /// Every field but `password_cost` is a declared setting (see [`SETTINGS`]).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub bind: String,
+    /// `GATEHOUSE_DATABASE` when it names a SQLite file (a path or `sqlite://path`);
+    /// empty when `database_url` is set. [`Settings::database_settings`] is what opens
+    /// storage; tools that read the SQLite file itself use this path.
     pub database: PathBuf,
+    /// `GATEHOUSE_DATABASE` when it is a `postgres://` URL.
+    pub database_url: Option<PostgresUrl>,
     pub keys_dir: PathBuf,
     /// `iss` of every access token, and the base of the discovery document's URLs.
     pub issuer: String,
@@ -37,6 +44,9 @@ pub struct Settings {
     pub hash_workers: usize,
     pub http_workers: usize,
     pub db_readers: u32,
+    /// PostgreSQL connections in this process's pool.
+    pub db_pool_size: u32,
+    pub db_connect_timeout: Duration,
     pub rate_limits: RateLimits,
     pub lockout: Lockout,
     /// Proxies whose hop in `client_ip_header` is believed.
@@ -51,6 +61,8 @@ pub struct Settings {
     pub keys_reload_interval: Duration,
     /// A request body must arrive within this time (slow-body clients get 408).
     pub body_timeout: Duration,
+    /// Serve the admin console at `/admin/`.
+    pub admin_console: bool,
 }
 
 /// Per-IP request budgets, per tier: each allows `per_minute` on average and `burst` at once.
@@ -171,10 +183,45 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         env: "GATEHOUSE_DATABASE",
         default: Fallback::Value("./data/gatehouse.db"),
-        meaning: "SQLite file (created 0600, directory 0700)",
-        parse: |s, v| set(&mut s.database, Ok(PathBuf::from(v))),
-        check: fine,
-        show: |s| s.database.display().to_string(),
+        meaning: "where the data lives; the form picks the backend: a SQLite file path or \
+                  `sqlite://PATH` (created 0600, directory 0700), or a PostgreSQL URL \
+                  `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=verify-full` (see \
+                  deploy/README.md *PostgreSQL*); `config check` hides the password",
+        parse: |s, v| {
+            let v = v.trim();
+            if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+                s.database_url = Some(PostgresUrl::parse(v)?);
+                s.database = PathBuf::new();
+                return Ok(());
+            }
+            let path = match v.split_once("://") {
+                Some(("sqlite", path)) => path,
+                // A typo'd scheme would otherwise become a directory named after it.
+                Some((scheme, _)) => {
+                    return Err(format!(
+                        "{scheme}:// is not a database gatehouse knows: use a SQLite path, \
+                         sqlite://PATH or postgres://…"
+                    ));
+                }
+                None => v,
+            };
+            if path.is_empty() {
+                return Err("sqlite:// needs a path".into());
+            }
+            s.database_url = None;
+            set(&mut s.database, Ok(PathBuf::from(path)))
+        },
+        check: |s| {
+            if s.database_url.is_none() && s.database.as_os_str().is_empty() {
+                return Err("names no database".into());
+            }
+            Ok(())
+        },
+        show: |s| match &s.database_url {
+            // Redacted: `config check` output lands in tickets and logs.
+            Some(url) => url.to_string(),
+            None => s.database.display().to_string(),
+        },
     },
     Setting {
         env: "GATEHOUSE_KEYS_DIR",
@@ -451,6 +498,31 @@ pub static SETTINGS: &[Setting] = &[
         show: |s| s.db_readers.to_string(),
     },
     Setting {
+        env: "GATEHOUSE_DB_POOL_SIZE",
+        default: Fallback::Value("10"),
+        meaning: "PostgreSQL connections per gatehouse process (mind the server's \
+                  `max_connections` across replicas)",
+        parse: |s, v| set(&mut s.db_pool_size, count(v)),
+        check: fine,
+        show: |s| s.db_pool_size.to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_DB_CONNECT_TIMEOUT",
+        default: Fallback::Value("5s"),
+        meaning: "PostgreSQL: how long to wait for a new connection, or for a free pooled \
+                  one, before answering 503",
+        parse: |s, v| set(&mut s.db_connect_timeout, duration(v)),
+        check: |s| {
+            if s.db_connect_timeout < Duration::from_secs(1)
+                || s.db_connect_timeout > Duration::from_secs(60)
+            {
+                return Err("must be between 1 second and 1 minute".into());
+            }
+            Ok(())
+        },
+        show: |s| secs(s.db_connect_timeout),
+    },
+    Setting {
         env: "GATEHOUSE_AUDIT_RETENTION",
         default: Fallback::Value("90d"),
         meaning: "audit events older than this are pruned",
@@ -487,6 +559,14 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
         show: |s| secs(s.body_timeout),
+    },
+    Setting {
+        env: "GATEHOUSE_ADMIN_CONSOLE",
+        default: Fallback::Value("on"),
+        meaning: "serve the admin console at `/admin/` (`off`: 404, the API alone)",
+        parse: |s, v| set(&mut s.admin_console, switch(v)),
+        check: fine,
+        show: |s| on_off(s.admin_console),
     },
 ];
 
@@ -593,6 +673,7 @@ impl Settings {
         Self {
             bind: String::new(),
             database: PathBuf::new(),
+            database_url: None,
             keys_dir: PathBuf::new(),
             issuer: String::new(),
             audience: String::new(),
@@ -607,6 +688,8 @@ impl Settings {
             hash_workers: 0,
             http_workers: 0,
             db_readers: 0,
+            db_pool_size: 0,
+            db_connect_timeout: Duration::ZERO,
             rate_limits: RateLimits {
                 enabled: true,
                 auth: Tier {
@@ -634,6 +717,7 @@ impl Settings {
             prune_interval: Duration::ZERO,
             keys_reload_interval: Duration::ZERO,
             body_timeout: Duration::ZERO,
+            admin_console: false,
         }
     }
 
@@ -744,6 +828,25 @@ impl Settings {
                 ))
             })
             .collect()
+    }
+
+    /// The store to open, from `GATEHOUSE_DATABASE` and the settings of its backend.
+    pub fn database_settings(&self) -> DatabaseSettings {
+        match &self.database_url {
+            Some(url) => DatabaseSettings::Postgres {
+                url: Box::new(url.clone()),
+                pool_size: self.db_pool_size,
+                connect_timeout: self.db_connect_timeout,
+            },
+            None => DatabaseSettings::Sqlite {
+                path: self.database.clone(),
+                synchronous: match self.sqlite_synchronous {
+                    SqliteSynchronous::Normal => crate::storage::sqlite::Synchronous::Normal,
+                    SqliteSynchronous::Full => crate::storage::sqlite::Synchronous::Full,
+                },
+                readers: self.db_readers,
+            },
+        }
     }
 
     /// How long keys stay published around a rotation.
@@ -876,6 +979,56 @@ mod tests {
         assert_eq!(s.password_cost, PasswordCost::PRODUCTION);
         assert_eq!(s.access_ttl, Duration::from_secs(900));
         assert_eq!(s.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_database_setting_picks_the_backend_by_its_form() {
+        let sqlite = |v: &str| match from(&[("GATEHOUSE_DATABASE", v)])
+            .expect(v)
+            .database_settings()
+        {
+            DatabaseSettings::Sqlite { path, .. } => path,
+            other => panic!("{v}: {other}"),
+        };
+        assert_eq!(
+            sqlite("./data/gatehouse.db"),
+            PathBuf::from("./data/gatehouse.db")
+        );
+        assert_eq!(
+            sqlite("sqlite:///var/lib/gh.db"),
+            PathBuf::from("/var/lib/gh.db")
+        );
+        assert_eq!(sqlite("sqlite://rel.db"), PathBuf::from("rel.db"));
+        match from(&[]).expect("defaults").database_settings() {
+            DatabaseSettings::Sqlite { path, .. } => {
+                assert_eq!(path, PathBuf::from("./data/gatehouse.db"))
+            }
+            other => panic!("the default is SQLite, not {other}"),
+        }
+        for url in [
+            "postgres://gh:s3cret@db.example.com/gatehouse?sslmode=verify-full",
+            "postgresql://gh:s3cret@db.example.com:6432/gatehouse",
+        ] {
+            let s =
+                from(&[("GATEHOUSE_DATABASE", url), ("GATEHOUSE_DB_POOL_SIZE", "3")]).expect(url);
+            let DatabaseSettings::Postgres { pool_size, .. } = s.database_settings() else {
+                panic!("{url} is PostgreSQL");
+            };
+            assert_eq!(pool_size, 3);
+            let shown = s.describe();
+            let printed = format!("{shown:?} {s:?} {}", s.database_settings());
+            assert!(!printed.contains("s3cret"), "{printed}");
+            assert!(printed.contains("gh:***@db.example.com"), "{printed}");
+        }
+        for bad in [
+            "mysql://u:s3cret@h/db",
+            "sqlite://",
+            "postgres://u:s3cret@h/db?sslmode=maybe",
+        ] {
+            let e = from(&[("GATEHOUSE_DATABASE", bad)]).expect_err(bad);
+            assert_eq!(e.key, "GATEHOUSE_DATABASE");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Settings, SqliteSynchronous};
+use crate::config::Settings;
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::keys::{self, KeyRing};
 use crate::crypto::lifecycle::{self, HandPlaced};
@@ -25,8 +25,7 @@ use crate::domain::{AuditKind, Role};
 use crate::http;
 use crate::http::middleware::RateLimiters;
 use crate::service::AppState;
-use crate::storage::AuditEvent;
-use crate::storage::sqlite::{SqliteStore, Synchronous};
+use crate::storage::{self, AuditEvent, Store};
 
 pub struct Application {
     port: u16,
@@ -127,22 +126,19 @@ fn build_state_reporting(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(AppState, Vec<HandPlaced>)> {
     settings.validate()?;
-    let store = open_store(&settings)?;
+    let store = storage::open(&settings.database_settings())?;
     let (keys, hand_placed) = load_or_create_keys(&settings, clock.now())?;
     self_test(&keys, &settings)?;
     let secret = load_or_create_secret(&settings)?;
     let hasher = PasswordHasher::new(settings.password_cost, settings.hash_workers)
         .context("cannot set up password hashing")?;
-    let state = AppState::new(settings, Arc::new(store), keys, hasher, secret, clock);
+    let state = AppState::new(settings, store, keys, hasher, secret, clock);
     Ok((state, hand_placed))
 }
 
-pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    let synchronous = match settings.sqlite_synchronous {
-        SqliteSynchronous::Normal => Synchronous::Normal,
-        SqliteSynchronous::Full => Synchronous::Full,
-    };
-    SqliteStore::open(&settings.database, synchronous, settings.db_readers)
+/// The store the settings name, migrated (see `storage::open`).
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    storage::open(&settings.database_settings())
 }
 
 /// Loads the key ring in force, and names the key files `keys.json` does not know;

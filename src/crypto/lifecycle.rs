@@ -291,6 +291,51 @@ pub fn retire(
     life.save(dir)
 }
 
+/// One published key as an operator sees it, times in unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub kid: String,
+    /// `Current` for the key this ring signs with, whatever `keys.json` says; a
+    /// hand-placed key that does not sign is published and waiting, so `Next`.
+    pub stage: Stage,
+    /// `keys.json` does not know the file (see [`HandPlaced`]).
+    pub hand_placed: bool,
+    pub published_at: Option<i64>,
+    pub activated_at: Option<i64>,
+    pub retired_at: Option<i64>,
+    /// When a retired key leaves the JWKS.
+    pub unpublish_at: Option<i64>,
+}
+
+/// The stage of every key `ring` publishes, signer first. Stages come from the ring in
+/// force, not from `keys.json` alone, because the ring is what actually signs here.
+pub fn status(ring: &KeyRing, life: &Lifecycle, timing: Timing) -> Vec<KeyStatus> {
+    let signer = &ring.signer().kid;
+    ring.keys()
+        .iter()
+        .map(|key| {
+            let record = life.record(key);
+            let stage = if &key.kid == signer {
+                Stage::Current
+            } else {
+                record.map_or(Stage::Next, |r| r.stage)
+            };
+            let retired_at = record.and_then(|r| r.retired_at);
+            KeyStatus {
+                kid: key.kid.clone(),
+                stage,
+                hand_placed: record.is_none(),
+                published_at: record.map(|r| r.published_at),
+                activated_at: record.and_then(|r| r.activated_at),
+                retired_at,
+                unpublish_at: retired_at
+                    .filter(|_| stage == Stage::Retired)
+                    .map(|r| r + timing.retire_after),
+            }
+        })
+        .collect()
+}
+
 /// One line per key for `gatehouse keys list`.
 pub fn describe(
     dir: &Path,
@@ -333,6 +378,36 @@ mod tests {
         retire_after: 930,
         publish_before_signing: 330,
     };
+
+    #[test]
+    fn status_follows_the_ring_through_a_rotation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t0 = Utc::now();
+        generate(dir.path(), t0).expect("first");
+        let t1 = t0 + chrono::Duration::seconds(10);
+        generate(dir.path(), t1).expect("second");
+        let stages = |now| {
+            let ring = load(dir.path(), now, T).expect("ring");
+            let life = Lifecycle::load(dir.path()).expect("life");
+            status(&ring, &life, T)
+        };
+        let before = stages(t1);
+        assert_eq!(before.len(), 2);
+        assert_eq!(before[0].stage, Stage::Current, "signer first");
+        assert_eq!(before[0].activated_at, Some(t0.timestamp()));
+        assert_eq!(before[1].stage, Stage::Next);
+        assert_eq!(before[1].published_at, Some(t1.timestamp()));
+        assert!(before.iter().all(|k| !k.hand_placed));
+
+        let t2 = t1 + chrono::Duration::seconds(400);
+        rotate(dir.path(), t2, T, false).expect("rotate");
+        let after = stages(t2);
+        assert_eq!(after[0].kid, before[1].kid, "the next key signs");
+        assert_eq!(after[0].activated_at, Some(t2.timestamp()));
+        assert_eq!(after[1].stage, Stage::Retired);
+        assert_eq!(after[1].retired_at, Some(t2.timestamp()));
+        assert_eq!(after[1].unpublish_at, Some(t2.timestamp() + T.retire_after));
+    }
 
     fn jwks_kids(ring: &KeyRing) -> Vec<String> {
         let v: serde_json::Value = serde_json::from_slice(&ring.jwks().body).expect("json");

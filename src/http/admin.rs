@@ -3,7 +3,10 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::dto::{AdminUserPatch, AuditList, AuditQuery, SessionList, UserDto, UserList};
+use super::dto::{
+    AdminUserDto, AdminUserList, AdminUserPatch, AuditList, AuditQuery, KeyList, SessionList,
+    StatsDto, StatsQuery,
+};
 use super::error::ApiError;
 use super::extract::{Admin, Json, path_id};
 use crate::domain::{Role, UserId};
@@ -39,8 +42,8 @@ pub async fn find_users(
             "must be at most 254 characters",
         )]));
     }
-    let users = admin::find_users(&state, query.email, limit).await?;
-    Ok(HttpResponse::Ok().json(UserList {
+    let users = admin::find_user_views(&state, query.email, limit).await?;
+    Ok(HttpResponse::Ok().json(AdminUserList {
         users: users.into_iter().map(Into::into).collect(),
     }))
 }
@@ -70,7 +73,7 @@ pub async fn update_user(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let user = admin::update_user(
+    let user = admin::update_user_view(
         &state,
         Actor::Admin(&caller),
         id,
@@ -79,7 +82,46 @@ pub async fn update_user(
         &meta,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(UserDto::from(user)))
+    Ok(HttpResponse::Ok().json(AdminUserDto::from(user)))
+}
+
+pub async fn get_user(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let user = admin::user_view(&state, id).await?;
+    Ok(HttpResponse::Ok().json(AdminUserDto::from(user)))
+}
+
+pub async fn keys(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
+    let keys = admin::signing_keys(&state).await?;
+    Ok(HttpResponse::Ok().json(KeyList {
+        keys: keys.into_iter().map(Into::into).collect(),
+    }))
+}
+
+pub async fn stats(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    query: web::Query<StatsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let since = match query.into_inner().since.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .map_err(|_| {
+                    ApiError::validation(vec![FieldError::new(
+                        "since",
+                        "must be an RFC 3339 date-time",
+                    )])
+                })?
+                .to_utc(),
+        ),
+    };
+    let stats = admin::audit_stats(&state, since).await?;
+    Ok(HttpResponse::Ok().json(StatsDto::from(stats)))
 }
 
 pub async fn user_sessions(
@@ -131,6 +173,7 @@ pub async fn audit(
         user_id,
         kind: query.kind.filter(|k| !k.is_empty()),
         limit,
+        before: query.before,
     };
     let events = admin::audit_log(&state, filter).await?;
     Ok(HttpResponse::Ok().json(AuditList {

@@ -7,8 +7,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError, ValidationErrors};
 
+use crate::crypto::lifecycle::{KeyStatus, Stage};
 use crate::domain::{Email, NewPassword, Role, Session, User};
 use crate::service::FieldError;
+use crate::service::admin::{AuditStats, UserView};
 use crate::service::tokens::TokenPair;
 use crate::storage::AuditRecord;
 
@@ -117,6 +119,8 @@ pub struct AuditQuery {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub limit: Option<u32>,
+    /// The id of the last event of the previous page.
+    pub before: Option<i64>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -247,4 +251,85 @@ impl From<AuditRecord> for AuditEventDto {
 #[derive(Serialize)]
 pub struct AuditList {
     pub events: Vec<AuditEventDto>,
+}
+
+#[derive(Deserialize)]
+pub struct StatsQuery {
+    pub since: Option<String>,
+}
+
+/// A user as the admin endpoints show them: the contract's user and the last login.
+#[derive(Serialize)]
+pub struct AdminUserDto {
+    #[serde(flatten)]
+    pub user: UserDto,
+    pub last_login_at: Option<String>,
+}
+
+impl From<UserView> for AdminUserDto {
+    fn from(v: UserView) -> Self {
+        Self {
+            user: v.user.into(),
+            last_login_at: v.last_login_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AdminUserList {
+    pub users: Vec<AdminUserDto>,
+}
+
+fn unix_rfc3339(secs: Option<i64>) -> Option<String> {
+    secs.and_then(|s| DateTime::from_timestamp(s, 0))
+        .map(rfc3339)
+}
+
+#[derive(Serialize)]
+pub struct KeyDto {
+    pub kid: String,
+    pub stage: Stage,
+    pub hand_placed: bool,
+    pub published_at: Option<String>,
+    pub activated_at: Option<String>,
+    pub retired_at: Option<String>,
+    pub unpublish_at: Option<String>,
+}
+
+impl From<KeyStatus> for KeyDto {
+    fn from(k: KeyStatus) -> Self {
+        Self {
+            kid: k.kid,
+            stage: k.stage,
+            hand_placed: k.hand_placed,
+            published_at: unix_rfc3339(k.published_at),
+            activated_at: unix_rfc3339(k.activated_at),
+            retired_at: unix_rfc3339(k.retired_at),
+            unpublish_at: unix_rfc3339(k.unpublish_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyDto>,
+}
+
+#[derive(Serialize)]
+pub struct StatsDto {
+    pub from: String,
+    pub to: String,
+    pub hours: Vec<String>,
+    pub counts: std::collections::BTreeMap<&'static str, Vec<u64>>,
+}
+
+impl From<AuditStats> for StatsDto {
+    fn from(s: AuditStats) -> Self {
+        Self {
+            from: rfc3339(s.from),
+            to: rfc3339(s.to),
+            hours: s.hours.into_iter().map(rfc3339).collect(),
+            counts: s.counts.into_iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        }
+    }
 }

@@ -219,7 +219,7 @@ fn method_label(method: &Method) -> &'static str {
 /// Route patterns are a closed set, so metrics labels stay bounded whatever paths
 /// clients send.
 fn route_label(pattern: Option<&str>) -> &'static str {
-    const ROUTES: [&str; 18] = [
+    const ROUTES: [&str; 23] = [
         "/.well-known/jwks.json",
         "/.well-known/openid-configuration",
         "/healthz",
@@ -238,6 +238,11 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         "/v1/admin/users/{id}/sessions",
         "/v1/admin/sessions/{family_id}",
         "/v1/admin/audit",
+        "/v1/admin/keys",
+        "/v1/admin/stats",
+        "/admin",
+        "/admin/",
+        "/admin/{file}",
     ];
     pattern
         .and_then(|p| ROUTES.iter().find(|r| **r == p).copied())

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 pub mod client_ip;
+pub mod console;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -126,8 +127,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(admin::find_users)),
         )
         .service(
-            resource("/v1/admin/users/{id}", "PATCH")
+            resource("/v1/admin/users/{id}", "GET, PATCH")
                 .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::get_user))
                 .route(web::patch().to(admin::update_user)),
         )
         .service(
@@ -145,6 +147,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/admin/audit", "GET")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(web::get().to(admin::audit)),
+        )
+        .service(
+            resource("/v1/admin/keys", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::keys)),
+        )
+        .service(
+            resource("/v1/admin/stats", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(admin::stats)),
+        )
+        .service(
+            resource("/admin", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(console::redirect)),
+        )
+        .service(
+            resource("/admin/", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(console::index)),
+        )
+        .service(
+            resource("/admin/{file}", "GET")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::get().to(console::file)),
         )
         .default_service(web::to(not_found));
 }

@@ -10,6 +10,32 @@
 //!
 //! The in-flight count is per process. Several processes sharing one database would each
 //! admit up to the limit in flight; the stored failures still stop all of them after it.
+//!
+//! ## Why the gate's lock is never held across the database read
+//!
+//! Every login takes the gate's lock, so a lock held over `login_failures` (a network
+//! round trip on PostgreSQL) would serialize all logins of the process. An admission
+//! instead works in three steps, per key:
+//!
+//! 1. under the lock, it notes each key's `failures_landed` generation and registers as a
+//!    reader, which keeps the key's entry (and so its generation) alive;
+//! 2. without the lock, it reads the stored failures `F`;
+//! 3. under the lock again, if no generation moved, it decides on `F` plus the checks in
+//!    flight `I`, and counts itself in flight when admitted; if one moved, it starts over.
+//!
+//! An attempt that failed stores its failure first and leaves the in-flight count second,
+//! bumping its keys' generations as it leaves. Take any such attempt `P` and an admission
+//! deciding at step 3. If `P` left before step 1, its write finished before the read
+//! began, so `F` counts it (SQLite, and PostgreSQL at any isolation level, show a read
+//! every write committed before it started). If `P` left between steps 1 and 3, a generation moved and the admission reads
+//! again. Otherwise `P` is still in `I`. So no failure is missed, and `F + I` bounds the
+//! checks that can have failed, exactly as when the read was made under the lock (a
+//! failure in both `F` and `I` counts twice, which only makes an attempt wait).
+//!
+//! Only a failure moves a generation, so successful logins never make each other read
+//! again, and a key takes at most its limit of failures per window, which bounds the
+//! rereads. Still, after `OPTIMISTIC_READS` attempts the admission reads under the lock as
+//! it used to, so none can starve.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,18 +45,31 @@ use super::audit::event;
 use super::{AppState, ClientMeta, ServiceError};
 use crate::domain::{AuditKind, Email, FamilyId, User};
 use crate::storage::{
-    AuditEvent, Store, StoreError, email_attempt_key, ip_attempt_key, password_check_key,
+    AttemptCount, AuditEvent, Store, StoreError, email_attempt_key, ip_attempt_key,
+    password_check_key,
 };
 
 /// How long an attempt waits for the checks in flight on its keys before it gives up
 /// with 503. Each of them is one queued Argon2 verify.
 const WAIT_FOR_IN_FLIGHT: Duration = Duration::from_secs(10);
 
+/// Reads made without the lock before an admission falls back to reading under it.
+const OPTIMISTIC_READS: usize = 3;
+
 /// The password checks in flight, by lockout key.
 #[derive(Default)]
 pub struct AttemptGate {
-    in_flight: parking_lot::Mutex<HashMap<String, u32>>,
+    keys: parking_lot::Mutex<HashMap<String, KeyState>>,
     resolved: tokio::sync::Notify,
+}
+
+/// A key's entry lives while a check is in flight on it or an admission is reading it.
+#[derive(Default)]
+struct KeyState {
+    in_flight: u32,
+    /// Moves when an attempt that stored (or tried to store) a failure on this key leaves.
+    failures_landed: u64,
+    readers: u32,
 }
 
 enum Admission {
@@ -40,10 +79,8 @@ enum Admission {
 }
 
 impl AttemptGate {
-    /// Reads the stored failures and admits the attempt when every key has room for it
-    /// beside the checks in flight. The gate's lock is held across the read: a failure
-    /// is stored before its check leaves the in-flight count, so the two are never both
-    /// missed (counted twice, at worst, which only makes an attempt wait).
+    /// Admits the attempt when every key has room for it beside its stored failures and
+    /// the checks in flight (see the module doc for why the read is made unlocked).
     ///
     /// The admitted `Attempt` is built here, on the blocking pool: if the request is
     /// dropped while this runs, the attempt is dropped with the job's output and leaves.
@@ -54,46 +91,137 @@ impl AttemptGate {
         window_secs: i64,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Admission, StoreError> {
-        let mut in_flight = self.in_flight.lock();
+        self.admit_reading(limits, |keys| store.login_failures(keys, window_secs, now))
+    }
+
+    /// `admit`, with the store's read passed in, so a test can hold a real read open.
+    fn admit_reading(
+        self: &Arc<Self>,
+        limits: &[(String, u32)],
+        mut read_failures: impl FnMut(&[String]) -> Result<Vec<AttemptCount>, StoreError>,
+    ) -> Result<Admission, StoreError> {
         let keys: Vec<String> = limits.iter().map(|(k, _)| k.clone()).collect();
-        let counts = store.login_failures(&keys, window_secs, now)?;
+        for _ in 0..OPTIMISTIC_READS {
+            let snapshot = Snapshot::take(self, &keys);
+            let counts = read_failures(&keys)?;
+            let mut table = self.keys.lock();
+            if snapshot.finish(&mut table) {
+                return Ok(self.decide(&mut table, limits, keys, &counts));
+            }
+        }
+        let mut table = self.keys.lock();
+        let counts = read_failures(&keys)?;
+        Ok(self.decide(&mut table, limits, keys, &counts))
+    }
+
+    /// The verdict on fresh enough counts; an admitted attempt is in flight on return.
+    fn decide(
+        self: &Arc<Self>,
+        table: &mut HashMap<String, KeyState>,
+        limits: &[(String, u32)],
+        keys: Vec<String>,
+        counts: &[AttemptCount],
+    ) -> Admission {
         let mut wait = false;
         let mut retry_after_secs = 0;
-        for ((key, max), count) in limits.iter().zip(&counts) {
+        for ((key, max), count) in limits.iter().zip(counts) {
+            let in_flight = table.get(key).map_or(0, |state| state.in_flight);
             if count.failures >= *max {
                 retry_after_secs = retry_after_secs.max(count.window_left_secs);
-            } else if count.failures + in_flight.get(key).copied().unwrap_or(0) >= *max {
+            } else if count.failures + in_flight >= *max {
                 wait = true;
             }
         }
         if retry_after_secs > 0 {
-            return Ok(Admission::Locked { retry_after_secs });
+            return Admission::Locked { retry_after_secs };
         }
         if wait {
-            return Ok(Admission::Wait);
+            return Admission::Wait;
         }
         for key in &keys {
-            *in_flight.entry(key.clone()).or_default() += 1;
+            table.entry(key.clone()).or_default().in_flight += 1;
         }
-        Ok(Admission::Go(Attempt {
+        Admission::Go(Attempt {
             gate: Arc::clone(self),
             keys,
             own_failures: counts.first().map_or(0, |c| c.failures),
-        }))
+            failure_stored: false,
+        })
     }
 
-    fn leave(&self, keys: &[String]) {
-        let mut in_flight = self.in_flight.lock();
+    fn leave(&self, keys: &[String], failure_stored: bool) {
+        let mut table = self.keys.lock();
         for key in keys {
-            if let Some(n) = in_flight.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
-                    in_flight.remove(key);
+            if let Some(state) = table.get_mut(key) {
+                state.in_flight -= 1;
+                if failure_stored {
+                    state.failures_landed += 1;
+                }
+                if state.in_flight == 0 && state.readers == 0 {
+                    table.remove(key);
                 }
             }
         }
-        drop(in_flight);
+        drop(table);
         self.resolved.notify_waiters();
+    }
+}
+
+/// The generations an admission saw before its unlocked read. Dropped unfinished (the
+/// read failed or panicked), it still unregisters, so no entry outlives its use.
+struct Snapshot<'a> {
+    gate: &'a AttemptGate,
+    keys: &'a [String],
+    generations: Vec<u64>,
+    finished: bool,
+}
+
+impl<'a> Snapshot<'a> {
+    fn take(gate: &'a AttemptGate, keys: &'a [String]) -> Self {
+        let mut table = gate.keys.lock();
+        let generations = keys
+            .iter()
+            .map(|key| {
+                let state = table.entry(key.clone()).or_default();
+                state.readers += 1;
+                state.failures_landed
+            })
+            .collect();
+        Self {
+            gate,
+            keys,
+            generations,
+            finished: false,
+        }
+    }
+
+    /// Unregisters; `true` when no failure left the in-flight count since `take`.
+    fn finish(mut self, table: &mut HashMap<String, KeyState>) -> bool {
+        self.unregister(table)
+    }
+
+    fn unregister(&mut self, table: &mut HashMap<String, KeyState>) -> bool {
+        self.finished = true;
+        let mut current = true;
+        for (key, seen) in self.keys.iter().zip(&self.generations) {
+            if let Some(state) = table.get_mut(key) {
+                current &= state.failures_landed == *seen;
+                state.readers -= 1;
+                if state.in_flight == 0 && state.readers == 0 {
+                    table.remove(key);
+                }
+            }
+        }
+        current
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let gate = self.gate;
+            self.unregister(&mut gate.keys.lock());
+        }
     }
 }
 
@@ -104,11 +232,14 @@ pub struct Attempt {
     /// The key of the account (email or session) first, then the IP key, if any.
     keys: Vec<String>,
     own_failures: u32,
+    /// Set before the failure is written: a write that reports an error may still have
+    /// landed, and a needless reread is cheaper than a missed failure.
+    failure_stored: bool,
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        self.gate.leave(&self.keys);
+        self.gate.leave(&self.keys, self.failure_stored);
     }
 }
 
@@ -117,10 +248,19 @@ impl Attempt {
     pub async fn failed(self, state: &AppState) -> Result<(), ServiceError> {
         let window = state.settings.lockout.window.as_secs() as i64;
         let now = state.now();
-        // `self` drops inside the job, after the failure is stored.
-        state
-            .db(move |s| s.record_login_failure(&self.keys, window, now))
-            .await
+        state.db(move |s| self.record_failure(s, window, now)).await
+    }
+
+    /// Stores the failure, then leaves the in-flight count (when `self` drops at the
+    /// end): the order the module doc's argument rests on.
+    fn record_failure(
+        mut self,
+        store: &dyn Store,
+        window_secs: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.failure_stored = true;
+        store.record_login_failure(&self.keys, window_secs, now)
     }
 
     /// The password was right: the account's earlier failures are forgiven. The IP's
@@ -274,7 +414,11 @@ mod tests {
     }
 
     fn in_flight(gate: &AttemptGate, key: &str) -> u32 {
-        gate.in_flight.lock().get(key).copied().unwrap_or(0)
+        gate.keys.lock().get(key).map_or(0, |state| state.in_flight)
+    }
+
+    fn idle(gate: &AttemptGate) -> bool {
+        gate.keys.lock().is_empty()
     }
 
     #[test]
@@ -285,7 +429,7 @@ mod tests {
         assert_eq!((in_flight(&gate, EMAIL), in_flight(&gate, IP)), (1, 1));
 
         drop(attempt);
-        assert!(gate.in_flight.lock().is_empty());
+        assert!(idle(&gate));
         let counts = store
             .login_failures(&[EMAIL.into(), IP.into()], WINDOW, t(0))
             .expect("counts");
@@ -338,7 +482,7 @@ mod tests {
             Admission::Locked { retry_after_secs } => assert_eq!(retry_after_secs, WINDOW - 100),
             _ => panic!("five stored failures must lock"),
         }
-        assert!(gate.in_flight.lock().is_empty(), "a refusal holds nothing");
+        assert!(idle(&gate), "a refusal holds nothing");
         // One second before the window ends it is still locked; at its end, admitted.
         assert!(matches!(
             admit(&gate, &store, &limits(5, 20), t(WINDOW - 1)),
@@ -372,5 +516,141 @@ mod tests {
             Admission::Locked { retry_after_secs } => assert_eq!(retry_after_secs, 800),
             _ => panic!("both keys are at their limit"),
         }
+    }
+
+    /// The store's read, held open on one key until an admission on another key has gone
+    /// through: a gate locked across the read would keep that admission out until this
+    /// one gave up. A closure around the real store's read rather than a `Store` wrapper,
+    /// so the test does not restate the whole trait.
+    #[test]
+    fn the_gate_is_not_locked_while_the_store_reads() {
+        let (store, _dir) = store();
+        let store = Arc::new(store);
+        let gate = Arc::new(AttemptGate::default());
+        let (reading, read_started) = std::sync::mpsc::channel();
+        let (other_admitted, other_went_through) = std::sync::mpsc::channel::<()>();
+
+        let slow = {
+            let (gate, store) = (Arc::clone(&gate), Arc::clone(&store));
+            std::thread::spawn(move || {
+                gate.admit_reading(&[(EMAIL.to_owned(), 5)], |keys| {
+                    let counts = store.login_failures(keys, WINDOW, t(0));
+                    reading.send(()).expect("the test is waiting");
+                    other_went_through
+                        .recv_timeout(Duration::from_secs(10))
+                        .map_err(|_| {
+                            StoreError::Unavailable("the other admission never went through".into())
+                        })?;
+                    counts
+                })
+            })
+        };
+        read_started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the slow read never started");
+        let other = go(admit(
+            &gate,
+            &store,
+            &[("email:other@example.com".to_owned(), 5)],
+            t(0),
+        ));
+        other_admitted.send(()).expect("the slow read is waiting");
+
+        let slow = go(slow
+            .join()
+            .expect("the slow admission panicked")
+            .expect("the slow admission failed"));
+        assert_eq!(in_flight(&gate, EMAIL), 1);
+        drop((slow, other));
+        assert!(idle(&gate));
+    }
+
+    /// With a limit of 1: the one check in flight fails and leaves between another
+    /// admission's read (no failures yet) and its decision (nothing in flight any more).
+    /// Deciding on that read would admit a second guess; the moved generation makes it
+    /// read again and see the lock.
+    #[test]
+    fn a_failure_that_lands_during_the_unlocked_read_is_seen() {
+        let (store, _dir) = store();
+        let store = Arc::new(store);
+        let gate = Arc::new(AttemptGate::default());
+        let one = [(EMAIL.to_owned(), 1)];
+        let mut first = Some(go(admit(&gate, &store, &one, t(0))));
+        let mut reads = 0;
+
+        let admission = gate
+            .admit_reading(&one, |keys| {
+                reads += 1;
+                let counts = store.login_failures(keys, WINDOW, t(0));
+                if let Some(attempt) = first.take() {
+                    // On another thread, bounded: a gate locked across this read would
+                    // keep the attempt from leaving, and the test must fail, not hang.
+                    let store = Arc::clone(&store);
+                    let (done, left) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        let stored = attempt.record_failure(store.as_ref(), WINDOW, t(0));
+                        let _ = done.send(stored);
+                    });
+                    if let Ok(stored) = left.recv_timeout(Duration::from_secs(10)) {
+                        stored.expect("record the failure");
+                    }
+                }
+                counts
+            })
+            .expect("admit");
+
+        assert!(
+            matches!(admission, Admission::Locked { .. }),
+            "a second guess was admitted past a limit of one"
+        );
+        assert_eq!(reads, 2);
+        assert!(idle(&gate));
+    }
+
+    #[test]
+    fn a_failed_read_leaves_nothing_behind() {
+        let gate = Arc::new(AttemptGate::default());
+        let result = gate.admit_reading(&limits(5, 20), |_| {
+            Err(StoreError::Unavailable("the database is down".into()))
+        });
+        assert!(matches!(result, Err(StoreError::Unavailable(_))));
+        assert!(idle(&gate));
+    }
+
+    /// Many threads guessing on one key through the real store: exactly the limit is
+    /// admitted, however the unlocked reads interleave with failures landing.
+    #[test]
+    fn concurrent_guesses_from_many_threads_stop_at_the_limit() {
+        let (store, _dir) = store();
+        let store = Arc::new(store);
+        let gate = Arc::new(AttemptGate::default());
+        let admitted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let (gate, store, admitted) =
+                    (Arc::clone(&gate), Arc::clone(&store), Arc::clone(&admitted));
+                let limits = vec![(EMAIL.to_owned(), 5), (format!("ip:192.0.2.{i}"), 20)];
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        match admit(&gate, &store, &limits, t(0)) {
+                            Admission::Go(attempt) => {
+                                admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                attempt
+                                    .record_failure(store.as_ref(), WINDOW, t(0))
+                                    .expect("record the failure");
+                            }
+                            Admission::Wait => std::thread::yield_now(),
+                            Admission::Locked { .. } => return,
+                        }
+                    }
+                    panic!("never locked out");
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a guessing thread panicked");
+        }
+        assert_eq!(admitted.load(std::sync::atomic::Ordering::SeqCst), 5);
+        assert!(idle(&gate));
     }
 }

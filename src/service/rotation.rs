@@ -32,17 +32,15 @@ pub struct Policy {
     pub reuse_grace: Duration,
 }
 
-/// Judges `token` (as stored, `None` when unknown) presented at `now`; `child` is the
-/// child this presentation derives (the same for every presentation of one token).
+/// Judges a known token `t` presented at `now` (an unknown one is simply invalid);
+/// `child` is the child this presentation derives (the same for every presentation of
+/// one token).
 pub fn judge(
-    token: Option<&StoredToken>,
+    t: &StoredToken,
     child: &TokenHashBytes,
     now: DateTime<Utc>,
     policy: Policy,
 ) -> Verdict {
-    let Some(t) = token else {
-        return Verdict::Invalid;
-    };
     if t.family_revoked || t.family_stale || t.family_expires_at <= now || t.user.disabled {
         return Verdict::Invalid;
     }
@@ -118,15 +116,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_tokens_are_invalid() {
-        assert_eq!(judge(None, &CHILD, at(1), policy(10)), Verdict::Invalid);
-    }
-
-    #[test]
     fn a_live_token_rotates_and_its_child_never_outlives_the_family() {
         let t = live();
         assert_eq!(
-            judge(Some(&t), &CHILD, at(100), policy(10)),
+            judge(&t, &CHILD, at(100), policy(10)),
             Verdict::Rotate {
                 child_expires_at: at(3700)
             }
@@ -136,7 +129,7 @@ mod tests {
             ..live()
         };
         assert_eq!(
-            judge(Some(&t), &CHILD, at(100), policy(10)),
+            judge(&t, &CHILD, at(100), policy(10)),
             Verdict::Rotate {
                 child_expires_at: at(200)
             }
@@ -181,20 +174,14 @@ mod tests {
             ),
         ];
         for (token, now) in cases {
-            assert_eq!(
-                judge(Some(&token), &CHILD, now, policy(10)),
-                Verdict::Invalid
-            );
+            assert_eq!(judge(&token, &CHILD, now, policy(10)), Verdict::Invalid);
         }
         // A revoked family stays revoked even for a spent token inside the grace.
         let t = StoredToken {
             family_revoked: true,
             ..spent_at(100, false)
         };
-        assert_eq!(
-            judge(Some(&t), &CHILD, at(101), policy(10)),
-            Verdict::Invalid
-        );
+        assert_eq!(judge(&t, &CHILD, at(101), policy(10)), Verdict::Invalid);
     }
 
     #[test]
@@ -202,7 +189,7 @@ mod tests {
         let t = spent_at(100, false);
         for now in [at(100), at(105), at(110)] {
             assert_eq!(
-                judge(Some(&t), &CHILD, now, policy(10)),
+                judge(&t, &CHILD, now, policy(10)),
                 Verdict::Replay {
                     child_expires_at: at(3700)
                 }
@@ -213,21 +200,21 @@ mod tests {
     #[test]
     fn after_the_grace_or_once_the_child_was_used_a_spent_token_is_reuse() {
         assert_eq!(
-            judge(Some(&spent_at(100, false)), &CHILD, at(111), policy(10)),
+            judge(&spent_at(100, false), &CHILD, at(111), policy(10)),
             Verdict::Reuse
         );
         assert_eq!(
-            judge(Some(&spent_at(100, true)), &CHILD, at(101), policy(10)),
+            judge(&spent_at(100, true), &CHILD, at(101), policy(10)),
             Verdict::Reuse
         );
         // Grace off: any second presentation is reuse.
         assert_eq!(
-            judge(Some(&spent_at(100, false)), &CHILD, at(100), policy(0)),
+            judge(&spent_at(100, false), &CHILD, at(100), policy(0)),
             Verdict::Reuse
         );
         // A child that is not the one this token derives proves nothing.
         assert_eq!(
-            judge(Some(&spent_at(100, false)), &[9; 32], at(101), policy(10)),
+            judge(&spent_at(100, false), &[9; 32], at(101), policy(10)),
             Verdict::Reuse
         );
     }

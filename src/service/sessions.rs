@@ -54,7 +54,7 @@ pub async fn revoke_own(
     let found = state
         .db(move |s| s.revoke_family(family_id, Some(owner), RevokeReason::Logout, now))
         .await?;
-    if !found {
+    if found.is_none() {
         return Err(ServiceError::NotFound);
     }
     state.metrics.revocation("logout");

@@ -165,36 +165,21 @@ pub async fn refresh(
         reuse_grace: dur(state.settings.refresh_reuse_grace),
     };
     for _ in 0..CLAIMS {
-        let stored = state.db(move |s| s.find_refresh_token(presented)).await?;
-        match rotation::judge(stored.as_ref(), &child_hash, now, policy) {
+        let Some(stored) = state.db(move |s| s.find_refresh_token(presented)).await? else {
+            state.metrics.refresh("invalid");
+            return Err(ServiceError::InvalidRefreshToken);
+        };
+        let child_expires_at = match rotation::judge(&stored, &child_hash, now, policy) {
             Verdict::Invalid => {
                 state.metrics.refresh("invalid");
                 return Err(ServiceError::InvalidRefreshToken);
             }
-            Verdict::Reuse => {
-                let Some(stored) = stored else {
-                    return Err(ServiceError::InvalidRefreshToken);
-                };
-                return Err(reuse_detected(state, &stored, now, meta).await);
-            }
+            Verdict::Reuse => return Err(reuse_detected(state, &stored, now, meta).await),
             Verdict::Replay { child_expires_at } => {
-                let Some(stored) = stored else {
-                    return Err(ServiceError::InvalidRefreshToken);
-                };
                 state.metrics.refresh("grace_replay");
-                return pair(
-                    state,
-                    stored.user,
-                    stored.family_id,
-                    child,
-                    child_expires_at,
-                    now,
-                );
+                child_expires_at
             }
             Verdict::Rotate { child_expires_at } => {
-                let Some(stored) = stored else {
-                    return Err(ServiceError::InvalidRefreshToken);
-                };
                 let spend = Spend {
                     presented,
                     child: child_hash,
@@ -202,19 +187,21 @@ pub async fn refresh(
                     now,
                     child_expires_at,
                 };
-                if state.db(move |s| s.spend_refresh_token(spend)).await? {
-                    state.metrics.refresh("rotated");
-                    return pair(
-                        state,
-                        stored.user,
-                        stored.family_id,
-                        child,
-                        child_expires_at,
-                        now,
-                    );
+                if !state.db(move |s| s.spend_refresh_token(spend)).await? {
+                    continue;
                 }
+                state.metrics.refresh("rotated");
+                child_expires_at
             }
-        }
+        };
+        return pair(
+            state,
+            stored.user,
+            stored.family_id,
+            child,
+            child_expires_at,
+            now,
+        );
     }
     Err(ServiceError::Internal(
         "a refresh token kept changing under its claims".into(),

@@ -1,10 +1,15 @@
 //! Persistence behind one narrow trait that speaks in domain terms.
 //!
-//! Handlers and services never see SQL. A PostgreSQL backend implements `Store` next to
-//! `sqlite` without touching anything above this module. Every method is blocking: the
+//! Handlers and services never see SQL. `sqlite` and `postgres` each implement `Store`;
+//! [`open`] is the one place that picks between them. Every method is blocking: the
 //! service layer calls them on the blocking pool.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -175,6 +180,18 @@ pub struct AuditFilter {
     pub user_id: Option<UserId>,
     pub kind: Option<String>,
     pub limit: u32,
+    /// Only events older than this event id: the next page after a page ending there.
+    /// Ids only grow, so a page never repeats or skips an event written meanwhile.
+    pub before: Option<i64>,
+}
+
+/// How many audit events of one kind began in one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCount {
+    /// The start of the hour (UTC, on the hour).
+    pub hour: DateTime<Utc>,
+    pub kind: String,
+    pub count: u64,
 }
 
 /// What one pruning pass removed.
@@ -213,11 +230,97 @@ pub struct PoolStatus {
     pub engine_bytes: u64,
 }
 
+/// Where the data lives, from `GATEHOUSE_DATABASE` (its scheme picks the backend) and
+/// the settings that tune each backend.
+#[derive(Clone, Debug)]
+pub enum DatabaseSettings {
+    Sqlite {
+        path: PathBuf,
+        synchronous: sqlite::Synchronous,
+        /// Pooled reader connections (writes go through one connection).
+        readers: u32,
+    },
+    Postgres {
+        url: Box<postgres::PostgresUrl>,
+        pool_size: u32,
+        /// For a new connection, and for a request waiting for a pooled one.
+        connect_timeout: Duration,
+    },
+}
+
+/// Prints where the data is, never a password.
+impl std::fmt::Display for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { path, .. } => write!(f, "SQLite {}", path.display()),
+            Self::Postgres { url, .. } => write!(f, "PostgreSQL {url}"),
+        }
+    }
+}
+
+/// Opens the store `settings` name and brings its schema to the latest version.
+///
+/// Callable from async code too (the server builds its state inside actix's runtime):
+/// the work runs on a thread of its own, because the synchronous PostgreSQL client
+/// drives a runtime of its own, which cannot start on a thread already driving one.
+pub fn open(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("storage-open".into())
+            .spawn_scoped(scope, || open_here(settings))?
+            .join()
+            .map_err(|_| anyhow::anyhow!("opening {settings} panicked"))?
+    })
+}
+
+fn open_here(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    use anyhow::Context as _;
+    let store: Arc<dyn Store> = match settings {
+        DatabaseSettings::Sqlite {
+            path,
+            synchronous,
+            readers,
+        } => Arc::new(sqlite::SqliteStore::open(path, *synchronous, *readers)?),
+        DatabaseSettings::Postgres {
+            url,
+            pool_size,
+            connect_timeout,
+        } => Arc::new(postgres::PgStore::connect(
+            url,
+            *pool_size,
+            *connect_timeout,
+        )?),
+    };
+    store
+        .migrate()
+        .with_context(|| format!("cannot migrate {settings}"))?;
+    Ok(store)
+}
+
+/// Why `Store::backup_to` made no copy.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The engine has no online copy of its own; the message says what to use instead.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 
     fn pool_status(&self) -> PoolStatus;
+
+    /// Applies the pending migrations (none is a no-op); returns the schema version.
+    fn migrate(&self) -> Result<String, StoreError>;
+    /// The schema version the database is at.
+    fn schema_version(&self) -> Result<String, StoreError>;
+    /// A consistent copy of the live database in the file `to`, which must not exist,
+    /// while the server keeps serving; `Unsupported` for an engine that is backed up
+    /// with its own tools.
+    fn backup_to(&self, to: &Path) -> Result<(), BackupError>;
 
     // Users.
     fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError>;
@@ -280,14 +383,15 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<(UserId, FamilyId)>, StoreError>;
     /// Revokes one family, if it exists (and belongs to `owner` when given). Revoking a
-    /// revoked family keeps its first revocation. Returns whether the family was found.
+    /// revoked family keeps its first revocation. Returns the family's owner when it was
+    /// found, so the revocation can be audited against that user.
     fn revoke_family(
         &self,
         family_id: FamilyId,
         owner: Option<UserId>,
         reason: RevokeReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<UserId>, StoreError>;
     /// Revokes every live family of a user; `false` when the user does not exist.
     fn revoke_user_families(
         &self,
@@ -326,6 +430,17 @@ pub trait Store: Send + Sync + 'static {
     // Audit log.
     fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError>;
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Audit events with `from <= at < to`, counted per UTC hour and kind (a `GROUP BY`),
+    /// ordered by hour then kind; hours without events are absent.
+    fn count_audit_by_hour(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditCount>, StoreError>;
+
+    /// For each of `users`, in that order, when their newest family still stored was
+    /// opened (a login, a signup or a password change); `None` when none is stored.
+    fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError>;
 
     /// Deletes what no rule needs any more: families past their absolute expiry (with
     /// their token hashes), stale lockout windows, audit events older than

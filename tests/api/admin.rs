@@ -5,9 +5,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    OTHER_PASSWORD, PASSWORD, TestApp, Tokens, access_of, assert_error, assert_invalid_token,
-    assert_session_shape, assert_user, assert_validation_failed, jwt_claims, refresh_of, sid_of,
-    spawn_app, unique_email, user_id_of,
+    OTHER_PASSWORD, PASSWORD, TestApp, Tokens, access_of, assert_admin_user, assert_error,
+    assert_invalid_token, assert_session_shape, assert_validation_failed, jwt_claims, refresh_of,
+    sid_of, spawn_app, unique_email, user_id_of,
 };
 
 const ADMIN_PASSWORD: &str = "Adm1n!Passw0rd-long";
@@ -217,7 +217,7 @@ async fn listing_users_without_a_query_returns_them() {
     let users = body["users"].as_array().unwrap();
     assert_eq!(users.len(), 2, "{body}");
     let found = users.iter().find(|u| u["email"] == alice.as_str()).unwrap();
-    assert_user(found, &alice, "user");
+    assert_admin_user(found, &alice, "user");
 }
 
 #[tokio::test]
@@ -347,7 +347,7 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
 
     assert_eq!(response.status(), StatusCode::OK);
     let user: Value = response.json().await.unwrap();
-    assert_user(&user, &email, "user");
+    assert_admin_user(&user, &email, "user");
     assert_eq!(user["disabled"], true);
 
     // Login with the right password: exactly a wrong password's answer.
@@ -444,7 +444,7 @@ async fn promoting_a_user_makes_them_an_admin() {
 
     assert_eq!(response.status(), StatusCode::OK);
     let updated: Value = response.json().await.unwrap();
-    assert_user(&updated, &email, "admin");
+    assert_admin_user(&updated, &email, "admin");
     assert_eq!(updated["disabled"], false);
     let fresh = app.login_ok(&email, PASSWORD).await;
     assert_eq!(fresh["user"]["role"], "admin");

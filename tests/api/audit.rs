@@ -235,3 +235,29 @@ async fn metrics_count_logins_refreshes_reuse_revocations_and_rate_limits() {
     assert!(!text.contains(user), "a path id leaked into metric labels");
     assert!(text.contains(r#"route="/v1/admin/users/{id}/sessions""#));
 }
+
+#[tokio::test]
+async fn an_admin_revoking_one_session_shows_in_the_owners_audit_view() {
+    let app = spawn_app().await;
+    let admin = app.create_admin(&unique_email("revoker"), PASSWORD).await;
+    let tokens = app.signup_ok(&unique_email("owner"), PASSWORD).await;
+    let (user_id, sid) = (user_id_of(&tokens).to_owned(), sid_of(&tokens));
+    let r = app
+        .delete_with_token(
+            &format!("/v1/admin/sessions/{sid}"),
+            access_of(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let events = audit(
+        &app,
+        access_of(&admin),
+        &format!("?user_id={user_id}&type=session_revoked"),
+    )
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["family_id"], sid.as_str());
+    assert_eq!(events[0]["actor_id"], user_id_of(&admin));
+}

@@ -3,7 +3,7 @@ use serde_json::json;
 
 use crate::helpers::{
     PASSWORD, access_of, assert_error, assert_validation_failed, b64url, refresh_of, sid_of,
-    spawn_app, unique_email,
+    spawn_app, unique_email, user_id_of,
 };
 
 #[tokio::test]
@@ -32,15 +32,10 @@ async fn logout_revokes_the_family_and_answers_204() {
         .collect();
     assert_eq!(live, vec![sid_of(&kept)]);
     app.refresh_ok(refresh_of(&kept)).await;
-    let reason: Option<String> = app
-        .db()
-        .query_row(
-            "SELECT revoked_reason FROM refresh_families WHERE id = ?1",
-            [sid_of(&tokens)],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(reason.as_deref(), Some("logout"));
+    let session = app
+        .stored_session(user_id_of(&tokens), &sid_of(&tokens))
+        .await;
+    assert_eq!(session.revoked_reason.map(|r| r.as_str()), Some("logout"));
 }
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 mod kit;
 
 mod admin;
+mod admin_views;
 mod attacks;
 mod audit;
+mod console;
 mod edges;
 mod errors;
 mod health;
@@ -20,4 +22,5 @@ mod process;
 mod refresh;
 mod session_bound;
 mod signup;
+mod sqlite_only;
 mod tokens;

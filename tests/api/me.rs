@@ -1,6 +1,8 @@
 use std::time::Duration;
 
 use chrono::DateTime;
+use gatehouse::domain::{Email, UserId};
+use gatehouse::storage::{AuditFilter, email_attempt_key};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -193,15 +195,11 @@ async fn password_change_revokes_other_families_and_returns_a_new_one() {
     for old in [&current, &other] {
         let response = app.post_refresh(refresh_of(old)).await;
         assert_error(response, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
-        let reason: Option<String> = app
-            .db()
-            .query_row(
-                "SELECT revoked_reason FROM refresh_families WHERE id = ?1",
-                [sid_of(old)],
-                |row| row.get(0),
-            )
-            .unwrap();
-        assert_eq!(reason.as_deref(), Some("password_change"));
+        let session = app.stored_session(user_id_of(old), &sid_of(old)).await;
+        assert_eq!(
+            session.revoked_reason.map(|r| r.as_str()),
+            Some("password_change")
+        );
     }
     let rotated = app.refresh_ok(refresh_of(&fresh)).await;
     let live: Vec<String> = app
@@ -294,17 +292,19 @@ async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
     }
     let response = app.post_login(&email, PASSWORD).await;
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM users WHERE id = ?1", [&user_id]),
-        0
+    let id: UserId = user_id.parse().unwrap();
+    assert!(
+        app.store(move |s| s.account_by_id(id)).await.is_none(),
+        "the user is still stored"
     );
-    assert_eq!(
-        app.count(
-            "SELECT COUNT(*) FROM refresh_families WHERE user_id = ?1",
-            [&user_id]
-        ),
-        0
-    );
+    let sessions = app.stored_sessions(&user_id).await;
+    assert!(sessions.is_empty(), "families left behind: {sessions:?}");
+    for t in [&tokens, &other] {
+        assert!(
+            app.stored_token(refresh_of(t)).await.is_none(),
+            "a refresh token's hash was left behind"
+        );
+    }
     // The address is free again.
     let again = app.signup_ok(&email, PASSWORD).await;
     assert_ne!(user_id_of(&again), user_id);
@@ -328,30 +328,43 @@ async fn a_deleted_account_leaves_no_trace_of_its_email() {
         .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 
-    let db = app.db();
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for table in tables {
-        let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-        let columns = statement.column_count();
-        let mut rows = statement.query([]).unwrap();
-        while let Some(row) = rows.next().unwrap() {
-            for i in 0..columns {
-                if let rusqlite::types::ValueRef::Text(text) = row.get_ref(i).unwrap() {
-                    let text = String::from_utf8_lossy(text);
-                    assert!(
-                        !text.contains(&email),
-                        "table {table} still holds the deleted user's email: {text}"
-                    );
-                }
-            }
-        }
+    // Everything the store can tell about the address; sqlite_only.rs also scans every
+    // table of the SQLite file for it.
+    let parsed = Email::parse(&email).unwrap();
+    let key = email_attempt_key(&parsed);
+    let (window, now) = (app.settings.lockout.window.as_secs() as i64, app.now());
+    let (account, found, failures, audit) = app
+        .store(move |s| {
+            Ok((
+                s.account_by_email(&parsed)?,
+                s.search_users(Some(parsed.as_str()), 10)?,
+                s.login_failures(&[key], window, now)?,
+                s.list_audit(&AuditFilter {
+                    limit: 1000,
+                    ..AuditFilter::default()
+                })?,
+            ))
+        })
+        .await;
+    assert!(account.is_none(), "the account is still stored");
+    assert!(found.is_empty(), "the email is still searchable: {found:?}");
+    assert_eq!(
+        failures[0].failures, 0,
+        "the email's lockout counter is kept"
+    );
+    assert!(
+        !audit.is_empty(),
+        "the audit log was emptied rather than scrubbed"
+    );
+    for record in &audit {
+        let text = format!("{record:?}");
+        assert!(
+            !text.contains(&email),
+            "an audit event still holds the deleted user's email: {text}"
+        );
     }
+    let sessions = app.stored_sessions(user_id_of(&tokens)).await;
+    assert!(sessions.is_empty(), "sessions left behind: {sessions:?}");
 }
 
 #[tokio::test]

@@ -1,3 +1,4 @@
+use gatehouse::domain::Email;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -189,14 +190,12 @@ async fn the_password_hash_is_argon2id_and_never_returned() {
     let email = unique_email("hash");
     let tokens = app.signup_ok(&email, PASSWORD).await;
 
-    let hash: String = app
-        .db()
-        .query_row(
-            "SELECT password_hash FROM users WHERE email = ?1",
-            [&email],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let parsed = Email::parse(&email).expect("a valid email");
+    let hash = app
+        .store(move |s| s.account_by_email(&parsed))
+        .await
+        .expect("the new account is not stored")
+        .password_hash;
     assert!(
         hash.starts_with("$argon2id$"),
         "hash is not Argon2id: {hash}"

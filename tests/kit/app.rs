@@ -3,8 +3,11 @@
 //! Naming: `post_*`, `get_*` and the other raw helpers return the `Response` whatever its
 //! status; `*_ok` helpers assert the success status and return the body, typed where the
 //! contract fixes its shape ([`Tokens`]), as JSON where tests look at arbitrary parts.
+//!
+//! Tests look at stored state only through the app's `Store` ([`TestApp::store`]), never
+//! through a backend's tables, so the same suite runs on every [`Backend`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +16,10 @@ use chrono::{DateTime, Utc};
 use gatehouse::clock::{Clock, ManualClock};
 use gatehouse::config::Settings;
 use gatehouse::domain::{Email, NewPassword, Role};
+use gatehouse::domain::{FamilyId, Session, UserId};
 use gatehouse::service::{AppState, accounts};
 use gatehouse::startup::Application;
+use gatehouse::storage::{Store, StoreError, StoredToken};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -29,7 +34,40 @@ use super::process::Binary;
 /// The User-Agent every test request carries.
 pub const USER_AGENT: &str = "gatehouse-api-tests/1.0";
 
+/// The storage backend an app runs on. `GATEHOUSE_TEST_BACKEND` (`sqlite`, the default,
+/// or `postgres`) picks it for the whole suite, so CI runs the same tests once per
+/// backend; a test that is about one backend's files names it with [`spawn_app_on`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_env() -> Self {
+        match std::env::var("GATEHOUSE_TEST_BACKEND") {
+            Err(std::env::VarError::NotPresent) => Backend::Sqlite,
+            Ok(name) => match name.as_str() {
+                "" | "sqlite" => Backend::Sqlite,
+                "postgres" => Backend::Postgres,
+                other => panic!("GATEHOUSE_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+            },
+            Err(e) => panic!("GATEHOUSE_TEST_BACKEND is unreadable: {e}"),
+        }
+    }
+
+    /// The test settings on this backend, with any files under `dir`. Everything
+    /// backend-specific about a test app is decided here.
+    fn settings(self, dir: &Path) -> Settings {
+        match self {
+            Backend::Sqlite => Settings::for_tests(dir),
+            Backend::Postgres => panic!("the PostgreSQL backend is not wired yet"),
+        }
+    }
+}
+
 pub struct TestApp {
+    pub backend: Backend,
     /// `http://127.0.0.1:<port>`
     pub address: String,
     pub port: u16,
@@ -49,8 +87,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the app after letting the test adjust the settings.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(Backend::from_env(), configure).await
+}
+
+/// Spawns the app on `backend`, whatever `GATEHOUSE_TEST_BACKEND` says.
+pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("failed to create a temporary directory");
-    let mut settings = Settings::for_tests(dir.path());
+    let mut settings = backend.settings(dir.path());
     configure(&mut settings);
     let clock = ManualClock::starting_now();
     let (port, state) = start(&settings, &clock).await;
@@ -62,6 +105,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("failed to build the HTTP client");
 
     TestApp {
+        backend,
         address: format!("http://127.0.0.1:{port}"),
         port,
         settings,
@@ -364,26 +408,56 @@ impl TestApp {
         sign_jwt(&header, claims, &self.signing_key(), Algorithm::RS256)
     }
 
-    // ---------------------------------------------------------------- database
+    // ---------------------------------------------------------------- storage
 
-    /// A read-only connection to the service's database.
-    pub fn db(&self) -> rusqlite::Connection {
-        let connection = rusqlite::Connection::open_with_flags(
-            &self.settings.database,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .expect("failed to open the database read-only");
-        connection
-            .busy_timeout(Duration::from_secs(5))
-            .expect("failed to set busy timeout");
-        connection
+    /// Runs `job` on the app's store, on the blocking pool as the service does (a
+    /// synchronous database client may not block a runtime thread); panics on an error.
+    pub async fn store<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> T {
+        let store = Arc::clone(&self.state.store);
+        tokio::task::spawn_blocking(move || job(store.as_ref()))
+            .await
+            .expect("the storage job panicked")
+            .unwrap_or_else(|e| panic!("the store failed: {e}"))
     }
 
-    pub fn count(&self, sql: &str, params: impl rusqlite::Params) -> i64 {
-        self.db()
-            .query_row(sql, params, |row| row.get(0))
-            .unwrap_or_else(|e| panic!("query `{sql}` failed: {e}"))
+    /// The stored state of a refresh token given in plaintext; `None` when the store does
+    /// not know it. Looked up by the SHA-256 of the token's text, computed here rather
+    /// than by the service's own code, so a change of what is stored shows up.
+    pub async fn stored_token(&self, refresh_token: &str) -> Option<StoredToken> {
+        let hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        self.store(move |s| s.find_refresh_token(hash)).await
     }
+
+    /// Every session of `user_id` as stored, ended ones included.
+    pub async fn stored_sessions(&self, user_id: &str) -> Vec<Session> {
+        let user = parse_user_id(user_id);
+        let now = self.now();
+        self.store(move |s| s.list_sessions(user, true, now)).await
+    }
+
+    /// The stored session `sid` of `user_id`; panics when there is none.
+    pub async fn stored_session(&self, user_id: &str, sid: &str) -> Session {
+        let family: FamilyId = sid
+            .parse()
+            .unwrap_or_else(|e| panic!("{sid:?} is not a session id: {e}"));
+        self.stored_sessions(user_id)
+            .await
+            .into_iter()
+            .find(|session| session.id == family)
+            .unwrap_or_else(|| panic!("session {sid} of user {user_id} is not stored"))
+    }
+}
+
+fn parse_user_id(user_id: &str) -> UserId {
+    user_id
+        .parse()
+        .unwrap_or_else(|e| panic!("{user_id:?} is not a user id: {e}"))
 }
 
 fn sessions_in(body: Value) -> Vec<Value> {

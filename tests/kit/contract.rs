@@ -196,6 +196,23 @@ pub fn assert_user(user: &Value, email: &str, role: &str) {
         .unwrap_or_else(|e| panic!("created_at is not RFC 3339 ({e}): {user}"));
 }
 
+/// A user as the admin endpoints show them: the contract's user and `last_login_at`
+/// (RFC 3339 or null).
+pub fn assert_admin_user(user: &Value, email: &str, role: &str) {
+    let mut plain = user.clone();
+    let last_login = plain
+        .as_object_mut()
+        .and_then(|o| o.remove("last_login_at"))
+        .unwrap_or_else(|| panic!("an admin's view of a user has last_login_at: {user}"));
+    if let Some(at) = last_login.as_str() {
+        DateTime::parse_from_rfc3339(at)
+            .unwrap_or_else(|e| panic!("last_login_at is not RFC 3339 ({e}): {user}"));
+    } else {
+        assert!(last_login.is_null(), "last_login_at: {user}");
+    }
+    assert_user(&plain, email, role);
+}
+
 /// Asserts a Session object and returns its id.
 pub fn assert_session_shape(session: &Value) -> String {
     let object = session

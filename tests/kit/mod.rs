@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod body;
+pub mod browser;
 pub mod contract;
 pub mod jwt;
 pub mod password;

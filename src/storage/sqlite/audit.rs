@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
 use super::{opt_uuid_col, time, ts};
-use crate::storage::{AuditEvent, AuditFilter, AuditRecord};
+use crate::storage::{AuditCount, AuditEvent, AuditFilter, AuditRecord};
 
 pub(super) fn insert(conn: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -29,10 +29,11 @@ pub(super) fn list(conn: &Connection, f: &AuditFilter) -> rusqlite::Result<Vec<A
         "SELECT id, at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail
          FROM audit_events
          WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR type = ?2)
+           AND (?4 IS NULL OR id < ?4)
          ORDER BY id DESC LIMIT ?3",
     )?;
     stmt.query_map(
-        params![f.user_id.map(|u| u.to_string()), f.kind, f.limit],
+        params![f.user_id.map(|u| u.to_string()), f.kind, f.limit, f.before],
         |r| {
             Ok(AuditRecord {
                 id: r.get(0)?,
@@ -48,6 +49,28 @@ pub(super) fn list(conn: &Connection, f: &AuditFilter) -> rusqlite::Result<Vec<A
             })
         },
     )?
+    .collect()
+}
+
+pub(super) fn count_by_hour(
+    conn: &Connection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> rusqlite::Result<Vec<AuditCount>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at - at % 3600 AS hour, type, COUNT(*)
+         FROM audit_events
+         WHERE at >= ?1 AND at < ?2
+         GROUP BY hour, type
+         ORDER BY hour, type",
+    )?;
+    stmt.query_map(params![ts(from), ts(to)], |r| {
+        Ok(AuditCount {
+            hour: time(r.get(0)?),
+            kind: r.get(1)?,
+            count: r.get::<_, i64>(2)?.max(0) as u64,
+        })
+    })?
     .collect()
 }
 

@@ -159,7 +159,7 @@ pub(super) fn revoke_one(
     owner: Option<UserId>,
     reason: RevokeReason,
     now: DateTime<Utc>,
-) -> rusqlite::Result<bool> {
+) -> rusqlite::Result<Option<UserId>> {
     let found: Option<UserId> = conn
         .prepare_cached("SELECT user_id FROM refresh_families WHERE id = ?1")?
         .query_row([family_id.to_string()], |row| uuid_col(row, 0))
@@ -167,9 +167,9 @@ pub(super) fn revoke_one(
     match found {
         Some(user) if owner.is_none_or(|o| o == user) => {
             revoke_family(conn, family_id, reason, now)?;
-            Ok(true)
+            Ok(Some(user))
         }
-        _ => Ok(false),
+        _ => Ok(None),
     }
 }
 
@@ -184,6 +184,22 @@ pub(super) fn revoke_all(
          WHERE user_id = ?1 AND revoked_at IS NULL",
     )?
     .execute(params![user_id.to_string(), ts(now), reason.as_str()])
+}
+
+pub(super) fn last_opened(
+    conn: &Connection,
+    users: &[UserId],
+) -> rusqlite::Result<Vec<Option<DateTime<Utc>>>> {
+    // One index lookup per user on (user_id, created_at).
+    let mut stmt =
+        conn.prepare_cached("SELECT MAX(created_at) FROM refresh_families WHERE user_id = ?1")?;
+    users
+        .iter()
+        .map(|u| {
+            stmt.query_row(params![u.to_string()], |r| r.get::<_, Option<i64>>(0))
+                .map(|t| t.map(time))
+        })
+        .collect()
 }
 
 pub(super) fn list(

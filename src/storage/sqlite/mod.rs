@@ -161,18 +161,6 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The schema version the database is at, and whether migrations are pending.
-    pub fn schema_version(&self) -> Result<String, StoreError> {
-        let conn = self
-            .readers
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
-        migrations()
-            .current_version(&conn)
-            .map(|v| v.to_string())
-            .map_err(|e| StoreError::Internal(e.to_string()))
-    }
-
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self
             .readers
@@ -211,7 +199,7 @@ impl SqliteStore {
     /// (WAL readers never block the writer). Small steps would restart the copy after
     /// every write from another connection and never finish under a steady load. The copy
     /// is written beside `to` and renamed into place once its integrity check passes.
-    pub fn backup_to(&self, to: &Path) -> anyhow::Result<()> {
+    pub fn online_backup(&self, to: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(!to.exists(), "{} already exists", to.display());
         let tmp = to.with_extension("partial");
         let _ = std::fs::remove_file(&tmp);
@@ -346,6 +334,32 @@ impl Store for SqliteStore {
         }
     }
 
+    fn migrate(&self) -> Result<String, StoreError> {
+        let mut writer = self.writer.try_lock_for(WAIT).ok_or_else(|| {
+            StoreError::Unavailable("timed out waiting for the database writer".into())
+        })?;
+        migrations()
+            .to_latest(&mut writer)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        drop(writer);
+        self.schema_version()
+    }
+
+    fn schema_version(&self) -> Result<String, StoreError> {
+        let conn = self
+            .readers
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+        migrations()
+            .current_version(&conn)
+            .map(|v| v.to_string())
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    fn backup_to(&self, to: &Path) -> Result<(), BackupError> {
+        Ok(self.online_backup(to)?)
+    }
+
     fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
         self.write(|tx| accounts::insert(tx, &new))?
             .ok_or(StoreError::EmailTaken)
@@ -453,7 +467,7 @@ impl Store for SqliteStore {
         owner: Option<UserId>,
         reason: RevokeReason,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         self.write(|tx| families::revoke_one(tx, family_id, owner, reason, now))
     }
 
@@ -509,6 +523,18 @@ impl Store for SqliteStore {
 
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(|c| audit::list(c, filter))
+    }
+
+    fn count_audit_by_hour(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditCount>, StoreError> {
+        self.read(|c| audit::count_by_hour(c, from, to))
+    }
+
+    fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        self.read(|c| families::last_opened(c, users))
     }
 
     fn prune(
@@ -574,14 +600,12 @@ mod tests {
         }
     }
 
-    /// The claim is the store's whole promise for rotation: of two spends of one token,
-    /// one wins; a revoked family's token cannot be spent.
-    #[test]
-    fn a_token_is_spent_by_exactly_one_claim() {
+    /// A fresh store in a temp dir (kept alive by the returned guard) with one user.
+    fn store_with_user(tag: &str) -> (tempfile::TempDir, SqliteStore, Email, User) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
             .expect("open");
-        let email = Email::parse("claim@example.com").expect("email");
+        let email = Email::parse(&format!("{tag}@example.com")).expect("email");
         let user = store
             .create_user(NewUser {
                 id: UserId::random(),
@@ -591,6 +615,14 @@ mod tests {
                 now: Utc::now(),
             })
             .expect("user");
+        (dir, store, email, user)
+    }
+
+    /// The claim is the store's whole promise for rotation: of two spends of one token,
+    /// one wins; a revoked family's token cannot be spent.
+    #[test]
+    fn a_token_is_spent_by_exactly_one_claim() {
+        let (_dir, store, _, user) = store_with_user("claim");
         let f = family(user.id, [1; 32], 0);
         let family_id = f.id;
         assert!(store.create_family(f).expect("open"));
@@ -623,6 +655,7 @@ mod tests {
             store
                 .revoke_family(family_id, None, RevokeReason::Logout, Utc::now())
                 .expect("revoke")
+                .is_some()
         );
         assert!(
             !store
@@ -635,19 +668,7 @@ mod tests {
     /// the user's current password, and one that falls behind refreshes no more.
     #[test]
     fn families_live_and_die_with_the_password_generation() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
-            .expect("open");
-        let email = Email::parse("generation@example.com").expect("email");
-        let user = store
-            .create_user(NewUser {
-                id: UserId::random(),
-                email: &email,
-                password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
-                role: Role::User,
-                now: Utc::now(),
-            })
-            .expect("user");
+        let (_dir, store, email, user) = store_with_user("generation");
         let live = family(user.id, [1; 32], 0);
         let live_id = live.id;
         assert!(store.create_family(live).expect("open"));
@@ -713,5 +734,71 @@ mod tests {
                 .create_family(family(user.id, [8; 32], 1))
                 .expect("gone")
         );
+    }
+
+    /// What the console's overview and user list rely on; any backend must answer the
+    /// same.
+    #[test]
+    fn audit_counts_group_by_hour_and_kind_and_last_logins_follow_the_asked_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("gatehouse.db"), Synchronous::Normal, 2)
+            .expect("open");
+        // 500,000 hours after the epoch: on the hour.
+        let hour = DateTime::from_timestamp(1_800_000_000, 0).expect("t");
+        let at =
+            |secs: i64, kind| AuditEvent::new(hour + chrono::Duration::seconds(secs), kind, "ok");
+        for event in [
+            at(-1, AuditKind::LoginSucceeded),
+            at(0, AuditKind::LoginSucceeded),
+            at(10, AuditKind::LoginFailed),
+            at(3599, AuditKind::LoginSucceeded),
+            at(3600, AuditKind::RefreshReuseDetected),
+            at(7200, AuditKind::LoginSucceeded),
+        ] {
+            store.record_audit(event).expect("record");
+        }
+        let counts = store
+            .count_audit_by_hour(hour, hour + chrono::Duration::seconds(7200))
+            .expect("counts");
+        let got: Vec<(i64, &str, u64)> = counts
+            .iter()
+            .map(|c| ((c.hour - hour).num_seconds(), c.kind.as_str(), c.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "login_failed", 1),
+                (0, "login_succeeded", 2),
+                (3600, "refresh_reuse_detected", 1),
+            ],
+            "from is inclusive, to exclusive, hours on the hour"
+        );
+
+        let email = Email::parse("seen@example.com").expect("email");
+        let seen = store
+            .create_user(NewUser {
+                id: UserId::random(),
+                email: &email,
+                password_hash: "x",
+                role: Role::User,
+                now: Utc::now(),
+            })
+            .expect("user");
+        let mut older = family(seen.id, [1; 32], 0);
+        older.now -= chrono::Duration::hours(2);
+        let newer = family(seen.id, [2; 32], 0);
+        let newest_login = newer.now;
+        assert!(store.create_family(older).expect("older"));
+        assert!(store.create_family(newer).expect("newer"));
+        let unknown = UserId::random();
+        let logins = store
+            .last_logins(&[unknown, seen.id, unknown])
+            .expect("logins");
+        assert_eq!(
+            logins,
+            [None, Some(time(ts(newest_login))), None],
+            "one answer per id asked, in order"
+        );
+        assert_eq!(store.last_logins(&[]).expect("none asked"), []);
     }
 }

@@ -1,0 +1,188 @@
+// The console's only way to the server: the public API, with the tokens held in this
+// module's memory. Nothing goes to web storage or cookies, so a closed tab leaves no
+// token behind, and no other page can read one.
+
+const session = { access: null, refresh: null, user: null, timer: null };
+let listeners = { signedOut: () => {}, notice: () => {} };
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** `signedOut(reason)` when the session ends by itself; `notice(text|null)` for transient
+ * trouble such as "service unavailable, retrying". */
+export function configure(callbacks) {
+  listeners = { ...listeners, ...callbacks };
+}
+
+export function currentUser() {
+  return session.user;
+}
+
+async function send(method, path, body, token) {
+  const headers = {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (token) headers.authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "network", "The service cannot be reached.", 5);
+  }
+  if (response.status === 204) return null;
+  let json = null;
+  try {
+    json = await response.json();
+  } catch {
+    json = null;
+  }
+  if (!response.ok) {
+    const retry = Number(response.headers.get("retry-after")) || undefined;
+    throw new ApiError(response.status, json?.error ?? "unknown",
+      json?.message ?? `HTTP ${response.status}`, retry);
+  }
+  return json;
+}
+
+function adopt(tokens) {
+  session.access = tokens.access_token;
+  session.refresh = tokens.refresh_token;
+  session.user = tokens.user;
+  schedule(tokens.expires_in);
+}
+
+/** Refreshes a little before the access token expires, so a request never meets an
+ * expired token in normal use: a minute early, or halfway for very short lifetimes. */
+function schedule(expiresIn) {
+  clearTimeout(session.timer);
+  const lead = Math.min(60, expiresIn / 2);
+  session.timer = setTimeout(() => refreshNow().catch(() => {}), Math.max(5, expiresIn - lead) * 1000);
+}
+
+let refreshing = null;
+
+/** One refresh at a time: two concurrent refreshes would present the same token twice,
+ * which the server may treat as reuse. */
+function refreshNow() {
+  if (!refreshing) {
+    refreshing = doRefresh().finally(() => {
+      refreshing = null;
+    });
+  }
+  return refreshing;
+}
+
+async function doRefresh() {
+  if (!session.refresh) throw new ApiError(401, "signed_out", "Signed out.");
+  try {
+    adopt(await send("POST", "/v1/refresh", { refresh_token: session.refresh }));
+    listeners.notice(null);
+  } catch (e) {
+    if (e.code === "refresh_token_reused") {
+      end("Signed out: this session's refresh token was used twice, so the server revoked "
+        + "the session (reuse detected). Sign in again.");
+    } else if (e.status === 401) {
+      end("Your session has ended (revoked or expired). Sign in again.");
+    } else {
+      listeners.notice("Service unavailable, retrying…");
+      clearTimeout(session.timer);
+      session.timer = setTimeout(() => refreshNow().catch(() => {}), (e.retryAfter ?? 5) * 1000);
+    }
+    throw e;
+  }
+}
+
+function forget() {
+  clearTimeout(session.timer);
+  session.access = null;
+  session.refresh = null;
+  session.user = null;
+}
+
+function end(reason) {
+  forget();
+  listeners.signedOut(reason);
+}
+
+/** Logs in; refuses (and logs the new session out again) when the account is not an
+ * admin, so a non-admin's console holds no token at all. */
+export async function signIn(email, password) {
+  const tokens = await send("POST", "/v1/login", { email, password });
+  if (tokens.user.role !== "admin") {
+    await send("POST", "/v1/logout", { refresh_token: tokens.refresh_token }).catch(() => {});
+    throw new ApiError(403, "not_admin", "This account is not an admin.");
+  }
+  adopt(tokens);
+  return tokens.user;
+}
+
+/** Revokes the session on the server, then forgets it here. */
+export async function signOut(reason) {
+  const refresh = session.refresh;
+  forget();
+  if (refresh) await send("POST", "/v1/logout", { refresh_token: refresh }).catch(() => {});
+  listeners.signedOut(reason);
+}
+
+/** Closing or leaving the tab: the tokens die with the page, and the session is revoked
+ * with a request that outlives it. */
+export function signOutOnUnload() {
+  if (!session.refresh) return;
+  fetch("/v1/logout", {
+    method: "POST",
+    keepalive: true,
+    credentials: "omit",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ refresh_token: session.refresh }),
+  }).catch(() => {});
+  forget();
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** An authenticated API call. An expired access token is refreshed once and the call
+ * repeated; reads that meet 429/503 or a network failure are retried a few times while
+ * the page says so. */
+export async function api(method, path, body) {
+  if (!session.access) throw new ApiError(401, "signed_out", "Signed out.");
+  const attempts = method === "GET" ? 4 : 1;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const result = await send(method, path, body, session.access);
+      listeners.notice(null);
+      return result;
+    } catch (e) {
+      if (e.status === 401 && e.code === "invalid_token" && attempt === 1) {
+        await refreshNow();
+        continue;
+      }
+      if (e.status === 401) {
+        end("Your session has ended (revoked or expired). Sign in again.");
+        throw e;
+      }
+      if (e.status === 403) {
+        end("This account is not an admin (any more).");
+        throw e;
+      }
+      const transient = e.status === 0 || e.status === 429 || e.status === 503;
+      if (transient && attempt < attempts) {
+        listeners.notice(e.status === 429
+          ? "Rate limited, retrying…" : "Service unavailable, retrying…");
+        await sleep(Math.min(e.retryAfter ?? 2, 10) * 1000);
+        continue;
+      }
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,310 @@
+// The pages. Each one renders into `main` from API answers, as text only (see dom.js).
+
+import * as api from "./api.js";
+import { lineChart } from "./chart.js";
+import { confirm, fill, h, table, text, when } from "./dom.js";
+
+const KINDS = [
+  "signup", "login_succeeded", "login_failed", "login_locked", "refresh_reuse_detected",
+  "logout", "session_revoked", "password_changed", "account_deleted", "user_updated",
+  "key_generated", "key_rotated", "key_retired", "key_adopted",
+];
+
+const enc = encodeURIComponent;
+
+function loading(main, title) {
+  fill(main, h("h1", {}, title), h("p", { class: "muted", role: "status" }, "Loading…"));
+}
+
+function errorBox(e) {
+  return h("p", { class: "error", role: "alert" },
+    e.status === 503 || e.status === 0 || e.status === 429
+      ? `Service unavailable, try again shortly (${e.message})`
+      : e.message);
+}
+
+// ------------------------------------------------------------------ sign in
+
+export function signIn(main, { onSignedIn }) {
+  const error = h("p", { class: "error", role: "alert", id: "sign-in-error" });
+  const button = h("button", { type: "submit" }, "Sign in");
+  const form = h("form", { class: "card sign-in", "aria-labelledby": "sign-in-title", novalidate: true },
+    h("h1", { id: "sign-in-title" }, "gatehouse admin"),
+    h("p", { class: "muted" }, "Sign in with an admin account."),
+    h("label", { for: "email" }, "Email"),
+    h("input", { id: "email", name: "email", type: "email", autocomplete: "username", required: true, autofocus: true }),
+    h("label", { for: "password" }, "Password"),
+    h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true }),
+    button, error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    fill(error);
+    button.disabled = true;
+    try {
+      const user = await api.signIn(form.email.value, form.password.value);
+      form.password.value = "";
+      onSignedIn(user);
+    } catch (e) {
+      form.password.value = "";
+      fill(error, e.code === "not_admin" ? "Not an admin: this console is for admins only."
+        : e.code === "invalid_credentials" ? "Wrong email or password."
+        : e.code === "too_many_attempts" ? `Too many failed attempts; try again in ${e.retryAfter ?? "a few"} seconds.`
+        : e.status === 503 || e.status === 0 ? "Service unavailable, try again shortly."
+        : e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  fill(main, form);
+  form.email.focus();
+}
+
+// ------------------------------------------------------------------ overview
+
+const CHARTED = [
+  { key: "login_succeeded", label: "Logins" },
+  { key: "login_failed", label: "Failed logins" },
+  { key: "login_locked", label: "Locked out" },
+  { key: "refresh_reuse_detected", label: "Reuse detected" },
+];
+
+export async function overview(main) {
+  loading(main, "Overview");
+  const [keys, stats] = await Promise.allSettled([
+    api.api("GET", "/v1/admin/keys"),
+    api.api("GET", "/v1/admin/stats"),
+  ]);
+  const keySection = h("section", { "aria-labelledby": "keys-title" }, h("h2", { id: "keys-title" }, "Signing keys"));
+  if (keys.status === "fulfilled") {
+    keySection.append(table("Keys published in the JWKS, the signing key first",
+      ["kid", "stage", "published since", "signs since", "retired", "leaves the JWKS"],
+      keys.value.keys.map((k) => h("tr", { class: `stage-${k.stage}` },
+        h("td", { class: "mono" }, k.kid),
+        h("td", {}, h("span", { class: `badge ${k.stage}` }, k.stage), k.hand_placed ? h("span", { class: "badge warn" }, "hand-placed") : null),
+        h("td", {}, when(k.published_at)),
+        h("td", {}, when(k.activated_at)),
+        h("td", {}, when(k.retired_at)),
+        h("td", {}, when(k.unpublish_at)))),
+      "No keys."));
+  } else {
+    keySection.append(errorBox(keys.reason));
+  }
+  const statSection = h("section", { "aria-labelledby": "stats-title" }, h("h2", { id: "stats-title" }, "Last 24 hours"));
+  if (stats.status === "fulfilled") {
+    const s = stats.value;
+    const series = CHARTED.map((c) => ({ ...c, values: s.counts[c.key] }));
+    const total = (values) => values.reduce((a, b) => a + b, 0);
+    statSection.append(
+      h("ul", { class: "legend" }, series.map((x) => h("li", {},
+        h("span", { class: `swatch ${x.key}`, "aria-hidden": "true" }), `${x.label}: `, h("strong", {}, String(total(x.values)))))),
+      lineChart(s.hours, series, "Logins, failed logins, lockouts and reuse detections per hour"),
+      h("p", { class: "muted" },
+        "Counted from the audit log, per hour. Successful refreshes are not audited; "
+        + "see gatehouse_refreshes_total on /metrics."));
+  } else {
+    statSection.append(errorBox(stats.reason));
+  }
+  fill(main, h("h1", {}, "Overview"), statSection, keySection);
+}
+
+// ------------------------------------------------------------------ users
+
+export async function users(main, query) {
+  const q = query.get("email") ?? "";
+  const results = h("div", { id: "results", "aria-live": "polite" });
+  const form = h("form", { class: "search", role: "search" },
+    h("label", { for: "user-search" }, "Email (exact or prefix)"),
+    h("input", { id: "user-search", name: "email", type: "search", value: q, autocomplete: "off" }),
+    h("button", { type: "submit" }, "Search"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = `#/users?email=${enc(form.email.value.trim())}`;
+  });
+  fill(main, h("h1", {}, "Users"), form, results);
+  form.email.focus();
+  fill(results, h("p", { class: "muted", role: "status" }, "Searching…"));
+  try {
+    const path = q ? `/v1/admin/users?limit=100&email=${enc(q)}` : "/v1/admin/users?limit=100";
+    const body = await api.api("GET", path);
+    fill(results, table(q ? `Users matching “${q}”` : "Newest users",
+      ["email", "role", "status", "created", "last login"],
+      body.users.map((u) => h("tr", {},
+        h("td", {}, h("a", { href: `#/user/${enc(u.id)}` }, u.email)),
+        h("td", {}, u.role),
+        h("td", {}, u.disabled ? h("span", { class: "badge danger" }, "disabled") : "active"),
+        h("td", {}, when(u.created_at)),
+        h("td", {}, when(u.last_login_at)))),
+      q ? `No user's email is or starts with “${q}”.` : "No users yet."));
+  } catch (e) {
+    fill(results, errorBox(e));
+  }
+}
+
+// ------------------------------------------------------------------ one user
+
+function sessionState(s) {
+  if (s.revoked_at) return { live: false, label: `revoked (${s.revoked_reason ?? "unknown"})` };
+  if (new Date(s.expires_at) <= new Date()) return { live: false, label: "expired" };
+  return { live: true, label: "live" };
+}
+
+export async function user(main, id, { notice }) {
+  loading(main, "User");
+  let u;
+  let sessions;
+  try {
+    [u, { sessions }] = await Promise.all([
+      api.api("GET", `/v1/admin/users/${enc(id)}`),
+      api.api("GET", `/v1/admin/users/${enc(id)}/sessions`),
+    ]);
+  } catch (e) {
+    if (e.status === 404) {
+      fill(main, h("h1", {}, "User"), h("p", { class: "empty" }, "No such user (deleted?)."),
+        h("a", { href: "#/users" }, "Back to users"));
+      return;
+    }
+    throw e;
+  }
+  const result = h("p", { id: "result", role: "status", "aria-live": "polite" });
+  const me = api.currentUser();
+  const self = me && me.id === u.id;
+
+  async function act(title, message, actionLabel, method, path, body, done) {
+    if (!(await confirm(title, message, actionLabel))) {
+      fill(result, "Cancelled.");
+      return;
+    }
+    try {
+      await api.api(method, path, body);
+      await user(main, id, { notice });
+      fill(document.getElementById("result"), done);
+      document.getElementById("result").className = "ok";
+    } catch (e) {
+      fill(result, errorBox(e));
+    }
+  }
+
+  const actions = h("div", { class: "actions" },
+    h("button", {
+      type: "button", id: "toggle-disabled", class: u.disabled ? "" : "danger", disabled: self,
+      onclick: () => act(u.disabled ? "Enable user" : "Disable user",
+        u.disabled ? `Let ${u.email} log in again? Revoked sessions stay revoked.`
+          : `Disable ${u.email}? Every session is revoked and logins are refused. Access tokens already issued stay valid for other services until they expire.`,
+        u.disabled ? "Enable" : "Disable",
+        "PATCH", `/v1/admin/users/${enc(id)}`, { disabled: !u.disabled },
+        `${u.email} is now ${u.disabled ? "enabled" : "disabled"}.`),
+    }, u.disabled ? "Enable" : "Disable"),
+    h("button", {
+      type: "button", id: "toggle-role", disabled: self,
+      onclick: () => act(u.role === "admin" ? "Demote to user" : "Promote to admin",
+        `${u.role === "admin" ? "Demote" : "Promote"} ${u.email}?`,
+        u.role === "admin" ? "Demote" : "Promote",
+        "PATCH", `/v1/admin/users/${enc(id)}`, { role: u.role === "admin" ? "user" : "admin" },
+        `${u.email} is now ${u.role === "admin" ? "a user" : "an admin"}.`),
+    }, u.role === "admin" ? "Demote to user" : "Promote to admin"),
+    h("button", {
+      type: "button", id: "revoke-all", class: "danger",
+      onclick: () => act("Revoke every session", `Revoke every session of ${u.email}? Their refresh tokens stop at once; access tokens already issued stay valid for other services until they expire.`,
+        "Revoke all", "DELETE", `/v1/admin/users/${enc(id)}/sessions`, undefined,
+        `Every session of ${u.email} is revoked.`),
+    }, "Revoke all sessions"),
+    h("a", { href: `#/audit?user_id=${enc(id)}`, class: "button" }, "Audit entries"));
+
+  const rows = sessions.map((s) => {
+    const state = sessionState(s);
+    return h("tr", { class: state.live ? "live" : "ended", "data-session": s.id },
+      h("td", {}, h("span", { class: `badge ${state.live ? "ok" : "muted"}` }, state.label)),
+      h("td", { class: "ua" }, text(s.user_agent)),
+      h("td", { class: "mono" }, text(s.ip)),
+      h("td", {}, when(s.created_at)),
+      h("td", {}, when(s.last_used_at)),
+      h("td", {}, when(s.expires_at)),
+      h("td", {}, state.live ? h("button", {
+        type: "button", class: "danger small", "aria-label": `Revoke session from ${s.user_agent ?? "unknown device"}`,
+        onclick: () => act("Revoke session", `Revoke this session of ${u.email} (${s.user_agent ?? "unknown device"}, ${s.ip ?? "unknown IP"})?`,
+          "Revoke", "DELETE", `/v1/admin/sessions/${enc(s.id)}`, undefined, "The session is revoked."),
+      }, "Revoke") : ""));
+  });
+
+  fill(main,
+    h("p", {}, h("a", { href: "#/users" }, "← Users")),
+    h("h1", {}, u.email),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Role"), h("dd", { id: "role" }, u.role),
+      h("dt", {}, "Status"), h("dd", { id: "status" }, u.disabled ? h("span", { class: "badge danger" }, "disabled") : "active"),
+      h("dt", {}, "Created"), h("dd", {}, when(u.created_at)),
+      h("dt", {}, "Last login"), h("dd", {}, when(u.last_login_at)),
+      h("dt", {}, "Id"), h("dd", { class: "mono" }, u.id)),
+    self ? h("p", { class: "muted" }, "This is you: you cannot disable or demote yourself.") : null,
+    actions, result,
+    h("h2", {}, "Sessions"),
+    table("Sessions, newest first (live and ended)",
+      ["state", "device (user agent)", "IP", "created", "last used", "expires", ""],
+      rows, "No sessions."));
+}
+
+// ------------------------------------------------------------------ audit log
+
+const PAGE = 50;
+
+export async function audit(main, query) {
+  const userId = query.get("user_id") ?? "";
+  const kind = query.get("type") ?? "";
+  const before = query.get("before") ?? "";
+  const form = h("form", { class: "search", role: "search" },
+    h("label", { for: "audit-user" }, "User id"),
+    h("input", { id: "audit-user", name: "user_id", value: userId, placeholder: "any user", autocomplete: "off" }),
+    h("label", { for: "audit-type" }, "Event"),
+    h("select", { id: "audit-type", name: "type" },
+      h("option", { value: "" }, "any event"),
+      KINDS.map((k) => h("option", { value: k, selected: k === kind }, k))),
+    h("button", { type: "submit" }, "Filter"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = new URLSearchParams();
+    if (form.user_id.value.trim()) q.set("user_id", form.user_id.value.trim());
+    if (form.type.value) q.set("type", form.type.value);
+    location.hash = `#/audit?${q}`;
+  });
+  const results = h("div", { id: "results", "aria-live": "polite" }, h("p", { class: "muted", role: "status" }, "Loading…"));
+  fill(main, h("h1", {}, "Audit log"), form, results);
+
+  const q = new URLSearchParams({ limit: String(PAGE) });
+  if (userId) q.set("user_id", userId);
+  if (kind) q.set("type", kind);
+  if (before) q.set("before", before);
+  let events;
+  try {
+    ({ events } = await api.api("GET", `/v1/admin/audit?${q}`));
+  } catch (e) {
+    fill(results, errorBox(e));
+    return;
+  }
+  const pager = new URLSearchParams();
+  if (userId) pager.set("user_id", userId);
+  if (kind) pager.set("type", kind);
+  const nav = h("nav", { class: "pager", "aria-label": "Pages" },
+    before ? h("a", { href: `#/audit?${pager}`, class: "button" }, "Newest") : null,
+    events.length === PAGE
+      ? h("a", { href: `#/audit?${new URLSearchParams([...pager, ["before", String(events[events.length - 1].id)]])}`, class: "button", id: "older" }, "Older →")
+      : null);
+  const reuse = events.filter((e) => e.type === "refresh_reuse_detected").length;
+  fill(results,
+    reuse ? h("p", { class: "alert", role: "alert" }, `${reuse} refresh-token reuse detection${reuse > 1 ? "s" : ""} on this page: a token was replayed, possibly stolen.`) : null,
+    table("Audit events, newest first",
+      ["time", "event", "outcome", "user", "actor", "IP", "user agent", "detail"],
+      events.map((e) => h("tr", { class: e.type === "refresh_reuse_detected" ? "reuse" : "" , "data-event": e.id },
+        h("td", {}, when(e.at)),
+        h("td", {}, e.type === "refresh_reuse_detected"
+          ? h("strong", { class: "badge danger" }, "⚠ reuse detected") : e.type),
+        h("td", {}, e.outcome),
+        h("td", { class: "mono" }, e.user_id ? h("a", { href: `#/user/${enc(e.user_id)}` }, e.user_id.slice(0, 8)) : text(null)),
+        h("td", { class: "mono" }, e.actor_id ? e.actor_id.slice(0, 8) : text(null)),
+        h("td", { class: "mono" }, text(e.ip)),
+        h("td", { class: "ua" }, text(e.user_agent)),
+        h("td", {}, e.family_id
+          ? [`session ${e.family_id.slice(0, 8)}`, e.detail ? `: ${e.detail}` : ""]
+          : text(e.detail)))),
+      before ? "No older events." : "No events match."),
+    nav);
+}

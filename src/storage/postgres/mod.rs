@@ -1,0 +1,1033 @@
+//! The PostgreSQL implementation of `Store`: a pool of synchronous connections, used on
+//! the blocking pool like SQLite's.
+//!
+//! Safe under READ COMMITTED by construction: every decision that races is one
+//! conditional statement whose row count is the answer (the spend, the password change),
+//! or takes the row lock it depends on (`FOR SHARE` on the user when a family opens), so
+//! no rule relies on a single writer. Hot statements are one round trip each: sent with
+//! their parameter types (`query_typed`), so the driver needs no prepare step, and
+//! written as one statement (data-modifying CTEs) where SQLite runs a transaction.
+
+mod migrate;
+pub mod url;
+
+use std::path::Path;
+use std::time::Duration;
+
+use ::postgres::error::SqlState;
+use ::postgres::types::{ToSql, Type};
+use ::postgres::{Client, Row};
+use chrono::{DateTime, Utc};
+use r2d2::Pool;
+use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+pub use url::{PostgresUrl, TlsMode};
+
+type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+
+/// Attempts of one operation that PostgreSQL aborted as a serialization failure or a
+/// deadlock: each is safe to repeat (it rolled back), and a few tries settle any
+/// realistic contention; past that, the caller gets 503 rather than a hang.
+const ATTEMPTS: u32 = 4;
+
+/// The unique constraint on `users.email` (migrations/postgres/0001_init.sql).
+const EMAIL_CONSTRAINT: &str = "users_email_key";
+
+pub struct PgStore {
+    /// `None` only while the store drops (see `Drop`).
+    pool: Option<Pool<Manager>>,
+}
+
+/// Closing a connection blocks on the driver's own runtime, which panics on a thread
+/// that drives another (the server drops its state inside actix's): the pool, and with
+/// it every idle connection, is closed on a thread of its own.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closing = std::thread::Builder::new()
+                .name("pg-pool-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(handle) = closing {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects a pool of up to `pool_size` connections; waits at most `connect_timeout`
+    /// for a connection, at start and for every request. Does not migrate.
+    pub fn connect(
+        url: &PostgresUrl,
+        pool_size: u32,
+        connect_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut config = url.config().clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("gatehouse");
+        }
+        let manager = PostgresConnectionManager::new(config, url.connector()?);
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(connect_timeout)
+            // Checking a connection on every checkout would double each request's round
+            // trips; a broken one fails its statement instead and is then discarded
+            // (`has_broken`), and reads retry once on a fresh connection.
+            .test_on_check_out(false)
+            .build(manager)
+            .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
+        Ok(Self { pool: Some(pool) })
+    }
+
+    fn pool(&self) -> Result<&Pool<Manager>, StoreError> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
+    }
+
+    fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        self.pool()?
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+    }
+
+    /// Runs `f` on a pooled connection, retrying serialization failures and deadlocks
+    /// within `ATTEMPTS`, and, for `Reads`, a connection lost under it once.
+    fn run<T>(
+        &self,
+        kind: Kind,
+        mut f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = self.connection()?;
+            let error = match f(&mut conn) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let retry = match classify(&error) {
+                Class::Contention => attempt < ATTEMPTS,
+                // A read changed nothing, so it may run again on another connection; a
+                // write may have committed before the connection died, so it may not.
+                Class::Connection => kind == Kind::Read && attempt < 2,
+                _ => false,
+            };
+            if !retry {
+                return Err(map_err(&error));
+            }
+            drop(conn);
+            if classify(&error) == Class::Contention {
+                std::thread::sleep(Duration::from_millis(2 << attempt));
+            }
+        }
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.run(Kind::Read, f)
+    }
+
+    /// One statement: atomic without BEGIN/COMMIT round trips.
+    fn write<T>(
+        &self,
+        f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.run(Kind::Write, f)
+    }
+
+    /// Several statements in one transaction, for the rare writes whose later statement
+    /// must see rows committed while an earlier one waited for a lock (see
+    /// `change_password`).
+    fn transaction<T>(
+        &self,
+        mut f: impl FnMut(&mut ::postgres::Transaction<'_>) -> Result<T, ::postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.run(Kind::Write, |c| {
+            let mut tx = c.transaction()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// 40001, 40P01: the transaction was rolled back and may simply run again.
+    Contention,
+    /// The server is gone, going, or refusing: 503, never a verdict on a token.
+    Connection,
+    EmailTaken,
+    Other,
+}
+
+fn classify(e: &::postgres::Error) -> Class {
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection closed or its socket failed; anything else without
+        // one (a row count, a conversion) is a bug here, not an outage.
+        let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+        return if e.is_closed() || io {
+            Class::Connection
+        } else {
+            Class::Other
+        };
+    };
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+        return Class::Contention;
+    }
+    if *code == SqlState::UNIQUE_VIOLATION
+        && e.as_db_error().and_then(|d| d.constraint()) == Some(EMAIL_CONSTRAINT)
+    {
+        return Class::EmailTaken;
+    }
+    let code = code.code();
+    // 08: connection exceptions. 57P01-57P03: admin/crash shutdown, cannot connect now.
+    // 53: insufficient resources (disk full, too many connections). 25006: a read-only
+    // transaction, as on a standby after a failover.
+    if e.is_closed()
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+    {
+        return Class::Connection;
+    }
+    Class::Other
+}
+
+fn map_err(e: &::postgres::Error) -> StoreError {
+    match classify(e) {
+        Class::EmailTaken => StoreError::EmailTaken,
+        Class::Connection | Class::Contention => StoreError::Unavailable(e.to_string()),
+        Class::Other => StoreError::Internal(e.to_string()),
+    }
+}
+
+/// Times are stored in whole seconds, as SQLite stores them, so both backends answer
+/// with the same values.
+fn sec(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn col<'a, T: ::postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StoreError> {
+    row.try_get(idx).map_err(internal)
+}
+
+fn hash_col(row: &Row, idx: usize) -> Result<TokenHashBytes, StoreError> {
+    let bytes: Vec<u8> = col(row, idx)?;
+    bytes
+        .try_into()
+        .map_err(|_| internal("a stored token hash is not 32 bytes"))
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "u.id, u.email, u.role, u.disabled, u.created_at, u.password_hash, u.password_generation";
+
+/// A row that starts with `ACCOUNT_COLUMNS`.
+fn account(row: &Row) -> Result<Account, StoreError> {
+    let role: String = col(row, 2)?;
+    Ok(Account {
+        user: User {
+            id: UserId::from(col::<Uuid>(row, 0)?),
+            email: Email::from_trusted(col(row, 1)?),
+            role: Role::parse(&role).ok_or_else(|| internal("unknown role in users.role"))?,
+            disabled: col(row, 3)?,
+            created_at: col(row, 4)?,
+        },
+        password_hash: col(row, 5)?,
+        password_generation: col(row, 6)?,
+    })
+}
+
+type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+fn one_account(
+    store: &PgStore,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Account>, StoreError> {
+    store
+        .read(|c| c.query_typed_opt(sql, params))?
+        .as_ref()
+        .map(account)
+        .transpose()
+}
+
+impl Store for PgStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        let standby: bool = self
+            .read(|c| c.query_typed_one("SELECT pg_is_in_recovery()", &[]))
+            .and_then(|r| col(&r, 0))?;
+        if standby {
+            // Reads would work, but every login and refresh writes.
+            return Err(StoreError::Unavailable(
+                "the database is a read-only standby".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let Some(state) = self.pool.as_ref().map(Pool::state) else {
+            return PoolStatus::default();
+        };
+        PoolStatus {
+            connections: state.connections,
+            idle: state.idle_connections,
+            engine_bytes: 0,
+        }
+    }
+
+    fn migrate(&self) -> Result<String, StoreError> {
+        migrate::to_latest(&mut *self.connection()?)
+    }
+
+    fn schema_version(&self) -> Result<String, StoreError> {
+        migrate::current(&mut *self.connection()?).map(|v| v.to_string())
+    }
+
+    fn backup_to(&self, _to: &Path) -> Result<(), BackupError> {
+        Err(BackupError::Unsupported(
+            "on PostgreSQL, back up with the database's own tools: \
+             `pg_dump --format=custom --file=gatehouse.dump \"$GATEHOUSE_DATABASE\"` \
+             (see deploy/README.md)",
+        ))
+    }
+
+    fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
+        let (id, now) = (new.id.as_uuid(), sec(new.now));
+        let (email, role) = (new.email.as_str(), new.role.as_str());
+        self.write(|c| {
+            c.query_typed(
+                "INSERT INTO users (id, email, password_hash, role, disabled, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, false, $5, $5)",
+                &[
+                    (&id, Type::UUID),
+                    (&email, Type::TEXT),
+                    (&new.password_hash, Type::TEXT),
+                    (&role, Type::TEXT),
+                    (&now, Type::TIMESTAMPTZ),
+                ],
+            )
+        })?;
+        Ok(User {
+            id: new.id,
+            email: new.email.clone(),
+            role: new.role,
+            disabled: false,
+            created_at: now,
+        })
+    }
+
+    fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
+        let email = email.as_str();
+        one_account(
+            self,
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.email = $1"),
+            &[(&email, Type::TEXT)],
+        )
+    }
+
+    fn account_by_id(&self, id: UserId) -> Result<Option<Account>, StoreError> {
+        let id = id.as_uuid();
+        one_account(
+            self,
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.id = $1"),
+            &[(&id, Type::UUID)],
+        )
+    }
+
+    fn account_for_session(
+        &self,
+        user_id: UserId,
+        session: FamilyId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Account>, StoreError> {
+        let (user_id, session, now) = (user_id.as_uuid(), session.as_uuid(), sec(now));
+        one_account(
+            self,
+            &format!(
+                "SELECT {ACCOUNT_COLUMNS}
+                 FROM refresh_families f JOIN users u ON u.id = f.user_id
+                 WHERE f.id = $1 AND f.user_id = $2 AND f.revoked_at IS NULL
+                       AND f.expires_at > $3
+                       AND f.password_generation = u.password_generation"
+            ),
+            &[
+                (&session, Type::UUID),
+                (&user_id, Type::UUID),
+                (&now, Type::TIMESTAMPTZ),
+            ],
+        )
+    }
+
+    fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let limit = i64::from(limit);
+        let rows = match query {
+            // A prefix as a range on the unique index (byte-ordered, see the migration):
+            // every string starting with `q` sorts in [q, q || U+10FFFF). No LIKE, so `%`
+            // and `_` are plain characters.
+            Some(q) => {
+                let upper = format!("{q}\u{10FFFF}");
+                self.read(|c| {
+                    c.query_typed(
+                        &format!(
+                            "SELECT {ACCOUNT_COLUMNS} FROM users u
+                             WHERE u.email >= $1 AND u.email < $2
+                                   AND left(u.email, length($1)) = $1
+                             ORDER BY u.email LIMIT $3"
+                        ),
+                        &[(&q, Type::TEXT), (&upper, Type::TEXT), (&limit, Type::INT8)],
+                    )
+                })?
+            }
+            None => self.read(|c| {
+                c.query_typed(
+                    &format!(
+                        "SELECT {ACCOUNT_COLUMNS} FROM users u
+                         ORDER BY u.created_at DESC, u.email LIMIT $1"
+                    ),
+                    &[(&limit, Type::INT8)],
+                )
+            })?,
+        };
+        rows.iter().map(|r| account(r).map(|a| a.user)).collect()
+    }
+
+    fn update_user(
+        &self,
+        id: UserId,
+        role: Option<Role>,
+        disabled: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<User>, StoreError> {
+        let (id, now) = (id.as_uuid(), sec(now));
+        let role = role.map(Role::as_str);
+        let reason = RevokeReason::Admin.as_str();
+        // One statement: the revocation happens exactly when this update disabled.
+        let row = self.write(|c| {
+            c.query_typed_opt(
+                &format!(
+                    "WITH u AS (
+                         UPDATE users SET role = COALESCE($2, role),
+                                disabled = COALESCE($3, disabled), updated_at = $4
+                         WHERE id = $1
+                         RETURNING *
+                     ), revoked AS (
+                         UPDATE refresh_families SET revoked_at = $4, revoked_reason = $5
+                         WHERE user_id IN (SELECT id FROM u WHERE $3) AND revoked_at IS NULL
+                     )
+                     SELECT {ACCOUNT_COLUMNS} FROM u"
+                ),
+                &[
+                    (&id, Type::UUID),
+                    (&role, Type::TEXT),
+                    (&disabled, Type::BOOL),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&reason, Type::TEXT),
+                ],
+            )
+        })?;
+        row.as_ref().map(|r| account(r).map(|a| a.user)).transpose()
+    }
+
+    fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        family: NewFamily,
+    ) -> Result<bool, StoreError> {
+        let user = user_id.as_uuid();
+        let now = sec(family.now);
+        let generation = family.password_generation;
+        let reason = RevokeReason::PasswordChange.as_str();
+        // A transaction of separate statements, not one: the revocation must see every
+        // family committed while the UPDATE waited for the user's row (a login holding
+        // it `FOR SHARE`), and under READ COMMITTED only a later statement does.
+        self.transaction(|tx| {
+            let changed = tx.query_typed(
+                "UPDATE users SET password_hash = $2, updated_at = $3,
+                        password_generation = password_generation + 1
+                 WHERE id = $1 AND password_generation = $4
+                 RETURNING id",
+                &[
+                    (&user, Type::UUID),
+                    (&password_hash, Type::TEXT),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&generation, Type::INT8),
+                ],
+            )?;
+            if changed.len() != 1 {
+                return Ok(false);
+            }
+            tx.query_typed(
+                "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
+                 WHERE user_id = $1 AND revoked_at IS NULL",
+                &[
+                    (&user, Type::UUID),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&reason, Type::TEXT),
+                ],
+            )?;
+            insert_family(
+                tx,
+                &family,
+                generation + 1,
+                // The user's row is ours until commit: no need to lock it again.
+                false,
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError> {
+        let id = id.as_uuid();
+        let key = email_attempt_key(email);
+        // Families and token hashes go with the user (ON DELETE CASCADE). Audit events
+        // keep the bare user id and lose what could identify the person.
+        let row = self.write(|c| {
+            c.query_typed_one(
+                "WITH lockout AS (DELETE FROM login_attempts WHERE key = $2),
+                      scrubbed AS (
+                          UPDATE audit_events SET ip = NULL, user_agent = NULL, detail = NULL
+                          WHERE user_id = $1
+                      ),
+                      deleted AS (DELETE FROM users WHERE id = $1 RETURNING 1)
+                 SELECT count(*) FROM deleted",
+                &[(&id, Type::UUID), (&key, Type::TEXT)],
+            )
+        })?;
+        Ok(col::<i64>(&row, 0)? > 0)
+    }
+
+    fn create_family(&self, family: NewFamily) -> Result<bool, StoreError> {
+        self.write(|c| insert_family(c, &family, family.password_generation, true))
+    }
+
+    fn find_refresh_token(&self, hash: TokenHashBytes) -> Result<Option<StoredToken>, StoreError> {
+        let hash = &hash[..];
+        let row = self.read(|c| {
+            c.query_typed_opt(
+                "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at,
+                        f.revoked_at IS NOT NULL,
+                        u.id, u.email, u.role, u.disabled, u.created_at,
+                        f.password_generation <> u.password_generation,
+                        c.hash, c.spent_at IS NOT NULL, c.expires_at
+                 FROM refresh_tokens t
+                 JOIN refresh_families f ON f.id = t.family_id
+                 JOIN users u ON u.id = f.user_id
+                 -- `$1`, not `t.hash`: the same value, but a constant the planner
+                 -- looks up in the parent index instead of filtering a join.
+                 LEFT JOIN refresh_tokens c ON c.parent_hash = $1
+                 WHERE t.hash = $1",
+                &[(&hash, Type::BYTEA)],
+            )
+        })?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let role: String = col(&row, 7)?;
+        let child = match col::<Option<Vec<u8>>>(&row, 11)? {
+            Some(_) => Some(StoredChild {
+                hash: hash_col(&row, 11)?,
+                spent: col(&row, 12)?,
+                expires_at: col(&row, 13)?,
+            }),
+            None => None,
+        };
+        Ok(Some(StoredToken {
+            family_id: FamilyId::from(col::<Uuid>(&row, 0)?),
+            expires_at: col(&row, 1)?,
+            spent_at: col(&row, 2)?,
+            family_expires_at: col(&row, 3)?,
+            family_revoked: col(&row, 4)?,
+            user: User {
+                id: UserId::from(col::<Uuid>(&row, 5)?),
+                email: Email::from_trusted(col(&row, 6)?),
+                role: Role::parse(&role).ok_or_else(|| internal("unknown role in users.role"))?,
+                disabled: col(&row, 8)?,
+                created_at: col(&row, 9)?,
+            },
+            family_stale: col(&row, 10)?,
+            child,
+        }))
+    }
+
+    fn spend_refresh_token(&self, spend: Spend) -> Result<bool, StoreError> {
+        let (presented, child) = (&spend.presented[..], &spend.child[..]);
+        let family = spend.family_id.as_uuid();
+        let (now, child_expires) = (sec(spend.now), sec(spend.child_expires_at));
+        // The claim in one round trip. `family` locks the family row, so a revocation
+        // committed meanwhile is seen (the lock waits for it, then re-reads the row);
+        // `claimed` is the compare-and-set: under READ COMMITTED a second claim waits for
+        // the first's row lock, re-checks `spent_at IS NULL` on the row it committed, and
+        // matches nothing. Only a claim that changed the row inserts the child.
+        let row = self.write(|c| {
+            c.query_typed_one(
+                "WITH family AS (
+                     SELECT id FROM refresh_families
+                     WHERE id = $3 AND revoked_at IS NULL
+                     FOR NO KEY UPDATE
+                 ), claimed AS (
+                     UPDATE refresh_tokens SET spent_at = $2
+                     WHERE hash = $1 AND spent_at IS NULL
+                           AND family_id IN (SELECT id FROM family)
+                     RETURNING family_id
+                 ), child AS (
+                     INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
+                     SELECT $4, family_id, $1, $2, $5 FROM claimed
+                     RETURNING family_id
+                 ), touched AS (
+                     UPDATE refresh_families SET last_used_at = $2
+                     WHERE id IN (SELECT family_id FROM child)
+                 )
+                 SELECT count(*) FROM claimed",
+                &[
+                    (&presented, Type::BYTEA),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&family, Type::UUID),
+                    (&child, Type::BYTEA),
+                    (&child_expires, Type::TIMESTAMPTZ),
+                ],
+            )
+        })?;
+        Ok(col::<i64>(&row, 0)? == 1)
+    }
+
+    fn revoke_family_of_token(
+        &self,
+        token: TokenHashBytes,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(UserId, FamilyId)>, StoreError> {
+        let (token, now, reason) = (&token[..], sec(now), reason.as_str());
+        let row = self.write(|c| {
+            c.query_typed_opt(
+                "WITH found AS (
+                     SELECT f.id, f.user_id FROM refresh_tokens t
+                     JOIN refresh_families f ON f.id = t.family_id
+                     WHERE t.hash = $1
+                 ), revoked AS (
+                     UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
+                     WHERE id IN (SELECT id FROM found) AND revoked_at IS NULL
+                 )
+                 SELECT user_id, id FROM found",
+                &[
+                    (&token, Type::BYTEA),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&reason, Type::TEXT),
+                ],
+            )
+        })?;
+        row.map(|r| {
+            Ok((
+                UserId::from(col::<Uuid>(&r, 0)?),
+                FamilyId::from(col::<Uuid>(&r, 1)?),
+            ))
+        })
+        .transpose()
+    }
+
+    fn revoke_family(
+        &self,
+        family_id: FamilyId,
+        owner: Option<UserId>,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<Option<UserId>, StoreError> {
+        let (family, owner) = (family_id.as_uuid(), owner.map(UserId::as_uuid));
+        let (now, reason) = (sec(now), reason.as_str());
+        // A revoked family keeps its first revocation: only `revoked_at IS NULL` rows
+        // change, but a revoked one still counts as found.
+        let row = self.write(|c| {
+            c.query_typed_opt(
+                "WITH found AS (
+                     SELECT id, user_id FROM refresh_families
+                     WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)
+                 ), revoked AS (
+                     UPDATE refresh_families SET revoked_at = $3, revoked_reason = $4
+                     WHERE id IN (SELECT id FROM found) AND revoked_at IS NULL
+                 )
+                 SELECT user_id FROM found",
+                &[
+                    (&family, Type::UUID),
+                    (&owner, Type::UUID),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&reason, Type::TEXT),
+                ],
+            )
+        })?;
+        row.map(|r| Ok(UserId::from(col::<Uuid>(&r, 0)?)))
+            .transpose()
+    }
+
+    fn revoke_user_families(
+        &self,
+        user_id: UserId,
+        reason: RevokeReason,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (user, now, reason) = (user_id.as_uuid(), sec(now), reason.as_str());
+        let row = self.write(|c| {
+            c.query_typed_one(
+                "WITH revoked AS (
+                     UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
+                     WHERE user_id = $1 AND revoked_at IS NULL
+                 )
+                 SELECT count(*) FROM users WHERE id = $1",
+                &[
+                    (&user, Type::UUID),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&reason, Type::TEXT),
+                ],
+            )
+        })?;
+        Ok(col::<i64>(&row, 0)? > 0)
+    }
+
+    fn list_sessions(
+        &self,
+        user_id: UserId,
+        include_ended: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let (user, now) = (user_id.as_uuid(), sec(now));
+        // Live: not revoked, before its absolute expiry, and holding an unspent token
+        // that has not idled out.
+        let rows = self.read(|c| {
+            c.query_typed(
+                "SELECT id, created_at, last_used_at, expires_at, revoked_at, revoked_reason,
+                        user_agent, ip
+                 FROM refresh_families f
+                 WHERE user_id = $1 AND ($2 OR (revoked_at IS NULL AND expires_at > $3 AND EXISTS (
+                     SELECT 1 FROM refresh_tokens t
+                     WHERE t.family_id = f.id AND t.spent_at IS NULL AND t.expires_at > $3)))
+                 ORDER BY created_at DESC, id",
+                &[
+                    (&user, Type::UUID),
+                    (&include_ended, Type::BOOL),
+                    (&now, Type::TIMESTAMPTZ),
+                ],
+            )
+        })?;
+        rows.iter()
+            .map(|row| {
+                let reason: Option<String> = col(row, 5)?;
+                Ok(Session {
+                    id: FamilyId::from(col::<Uuid>(row, 0)?),
+                    created_at: col(row, 1)?,
+                    last_used_at: col(row, 2)?,
+                    expires_at: col(row, 3)?,
+                    revoked_at: col(row, 4)?,
+                    revoked_reason: reason.as_deref().and_then(RevokeReason::parse),
+                    user_agent: col(row, 6)?,
+                    ip: col(row, 7)?,
+                })
+            })
+            .collect()
+    }
+
+    fn login_failures(
+        &self,
+        keys: &[String],
+        window_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AttemptCount>, StoreError> {
+        let now = sec(now);
+        let rows = self.read(|c| {
+            c.query_typed(
+                "SELECT key, window_start, failures FROM login_attempts WHERE key = ANY($1)",
+                &[(&keys, Type::TEXT_ARRAY)],
+            )
+        })?;
+        let mut found = std::collections::HashMap::new();
+        for row in &rows {
+            let key: String = col(row, 0)?;
+            let start: DateTime<Utc> = col(row, 1)?;
+            let failures: i32 = col(row, 2)?;
+            found.insert(key, (start.timestamp(), failures));
+        }
+        let now = now.timestamp();
+        Ok(keys
+            .iter()
+            .map(|key| match found.get(key) {
+                Some(&(start, failures)) if start.saturating_add(window_secs) > now => {
+                    AttemptCount {
+                        failures: u32::try_from(failures).unwrap_or(0),
+                        window_left_secs: start.saturating_add(window_secs) - now,
+                    }
+                }
+                _ => AttemptCount::default(),
+            })
+            .collect())
+    }
+
+    fn record_login_failure(
+        &self,
+        keys: &[String],
+        window_secs: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // Sorted and distinct: one upsert may touch a row once, and concurrent upserts
+        // that lock the same keys in the same order cannot deadlock.
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
+        let now = sec(now);
+        let window = window_secs as f64;
+        self.write(|c| {
+            c.query_typed(
+                "INSERT INTO login_attempts (key, window_start, failures)
+                 SELECT k, $2, 1 FROM unnest($1::text[]) AS k ORDER BY k
+                 ON CONFLICT (key) DO UPDATE SET
+                     failures = CASE
+                         WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
+                         THEN 1 ELSE login_attempts.failures + 1 END,
+                     window_start = CASE
+                         WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
+                         THEN $2 ELSE login_attempts.window_start END",
+                &[
+                    (&keys, Type::TEXT_ARRAY),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&window, Type::FLOAT8),
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.query_typed(
+                "DELETE FROM login_attempts WHERE key = $1",
+                &[(&key, Type::TEXT)],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn record_audit(&self, e: AuditEvent) -> Result<(), StoreError> {
+        let at = sec(e.at);
+        let kind = e.kind.as_str();
+        let (user, family, actor) = (
+            e.user_id.map(UserId::as_uuid),
+            e.family_id.map(FamilyId::as_uuid),
+            e.actor_id.map(UserId::as_uuid),
+        );
+        self.write(|c| {
+            c.query_typed(
+                "INSERT INTO audit_events
+                     (at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    (&at, Type::TIMESTAMPTZ),
+                    (&kind, Type::TEXT),
+                    (&user, Type::UUID),
+                    (&family, Type::UUID),
+                    (&actor, Type::UUID),
+                    (&e.ip, Type::TEXT),
+                    (&e.user_agent, Type::TEXT),
+                    (&e.outcome, Type::TEXT),
+                    (&e.detail, Type::TEXT),
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let user = filter.user_id.map(UserId::as_uuid);
+        let limit = i64::from(filter.limit);
+        let rows = self.read(|c| {
+            c.query_typed(
+                "SELECT id, at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail
+                 FROM audit_events
+                 WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR type = $2)
+                   AND ($4::int8 IS NULL OR id < $4)
+                 ORDER BY id DESC LIMIT $3",
+                &[
+                    (&user, Type::UUID),
+                    (&filter.kind, Type::TEXT),
+                    (&limit, Type::INT8),
+                    (&filter.before, Type::INT8),
+                ],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: col(r, 0)?,
+                    at: col(r, 1)?,
+                    kind: col(r, 2)?,
+                    user_id: col::<Option<Uuid>>(r, 3)?.map(UserId::from),
+                    family_id: col::<Option<Uuid>>(r, 4)?.map(FamilyId::from),
+                    actor_id: col::<Option<Uuid>>(r, 5)?.map(UserId::from),
+                    ip: col(r, 6)?,
+                    user_agent: col(r, 7)?,
+                    outcome: col(r, 8)?,
+                    detail: col(r, 9)?,
+                })
+            })
+            .collect()
+    }
+
+    fn count_audit_by_hour(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditCount>, StoreError> {
+        // The three-argument date_trunc truncates in UTC whatever the session's TimeZone.
+        let rows = self.read(|c| {
+            c.query_typed(
+                "SELECT date_trunc('hour', at, 'UTC') AS hour, type, COUNT(*)
+                 FROM audit_events
+                 WHERE at >= $1 AND at < $2
+                 GROUP BY 1, 2
+                 ORDER BY 1, 2",
+                &[(&from, Type::TIMESTAMPTZ), (&to, Type::TIMESTAMPTZ)],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditCount {
+                    hour: col(r, 0)?,
+                    kind: col(r, 1)?,
+                    count: col::<i64>(r, 2)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
+        let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+        // One statement; each user's newest family by the (user_id, created_at) index.
+        let rows = self.read(|c| {
+            c.query_typed(
+                "SELECT (SELECT max(f.created_at) FROM refresh_families f WHERE f.user_id = x.u)
+                 FROM unnest($1::uuid[]) WITH ORDINALITY AS x(u, n)
+                 ORDER BY x.n",
+                &[(&ids, Type::UUID_ARRAY)],
+            )
+        })?;
+        rows.iter().map(|r| col(r, 0)).collect()
+    }
+
+    fn prune(
+        &self,
+        now: DateTime<Utc>,
+        lockout_window_secs: i64,
+        audit_before: DateTime<Utc>,
+    ) -> Result<Pruned, StoreError> {
+        // Small batches, each its own statement, so pruning a backlog never holds locks
+        // long enough to stall a login or refresh.
+        const BATCH: i64 = 500;
+        let (now, audit_before) = (sec(now), sec(audit_before));
+        let stale_before = now - chrono::Duration::seconds(lockout_window_secs);
+        let batch = |sql: &str, at: &DateTime<Utc>| -> Result<usize, StoreError> {
+            let mut total = 0;
+            loop {
+                let n = self.write(|c| {
+                    c.query_typed_one(sql, &[(at, Type::TIMESTAMPTZ), (&BATCH, Type::INT8)])
+                })?;
+                let n: i64 = col(&n, 0)?;
+                total += usize::try_from(n).unwrap_or(0);
+                if n < BATCH {
+                    return Ok(total);
+                }
+            }
+        };
+        Ok(Pruned {
+            families: batch(
+                "WITH gone AS (DELETE FROM refresh_families WHERE id IN
+                     (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)
+                     RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &now,
+            )?,
+            login_attempts: batch(
+                "WITH gone AS (DELETE FROM login_attempts WHERE key IN
+                     (SELECT key FROM login_attempts WHERE window_start <= $1 LIMIT $2)
+                     RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &stale_before,
+            )?,
+            audit_events: batch(
+                "WITH gone AS (DELETE FROM audit_events WHERE id IN
+                     (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)
+                     RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &audit_before,
+            )?,
+        })
+    }
+}
+
+/// Opens `family` and its first token. With `lock_user`, only while its user exists, is
+/// enabled and is at `generation`: `FOR SHARE` holds the user's row until commit, so a
+/// password change, disable or delete either committed first (and the re-checked row no
+/// longer matches: nothing is inserted) or waits for this login and then ends its family.
+fn insert_family<C: ::postgres::GenericClient>(
+    c: &mut C,
+    family: &NewFamily,
+    generation: i64,
+    lock_user: bool,
+) -> Result<bool, ::postgres::Error> {
+    let (id, user) = (family.id.as_uuid(), family.user_id.as_uuid());
+    let now = sec(family.now);
+    let (token_expires, family_expires) =
+        (sec(family.token_expires_at), sec(family.family_expires_at));
+    let first = &family.first_token[..];
+    let user_check = if lock_user {
+        "SELECT id FROM users WHERE id = $2 AND password_generation = $7 AND NOT disabled
+         FOR SHARE"
+    } else {
+        "SELECT id FROM users WHERE id = $2"
+    };
+    let rows = c.query_typed(
+        &format!(
+            "WITH u AS ({user_check}), f AS (
+                 INSERT INTO refresh_families
+                     (id, user_id, created_at, last_used_at, expires_at, user_agent, ip,
+                      password_generation)
+                 SELECT $1, u.id, $3, $3, $4, $5, $6, $7 FROM u
+                 RETURNING id
+             )
+             INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
+             SELECT $8, f.id, NULL, $3, $9 FROM f
+             RETURNING 1"
+        ),
+        &[
+            (&id, Type::UUID),
+            (&user, Type::UUID),
+            (&now, Type::TIMESTAMPTZ),
+            (&family_expires, Type::TIMESTAMPTZ),
+            (&family.user_agent, Type::TEXT),
+            (&family.ip, Type::TEXT),
+            (&generation, Type::INT8),
+            (&first, Type::BYTEA),
+            (&token_expires, Type::TIMESTAMPTZ),
+        ],
+    )?;
+    Ok(rows.len() == 1)
+}

@@ -1,0 +1,283 @@
+//! Headless Chromium over W3C WebDriver (chromedriver), for the console's end-to-end
+//! tests. A few dozen lines over `reqwest` speak the protocol
+//! (<https://www.w3.org/TR/webdriver2/>), so no WebDriver crate is needed.
+//!
+//! A missing browser fails the test with how to install it: a console test that skips
+//! itself would let CI pass without ever opening the console.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::ports::free_port;
+
+/// The key WebDriver names element references with (W3C WebDriver §12.1).
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+const INSTALL: &str = "the admin console's browser tests need headless Chromium and its \
+    WebDriver: `apt-get update && apt-get install -y chromium chromium-driver` (Debian/Ubuntu; \
+    .ci/run does this), or point GATEHOUSE_CHROMIUM and GATEHOUSE_CHROMEDRIVER at them";
+
+/// Where screenshots go: `target/console-screens/`.
+pub fn screens_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screens")
+}
+
+fn program(var: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    assert!(path.exists(), "{} not found: {INSTALL}", path.display());
+    path
+}
+
+/// One browser at a time in a test process: Chromium is heavy for a 2-core machine, and
+/// the suite's timing tests (equal work for unknown emails) must not starve beside it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct Browser {
+    http: reqwest::Client,
+    /// `http://127.0.0.1:<port>/session/<id>`
+    session: String,
+    _driver: tokio::process::Child,
+    /// Last, so it is released after the driver (and its browser) are killed.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium window of `width`×`height`.
+    pub async fn launch(width: u32, height: u32) -> Browser {
+        let chromium = program("GATEHOUSE_CHROMIUM", "/usr/bin/chromium");
+        let chromedriver = program("GATEHOUSE_CHROMEDRIVER", "/usr/bin/chromedriver");
+        let turn = ONE_AT_A_TIME.lock().await;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let port = free_port();
+        let driver = tokio::process::Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL}", chromedriver.display()));
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            let ready = http.get(format!("{base}/status")).send().await;
+            if let Ok(r) = ready
+                && let Ok(body) = r.json::<Value>().await
+                && body["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not come up on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    format!("--window-size={width},{height}"),
+                ],
+            },
+        }}});
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("new session body");
+        let id = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("chromedriver refused a session: {created}; {INSTALL}"));
+        Browser {
+            http,
+            session: format!("{base}/session/{id}"),
+            _driver: driver,
+            _turn: turn,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.session));
+        // POSTs need a JSON body even when empty.
+        if method == reqwest::Method::POST {
+            request = request.json(&body.unwrap_or_else(|| json!({})));
+        }
+        let response: Value = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("webdriver {path}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("webdriver {path}: {e}"));
+        response["value"].clone()
+    }
+
+    fn failed(value: &Value) -> bool {
+        value.get("error").is_some()
+    }
+
+    pub async fn goto(&self, url: &str) {
+        let v = self
+            .call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+        assert!(!Self::failed(&v), "goto {url}: {v}");
+    }
+
+    pub async fn resize(&self, width: u32, height: u32) {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/window/rect",
+                Some(json!({ "width": width, "height": height })),
+            )
+            .await;
+        assert!(!Self::failed(&v), "resize: {v}");
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) and returns its value.
+    pub async fn run(&self, script: &str, args: Value) -> Value {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({ "script": script, "args": args })),
+            )
+            .await;
+        assert!(!Self::failed(&v), "script {script}: {v}");
+        v
+    }
+
+    async fn try_find(&self, css: &str) -> Option<String> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        v[ELEMENT].as_str().map(str::to_owned)
+    }
+
+    /// The first element matching `css`, waiting up to 10 s for it to appear.
+    pub async fn find(&self, css: &str) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(id) = self.try_find(css).await {
+                return id;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let body = self.run("return document.body.innerText", json!([])).await;
+                panic!("no element {css:?} after 10 s; the page reads:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn exists(&self, css: &str) -> bool {
+        self.try_find(css).await.is_some()
+    }
+
+    pub async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        let v = self
+            .call(reqwest::Method::POST, &format!("/element/{id}/click"), None)
+            .await;
+        assert!(!Self::failed(&v), "click {css}: {v}");
+    }
+
+    /// Clears the field and types `text`, as a user would.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.call(reqwest::Method::POST, &format!("/element/{id}/clear"), None)
+            .await;
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{id}/value"),
+                Some(json!({ "text": text })),
+            )
+            .await;
+        assert!(!Self::failed(&v), "type into {css}: {v}");
+    }
+
+    /// Presses keys on the focused element (e.g. "\u{E007}" is Enter, "\u{E004}" Tab).
+    pub async fn keys(&self, keys: &str) {
+        let id = self
+            .call(reqwest::Method::GET, "/element/active", None)
+            .await[ELEMENT]
+            .as_str()
+            .expect("a focused element")
+            .to_owned();
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{id}/value"),
+                Some(json!({ "text": keys })),
+            )
+            .await;
+        assert!(!Self::failed(&v), "keys: {v}");
+    }
+
+    /// The rendered text of the first element matching `css`.
+    pub async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        let v = self
+            .call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits up to 10 s until the text of `css` contains `wanted`; returns that text.
+    pub async fn wait_text(&self, css: &str, wanted: &str) -> String {
+        let started = Instant::now();
+        loop {
+            if self.exists(css).await {
+                let text = self.text(css).await;
+                if text.contains(wanted) {
+                    return text;
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    panic!("{css:?} never read {wanted:?}; it reads:\n{text}");
+                }
+            } else if started.elapsed() > Duration::from_secs(10) {
+                let body = self.run("return document.body.innerText", json!([])).await;
+                panic!("no {css:?} reading {wanted:?}; the page reads:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a PNG of the viewport as `target/console-screens/<name>.png`.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("screenshot data"))
+            .expect("base64 screenshot");
+        let dir = screens_dir();
+        std::fs::create_dir_all(&dir).expect("screens dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    pub async fn quit(self) {
+        self.call(reqwest::Method::DELETE, "", None).await;
+    }
+}

@@ -1,0 +1,60 @@
+//! One conformance suite for `Store`: every case is written once, in `cases`, and runs
+//! on each backend (`sqlite::*` and `postgres::*`). A backend is done when it passes
+//! them all.
+//!
+//! PostgreSQL cases use the server at `GATEHOUSE_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), each in a database of its own that is
+//! dropped afterwards. No server fails them; `GATEHOUSE_TEST_POSTGRES=off` skips them,
+//! loudly.
+
+mod backends;
+mod cases;
+mod postgres_only;
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    let backend = crate::backends::sqlite();
+                    crate::cases::$case(&backend.store);
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[test]
+                fn $case() {
+                    let Some(backend) = crate::backends::postgres(stringify!($case)) else {
+                        return;
+                    };
+                    crate::cases::$case(&backend.store);
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    schema_is_migrated_and_the_store_answers,
+    users_are_created_found_and_unique,
+    search_matches_a_prefix_with_wildcards_as_plain_characters,
+    update_user_sets_role_and_disabling_revokes_every_family,
+    a_token_is_found_with_its_family_user_and_child,
+    a_token_is_spent_once_and_its_child_stored,
+    concurrent_claims_on_one_token_have_one_winner,
+    revoked_families_stay_revoked,
+    create_family_refuses_a_stale_generation_a_disabled_or_a_deleted_user,
+    two_password_changes_from_one_generation_one_wins,
+    logins_racing_a_password_change_leave_no_live_family_behind,
+    delete_user_scrubs_audit_and_forgets_families_and_lockout,
+    lockout_windows_count_expire_and_clear,
+    concurrent_failures_are_all_counted,
+    prune_removes_what_no_rule_needs,
+    account_for_session_requires_a_live_current_family,
+    sessions_are_listed_live_or_all,
+    audit_is_listed_newest_first_and_filtered,
+    audit_pages_and_hourly_counts_and_last_logins,
+);

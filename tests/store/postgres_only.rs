@@ -1,0 +1,496 @@
+//! What only the PostgreSQL backend has: URLs and their TLS modes, and the CLI on a URL.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gatehouse::storage::postgres::PostgresUrl;
+use gatehouse::storage::{self, DatabaseSettings};
+
+use crate::backends::{TestDatabase, admin_client, loud};
+
+/// The session's own row in `pg_stat_ssl`: whether this connection is encrypted.
+fn encrypted(url: &PostgresUrl) -> anyhow::Result<bool> {
+    let mut client = admin_client(url)?;
+    Ok(client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )?
+        .try_get(0)?)
+}
+
+/// `url` with `param` added to its query.
+fn with_param(url: &str, param: &str) -> String {
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}{param}")
+}
+
+fn open(url: &PostgresUrl) -> anyhow::Result<()> {
+    let store = storage::open(&DatabaseSettings::Postgres {
+        url: Box::new(url.clone()),
+        pool_size: 1,
+        // Short: the refused handshakes are retried until it runs out.
+        connect_timeout: Duration::from_secs(2),
+    })?;
+    store.ping()?;
+    Ok(())
+}
+
+#[test]
+fn plain_and_sslmode_disable_urls_work() {
+    let Some(db) = TestDatabase::new("plain_and_sslmode_disable_urls_work") else {
+        return;
+    };
+    let plain = PostgresUrl::parse(&db.url_text()).expect("the test URL");
+    open(&plain).expect("a plain URL opens the store");
+    let disabled = PostgresUrl::parse(&with_param(&db.url_text(), "sslmode=disable")).expect("URL");
+    open(&disabled).expect("sslmode=disable opens the store");
+    assert!(
+        !encrypted(&disabled).expect("connect"),
+        "sslmode=disable must not encrypt"
+    );
+}
+
+#[test]
+fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
+    let Some(db) = TestDatabase::new("sslmode_require_encrypts") else {
+        return;
+    };
+    let base = db.url_text();
+    let mut admin = admin_client(&db.url()).expect("connect");
+    let ssl: String = admin
+        .query_one("SHOW ssl", &[])
+        .and_then(|r| r.try_get(0))
+        .expect("SHOW ssl");
+    let require = PostgresUrl::parse(&with_param(&base, "sslmode=require")).expect("URL");
+    if ssl != "on" {
+        loud(&format!(
+            "the test server has no TLS certificate (ssl = {ssl}): only the refusal of \
+             sslmode=require without TLS is tested; encryption is NOT"
+        ));
+        assert!(
+            open(&require).is_err(),
+            "require must not fall back to plain"
+        );
+        return;
+    }
+    open(&require).expect("sslmode=require opens the store");
+    assert!(
+        encrypted(&require).expect("connect"),
+        "sslmode=require encrypts"
+    );
+    assert!(
+        encrypted(&PostgresUrl::parse(&base).expect("URL")).expect("connect"),
+        "the default (prefer) uses TLS when the server offers it"
+    );
+
+    // Refused whoever signed it: the certificate does not name the address dialled.
+    let verify = PostgresUrl::parse(&with_param(&base, "sslmode=verify-full")).expect("URL");
+    let refused = open(&verify).expect_err("verify-full accepted a certificate for another name");
+    assert!(
+        format!("{refused:#}")
+            .to_lowercase()
+            .contains("tls handshake"),
+        "{refused:#}"
+    );
+
+    let cert_file: String = admin
+        .query_one("SHOW ssl_cert_file", &[])
+        .and_then(|r| r.try_get(0))
+        .expect("SHOW ssl_cert_file");
+    // A root the server's certificate does not chain to: refused.
+    let stranger = "/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt";
+    if std::path::Path::new(stranger).exists() {
+        let url = with_param(&base, &format!("sslmode=verify-ca&sslrootcert={stranger}"));
+        assert!(
+            open(&PostgresUrl::parse(&url).expect("URL")).is_err(),
+            "verify-ca accepted a certificate its root did not sign"
+        );
+    }
+    if std::fs::read(&cert_file).is_err() {
+        loud(&format!(
+            "{cert_file} is not readable: verify-ca/verify-full against a trusted \
+             certificate are NOT tested"
+        ));
+        return;
+    }
+    // Its own certificate as the root: verify-ca passes whatever the name.
+    let url = with_param(&base, &format!("sslmode=verify-ca&sslrootcert={cert_file}"));
+    let verify_ca = PostgresUrl::parse(&url).expect("URL");
+    open(&verify_ca).expect("verify-ca with the server's certificate as root");
+    assert!(encrypted(&verify_ca).expect("connect"));
+    // Debian's snakeoil certificate names `localhost`: verify-full passes there.
+    if cert_file.contains("snakeoil") && base.contains("@127.0.0.1:") {
+        let url = with_param(
+            &base.replacen("@127.0.0.1:", "@localhost:", 1),
+            &format!("sslmode=verify-full&sslrootcert={cert_file}"),
+        );
+        let verify_full = PostgresUrl::parse(&url).expect("URL");
+        open(&verify_full).expect("verify-full with a certificate for the host dialled");
+        assert!(encrypted(&verify_full).expect("connect"));
+    }
+}
+
+fn gatehouse(db: &TestDatabase, keys: &std::path::Path, url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GATEHOUSE_DATABASE", url)
+        .env("GATEHOUSE_KEYS_DIR", keys)
+        .env("GATEHOUSE_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn");
+    let _ = db;
+    cmd
+}
+
+fn run(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gatehouse");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("gatehouse exits");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The password the URL carries for the CLI: a made-up one under trust auth, which the
+/// output must never show.
+const FAKE_PASSWORD: &str = "n0t-Shown-anywhere";
+
+#[test]
+fn the_cli_works_on_a_postgres_url_and_never_prints_its_password() {
+    let Some(db) = TestDatabase::new("the_cli_works_on_a_postgres_url") else {
+        return;
+    };
+    let mut url = db.url_text();
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let with_password = match authority.split_once('@') {
+        Some((user, host)) if !user.contains(':') => {
+            Some(format!("{scheme}://{user}:{FAKE_PASSWORD}@{host}/{path}"))
+        }
+        _ => None,
+    };
+    if let Some(w) = with_password {
+        url = w;
+    }
+    let keys = tempfile::tempdir().expect("temp dir");
+    let cli = || gatehouse(&db, keys.path(), &url);
+
+    let (code, out, err) = run(cli(), &["config", "check"], None);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("GATEHOUSE_DATABASE="))
+        .expect("config check prints the database");
+    assert!(line.contains("***@"), "{line}");
+    for text in [&out, &err] {
+        assert!(
+            !text.contains(FAKE_PASSWORD),
+            "the password was printed: {text}"
+        );
+    }
+
+    let (code, out, err) = run(cli(), &["migrate"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("PostgreSQL") && out.contains("schema 1"),
+        "{out}"
+    );
+    assert!(!out.contains(FAKE_PASSWORD) && !err.contains(FAKE_PASSWORD));
+
+    let (code, out, err) = run(
+        cli(),
+        &["users", "create", "--email", "ops@example.com", "--admin"],
+        Some("Long-enough-Passphrase-42!\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ops@example.com"), "{out}");
+    let (code, out, err) = run(cli(), &["users", "list"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ops@example.com\tadmin"), "{out}");
+    let (code, out, err) = run(cli(), &["audit", "--limit", "5"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.trim().is_empty(), "the user's creation is audited");
+
+    let target = keys.path().join("copy.db");
+    let (code, _, err) = run(
+        cli(),
+        &["backup", "--to", target.to_str().expect("utf-8 path")],
+        None,
+    );
+    assert_eq!(
+        code, 1,
+        "backup on PostgreSQL is the user's to do elsewhere: {err}"
+    );
+    assert!(err.contains("pg_dump"), "{err}");
+    assert!(!target.exists());
+}
+
+/// A connection killed under the pool (a server restart, a failover, an operator's
+/// `pg_terminate_backend`) is a 503 for a write, never a wrong answer, and the next
+/// request gets a fresh connection without a restart of gatehouse.
+#[test]
+fn killed_connections_are_unavailable_then_replaced() {
+    use gatehouse::domain::{Email, Role, UserId};
+    use gatehouse::storage::{NewUser, StoreError};
+
+    let Some(db) = TestDatabase::new("killed_connections_are_unavailable_then_replaced") else {
+        return;
+    };
+    let store = storage::open(&DatabaseSettings::Postgres {
+        url: Box::new(db.url()),
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .expect("open");
+    let mut admin = admin_client(&db.url()).expect("connect");
+    let kill = |admin: &mut postgres::Client| {
+        let killed = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&db.name],
+            )
+            .expect("terminate");
+        assert_eq!(killed.len(), 1, "the pool's one connection");
+        // The server closes the socket after its FATAL message.
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let new_user = |address: &str| {
+        store.create_user(NewUser {
+            id: UserId::random(),
+            email: &Email::parse(address).expect("email"),
+            password_hash: "x",
+            role: Role::User,
+            now: chrono::Utc::now(),
+        })
+    };
+    new_user("before@example.com").expect("a write before");
+
+    kill(&mut admin);
+    match new_user("during@example.com") {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("a write on a killed connection must be Unavailable: {other:?}"),
+    }
+    new_user("after@example.com").expect("the next write gets a new connection");
+
+    kill(&mut admin);
+    // A read changes nothing, so it is retried on a fresh connection at once.
+    store.ping().expect("a read survives a killed connection");
+    assert!(
+        store
+            .account_by_email(&Email::parse("after@example.com").expect("email"))
+            .expect("read")
+            .is_some()
+    );
+}
+
+/// The server opens its store inside actix's runtime and drops it there at shutdown;
+/// the synchronous driver must neither start nor close its own runtime on that thread.
+#[test]
+fn the_store_opens_and_closes_inside_an_async_runtime() {
+    let Some(db) = TestDatabase::new("the_store_opens_and_closes_inside_an_async_runtime") else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = storage::open(&DatabaseSettings::Postgres {
+            url: Box::new(db.url()),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(5),
+        })
+        .expect("open inside a runtime");
+        let on_pool = std::sync::Arc::clone(&store);
+        tokio::task::spawn_blocking(move || on_pool.ping())
+            .await
+            .expect("join")
+            .expect("ping on the blocking pool");
+        drop(store);
+    });
+}
+
+/// Relays one PostgreSQL connection at a time and counts what the client sends: each
+/// flush of the client is one request the server must answer before the client goes
+/// on, so the count between two points is the round trips taken.
+struct CountingProxy {
+    port: u16,
+    sends: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingProxy {
+    fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::io::{Read as _, Write as _};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let sends = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&sends);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                type Counter = Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>;
+                let pump = |mut from: TcpStream, mut to: TcpStream, count: Counter| {
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 1 << 16];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if let Some(c) = &count {
+                                c.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    })
+                };
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                pump(client, server, Some(std::sync::Arc::clone(&counter)));
+                pump(s2, c2, None);
+            }
+        });
+        Self { port, sends }
+    }
+
+    fn take(&self) -> usize {
+        self.sends.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The round trips the hot paths cost on PostgreSQL (issue 12: at most two per refresh): a refresh
+/// is a read and a claim, a login's family one statement, an access check one read.
+#[test]
+fn hot_paths_take_one_round_trip_per_store_call() {
+    use chrono::{Duration as Days, Utc};
+    use gatehouse::domain::{AuditKind, Email, FamilyId, Role, UserId};
+    use gatehouse::storage::{AuditEvent, NewFamily, NewUser, Spend};
+
+    let Some(db) = TestDatabase::new("hot_paths_take_one_round_trip_per_store_call") else {
+        return;
+    };
+    let url = db.url();
+    let host = url.config().get_hosts().first().cloned();
+    let port = url.config().get_ports().first().copied().unwrap_or(5432);
+    let upstream = match host {
+        Some(postgres::config::Host::Tcp(h)) => {
+            std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), port))
+                .ok()
+                .and_then(|mut a| a.next())
+        }
+        _ => None,
+    };
+    let Some(upstream) = upstream.filter(|_| url.config().get_password().is_none()) else {
+        loud(
+            "the test server is not reached over TCP without a password: round trips are \
+             NOT counted",
+        );
+        return;
+    };
+    let proxy = CountingProxy::start(upstream);
+    let proxied = format!(
+        "postgres://{}@127.0.0.1:{}/{}?sslmode=disable",
+        url.config().get_user().unwrap_or("postgres"),
+        proxy.port,
+        db.name
+    );
+    let store = storage::open(&DatabaseSettings::Postgres {
+        url: Box::new(PostgresUrl::parse(&proxied).expect("URL")),
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .expect("open through the proxy");
+
+    let now = Utc::now();
+    let email = Email::parse("trips@example.com").expect("email");
+    let user = store
+        .create_user(NewUser {
+            id: UserId::random(),
+            email: &email,
+            password_hash: "x",
+            role: Role::User,
+            now,
+        })
+        .expect("user");
+    proxy.take();
+
+    let count = |what: &str, expected: usize| {
+        let taken = proxy.take();
+        assert_eq!(taken, expected, "{what}: round trips");
+    };
+    let keys = [
+        "email:trips@example.com".to_owned(),
+        "ip:unknown".to_owned(),
+    ];
+    store.login_failures(&keys, 600, now).expect("lockout");
+    count("login_failures", 1);
+    store.account_by_email(&email).expect("account");
+    count("account_by_email", 1);
+    let family = FamilyId::random();
+    assert!(
+        store
+            .create_family(NewFamily {
+                id: family,
+                user_id: user.id,
+                first_token: [1; 32],
+                now,
+                token_expires_at: now + Days::hours(1),
+                family_expires_at: now + Days::days(1),
+                user_agent: None,
+                ip: None,
+                password_generation: 0,
+            })
+            .expect("family")
+    );
+    count("create_family", 1);
+    store
+        .record_audit(AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"))
+        .expect("audit");
+    count("record_audit", 1);
+    store.find_refresh_token([1; 32]).expect("find");
+    count("find_refresh_token", 1);
+    assert!(
+        store
+            .spend_refresh_token(Spend {
+                presented: [1; 32],
+                child: [2; 32],
+                family_id: family,
+                now,
+                child_expires_at: now + Days::hours(1),
+            })
+            .expect("spend")
+    );
+    count("spend_refresh_token", 1);
+    store
+        .account_for_session(user.id, family, now)
+        .expect("session");
+    count("account_for_session", 1);
+    store
+        .record_login_failure(&keys, 600, now)
+        .expect("failure");
+    count("record_login_failure", 1);
+}
