@@ -122,6 +122,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("failed to create a temporary directory");
     let (mut settings, database) = backend.settings(dir.path());
+    // The backend the app really runs on (PostgreSQL falls back to SQLite when it is off).
+    let backend = if database.is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
     configure(&mut settings);
     let clock = ManualClock::starting_now();
     let (port, state) = start(&settings, &clock).await;
