@@ -1,26 +1,5 @@
-//! HTTP integration tests: one binary, so the crate links once.
+//! HTTP integration tests: one binary, so the crate links once. They run on the backend
+//! `GATEHOUSE_TEST_BACKEND` names (SQLite by default); `api_postgres` runs the same suite
+//! on PostgreSQL, so `cargo test` covers both.
 
-#[path = "../kit/mod.rs"]
-mod kit;
-
-mod admin;
-mod admin_views;
-mod attacks;
-mod audit;
-mod console;
-mod edges;
-mod errors;
-mod health;
-mod helpers;
-mod hygiene;
-mod jwks;
-mod keys;
-mod login;
-mod logout;
-mod me;
-mod process;
-mod refresh;
-mod session_bound;
-mod signup;
-mod sqlite_only;
-mod tokens;
+include!("suite.rs");

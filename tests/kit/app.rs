@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::body::Tokens;
 use super::contract::expect_json;
 use super::jwt::sign_jwt;
+use super::pgdb::{TestDatabase, loud};
 use super::process::Binary;
 
 /// The User-Agent every test request carries.
@@ -44,7 +45,13 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The suite's backend: PostgreSQL in a test binary whose name ends in `_postgres`
+    /// (`api_postgres`, the HTTP suite again, so `cargo test` covers both backends),
+    /// else what `GATEHOUSE_TEST_BACKEND` says (`sqlite`, the default, or `postgres`).
     pub fn from_env() -> Self {
+        if env!("CARGO_CRATE_NAME").ends_with("_postgres") {
+            return Backend::Postgres;
+        }
         match std::env::var("GATEHOUSE_TEST_BACKEND") {
             Err(std::env::VarError::NotPresent) => Backend::Sqlite,
             Ok(name) => match name.as_str() {
@@ -56,12 +63,29 @@ impl Backend {
         }
     }
 
-    /// The test settings on this backend, with any files under `dir`. Everything
-    /// backend-specific about a test app is decided here.
-    fn settings(self, dir: &Path) -> Settings {
+    /// The test settings on this backend, with any files under `dir`, and the database
+    /// they name when it is not a file there. Everything backend-specific about a test
+    /// app is decided here.
+    fn settings(self, dir: &Path) -> (Settings, Option<TestDatabase>) {
+        let mut settings = Settings::for_tests(dir);
         match self {
-            Backend::Sqlite => Settings::for_tests(dir),
-            Backend::Postgres => panic!("the PostgreSQL backend is not wired yet"),
+            Backend::Sqlite => (settings, None),
+            Backend::Postgres => {
+                let test = std::thread::current().name().unwrap_or("a test").to_owned();
+                let Some(database) = TestDatabase::new(&test) else {
+                    static ONCE: std::sync::Once = std::sync::Once::new();
+                    ONCE.call_once(|| {
+                        loud(
+                            "GATEHOUSE_TEST_POSTGRES=off: the HTTP tests meant for PostgreSQL \
+                             run on SQLite instead.",
+                        )
+                    });
+                    return (settings, None);
+                };
+                settings.database_url = Some(database.url());
+                settings.database = PathBuf::new();
+                (settings, Some(database))
+            }
         }
     }
 }
@@ -78,6 +102,10 @@ pub struct TestApp {
     /// Keeps the database and keys alive for the test's duration.
     pub dir: TempDir,
     pub api_client: reqwest::Client,
+    /// The PostgreSQL database of this app, if it runs on one; last, so it is dropped
+    /// after the app's state (and with it the state's pool, unless a replica or a
+    /// request still holds it: the drop forces those connections closed).
+    pub database: Option<TestDatabase>,
 }
 
 /// Spawns the app with the test settings (cheap Argon2, no per-IP rate limits).
@@ -93,7 +121,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// Spawns the app on `backend`, whatever `GATEHOUSE_TEST_BACKEND` says.
 pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("failed to create a temporary directory");
-    let mut settings = backend.settings(dir.path());
+    let (mut settings, database) = backend.settings(dir.path());
+    // The backend the app really runs on (PostgreSQL falls back to SQLite when it is off).
+    let backend = if database.is_some() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
     configure(&mut settings);
     let clock = ManualClock::starting_now();
     let (port, state) = start(&settings, &clock).await;
@@ -113,6 +147,7 @@ pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings
         state,
         dir,
         api_client,
+        database,
     }
 }
 
@@ -324,10 +359,15 @@ impl TestApp {
 
     /// The real binary on this app's database and keys directory.
     pub fn binary(&self) -> Binary {
-        Binary {
+        let binary = Binary {
             database: self.settings.database.clone(),
             keys_dir: self.settings.keys_dir.clone(),
             ..Binary::in_dir(self.dir.path())
+        };
+        match &self.database {
+            // Set after `GATEHOUSE_DATABASE=<file>`, so the URL is what the child sees.
+            Some(database) => binary.with("GATEHOUSE_DATABASE", &database.url_text()),
+            None => binary,
         }
     }
 

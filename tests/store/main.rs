@@ -9,6 +9,8 @@
 
 mod backends;
 mod cases;
+#[path = "../kit/pgdb.rs"]
+mod pgdb;
 mod postgres_only;
 
 macro_rules! conformance {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gatehouse::storage::postgres::PostgresUrl;
 use gatehouse::storage::{self, DatabaseSettings};
 
-use crate::backends::{TestDatabase, admin_client, loud};
+use crate::pgdb::{TestDatabase, admin_client, loud};
 
 /// The session's own row in `pg_stat_ssl`: whether this connection is encrypted.
 fn encrypted(url: &PostgresUrl) -> anyhow::Result<bool> {

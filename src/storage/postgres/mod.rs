@@ -385,6 +385,9 @@ impl Store for PgStore {
     fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
         let limit = i64::from(limit);
         let rows = match query {
+            // PostgreSQL text cannot hold NUL, so no stored email has this prefix; and the
+            // server would refuse the parameter (a 500 where SQLite finds nobody).
+            Some(q) if q.contains('\0') => Vec::new(),
             // A prefix as a range on the unique index (byte-ordered, see the migration):
             // every string starting with `q` sorts in [q, q || U+10FFFF). No LIKE, so `%`
             // and `_` are plain characters.
