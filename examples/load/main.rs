@@ -3,7 +3,7 @@
 //! Drives a running server over loopback with a bounded duration and concurrency, or
 //! starts the release binary itself (`--spawn`), and prints requests/s, p50/p90/p99 and
 //! errors per scenario; `--json` prints the same as one JSON document. It also measures
-//! the raw limits the ratios divide by (RS256 signing, the rotation commit,
+//! the raw limits BENCHMARKS.md's ratios divide by (RS256 signing, the rotation commit,
 //! Argon2id verify), runs a bare actix-web server for the JWKS ratio, samples the
 //! server's resident memory, seeds a large database for the growth check, and turns the
 //! JSON documents of one run into the ratio table (`--report`). See BENCHMARKS.md.

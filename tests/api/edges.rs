@@ -1,4 +1,4 @@
-//! Hardening at the edges (issue #10): what clients choose (methods, paths, addresses,
+//! Hardening at the edges: what clients choose (methods, paths, addresses,
 //! forwarded headers) must not grow the server's state or loosen its limits.
 
 use std::collections::BTreeSet;

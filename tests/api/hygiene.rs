@@ -1,4 +1,4 @@
-//! Issue #10 hardening: look-alike emails are one account; the keys directory is the
+//! Hardening: look-alike emails are one account; the keys directory is the
 //! service user's alone, and a key nobody recorded is trusted only out loud.
 
 use std::os::unix::fs::PermissionsExt as _;
