@@ -87,6 +87,8 @@ enum KeysCommand {
     },
     /// Retire a key that does not sign: it stays published until its tokens expire.
     Retire {
+        /// The key's id; one kid in 64 starts with `-`, so hyphen-led values are taken as is.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Stop publishing it at once (its tokens stop verifying).
         #[arg(long)]
@@ -523,4 +525,22 @@ async fn print_sessions(state: &AppState, user: UserId) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_retire_takes_a_kid_that_starts_with_a_hyphen() {
+        let cli = Cli::try_parse_from(["gatehouse", "keys", "retire", "-teg6ukX8uGF8WWI", "--now"])
+            .expect("a hyphen-led kid parses");
+        match cli.command {
+            Some(Command::Keys(KeysCommand::Retire { kid, now })) => {
+                assert_eq!(kid, "-teg6ukX8uGF8WWI");
+                assert!(now);
+            }
+            _ => panic!("parsed as another command"),
+        }
+    }
 }

@@ -179,7 +179,7 @@ check "SIGHUP: the server keeps running" sighup
 two_keys() { [[ "$(wc -w <<<"$(jwks_kids)")" -ge 2 ]]; }
 # Within 1 s of the SIGHUP, well inside the ${RELOAD_INTERVAL} s re-scan: the signal did it.
 check "the JWKS publishes the next key within 1 s of the SIGHUP" wait_for 1 two_keys
-KID_NEXT="$(tr ' ' '\n' <<<"$(jwks_kids)" | grep -vx "$KID_A" | head -n1 || true)"
+KID_NEXT="$(tr ' ' '\n' <<<"$(jwks_kids)" | grep -vxF -e "$KID_A" | head -n1 || true)"
 say "     next kid: ${KID_NEXT:-none}"
 TOKEN_A2="$(login_token "$EMAIL")" || true
 still_a() { [[ -n "$TOKEN_A2" && "$(jwt_header "$TOKEN_A2" kid)" == "$KID_A" ]]; }
