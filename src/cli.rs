@@ -255,6 +255,18 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             for warning in settings.warnings() {
                 println!("# warning: {warning}");
             }
+            if let Some(url) = &settings.rate_limit_store {
+                match runtime()?.block_on(crate::http::limiter::probe(url)) {
+                    Ok(()) => println!("# rate-limit store {url} answers"),
+                    // A warning, not a failure: the service starts without Redis and
+                    // applies GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR until it answers.
+                    Err(e) => println!(
+                        "# warning: GATEHOUSE_RATE_LIMIT_STORE: {url} does not answer ({e}); \
+                         until it does, GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR={} applies",
+                        settings.rate_limit_on_store_error.as_str()
+                    ),
+                }
+            }
             println!("# configuration OK");
             Ok(())
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::crypto::password::PasswordCost;
 use crate::http::client_ip::{Cidr, ClientIpHeader};
+use crate::http::limiter::{OnStoreError, RedisUrl};
 use crate::storage::DatabaseSettings;
 use crate::storage::postgres::PostgresUrl;
 
@@ -48,6 +49,12 @@ pub struct Settings {
     pub db_pool_size: u32,
     pub db_connect_timeout: Duration,
     pub rate_limits: RateLimits,
+    /// Where the limiter counts: Redis, shared by replicas; `None` is this process.
+    pub rate_limit_store: Option<RedisUrl>,
+    /// The first part of every limiter key in Redis.
+    pub rate_limit_key_prefix: String,
+    /// Which limited requests pass while the Redis store does not answer.
+    pub rate_limit_on_store_error: OnStoreError,
     pub lockout: Lockout,
     /// Proxies whose hop in `client_ip_header` is believed.
     pub trusted_proxies: Vec<Cidr>,
@@ -405,6 +412,59 @@ pub static SETTINGS: &[Setting] = &[
         show: |s| show_tier(s.rate_limits.reads),
     },
     Setting {
+        env: "GATEHOUSE_RATE_LIMIT_STORE",
+        default: Fallback::Value(""),
+        meaning: "where the per-IP limits are counted: unset is this process (one replica); \
+                  `redis://[:PASSWORD@]HOST[:PORT][/DB]` counts every replica's requests in \
+                  one Redis (see deploy/README.md *Several replicas*); `config check` hides \
+                  the password",
+        parse: |s, v| {
+            let v = v.trim();
+            let store = if v.is_empty() {
+                Ok(None)
+            } else {
+                RedisUrl::parse(v).map(Some)
+            };
+            set(&mut s.rate_limit_store, store)
+        },
+        check: fine,
+        show: |s| {
+            s.rate_limit_store
+                .as_ref()
+                .map_or_else(String::new, |u| u.to_string())
+        },
+    },
+    Setting {
+        env: "GATEHOUSE_RATE_LIMIT_KEY_PREFIX",
+        default: Fallback::Value("gatehouse:rl"),
+        meaning: "Redis keys are `PREFIX:TIER:CLIENT` and expire by themselves; give each \
+                  gatehouse deployment sharing one Redis its own prefix",
+        parse: |s, v| set(&mut s.rate_limit_key_prefix, Ok(v.trim().to_owned())),
+        check: |s| {
+            let p = &s.rate_limit_key_prefix;
+            if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("must be 1–64 printable characters without spaces".into());
+            }
+            Ok(())
+        },
+        show: |s| s.rate_limit_key_prefix.clone(),
+    },
+    Setting {
+        env: "GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR",
+        default: Fallback::Value("by-endpoint"),
+        meaning: "when Redis does not answer within 250 ms: `by-endpoint` refuses the \
+                  endpoints that take a password (signup, login, password change, account \
+                  deletion) with 503 and lets the rest through unlimited; `open` lets all \
+                  through; `closed` refuses every limited request with 503",
+        parse: |s, v| {
+            let mode = OnStoreError::parse(v)
+                .ok_or_else(|| format!("{v:?} is not `by-endpoint`, `open` or `closed`"));
+            set(&mut s.rate_limit_on_store_error, mode)
+        },
+        check: fine,
+        show: |s| s.rate_limit_on_store_error.as_str().into(),
+    },
+    Setting {
         env: "GATEHOUSE_LOCKOUT_MAX_FAILURES",
         default: Fallback::Value("5"),
         meaning: "failed logins per email per window before 429 `too_many_attempts`",
@@ -705,6 +765,9 @@ impl Settings {
                     burst: 0,
                 },
             },
+            rate_limit_store: None,
+            rate_limit_key_prefix: String::new(),
+            rate_limit_on_store_error: OnStoreError::Closed,
             lockout: Lockout {
                 max_failures: 0,
                 max_failures_per_ip: 0,
@@ -811,7 +874,8 @@ impl Settings {
             "192.168.0.0/16",
             "fc00::/7",
         ];
-        self.trusted_proxies
+        let mut warnings: Vec<String> = self
+            .trusted_proxies
             .iter()
             .filter_map(|proxy| {
                 let range = BROAD.iter().copied().find(|range| {
@@ -827,7 +891,16 @@ impl Settings {
                     proxy.addr, proxy.prefix
                 ))
             })
-            .collect()
+            .collect();
+        if self.rate_limits.enabled && self.rate_limit_store.is_none() {
+            warnings.push(
+                "GATEHOUSE_RATE_LIMIT_STORE is unset: per-IP limits are counted in this process, \
+                 so with N replicas behind a load balancer a client gets N times the configured \
+                 limits; set it to a redis:// URL shared by the replicas"
+                    .into(),
+            );
+        }
+        warnings
     }
 
     /// The store to open, from `GATEHOUSE_DATABASE` and the settings of its backend.
@@ -1144,7 +1217,11 @@ mod tests {
             "8.0.0.0/6",
             "10.1.2.3, 192.168.0.0/15",
         ] {
-            let s = from(&[("GATEHOUSE_TRUSTED_PROXIES", trusted)]).expect("valid");
+            let s = from(&[
+                ("GATEHOUSE_TRUSTED_PROXIES", trusted),
+                ("GATEHOUSE_RATE_LIMIT_STORE", "redis://127.0.0.1:6379"),
+            ])
+            .expect("valid");
             let warnings = s.warnings();
             assert_eq!(warnings.len(), 1, "{trusted}: {warnings:?}");
             assert!(
@@ -1160,9 +1237,38 @@ mod tests {
             "fd00::/8",
             "::1",
         ] {
-            let s = from(&[("GATEHOUSE_TRUSTED_PROXIES", trusted)]).expect("valid");
+            let s = from(&[
+                ("GATEHOUSE_TRUSTED_PROXIES", trusted),
+                ("GATEHOUSE_RATE_LIMIT_STORE", "redis://127.0.0.1:6379"),
+            ])
+            .expect("valid");
             assert_eq!(s.warnings(), Vec::<String>::new(), "{trusted}");
         }
+    }
+
+    #[test]
+    fn an_in_memory_limiter_is_warned_about_unless_limits_are_off() {
+        let many = |w: &[String]| w.iter().any(|w| w.contains("N times the configured"));
+        assert!(many(&from(&[]).expect("defaults").warnings()));
+        let shared =
+            from(&[("GATEHOUSE_RATE_LIMIT_STORE", "redis://:pw@10.0.0.7:6379/1")]).expect("redis");
+        assert!(!many(&shared.warnings()));
+        let shown = shared.describe();
+        let store = shown
+            .iter()
+            .find(|(k, _)| *k == "GATEHOUSE_RATE_LIMIT_STORE")
+            .expect("described");
+        assert_eq!(store.1, "redis://:***@10.0.0.7:6379/1");
+        let off = from(&[("GATEHOUSE_RATE_LIMITS", "off")]).expect("off");
+        assert!(!many(&off.warnings()));
+        for bad in ["rediss://h", "10.0.0.7:6379", "redis://h:port"] {
+            let e = from(&[("GATEHOUSE_RATE_LIMIT_STORE", bad)]).expect_err(bad);
+            assert_eq!(e.key, "GATEHOUSE_RATE_LIMIT_STORE", "{bad}");
+        }
+        let e = from(&[("GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR", "fail-open")]).expect_err("bad");
+        assert_eq!(e.key, "GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR");
+        let e = from(&[("GATEHOUSE_RATE_LIMIT_KEY_PREFIX", "a b")]).expect_err("bad");
+        assert_eq!(e.key, "GATEHOUSE_RATE_LIMIT_KEY_PREFIX");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub struct Metrics {
     refreshes: Counter,
     revocations: Counter,
     rate_limited: Counter,
+    rate_limit_store_errors: Counter,
     client_ip_header_malformed: AtomicU64,
 }
 
@@ -90,6 +91,12 @@ impl Metrics {
 
     pub fn rate_limited(&self, tier: &'static str) {
         self.rate_limited.inc(tier);
+    }
+
+    /// The limiter's shared store did not answer; `outcome` is `refused` (503) or
+    /// `passed` (served unlimited).
+    pub fn rate_limit_store_error(&self, outcome: &'static str) {
+        self.rate_limit_store_errors.inc(outcome);
     }
 
     /// A trusted proxy sent a client-address header that could not be read.
@@ -146,6 +153,13 @@ impl Metrics {
             "gatehouse_rate_limited_total",
             "Requests refused by the per-IP rate limiter, by tier.",
             "tier",
+        );
+        self.rate_limit_store_errors.render(
+            &mut out,
+            "gatehouse_rate_limit_store_errors_total",
+            "Limited requests the rate-limit store (Redis) did not answer for in time, by \
+             outcome: refused with 503, or passed unlimited (GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR).",
+            "outcome",
         );
         let name = "gatehouse_client_ip_header_malformed_total";
         let _ = writeln!(

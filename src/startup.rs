@@ -23,7 +23,7 @@ use crate::crypto::password::PasswordHasher;
 use crate::crypto::refresh::RefreshSecret;
 use crate::domain::{AuditKind, Role};
 use crate::http;
-use crate::http::middleware::RateLimiters;
+use crate::http::limiter::RateLimiters;
 use crate::service::AppState;
 use crate::storage::{self, AuditEvent, Store};
 
@@ -54,7 +54,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         // The limiters are the HTTP layer's: the service below never sees them.
-        let limiters = web::Data::new(RateLimiters::new(&settings.rate_limits));
+        let limiters = web::Data::new(RateLimiters::new(settings));
         let app_limiters = limiters.clone();
         let server = HttpServer::new(move || {
             let settings = &app_state.settings;

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::limiter::RateLimiters;
 use crate::metrics::Gauges;
 use crate::service::AppState;
 
@@ -16,10 +17,21 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Ready when the database answers. The rate-limit store is reported but never makes a
+/// replica unready: every replica shares the one Redis, so pulling them all from the load
+/// balancer would turn "logins refused" into "nothing answers", token verification
+/// (JWKS) included.
+pub async fn readyz(
+    state: web::Data<AppState>,
+    limiters: web::Data<RateLimiters>,
+) -> Result<HttpResponse, ApiError> {
     let ping = state.db(|s| s.ping());
-    match tokio::time::timeout(READY_TIMEOUT, ping).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
+    let (db, store) = tokio::join!(tokio::time::timeout(READY_TIMEOUT, ping), limiters.status());
+    match db {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "rate_limit_store": store.as_str(),
+        }))),
         _ => Err(ApiError::unavailable()),
     }
 }

@@ -1,8 +1,6 @@
 //! Cross-cutting request handling: per-IP rate limits, request logs and metrics.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -11,67 +9,14 @@ use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError as _, web};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::client_ip::{client_bucket, client_ip};
 use super::error::ApiError;
-use crate::config::{RateLimits, Tier};
+use super::limiter::{LimitTier, RateLimiters, Verdict};
 use crate::service::AppState;
 
-/// The per-client token buckets (an IPv4 address or an IPv6 /64), one per strict endpoint and one per general tier, so a flood
-/// of one kind (logins) never spends the budget of another (refreshes).
-///
-/// Why governor behind our own middleware: it is MIT-licensed (actix-governor is GPL),
-/// its GCRA buckets cost one atomic per check, and owning the middleware lets the 429
-/// carry the contract's error shape and `Retry-After`.
-pub struct RateLimiters {
-    enabled: bool,
-    signup: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    login: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    refresh: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    logout: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    writes: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    reads: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-}
-
-fn limiter(tier: Tier) -> Arc<DefaultKeyedRateLimiter<IpAddr>> {
-    let rate = NonZeroU32::new(tier.per_minute).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(tier.burst).unwrap_or(NonZeroU32::MIN);
-    Arc::new(RateLimiter::keyed(
-        Quota::per_minute(rate).allow_burst(burst),
-    ))
-}
-
-impl RateLimiters {
-    pub fn new(cfg: &RateLimits) -> Self {
-        Self {
-            enabled: cfg.enabled,
-            signup: limiter(cfg.auth),
-            login: limiter(cfg.auth),
-            refresh: limiter(cfg.auth),
-            logout: limiter(cfg.auth),
-            writes: limiter(cfg.writes),
-            reads: limiter(cfg.reads),
-        }
-    }
-
-    /// Forgets clients whose buckets are full again, so memory tracks active clients.
-    pub fn forget_idle(&self) {
-        for l in [
-            &self.signup,
-            &self.login,
-            &self.refresh,
-            &self.logout,
-            &self.writes,
-            &self.reads,
-        ] {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-    }
-}
-
+/// Which budget a route spends. Owning the middleware (rather than a limiter crate's)
+/// lets the 429 carry the contract's error shape and `Retry-After`.
 #[derive(Clone, Copy)]
 enum Bucket {
     Signup,
@@ -80,6 +25,28 @@ enum Bucket {
     Logout,
     /// Reads for GET, writes for everything else.
     ByMethod,
+    /// As `ByMethod`, on a resource whose writes take the account's password.
+    ByMethodPasswordWrites,
+}
+
+impl Bucket {
+    /// The tier, and whether the request takes a password: those are refused while the
+    /// shared store is down (see `OnStoreError`), since the limit is what bounds guessing.
+    fn classify(self, method: &Method) -> (LimitTier, bool) {
+        let read = method == Method::GET;
+        match self {
+            Bucket::Signup => (LimitTier::Signup, true),
+            Bucket::Login => (LimitTier::Login, true),
+            // Refresh tokens and logouts carry 256-bit random tokens: nothing to guess,
+            // and refusing them would log every user out while Redis is down.
+            Bucket::Refresh => (LimitTier::Refresh, false),
+            Bucket::Logout => (LimitTier::Logout, false),
+            Bucket::ByMethod if read => (LimitTier::Reads, false),
+            Bucket::ByMethod => (LimitTier::Writes, false),
+            Bucket::ByMethodPasswordWrites if read => (LimitTier::Reads, false),
+            Bucket::ByMethodPasswordWrites => (LimitTier::Writes, true),
+        }
+    }
 }
 
 async fn limit(
@@ -96,31 +63,30 @@ async fn limit(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    if !limiters.enabled {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
-    }
-    let (tier, limiter) = match bucket {
-        Bucket::Signup => ("signup", &limiters.signup),
-        Bucket::Login => ("login", &limiters.login),
-        Bucket::Refresh => ("refresh", &limiters.refresh),
-        Bucket::Logout => ("logout", &limiters.logout),
-        Bucket::ByMethod if req.method() == Method::GET => ("reads", &limiters.reads),
-        Bucket::ByMethod => ("writes", &limiters.writes),
-    };
+    let (tier, takes_password) = bucket.classify(req.method());
     let ip = client_ip(req.request(), &state).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    match limiter.check_key(&client_bucket(ip)) {
-        Ok(()) => next
+    let refusal = match limiters.check(tier, client_bucket(ip)).await {
+        Verdict::Allowed => None,
+        Verdict::Limited { retry_after_secs } => {
+            state.metrics.rate_limited(tier.name());
+            Some(ApiError::rate_limited(retry_after_secs))
+        }
+        Verdict::StoreUnavailable => {
+            let refused = limiters.on_store_error().refuses(takes_password);
+            state
+                .metrics
+                .rate_limit_store_error(if refused { "refused" } else { "passed" });
+            // 503, never 500: the client did nothing wrong and may retry shortly.
+            refused.then(ApiError::unavailable)
+        }
+    };
+    match refusal {
+        None => next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body),
-        Err(not_until) => {
-            state.metrics.rate_limited(tier);
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let res = ApiError::rate_limited(secs.max(1)).error_response();
+        Some(error) => {
+            let res = error.error_response();
             Ok(req.into_response(res).map_into_right_body())
         }
     }
@@ -159,6 +125,14 @@ pub async fn limit_by_method(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     limit(req, next, Bucket::ByMethod).await
+}
+
+/// For `/v1/me` (DELETE takes the password) and `/v1/me/password`.
+pub async fn limit_by_method_password_writes(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    limit(req, next, Bucket::ByMethodPasswordWrites).await
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

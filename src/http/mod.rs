@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod limiter;
 mod me;
 pub mod middleware;
 mod wellknown;
@@ -102,7 +103,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             resource("/v1/me", "GET, DELETE")
-                .wrap(from_fn(middleware::limit_by_method))
+                .wrap(from_fn(middleware::limit_by_method_password_writes))
                 .route(web::get().to(me::me))
                 .route(web::delete().to(me::delete_account)),
         )
@@ -118,7 +119,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             resource("/v1/me/password", "POST")
-                .wrap(from_fn(middleware::limit_by_method))
+                .wrap(from_fn(middleware::limit_by_method_password_writes))
                 .route(web::post().to(me::change_password)),
         )
         .service(

@@ -90,6 +90,50 @@ impl Backend {
     }
 }
 
+/// Where an app's rate limiter counts. `api_postgres` runs on Redis, the configuration of
+/// several replicas (PostgreSQL and Redis), so `cargo test` runs every rate-limit test on
+/// both stores; `GATEHOUSE_TEST_RATE_LIMIT_STORE` (`memory` or `redis`) picks it for any
+/// binary. An app on Redis counts under a key prefix of its own on the shared server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimiterStore {
+    Memory,
+    Redis,
+}
+
+impl LimiterStore {
+    pub fn from_env() -> Self {
+        match std::env::var("GATEHOUSE_TEST_RATE_LIMIT_STORE") {
+            Ok(name) => match name.as_str() {
+                "memory" => LimiterStore::Memory,
+                "redis" => LimiterStore::Redis,
+                "" => Self::by_binary(),
+                other => {
+                    panic!("GATEHOUSE_TEST_RATE_LIMIT_STORE={other:?}: expected memory or redis")
+                }
+            },
+            Err(_) => Self::by_binary(),
+        }
+    }
+
+    fn by_binary() -> Self {
+        if env!("CARGO_CRATE_NAME").ends_with("_postgres") {
+            LimiterStore::Redis
+        } else {
+            LimiterStore::Memory
+        }
+    }
+
+    /// Points `settings` at this store (memory when `GATEHOUSE_TEST_REDIS=off`).
+    fn apply(self, settings: &mut Settings) {
+        if self == LimiterStore::Redis
+            && let Some(url) = super::redis::shared()
+        {
+            settings.rate_limit_store = Some(url);
+            settings.rate_limit_key_prefix = super::redis::unique_prefix();
+        }
+    }
+}
+
 pub struct TestApp {
     pub backend: Backend,
     /// `http://127.0.0.1:<port>`
@@ -128,6 +172,7 @@ pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings
     } else {
         Backend::Sqlite
     };
+    LimiterStore::from_env().apply(&mut settings);
     configure(&mut settings);
     let clock = ManualClock::starting_now();
     let (port, state) = start(&settings, &clock).await;

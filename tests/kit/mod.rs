@@ -5,6 +5,7 @@
 //! - [`process`]: the real binary as an operator runs it (signals, logs, CLI, crashes).
 //! - [`body`], [`contract`], [`jwt`]: typed responses, the contract's assertions, and
 //!   tokens taken apart or forged.
+//! - [`redis`]: the shared Redis for the limiter, and private `redis-server`s to fault.
 //! - [`password`], [`ports`], [`rng`], [`rss`]: small shared pieces.
 //!
 //! Included as a module (`#[path = "../kit/mod.rs"] mod kit;`) rather than built as a
@@ -22,5 +23,6 @@ pub mod password;
 pub mod pgdb;
 pub mod ports;
 pub mod process;
+pub mod redis;
 pub mod rng;
 pub mod rss;

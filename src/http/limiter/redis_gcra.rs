@@ -1,0 +1,274 @@
+//! The limiter's counters in Redis, shared by every replica.
+//!
+//! One Lua script per check does the whole GCRA step atomically on the server (read the
+//! theoretical arrival time, decide, write it back with an expiry), so a check is one round
+//! trip and two replicas can never both spend the last token. The script reads Redis's
+//! own clock (`TIME`), so replicas whose clocks disagree still share one budget.
+//!
+//! Why the plain `redis` crate rather than a limiter crate: a script of a dozen lines
+//! keeps the in-memory limiter's exact semantics (governor's GCRA: same rate, burst and
+//! `Retry-After`), and its `ConnectionManager` is one multiplexed async connection per
+//! process that reconnects by itself after Redis comes back.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{LimitTier, Verdict, whole_secs};
+use crate::config::Tier;
+
+/// The longest a request waits on Redis before the store counts as unavailable: a hung
+/// Redis must cost requests a fraction of a second, not hang them.
+pub const STORE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// GCRA as governor does it (`governor::gcra`), in microseconds. KEYS[1]: the client's
+/// bucket; ARGV[1]: the emission interval T (60 s / rate); ARGV[2]: the tolerance
+/// T × (burst − 1). A request is allowed when now ≥ TAT − tolerance, and then moves TAT
+/// to max(TAT, now) + T. Returns 0 when allowed, else the microseconds to wait. The key
+/// expires when TAT passes: from then on a missing key and a stored one mean the same.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local earliest = tat - tolerance
+if now < earliest then
+  return earliest - now
+end
+local next_tat = math.max(tat, now) + interval
+local ttl_ms = math.ceil((next_tat - now) / 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
+return 0
+"#;
+
+/// A `redis://` URL. Its password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.starts_with("rediss://") {
+            return Err(
+                "TLS to Redis (rediss://) is not built in: reach Redis over a private \
+                        network or a local TLS tunnel with redis://"
+                    .into(),
+            );
+        }
+        if !s.starts_with("redis://") {
+            return Err("must be a redis://[:PASSWORD@]HOST[:PORT][/DB] URL".into());
+        }
+        // The parser's message could quote the URL, password and all.
+        redis::Client::open(s)
+            .map_err(|_| "is not a valid redis://[:PASSWORD@]HOST[:PORT][/DB] URL".to_owned())?;
+        Ok(Self(s.to_owned()))
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(self.0.as_str())
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    /// The URL with any password replaced by `***`: settings are printed by `config check`
+    /// and logged, and land in tickets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rest = &self.0["redis://".len()..];
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                write!(f, "redis://{user}:***@{host}{path}")
+            }
+            None => write!(f, "redis://{authority}{path}"),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+pub struct RedisLimiter {
+    url: RedisUrl,
+    /// `None` when the URL could not make a client; every check then fails like an
+    /// unreachable store (`validate` refuses such a URL first).
+    client: Option<redis::Client>,
+    /// Connected on first use, then kept: the manager reconnects by itself.
+    connection: tokio::sync::OnceCell<ConnectionManager>,
+    prefix: String,
+    /// (interval, tolerance) in microseconds, in [`LimitTier::ALL`]'s order.
+    quotas: Vec<(u64, u64)>,
+    script: redis::Script,
+    /// The last check's outcome, so an outage is logged once, not once per request.
+    reachable: AtomicBool,
+}
+
+impl RedisLimiter {
+    pub fn new(url: &RedisUrl, prefix: &str, quota: impl Fn(LimitTier) -> Tier) -> Self {
+        let quotas = LimitTier::ALL
+            .iter()
+            .map(|t| {
+                let tier = quota(*t);
+                let interval = 60_000_000 / u64::from(tier.per_minute.max(1));
+                (interval, interval * u64::from(tier.burst.max(1) - 1))
+            })
+            .collect();
+        Self {
+            url: url.clone(),
+            client: url.client().ok(),
+            connection: tokio::sync::OnceCell::new(),
+            prefix: prefix.to_owned(),
+            quotas,
+            script: redis::Script::new(GCRA),
+            reachable: AtomicBool::new(true),
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let client = self.client.clone().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad URL"))
+        })?;
+        self.connection
+            .get_or_try_init(|| ConnectionManager::new_with_config(client, manager_config()))
+            .await
+            .cloned()
+    }
+
+    pub async fn check(&self, tier: LimitTier, client: IpAddr) -> Verdict {
+        let i = LimitTier::ALL.iter().position(|t| *t == tier).unwrap_or(0);
+        let (interval, tolerance) = self.quotas[i];
+        // `{prefix}:{tier}:{bucket}`: an IPv6 bucket is its /64, written `2001:db8:1:2::`.
+        let key = format!("{}:{}:{client}", self.prefix, tier.name());
+        let outcome = tokio::time::timeout(STORE_TIMEOUT, async {
+            let mut conn = self.connection().await?;
+            self.script
+                .key(key)
+                .arg(interval)
+                .arg(tolerance)
+                .invoke_async::<u64>(&mut conn)
+                .await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(wait)) => {
+                self.mark_reachable();
+                if wait == 0 {
+                    Verdict::Allowed
+                } else {
+                    Verdict::Limited {
+                        retry_after_secs: whole_secs(Duration::from_micros(wait)),
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                self.mark_unreachable(&e.to_string());
+                Verdict::StoreUnavailable
+            }
+            Err(_) => {
+                self.mark_unreachable("no answer within the timeout");
+                Verdict::StoreUnavailable
+            }
+        }
+    }
+
+    /// Whether Redis answers a PING within [`STORE_TIMEOUT`].
+    pub async fn ping(&self) -> bool {
+        let answered = tokio::time::timeout(STORE_TIMEOUT, async {
+            let mut conn = self.connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await;
+        match answered {
+            Ok(Ok(_)) => {
+                self.mark_reachable();
+                true
+            }
+            Ok(Err(e)) => {
+                self.mark_unreachable(&e.to_string());
+                false
+            }
+            Err(_) => {
+                self.mark_unreachable("no answer within the timeout");
+                false
+            }
+        }
+    }
+
+    fn mark_reachable(&self) {
+        if !self.reachable.swap(true, Ordering::Relaxed) {
+            tracing::info!(store = %self.url, "rate-limit store answers again");
+        }
+    }
+
+    fn mark_unreachable(&self, error: &str) {
+        if self.reachable.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                store = %self.url,
+                error,
+                "rate-limit store unreachable: GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR decides \
+                 which requests pass until it answers again"
+            );
+        }
+    }
+}
+
+/// Bounded everywhere: a connection attempt and a response each get [`STORE_TIMEOUT`],
+/// and a reconnection retries once, quickly; the next request starts the next attempt.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(STORE_TIMEOUT)
+        .set_response_timeout(STORE_TIMEOUT)
+        .set_number_of_retries(1)
+        .set_factor(50)
+        .set_max_delay(200)
+}
+
+/// Connects to `url` and PINGs it, for `config check`: `Ok` when Redis answers.
+pub async fn probe(url: &RedisUrl) -> Result<(), String> {
+    let client = url.client().map_err(|e| e.to_string())?;
+    let answered = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    })
+    .await;
+    match answered {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2 seconds".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_print_without_their_password() {
+        let shown = |s: &str| RedisUrl::parse(s).expect(s).to_string();
+        assert_eq!(shown("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            shown("redis://:s3cret@redis.internal:6380/2"),
+            "redis://:***@redis.internal:6380/2"
+        );
+        assert_eq!(
+            shown("redis://gh:s3cret@redis.internal/0"),
+            "redis://gh:***@redis.internal/0"
+        );
+        assert!(!format!("{:?}", RedisUrl::parse("redis://:pw@h").expect("url")).contains("pw"));
+    }
+
+    #[test]
+    fn only_plain_redis_urls_are_taken() {
+        assert!(RedisUrl::parse("rediss://h:6379").is_err());
+        assert!(RedisUrl::parse("http://h:6379").is_err());
+        assert!(RedisUrl::parse("127.0.0.1:6379").is_err());
+        assert!(RedisUrl::parse("redis://h:notaport").is_err());
+    }
+}
