@@ -16,6 +16,7 @@ mod helpers;
 mod hygiene;
 mod jwks;
 mod keys;
+mod limits_shared;
 mod login;
 mod logout;
 mod me;

@@ -10,4 +10,5 @@ mod crash;
 mod faults;
 mod invariants;
 mod properties;
+mod redis_outage;
 mod soak;

@@ -1,0 +1,193 @@
+//! The per-IP limiter counted in Redis, as several replicas run it: two apps on one Redis
+//! spend one budget, keys are namespaced and expire, and a store that does not answer is
+//! handled in the configured direction.
+
+use futures::future::join_all;
+use gatehouse::config::{Settings, Tier};
+use gatehouse::http::limiter::{OnStoreError, RedisUrl};
+use reqwest::StatusCode;
+
+use crate::helpers::*;
+use crate::kit::ports::free_port;
+use crate::kit::redis;
+
+const BURST: u32 = 3;
+
+/// Strict login limits counted under `prefix` in `store` (in memory when `None`).
+fn replica(store: Option<RedisUrl>, prefix: String) -> impl FnOnce(&mut Settings) {
+    move |s| {
+        s.rate_limits.enabled = true;
+        s.rate_limits.auth = Tier {
+            per_minute: 6,
+            burst: BURST,
+        };
+        s.rate_limit_store = store;
+        s.rate_limit_key_prefix = prefix;
+    }
+}
+
+/// 20 concurrent wrong logins from one client, alternating between `a` and `b`; the
+/// statuses, and the Retry-After of every 429.
+async fn flood(a: &TestApp, b: &TestApp) -> (Vec<StatusCode>, Vec<u64>) {
+    let answers = join_all((0..20).map(|i| {
+        let app = if i % 2 == 0 { a } else { b };
+        async move { app.post_login(&unique_email("flood"), PASSWORD).await }
+    }))
+    .await;
+    let waits = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .map(|r| {
+            header(r, "retry-after")
+                .and_then(|v| v.parse().ok())
+                .expect("a 429 carries Retry-After in seconds")
+        })
+        .collect();
+    (answers.iter().map(|r| r.status()).collect(), waits)
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_limit_a_flood_at_the_configured_rate_not_twice_it() {
+    let Some(url) = redis::shared() else { return };
+    let prefix = redis::unique_prefix();
+    let a = spawn_app_with(replica(Some(url.clone()), prefix.clone())).await;
+    let b = spawn_app_with(replica(Some(url), prefix)).await;
+    let (statuses, waits) = flood(&a, &b).await;
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        BURST as usize,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        20 - BURST as usize,
+        "{statuses:?}"
+    );
+    // 6 a minute: the next token comes within 10 s.
+    assert!(waits.iter().all(|w| (1..=10).contains(w)), "{waits:?}");
+
+    // The same two replicas counting in memory: each grants its own burst.
+    let a = spawn_app_with(replica(None, String::from("unused"))).await;
+    let b = spawn_app_with(replica(None, String::from("unused"))).await;
+    let (statuses, _) = flood(&a, &b).await;
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        2 * BURST as usize,
+        "in memory, two replicas give twice the budget: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn redis_keys_are_namespaced_per_tier_and_client_and_expire() {
+    let Some(url) = redis::shared() else { return };
+    let prefix = redis::unique_prefix();
+    let app = spawn_app_with(replica(Some(url.clone()), prefix.clone())).await;
+    let r = app.post_login("nobody@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let client = ::redis::Client::open(format!("redis://{}", host_of(&url))).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the shared Redis answers");
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    assert_eq!(keys, vec![format!("{prefix}:login:127.0.0.1")]);
+    let ttl_ms: i64 = ::redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    // One request's worth of the bucket: the 10 s emission interval, then it is gone.
+    assert!((1..=10_000).contains(&ttl_ms), "PTTL {ttl_ms}");
+}
+
+/// `HOST:PORT[/DB]` of a URL printed by gatehouse (the test server has no password).
+fn host_of(url: &RedisUrl) -> String {
+    url.to_string().trim_start_matches("redis://").to_owned()
+}
+
+/// An access token of a new user, signed up through the service layer: the limiter in
+/// front of `/v1/signup` may refuse the test's own seeding.
+async fn signed_up_behind_the_limiter(app: &TestApp) -> String {
+    use gatehouse::domain::{Email, NewPassword};
+    use gatehouse::service::{ClientMeta, accounts};
+    let email = Email::parse(&unique_email("outage")).expect("email");
+    let password = NewPassword::parse(PASSWORD).expect("password");
+    accounts::signup(&app.state, email, password, &ClientMeta::default())
+        .await
+        .expect("signup through the service")
+        .access_token
+}
+
+/// A Redis URL on a loopback port nobody listens on: connections are refused at once.
+fn nowhere() -> RedisUrl {
+    RedisUrl::parse(&format!("redis://127.0.0.1:{}", free_port())).expect("url")
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_each_direction_does_what_it_says() {
+    for mode in [
+        OnStoreError::ByEndpoint,
+        OnStoreError::Open,
+        OnStoreError::Closed,
+    ] {
+        let app = spawn_app_with(|s| {
+            replica(Some(nowhere()), redis::unique_prefix())(s);
+            s.rate_limits.reads = Tier {
+                per_minute: 600,
+                burst: 100,
+            };
+            s.rate_limit_on_store_error = mode;
+        })
+        .await;
+        let token = signed_up_behind_the_limiter(&app).await;
+
+        let login = app.post_login("nobody@example.com", PASSWORD).await;
+        let signup = app.post_signup(&unique_email("outage"), PASSWORD).await;
+        let me = app.get_me(&token).await;
+        let statuses = (login.status(), signup.status(), me.status());
+        let expected = match mode {
+            OnStoreError::ByEndpoint => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::OK,
+            ),
+            OnStoreError::Open => (StatusCode::UNAUTHORIZED, StatusCode::CREATED, StatusCode::OK),
+            OnStoreError::Closed => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        };
+        assert_eq!(statuses, expected, "{mode:?}");
+        if mode != OnStoreError::Open {
+            let wait = header(&login, "retry-after").expect("503 carries Retry-After");
+            assert!(wait.parse::<u64>().is_ok_and(|w| w >= 1), "{wait}");
+            assert_error(login, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+        }
+        // JWKS is never limited, and readiness reports the store without failing.
+        assert_eq!(app.get("/.well-known/jwks.json").await.status(), StatusCode::OK);
+        let ready = expect_json(app.get("/readyz").await, StatusCode::OK).await;
+        assert_eq!(ready["rate_limit_store"], "unreachable", "{ready}");
+        let metrics = app.get("/metrics").await.text().await.expect("metrics");
+        assert!(
+            !metrics
+                .lines()
+                .any(|l| l.starts_with("gatehouse_http_request_duration_seconds_count")
+                    && l.contains("status=\"500\"")),
+            "{mode:?}: a 500\n{metrics}"
+        );
+        assert!(
+            metrics.contains("gatehouse_rate_limit_store_errors_total{outcome="),
+            "{metrics}"
+        );
+    }
+}
