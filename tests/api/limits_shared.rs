@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 
 use crate::helpers::*;
 use crate::kit::ports::free_port;
+use crate::kit::process::Binary;
 use crate::kit::redis;
 
 const BURST: u32 = 3;
@@ -190,4 +191,48 @@ async fn with_redis_unreachable_each_direction_does_what_it_says() {
             "{metrics}"
         );
     }
+}
+
+async fn config_check(env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("keys")).expect("keys dir");
+    // The kit's binary runs with limits off; these are about limits on.
+    let limited = Binary::in_dir(dir.path()).with("GATEHOUSE_RATE_LIMITS", "on");
+    let binary = env.iter().fold(limited, |b, (k, v)| b.with(k, v));
+    binary.cli(&["config", "check"]).await
+}
+
+#[tokio::test]
+async fn config_check_warns_about_per_process_limits_and_probes_redis() {
+    let (code, text) = config_check(&[]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("# warning: GATEHOUSE_RATE_LIMIT_STORE is unset")
+            && text.contains("N times the configured limits"),
+        "{text}"
+    );
+
+    // Nothing listens there: a warning naming the direction, and never the password.
+    let nowhere = format!("redis://:s3cret-pw@127.0.0.1:{}/0", free_port());
+    let (code, text) = config_check(&[("GATEHOUSE_RATE_LIMIT_STORE", &nowhere)]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    assert!(text.contains("GATEHOUSE_RATE_LIMIT_STORE=redis://:***@127.0.0.1:"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("# warning: GATEHOUSE_RATE_LIMIT_STORE:")
+            && l.contains("does not answer")
+            && l.contains("GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR=by-endpoint")),
+        "{text}"
+    );
+    assert!(!text.contains("N times the configured"), "{text}");
+
+    let (code, text) = config_check(&[("GATEHOUSE_RATE_LIMIT_STORE", "rediss://h:6379")]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("GATEHOUSE_RATE_LIMIT_STORE"), "{text}");
+
+    let Some(url) = redis::shared() else { return };
+    let (code, text) =
+        config_check(&[("GATEHOUSE_RATE_LIMIT_STORE", &url.to_string())]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("# rate-limit store {url} answers")), "{text}");
 }
