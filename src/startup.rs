@@ -78,6 +78,12 @@ impl Application {
             addr = %format!("{}:{port}", listener_host(&settings.bind)),
             issuer = %settings.issuer,
             kid = %state.keys().signer().kid,
+            // Redacted: the URL's password never reaches a log.
+            rate_limits = %match (&settings.rate_limit_store, settings.rate_limits.enabled) {
+                (_, false) => "off".to_owned(),
+                (None, true) => "in memory (this process)".to_owned(),
+                (Some(url), true) => format!("in Redis at {url}"),
+            },
             "gatehouse listening"
         );
         Ok(Self {

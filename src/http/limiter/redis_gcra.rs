@@ -12,8 +12,8 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -23,6 +23,12 @@ use crate::config::Tier;
 /// The longest a request waits on Redis before the store counts as unavailable: a hung
 /// Redis must cost requests a fraction of a second, not hang them.
 pub const STORE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// After Redis fails to answer, requests skip it for this long and get the configured
+/// direction at once: a read must not pay the timeout on every request during an outage,
+/// and a struggling Redis is not hammered. Then the next request tries again, so recovery
+/// is noticed within about this long.
+pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// GCRA as governor does it (`governor::gcra`), in microseconds. KEYS[1]: the client's
 /// bucket; ARGV[1]: the emission interval T (60 s / rate); ARGV[2]: the tolerance
@@ -108,6 +114,9 @@ pub struct RedisLimiter {
     script: redis::Script,
     /// The last check's outcome, so an outage is logged once, not once per request.
     reachable: AtomicBool,
+    /// Until when (milliseconds since `started`) checks skip Redis; 0 when it answers.
+    skip_until_ms: AtomicU64,
+    started: Instant,
 }
 
 impl RedisLimiter {
@@ -128,7 +137,13 @@ impl RedisLimiter {
             quotas,
             script: redis::Script::new(GCRA),
             reachable: AtomicBool::new(true),
+            skip_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
@@ -142,6 +157,9 @@ impl RedisLimiter {
     }
 
     pub async fn check(&self, tier: LimitTier, client: IpAddr) -> Verdict {
+        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            return Verdict::StoreUnavailable;
+        }
         let i = LimitTier::ALL.iter().position(|t| *t == tier).unwrap_or(0);
         let (interval, tolerance) = self.quotas[i];
         // `{prefix}:{tier}:{bucket}`: an IPv6 bucket is its /64, written `2001:db8:1:2::`.
@@ -202,12 +220,15 @@ impl RedisLimiter {
     }
 
     fn mark_reachable(&self) {
+        self.skip_until_ms.store(0, Ordering::Relaxed);
         if !self.reachable.swap(true, Ordering::Relaxed) {
             tracing::info!(store = %self.url, "rate-limit store answers again");
         }
     }
 
     fn mark_unreachable(&self, error: &str) {
+        let retry_at = self.now_ms() + STORE_RETRY_AFTER.as_millis() as u64;
+        self.skip_until_ms.store(retry_at, Ordering::Relaxed);
         if self.reachable.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 store = %self.url,
@@ -220,14 +241,13 @@ impl RedisLimiter {
 }
 
 /// Bounded everywhere: a connection attempt and a response each get [`STORE_TIMEOUT`],
-/// and a reconnection retries once, quickly; the next request starts the next attempt.
+/// and a (re)connection is one attempt without retries, so a refused connection fails at
+/// once; the next request after [`STORE_RETRY_AFTER`] starts the next attempt.
 fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(STORE_TIMEOUT)
         .set_response_timeout(STORE_TIMEOUT)
-        .set_number_of_retries(1)
-        .set_factor(50)
-        .set_max_delay(200)
+        .set_number_of_retries(0)
 }
 
 /// Connects to `url` and PINGs it, for `config check`: `Ok` when Redis answers.
