@@ -169,6 +169,23 @@ async fn with_redis_unreachable_each_direction_does_what_it_says() {
             ),
         };
         assert_eq!(statuses, expected, "{mode:?}");
+        if mode == OnStoreError::ByEndpoint {
+            // The other password-taking endpoints refuse too; a write without a password
+            // reaches its handler (404: no such session).
+            let body = serde_json::json!({"current_password": PASSWORD, "new_password": "An0ther-Passw0rd!"});
+            let change = app
+                .post_json_with_token("/v1/me/password", &token, &body)
+                .await;
+            assert_eq!(change.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let delete = app
+                .delete_with_token("/v1/me", &token, Some(serde_json::json!({"password": PASSWORD})))
+                .await;
+            assert_eq!(delete.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let revoke = app
+                .delete_with_token(&format!("/v1/me/sessions/{}", uuid::Uuid::new_v4()), &token, None)
+                .await;
+            assert_eq!(revoke.status(), StatusCode::NOT_FOUND);
+        }
         if mode != OnStoreError::Open {
             let wait = header(&login, "retry-after").expect("503 carries Retry-After");
             assert!(wait.parse::<u64>().is_ok_and(|w| w >= 1), "{wait}");
