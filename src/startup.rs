@@ -55,6 +55,11 @@ impl Application {
         let app_state = state.clone();
         // The limiters are the HTTP layer's: the service below never sees them.
         let limiters = web::Data::new(RateLimiters::new(settings));
+        // In the background: a replica starts (and serves) while Redis is down.
+        tokio::spawn({
+            let limiters = limiters.clone();
+            async move { limiters.warm_up().await }
+        });
         let app_limiters = limiters.clone();
         let server = HttpServer::new(move || {
             let settings = &app_state.settings;

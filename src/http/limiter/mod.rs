@@ -176,6 +176,13 @@ impl RateLimiters {
         }
     }
 
+    /// Connects to the shared store ahead of the first request; nothing to do in memory.
+    pub async fn warm_up(&self) {
+        if let Store::Redis(r) = &self.store {
+            r.warm_up().await;
+        }
+    }
+
     pub fn on_store_error(&self) -> OnStoreError {
         self.on_store_error
     }

@@ -24,6 +24,9 @@ use crate::config::Tier;
 /// Redis must cost requests a fraction of a second, not hang them.
 pub const STORE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// How long the connection made at start may take (see [`RedisLimiter::warm_up`]).
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// After Redis fails to answer, requests skip it for this long and get the configured
 /// direction at once: a read must not pay the timeout on every request during an outage,
 /// and a struggling Redis is not hammered. Then the next request tries again, so recovery
@@ -193,6 +196,23 @@ impl RedisLimiter {
                 self.mark_unreachable("no answer within the timeout");
                 Verdict::StoreUnavailable
             }
+        }
+    }
+
+    /// Connects and loads the script, with more time than a request gets: started with
+    /// the server, so that the first requests pay one round trip, not a connection and
+    /// a script load inside their 250 ms (on a busy machine they would not fit, and
+    /// signups would meet a 503 right after a start).
+    pub async fn warm_up(&self) {
+        let ready = tokio::time::timeout(WARM_UP_TIMEOUT, async {
+            let mut conn = self.connection().await?;
+            self.script.load_async(&mut conn).await
+        })
+        .await;
+        match ready {
+            Ok(Ok(_)) => tracing::debug!(store = %self.url, "rate-limit store connected"),
+            Ok(Err(e)) => self.mark_unreachable(&e.to_string()),
+            Err(_) => self.mark_unreachable("no answer within the start-up timeout"),
         }
     }
 
