@@ -253,3 +253,24 @@ async fn config_check_warns_about_per_process_limits_and_probes_redis() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("# rate-limit store {url} answers")), "{text}");
 }
+
+#[tokio::test]
+async fn limits_too_high_to_reach_count_without_errors_in_redis() {
+    // A rate above a million a second made the script's key expiry 0 ms, which Redis
+    // refuses: every request then counted as "store down". The benchmark raises limits so.
+    let Some(url) = redis::shared() else { return };
+    let app = spawn_app_with(|s| {
+        replica(Some(url), redis::unique_prefix())(s);
+        s.rate_limits.auth = Tier {
+            per_minute: 1_000_000_000,
+            burst: 1_000_000_000,
+        };
+    })
+    .await;
+    for _ in 0..5 {
+        let r = app.post_signup(&unique_email("fast"), PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let ready = expect_json(app.get("/readyz").await, StatusCode::OK).await;
+    assert_eq!(ready["rate_limit_store"], "redis", "{ready}");
+}

@@ -49,7 +49,7 @@ if now < earliest then
   return earliest - now
 end
 local next_tat = math.max(tat, now) + interval
-local ttl_ms = math.ceil((next_tat - now) / 1000)
+local ttl_ms = math.max(1, math.ceil((next_tat - now) / 1000))
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
 return 0
 "#;
@@ -128,7 +128,8 @@ impl RedisLimiter {
             .iter()
             .map(|t| {
                 let tier = quota(*t);
-                let interval = 60_000_000 / u64::from(tier.per_minute.max(1));
+                // At least 1 µs: rates above 60 million a minute are that rate.
+                let interval = (60_000_000 / u64::from(tier.per_minute.max(1))).max(1);
                 (interval, interval * u64::from(tier.burst.max(1) - 1))
             })
             .collect();
