@@ -60,7 +60,7 @@ done
 
 printf '%-7s %9s %8s %8s %14s %14s\n' mode req/s p50_ms p99_ms gh_cpu_us/req redis_cpu_us/req
 for mode in off memory redis; do
-  jq -s --argjson hz "$HZ" '
+  jq -r -s --argjson hz "$HZ" '
     def median: sort | .[(length / 2 | floor)];
     [.[] | .scenarios.me.median] as $m
     | [.[] | (.redis_cpu_ticks / $hz * 1e6) / (.scenarios.me.median.requests | if . == 0 then 1 else . end)] as $r
