@@ -263,6 +263,13 @@ impl Attempt {
         store.record_login_failure(&self.keys, window_secs, now)
     }
 
+    /// The key whose failures a right password forgives, when it has any: the login
+    /// clears it in the transaction that opens its family. The IP's stay, as in
+    /// `succeeded`.
+    pub fn forgives(&self) -> Option<String> {
+        (self.own_failures > 0).then(|| self.keys[0].clone())
+    }
+
     /// The password was right: the account's earlier failures are forgiven. The IP's
     /// stay: one account's success says nothing of the guesses at others.
     pub async fn succeeded(self, state: &AppState) -> Result<(), ServiceError> {

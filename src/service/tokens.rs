@@ -79,13 +79,15 @@ fn pair(
 }
 
 /// The family a new login opens, with its first (random) token. `password_generation`
-/// is the user's generation when the password was checked.
+/// is the user's generation when the password was checked; `opened_by` the event the
+/// store records with it.
 pub fn new_family(
     state: &AppState,
     user: &User,
     password_generation: i64,
     meta: &ClientMeta,
     now: DateTime<Utc>,
+    opened_by: AuditKind,
 ) -> (NewFamily, RefreshToken) {
     let token = RefreshToken::generate();
     let family_expires_at = now + dur(state.settings.family_ttl);
@@ -100,6 +102,8 @@ pub fn new_family(
         user_agent: meta.user_agent.clone(),
         ip: meta.ip.clone(),
         password_generation,
+        opened_by: event(state, opened_by, Some(user), meta, "ok"),
+        forgives: None,
     };
     (family, token)
 }
@@ -121,7 +125,8 @@ pub fn pair_for_new_family(
     )
 }
 
-/// Opens a family for `user` (one login) and returns its first token pair. When the
+/// Opens a family for `user` (one login) and returns its first token pair; the store
+/// records `opened_by` and forgives the `forgives` key's failures with it. When the
 /// password checked at `password_generation` is no longer the user's, or the user was
 /// disabled or deleted meanwhile, the login fails as a wrong password would.
 pub async fn start_family(
@@ -129,9 +134,12 @@ pub async fn start_family(
     user: User,
     password_generation: i64,
     meta: &ClientMeta,
+    opened_by: AuditKind,
+    forgives: Option<String>,
 ) -> Result<TokenPair, ServiceError> {
     let now = state.now();
-    let (family, token) = new_family(state, &user, password_generation, meta, now);
+    let (mut family, token) = new_family(state, &user, password_generation, meta, now, opened_by);
+    family.forgives = forgives;
     let (id, token_expires_at) = (family.id, family.token_expires_at);
     if !state.db(move |s| s.create_family(family)).await? {
         return Err(ServiceError::InvalidCredentials);

@@ -87,6 +87,13 @@ pub struct NewFamily {
     /// The user's password generation when the login checked the password (0 for a
     /// signup). The family opens only while it is still the user's.
     pub password_generation: i64,
+    /// What opened it (signup, login, password change): recorded in the same
+    /// transaction as the family, with the family's and its user's ids, so the audit log never misses a
+    /// session nor names one that was never stored.
+    pub opened_by: AuditEvent,
+    /// A lockout key whose stored failures the opening forgives (a login's own email,
+    /// after a right password), in the same transaction.
+    pub forgives: Option<String>,
 }
 
 /// A presented refresh token as stored, with what the rotation rule needs to judge it:

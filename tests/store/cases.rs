@@ -59,6 +59,8 @@ fn new_family(
         user_agent: Some("agent/1.0".into()),
         ip: Some("192.0.2.7".into()),
         password_generation: generation,
+        opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
+        forgives: None,
     }
 }
 
@@ -634,10 +636,12 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
             limit: 10,
         })
         .expect("audit");
-    assert_eq!(events.len(), 1, "the event stays, with the bare user id");
-    let e = &events[0];
-    assert_eq!((&e.ip, &e.user_agent, &e.detail), (&None, &None, &None));
-    assert_eq!(e.family_id, Some(family));
+    // The family's opening and the event above stay, with the bare user id.
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!((&e.ip, &e.user_agent, &e.detail), (&None, &None, &None));
+        assert_eq!(e.family_id, Some(family));
+    }
     let kept = store
         .list_audit(&AuditFilter {
             before: None,
@@ -654,6 +658,74 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
         [0, 1, 1],
         "only the deleted email's counter goes"
     );
+}
+
+/// A login's writes are one transaction: the family, its first token, the event that
+/// opened it (naming the family) and the forgiving of its email's failures all land, or,
+/// when the family is refused, none of them.
+pub fn a_family_opens_with_its_event_and_forgiveness_or_not_at_all(store: &S) {
+    const WINDOW: i64 = 600;
+    let u = user(store, "opened@example.com");
+    let key = email_attempt_key(&u.email);
+    let failures = |store: &S| {
+        store
+            .login_failures(std::slice::from_ref(&key), WINDOW, t0())
+            .expect("read")[0]
+            .failures
+    };
+    let events = |store: &S| {
+        store
+            .list_audit(&AuditFilter {
+                user_id: Some(u.id),
+                kind: Some(AuditKind::LoginSucceeded.as_str().into()),
+                limit: 10,
+                before: None,
+            })
+            .expect("audit")
+    };
+    store
+        .record_login_failure(std::slice::from_ref(&key), WINDOW, t0())
+        .expect("record");
+
+    let stale = NewFamily {
+        opened_by: AuditEvent {
+            user_id: Some(u.id),
+            ..AuditEvent::new(t0(), AuditKind::LoginSucceeded, "ok")
+        },
+        forgives: Some(key.clone()),
+        ..new_family(u.id, token(1), 7, t0())
+    };
+    assert!(!store.create_family(stale).expect("refused"));
+    assert!(
+        events(store).is_empty(),
+        "an event for a family never stored"
+    );
+    assert_eq!(
+        failures(store),
+        1,
+        "forgiven by a login that opened nothing"
+    );
+
+    let opened = NewFamily {
+        opened_by: AuditEvent {
+            user_id: Some(u.id),
+            ip: Some("192.0.2.44".into()),
+            ..AuditEvent::new(t0(), AuditKind::LoginSucceeded, "ok")
+        },
+        forgives: Some(key.clone()),
+        ..new_family(u.id, token(2), 0, t0())
+    };
+    let family = opened.id;
+    assert!(store.create_family(opened).expect("opened"));
+    let recorded = events(store);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(
+        recorded[0].family_id,
+        Some(family),
+        "the event names its family"
+    );
+    assert_eq!(recorded[0].ip.as_deref(), Some("192.0.2.44"));
+    assert_eq!(failures(store), 0, "the right password forgives the email");
 }
 
 pub fn lockout_windows_count_expire_and_clear(store: &S) {
@@ -777,9 +849,10 @@ pub fn prune_removes_what_no_rule_needs(store: &S) {
     let pruned = store
         .prune(now, 600, t0() + Duration::minutes(15))
         .expect("prune");
+    // Events before the cutoff: the two families' openings, then minutes 0 and 10.
     assert_eq!(
         (pruned.families, pruned.login_attempts, pruned.audit_events),
-        (1, 1, 2)
+        (1, 1, 4)
     );
     assert!(store.find_refresh_token(token(1)).expect("read").is_none());
     assert!(store.find_refresh_token(token(3)).expect("read").is_none());

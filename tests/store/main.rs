@@ -52,6 +52,7 @@ conformance!(
     two_password_changes_from_one_generation_one_wins,
     logins_racing_a_password_change_leave_no_live_family_behind,
     delete_user_scrubs_audit_and_forgets_families_and_lockout,
+    a_family_opens_with_its_event_and_forgiveness_or_not_at_all,
     lockout_windows_count_expire_and_clear,
     concurrent_failures_are_all_counted,
     prune_removes_what_no_rule_needs,

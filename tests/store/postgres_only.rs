@@ -463,6 +463,8 @@ fn hot_paths_take_one_round_trip_per_store_call() {
                 user_agent: None,
                 ip: None,
                 password_generation: 0,
+                opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
+                forgives: None,
             })
             .expect("family")
     );

@@ -986,7 +986,8 @@ impl Store for PgStore {
     }
 }
 
-/// Opens `family` and its first token. With `lock_user`, only while its user exists, is
+/// Opens `family` and its first token, records the event that opened it and forgives
+/// its key's failures: one statement, so one round trip and one transaction. With `lock_user`, only while its user exists, is
 /// enabled and is at `generation`: `FOR SHARE` holds the user's row until commit, so a
 /// password change, disable or delete either committed first (and the re-checked row no
 /// longer matches: nothing is inserted) or waits for this login and then ends its family.
@@ -1001,6 +1002,8 @@ fn insert_family<C: ::postgres::GenericClient>(
     let (token_expires, family_expires) =
         (sec(family.token_expires_at), sec(family.family_expires_at));
     let first = &family.first_token[..];
+    let e = &family.opened_by;
+    let (at, kind, actor) = (sec(e.at), e.kind.as_str(), e.actor_id.map(UserId::as_uuid));
     let user_check = if lock_user {
         "SELECT id FROM users WHERE id = $2 AND password_generation = $7 AND NOT disabled
          FOR SHARE"
@@ -1015,6 +1018,13 @@ fn insert_family<C: ::postgres::GenericClient>(
                       password_generation)
                  SELECT $1, u.id, $3, $3, $4, $5, $6, $7 FROM u
                  RETURNING id
+             ), opened AS (
+                 INSERT INTO audit_events
+                     (at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail)
+                 SELECT $10, $11, $2, f.id, $12, $13, $14, $15, $16 FROM f
+             ), forgiven AS (
+                 -- A NULL key matches nothing: no failures to forgive.
+                 DELETE FROM login_attempts WHERE key = $17 AND EXISTS (SELECT 1 FROM f)
              )
              INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
              SELECT $8, f.id, NULL, $3, $9 FROM f
@@ -1030,6 +1040,14 @@ fn insert_family<C: ::postgres::GenericClient>(
             (&generation, Type::INT8),
             (&first, Type::BYTEA),
             (&token_expires, Type::TIMESTAMPTZ),
+            (&at, Type::TIMESTAMPTZ),
+            (&kind, Type::TEXT),
+            (&actor, Type::UUID),
+            (&e.ip, Type::TEXT),
+            (&e.user_agent, Type::TEXT),
+            (&e.outcome, Type::TEXT),
+            (&e.detail, Type::TEXT),
+            (&family.forgives, Type::TEXT),
         ],
     )?;
     Ok(rows.len() == 1)

@@ -289,6 +289,24 @@ pub(super) fn opt_uuid_col<T: From<uuid::Uuid>>(
     text.map(|t| parse_uuid(idx, &t)).transpose()
 }
 
+/// A family, its first token, the event that opened it and the failures it forgives:
+/// one transaction's writes.
+fn open_family(tx: &Transaction<'_>, family: &NewFamily) -> rusqlite::Result<()> {
+    families::insert(tx, family)?;
+    audit::insert(
+        tx,
+        &AuditEvent {
+            user_id: Some(family.user_id),
+            family_id: Some(family.id),
+            ..family.opened_by.clone()
+        },
+    )?;
+    if let Some(key) = &family.forgives {
+        lockout::forget(tx, key)?;
+    }
+    Ok(())
+}
+
 fn parse_uuid<T: From<uuid::Uuid>>(idx: usize, text: &str) -> rusqlite::Result<T> {
     uuid::Uuid::parse_str(text).map(T::from).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
@@ -416,7 +434,7 @@ impl Store for SqliteStore {
                 return Ok(false);
             }
             families::revoke_all(tx, user_id, RevokeReason::PasswordChange, family.now)?;
-            families::insert(
+            open_family(
                 tx,
                 &NewFamily {
                     password_generation: generation + 1,
@@ -439,7 +457,7 @@ impl Store for SqliteStore {
             if !accounts::may_open_family(tx, family.user_id, family.password_generation)? {
                 return Ok(false);
             }
-            families::insert(tx, &family)?;
+            open_family(tx, &family)?;
             Ok(true)
         })
     }
@@ -597,6 +615,8 @@ mod tests {
             user_agent: None,
             ip: None,
             password_generation: generation,
+            opened_by: AuditEvent::new(now, crate::domain::AuditKind::LoginSucceeded, "ok"),
+            forgives: None,
         }
     }
 
