@@ -189,6 +189,9 @@ pub fn search_matches_a_prefix_with_wildcards_as_plain_characters(store: &S) {
     assert_eq!(found(Some("a"), 2).len(), 2);
     assert_eq!(found(Some("zed@example.com"), 10), ["zed@example.com"]);
     assert!(found(Some("q"), 10).is_empty());
+    // PostgreSQL text cannot hold NUL: an empty answer, as on SQLite, never an error.
+    assert!(found(Some("a\0"), 10).is_empty());
+    assert!(found(Some("\0"), 10).is_empty());
     assert_eq!(
         found(None, 2),
         ["zed@example.com", "abc@example.com"],
@@ -1070,6 +1073,19 @@ pub fn audit_is_listed_newest_first_and_filtered(store: &S) {
         .expect("audit");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].detail.as_deref(), Some("event 3"));
+
+    // A type no event has, NUL included (PostgreSQL text cannot hold it): none, no error.
+    for kind in ["no_such_kind", "login\0failed", "\0"] {
+        let none = store
+            .list_audit(&AuditFilter {
+                before: None,
+                user_id: None,
+                kind: Some(kind.into()),
+                limit: 10,
+            })
+            .expect("audit");
+        assert!(none.is_empty(), "{kind:?}: {none:?}");
+    }
 }
 
 pub fn audit_pages_and_hourly_counts_and_last_logins(store: &S) {

@@ -860,6 +860,10 @@ impl Store for PgStore {
     }
 
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        // As in `search_users`: no stored type holds NUL, and the server would refuse it.
+        if filter.kind.as_deref().is_some_and(|k| k.contains('\0')) {
+            return Ok(Vec::new());
+        }
         let user = filter.user_id.map(UserId::as_uuid);
         let limit = i64::from(filter.limit);
         let rows = self.read(|c| {
