@@ -486,3 +486,70 @@ async fn migrate_data_refuses_a_bad_source_or_target_clearly() {
         "a refused run wrote to the target"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_non_empty_adds_a_second_install_after_the_first() {
+    let Some(db) = TestDatabase::new("migrate_data_merge") else {
+        return;
+    };
+    let to = db.url_text();
+    let (first_dir, second_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut installs = Vec::new();
+    for (dir, email) in [
+        (&first_dir, "first@merge.example.com"),
+        (&second_dir, "second@merge.example.com"),
+    ] {
+        let bin = Binary::in_dir(dir.path());
+        bin.cli_ok(
+            &["users", "create", "--email", email],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await;
+        installs.push(bin);
+    }
+    let from = |b: &Binary| b.database.to_str().expect("utf-8").to_owned();
+    let first = sqlite_counts(&installs[0].database);
+    let second = sqlite_counts(&installs[1].database);
+
+    installs[0]
+        .cli_ok(
+            &["migrate-data", "--from", &from(&installs[0]), "--to", &to],
+            None,
+        )
+        .await;
+    let out = installs[1]
+        .cli_ok(
+            &[
+                "migrate-data",
+                "--from",
+                &from(&installs[1]),
+                "--to",
+                &to,
+                "--into-non-empty",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(reported(&out), second, "{out}");
+    assert!(out.contains("numbered after the target's own"), "{out}");
+    let sum: Vec<(String, u64)> = first
+        .iter()
+        .zip(&second)
+        .map(|((t, a), (_, b))| (t.clone(), a + b))
+        .collect();
+    assert_eq!(pg_counts(&db), sum);
+
+    // Both installs' users sign in from the merged database.
+    let server = installs[0]
+        .clone()
+        .with("GATEHOUSE_DATABASE", &to)
+        .start()
+        .await;
+    for email in ["first@merge.example.com", "second@merge.example.com"] {
+        login(&server, email).await;
+    }
+    server.stop_and_collect().await;
+}
