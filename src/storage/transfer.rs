@@ -139,8 +139,10 @@ pub fn copy(from: &Path, to: &PostgresUrl, options: &Options) -> Result<Report, 
             held.join(", ")
         )));
     }
-    let audit_ids_kept = before[4] == 0;
+    // audit_events is the last of TABLES.
+    let audit_ids_kept = before[TABLES.len() - 1] == 0;
 
+    // In the order of TABLES, which the checks below index by.
     let copied = [
         copy_table::<Users>(&snapshot, &mut tx, Users::default())?,
         copy_table::<Families>(&snapshot, &mut tx, Families::default())?,
