@@ -14,6 +14,8 @@ use crate::domain::{AuditKind, Email, FamilyId, NewPassword, Role, UserId};
 use crate::service::admin::{self, Actor};
 use crate::service::{AppState, ClientMeta, ServiceError};
 use crate::startup::{self, Application};
+use crate::storage::postgres::PostgresUrl;
+use crate::storage::transfer::{self, TransferError};
 use crate::storage::{AuditEvent, AuditFilter, BackupError};
 
 #[derive(Parser)]
@@ -67,6 +69,22 @@ enum Command {
         /// Where to write the copy; must not exist yet.
         #[arg(long, value_name = "FILE")]
         to: std::path::PathBuf,
+    },
+    /// Copy a SQLite install into PostgreSQL, in one transaction: users, sessions, token
+    /// hashes, lockout counters, audit events. Stop the service first.
+    MigrateData {
+        /// The SQLite database to copy; opened read-only, never changed.
+        #[arg(long, value_name = "FILE")]
+        from: std::path::PathBuf,
+        /// The PostgreSQL database (postgres://...); its schema is migrated first.
+        /// Default: GATEHOUSE_DATABASE, when it names PostgreSQL (keeps a password out
+        /// of the process list).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Copy even if the target already holds rows (none may collide with the
+        /// source's); without it, a non-empty target is refused.
+        #[arg(long)]
+        into_non_empty: bool,
     },
 }
 
@@ -280,6 +298,11 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::MigrateData {
+            from,
+            to,
+            into_non_empty,
+        } => migrate_data(&settings, &from, to.as_deref(), into_non_empty),
         other => {
             let rt = runtime()?;
             let _guard = rt.enter();
@@ -287,6 +310,56 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             rt.block_on(admin_tool(&state, other))
         }
     }
+}
+
+fn migrate_data(
+    settings: &Settings,
+    from: &std::path::Path,
+    to: Option<&str>,
+    into_non_empty: bool,
+) -> Result<(), Failure> {
+    let to = match (to, &settings.database_url) {
+        (Some(url), _) => {
+            PostgresUrl::parse(url).map_err(|e| Failure::User(format!("--to: {e}")))?
+        }
+        (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err(Failure::User(
+                "name the PostgreSQL database to copy into: --to postgres://... \
+                 (or GATEHOUSE_DATABASE=postgres://...)"
+                    .into(),
+            ));
+        }
+    };
+    let options = transfer::Options {
+        into_non_empty,
+        connect_timeout: settings.db_connect_timeout,
+    };
+    let report = transfer::copy(from, &to, &options).map_err(|e| match e {
+        TransferError::Refused(m) => Failure::User(m),
+        TransferError::Failed(m) => Failure::Internal(m),
+    })?;
+    println!(
+        "copied SQLite {} into PostgreSQL {to} (schema {}) in {:.1}s, one transaction:",
+        from.display(),
+        report.target_schema,
+        report.elapsed.as_secs_f64()
+    );
+    for t in &report.tables {
+        if t.target_before > 0 {
+            println!(
+                "{:<18} {:>10}  (the target held {} before)",
+                t.table, t.copied, t.target_before
+            );
+        } else {
+            println!("{:<18} {:>10}", t.table, t.copied);
+        }
+    }
+    if !report.audit_ids_kept {
+        println!("# audit events were numbered after the target's own, in their order");
+    }
+    println!("# verified: the target's counts match the source's");
+    Ok(())
 }
 
 fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
@@ -501,7 +574,8 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
         | Command::Migrate
         | Command::Keys(_)
         | Command::Config(_)
-        | Command::Backup { .. } => {
+        | Command::Backup { .. }
+        | Command::MigrateData { .. } => {
             unreachable!("handled before the state is built")
         }
     }

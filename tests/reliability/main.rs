@@ -1,7 +1,7 @@
 //! Reliability tests (see RELIABILITY.md): crash consistency with SIGKILL and the online
-//! backup, storage faults, and properties of the HTTP surface. The crash and fault tests
-//! drive the real binary (`kit::process`); the properties run one in-process app
-//! (`kit::app`).
+//! backup, storage faults, moving an install to PostgreSQL (`migrate-data`), and
+//! properties of the HTTP surface. The crash, fault and migration tests drive the real
+//! binary (`kit::process`); the properties run one in-process app (`kit::app`).
 
 #[path = "../kit/mod.rs"]
 mod kit;
@@ -9,5 +9,6 @@ mod kit;
 mod crash;
 mod faults;
 mod invariants;
+mod migrate_data;
 mod properties;
 mod soak;
