@@ -173,6 +173,7 @@ fn rotation(c: &mut Criterion) {
                 password_generation: 0,
                 opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
                 forgives: None,
+                settles: None,
             })
             .expect("family");
         // Each iteration presents the previous iteration's child: a real chain.

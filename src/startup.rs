@@ -46,6 +46,12 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let (state, hand_placed) = build_state_reporting(settings, clock)?;
+        // Only a serving process may: the CLI runs beside a server whose leases are live.
+        let (store, now) = (Arc::clone(&state.store), state.now());
+        tokio::task::spawn_blocking(move || store.release_orphaned_leases(now))
+            .await
+            .context("releasing the login leases of earlier processes")?
+            .context("cannot release the login leases of earlier processes")?;
         let state = web::Data::new(state);
         report_hand_placed(&state, &hand_placed).await;
         let settings = &state.settings;

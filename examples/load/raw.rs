@@ -209,6 +209,7 @@ fn new_chain(store: &SqliteStore) -> anyhow::Result<RefreshToken> {
         password_generation: 0,
         opened_by: AuditEvent::new(now, AuditKind::Signup, "ok"),
         forgives: None,
+        settles: None,
     })?;
     Ok(token)
 }

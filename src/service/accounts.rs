@@ -73,12 +73,12 @@ pub async fn login(
                 password_generation,
                 meta,
                 AuditKind::LoginSucceeded,
-                attempt.forgives(),
+                Some(attempt.settled_by_login()),
             )
             .await;
             match opened {
                 Ok(pair) => {
-                    drop(attempt);
+                    attempt.opened();
                     state.metrics.login("succeeded");
                     return Ok(pair);
                 }

@@ -32,8 +32,8 @@ pub struct AppState {
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
-    /// Password checks in flight, for the login lockout.
-    pub attempts: Arc<lockout::AttemptGate>,
+    /// Wakes this process's login attempts waiting for checks in flight.
+    pub attempts: Arc<lockout::AttemptSignals>,
 }
 
 impl AppState {

@@ -9,7 +9,7 @@ use super::{AppState, ClientMeta, ServiceError};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::refresh::RefreshToken;
 use crate::domain::{AuditKind, FamilyId, RevokeReason, User};
-use crate::storage::{AuditEvent, NewFamily, Spend, StoredToken};
+use crate::storage::{AuditEvent, LeaseId, NewFamily, Spend, StoredToken};
 
 /// What signup, login, refresh and password change return.
 pub struct TokenPair {
@@ -104,6 +104,7 @@ pub fn new_family(
         password_generation,
         opened_by: event(state, opened_by, Some(user), meta, "ok"),
         forgives: None,
+        settles: None,
     };
     (family, token)
 }
@@ -126,7 +127,8 @@ pub fn pair_for_new_family(
 }
 
 /// Opens a family for `user` (one login) and returns its first token pair; the store
-/// records `opened_by` and forgives the `forgives` key's failures with it. When the
+/// records `opened_by`, forgives the `forgives` key's failures and ends the `settles`
+/// lockout lease with it. When the
 /// password checked at `password_generation` is no longer the user's, or the user was
 /// disabled or deleted meanwhile, the login fails as a wrong password would.
 pub async fn start_family(
@@ -135,11 +137,14 @@ pub async fn start_family(
     password_generation: i64,
     meta: &ClientMeta,
     opened_by: AuditKind,
-    forgives: Option<String>,
+    settles: Option<(Option<String>, LeaseId)>,
 ) -> Result<TokenPair, ServiceError> {
     let now = state.now();
     let (mut family, token) = new_family(state, &user, password_generation, meta, now, opened_by);
-    family.forgives = forgives;
+    if let Some((forgives, lease)) = settles {
+        family.forgives = forgives;
+        family.settles = Some(lease);
+    }
     let (id, token_expires_at) = (family.id, family.token_expires_at);
     if !state.db(move |s| s.create_family(family)).await? {
         return Err(ServiceError::InvalidCredentials);

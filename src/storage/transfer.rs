@@ -23,14 +23,15 @@ use uuid::Uuid;
 use super::DatabaseSettings;
 use super::postgres::PostgresUrl;
 
-/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0003). A
+/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004). A
 /// new SQLite migration must teach this module its columns, then raise this.
-pub const SOURCE_SCHEMA: i64 = 3;
-/// The PostgreSQL schema it writes (migrations/postgres/0001), for the same reason.
-pub const TARGET_SCHEMA: &str = "1";
+pub const SOURCE_SCHEMA: i64 = 4;
+/// The PostgreSQL schema it writes (migrations/postgres/0001-0002), for the same reason.
+pub const TARGET_SCHEMA: &str = "2";
 
 /// The tables copied, in an order that satisfies the foreign keys. SQLite's
 /// `health_probe` is readiness scratch, not data; PostgreSQL has no such table.
+/// `login_leases` are checks in flight on the source, which is stopped: none is live.
 pub const TABLES: [&str; 5] = [
     "users",
     "refresh_families",

@@ -6,8 +6,8 @@ use std::sync::{Arc, Barrier};
 use chrono::{DateTime, Duration, Utc};
 use gatehouse::domain::{AuditKind, Email, FamilyId, RevokeReason, Role, User, UserId};
 use gatehouse::storage::{
-    AttemptCount, AuditEvent, AuditFilter, NewFamily, NewUser, Pruned, Spend, Store, StoreError,
-    TokenHashBytes, email_attempt_key,
+    AttemptCount, AuditEvent, AuditFilter, KeyLoad, Lease, LeaseId, NewFamily, NewUser, Pruned,
+    Settle, Spend, Store, StoreError, TokenHashBytes, email_attempt_key,
 };
 
 type S = Arc<dyn Store>;
@@ -61,6 +61,7 @@ fn new_family(
         password_generation: generation,
         opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
         forgives: None,
+        settles: None,
     }
 }
 
@@ -812,6 +813,140 @@ pub fn concurrent_failures_are_all_counted(store: &S) {
         counts.iter().all(|c| c.failures == THREADS * EACH),
         "{counts:?}"
     );
+}
+
+fn lease(keys: &[String], now: DateTime<Utc>) -> Lease {
+    Lease {
+        id: LeaseId::random(),
+        keys: keys.to_vec(),
+        window_secs: 600,
+        now,
+        expires_at: now + Duration::seconds(60),
+    }
+}
+
+/// The lockout rule in its simplest form: room while failures plus checks in flight are
+/// under `max` on every key.
+fn room(max: u32) -> impl Fn(&[KeyLoad]) -> bool + Sync {
+    move |loads: &[KeyLoad]| loads.iter().all(|l| l.stored.failures + l.in_flight < max)
+}
+
+/// Threads on their own connections reserving one key, each failing what it got: the
+/// store's per-key lock admits exactly `MAX` checks, however they interleave.
+pub fn reservations_from_many_connections_admit_exactly_the_limit(store: &S) {
+    const THREADS: usize = 12;
+    const MAX: u32 = 5;
+    let keys = [
+        "email:raced@example.com".to_owned(),
+        "ip:192.0.2.99".to_owned(),
+    ];
+    let admitted = std::sync::atomic::AtomicU32::new(0);
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                barrier.wait();
+                for _ in 0..100_000 {
+                    let asked = lease(&keys, t0());
+                    let r = store.reserve_attempt(&asked, &room(MAX)).expect("reserve");
+                    if r.leased {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let how = Settle::Failed {
+                            keys: &keys,
+                            window_secs: 600,
+                            now: t0(),
+                        };
+                        store.settle_attempt(asked.id, how).expect("settle");
+                    } else if r.loads[0].stored.failures >= MAX {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.into_inner(), MAX);
+    let counts = store.login_failures(&keys, 600, t0()).expect("read");
+    assert!(counts.iter().all(|c| c.failures == MAX), "{counts:?}");
+}
+
+/// A lease counts while live, ends as its check is settled or its family opens, and
+/// stops counting once expired; failures and forgiveness land with it.
+pub fn leases_count_until_settled_opened_or_expired(store: &S) {
+    let u = user(store, "leased@example.com");
+    let keys = [email_attempt_key(&u.email), "ip:192.0.2.5".to_owned()];
+    let in_flight = |store: &S, at: DateTime<Utc>| -> Vec<u32> {
+        let probe = lease(&keys, at);
+        let r = store.reserve_attempt(&probe, &|_| false).expect("probe");
+        assert!(!r.leased);
+        r.loads.iter().map(|l| l.in_flight).collect()
+    };
+    let take = |store: &S| -> LeaseId {
+        let asked = lease(&keys, t0());
+        assert!(
+            store
+                .reserve_attempt(&asked, &room(5))
+                .expect("reserve")
+                .leased
+        );
+        asked.id
+    };
+
+    let abandoned = take(store);
+    let failed = take(store);
+    assert_eq!(in_flight(store, t0()), [2, 2]);
+    store
+        .settle_attempt(abandoned, Settle::Abandoned)
+        .expect("abandon");
+    let how = Settle::Failed {
+        keys: &keys,
+        window_secs: 600,
+        now: t0(),
+    };
+    store.settle_attempt(failed, how).expect("fail");
+    assert_eq!(in_flight(store, t0()), [0, 0]);
+    let counts = store.login_failures(&keys, 600, t0()).expect("read");
+    assert_eq!(
+        counts.iter().map(|c| c.failures).collect::<Vec<_>>(),
+        [1, 1]
+    );
+
+    // A refused family leaves its lease (the login then settles it as failed)...
+    let login = take(store);
+    let stale = NewFamily {
+        settles: Some(login),
+        forgives: Some(keys[0].clone()),
+        ..new_family(u.id, token(1), 9, t0())
+    };
+    assert!(!store.create_family(stale).expect("refused"));
+    assert_eq!(in_flight(store, t0()), [1, 1]);
+    // ...an opened one ends it and forgives the email, not the IP.
+    let opened = NewFamily {
+        settles: Some(login),
+        forgives: Some(keys[0].clone()),
+        ..new_family(u.id, token(2), 0, t0())
+    };
+    assert!(store.create_family(opened).expect("opened"));
+    assert_eq!(in_flight(store, t0()), [0, 0]);
+    let counts = store.login_failures(&keys, 600, t0()).expect("read");
+    assert_eq!(
+        counts.iter().map(|c| c.failures).collect::<Vec<_>>(),
+        [0, 1]
+    );
+
+    let right = take(store);
+    store
+        .settle_attempt(right, Settle::Succeeded { forgive: None })
+        .expect("succeed");
+    assert_eq!(in_flight(store, t0()), [0, 0]);
+
+    // A lease whose process died counts until it expires, and is released then.
+    take(store);
+    assert_eq!(in_flight(store, t0() + Duration::seconds(59)), [1, 1]);
+    assert_eq!(in_flight(store, t0() + Duration::seconds(60)), [0, 0]);
+    store
+        .release_orphaned_leases(t0() + Duration::seconds(60))
+        .expect("release");
+    assert_eq!(in_flight(store, t0()), [0, 0], "expired leases are gone");
 }
 
 pub fn prune_removes_what_no_rule_needs(store: &S) {

@@ -55,6 +55,8 @@ conformance!(
     a_family_opens_with_its_event_and_forgiveness_or_not_at_all,
     lockout_windows_count_expire_and_clear,
     concurrent_failures_are_all_counted,
+    reservations_from_many_connections_admit_exactly_the_limit,
+    leases_count_until_settled_opened_or_expired,
     prune_removes_what_no_rule_needs,
     account_for_session_requires_a_live_current_family,
     sessions_are_listed_live_or_all,

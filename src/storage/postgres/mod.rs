@@ -751,6 +751,116 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn reserve_attempt(
+        &self,
+        lease: &Lease,
+        admit: &(dyn Fn(&[KeyLoad]) -> bool + Sync),
+    ) -> Result<Reservation, StoreError> {
+        let locks = sorted_distinct(&lease.keys);
+        let (id, now, until) = (lease.id.0, sec(lease.now), sec(lease.expires_at));
+        self.transaction(|tx| {
+            // A lock per key, held to the commit, taken in one order (no deadlock
+            // between two logins sharing both keys). The read is a later statement, so
+            // under READ COMMITTED it sees every lease committed before the lock was
+            // granted; one statement would read from before it waited.
+            tx.query_typed(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+                 FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+                &[(&locks, Type::TEXT_ARRAY)],
+            )?;
+            let rows = tx.query_typed(
+                "SELECT t.k, a.window_start, a.failures,
+                        (SELECT count(*) FROM login_leases l
+                         WHERE l.key = t.k AND l.expires_at > $2)
+                 FROM unnest($1::text[]) AS t(k)
+                 LEFT JOIN login_attempts a ON a.key = t.k",
+                &[(&locks, Type::TEXT_ARRAY), (&now, Type::TIMESTAMPTZ)],
+            )?;
+            let mut found = std::collections::HashMap::new();
+            for row in &rows {
+                let key: String = row.try_get(0)?;
+                let start: Option<DateTime<Utc>> = row.try_get(1)?;
+                let failures: Option<i32> = row.try_get(2)?;
+                let leases: i64 = row.try_get(3)?;
+                let stored = match (start, failures) {
+                    (Some(start), Some(n)) => in_window(start, n, lease.window_secs, now),
+                    _ => AttemptCount::default(),
+                };
+                let in_flight = u32::try_from(leases).unwrap_or(u32::MAX);
+                found.insert(key, KeyLoad { stored, in_flight });
+            }
+            let loads: Vec<KeyLoad> = lease
+                .keys
+                .iter()
+                .map(|k| found.get(k).copied().unwrap_or_default())
+                .collect();
+            let leased = admit(&loads);
+            if leased {
+                tx.query_typed(
+                    "WITH expired AS (
+                         DELETE FROM login_leases WHERE key = ANY($2) AND expires_at <= $4
+                     )
+                     INSERT INTO login_leases (key, id, expires_at)
+                     SELECT k, $1, $3 FROM unnest($2::text[]) AS k",
+                    &[
+                        (&id, Type::UUID),
+                        (&locks, Type::TEXT_ARRAY),
+                        (&until, Type::TIMESTAMPTZ),
+                        (&now, Type::TIMESTAMPTZ),
+                    ],
+                )?;
+            }
+            Ok(Reservation { loads, leased })
+        })
+    }
+
+    fn settle_attempt(&self, lease: LeaseId, how: Settle<'_>) -> Result<(), StoreError> {
+        let id = lease.0;
+        self.write(|c| match how {
+            Settle::Failed {
+                keys,
+                window_secs,
+                now,
+            } => {
+                let (keys, now, window) = (sorted_distinct(keys), sec(now), window_secs as f64);
+                c.query_typed(
+                    &format!(
+                        "WITH released AS (DELETE FROM login_leases WHERE id = $4)
+                         {RECORD_FAILURES}"
+                    ),
+                    &[
+                        (&keys, Type::TEXT_ARRAY),
+                        (&now, Type::TIMESTAMPTZ),
+                        (&window, Type::FLOAT8),
+                        (&id, Type::UUID),
+                    ],
+                )
+            }
+            Settle::Succeeded { forgive } => c.query_typed(
+                "WITH released AS (DELETE FROM login_leases WHERE id = $1)
+                 DELETE FROM login_attempts WHERE key = $2",
+                &[(&id, Type::UUID), (&forgive, Type::TEXT)],
+            ),
+            Settle::Abandoned => c.query_typed(
+                "DELETE FROM login_leases WHERE id = $1",
+                &[(&id, Type::UUID)],
+            ),
+        })?;
+        Ok(())
+    }
+
+    fn release_orphaned_leases(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        // Other replicas may hold live leases: only the expired ones are nobody's.
+        let now = sec(now);
+        self.write(|c| {
+            c.query_typed(
+                "DELETE FROM login_leases WHERE expires_at <= $1",
+                &[(&now, Type::TIMESTAMPTZ)],
+            )
+        })?;
+        Ok(())
+    }
+
     fn login_failures(
         &self,
         keys: &[String],
@@ -767,22 +877,11 @@ impl Store for PgStore {
         let mut found = std::collections::HashMap::new();
         for row in &rows {
             let key: String = col(row, 0)?;
-            let start: DateTime<Utc> = col(row, 1)?;
-            let failures: i32 = col(row, 2)?;
-            found.insert(key, (start.timestamp(), failures));
+            found.insert(key, in_window(col(row, 1)?, col(row, 2)?, window_secs, now));
         }
-        let now = now.timestamp();
         Ok(keys
             .iter()
-            .map(|key| match found.get(key) {
-                Some(&(start, failures)) if start.saturating_add(window_secs) > now => {
-                    AttemptCount {
-                        failures: u32::try_from(failures).unwrap_or(0),
-                        window_left_secs: start.saturating_add(window_secs) - now,
-                    }
-                }
-                _ => AttemptCount::default(),
-            })
+            .map(|key| found.get(key).copied().unwrap_or_default())
             .collect())
     }
 
@@ -792,24 +891,12 @@ impl Store for PgStore {
         window_secs: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // Sorted and distinct: one upsert may touch a row once, and concurrent upserts
-        // that lock the same keys in the same order cannot deadlock.
-        let mut keys = keys.to_vec();
-        keys.sort();
-        keys.dedup();
+        let keys = sorted_distinct(keys);
         let now = sec(now);
         let window = window_secs as f64;
         self.write(|c| {
             c.query_typed(
-                "INSERT INTO login_attempts (key, window_start, failures)
-                 SELECT k, $2, 1 FROM unnest($1::text[]) AS k ORDER BY k
-                 ON CONFLICT (key) DO UPDATE SET
-                     failures = CASE
-                         WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
-                         THEN 1 ELSE login_attempts.failures + 1 END,
-                     window_start = CASE
-                         WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
-                         THEN $2 ELSE login_attempts.window_start END",
+                RECORD_FAILURES,
                 &[
                     (&keys, Type::TEXT_ARRAY),
                     (&now, Type::TIMESTAMPTZ),
@@ -964,7 +1051,7 @@ impl Store for PgStore {
                 }
             }
         };
-        Ok(Pruned {
+        let pruned = Pruned {
             families: batch(
                 "WITH gone AS (DELETE FROM refresh_families WHERE id IN
                      (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)
@@ -986,7 +1073,56 @@ impl Store for PgStore {
                  SELECT count(*) FROM gone",
                 &audit_before,
             )?,
-        })
+        };
+        // Not reported: each lease lives for one check, and a reservation on its key
+        // drops it once expired anyway.
+        batch(
+            "WITH gone AS (DELETE FROM login_leases WHERE (key, id) IN
+                 (SELECT key, id FROM login_leases WHERE expires_at <= $1 LIMIT $2)
+                 RETURNING 1)
+             SELECT count(*) FROM gone",
+            &now,
+        )?;
+        Ok(pruned)
+    }
+}
+
+/// One failure on each of `$1`'s keys at `$2`, opening a new window of `$3` seconds where
+/// the last one has ended. The keys must be sorted and distinct: one upsert may touch a
+/// row once, and concurrent upserts that lock the same keys in the same order cannot
+/// deadlock.
+const RECORD_FAILURES: &str = "INSERT INTO login_attempts (key, window_start, failures)
+     SELECT k, $2, 1 FROM unnest($1::text[]) AS k ORDER BY k
+     ON CONFLICT (key) DO UPDATE SET
+         failures = CASE
+             WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
+             THEN 1 ELSE login_attempts.failures + 1 END,
+         window_start = CASE
+             WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
+             THEN $2 ELSE login_attempts.window_start END";
+
+fn sorted_distinct(keys: &[String]) -> Vec<String> {
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A key's failures as counted at `now`: none once its window has ended.
+fn in_window(
+    start: DateTime<Utc>,
+    failures: i32,
+    window_secs: i64,
+    now: DateTime<Utc>,
+) -> AttemptCount {
+    let (start, now) = (start.timestamp(), now.timestamp());
+    if start.saturating_add(window_secs) > now {
+        AttemptCount {
+            failures: u32::try_from(failures).unwrap_or(0),
+            window_left_secs: start.saturating_add(window_secs) - now,
+        }
+    } else {
+        AttemptCount::default()
     }
 }
 
@@ -1029,6 +1165,8 @@ fn insert_family<C: ::postgres::GenericClient>(
              ), forgiven AS (
                  -- A NULL key matches nothing: no failures to forgive.
                  DELETE FROM login_attempts WHERE key = $17 AND EXISTS (SELECT 1 FROM f)
+             ), released AS (
+                 DELETE FROM login_leases WHERE id = $18 AND EXISTS (SELECT 1 FROM f)
              )
              INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
              SELECT $8, f.id, NULL, $3, $9 FROM f
@@ -1052,6 +1190,7 @@ fn insert_family<C: ::postgres::GenericClient>(
             (&e.outcome, Type::TEXT),
             (&e.detail, Type::TEXT),
             (&family.forgives, Type::TEXT),
+            (&family.settles.map(|l| l.0), Type::UUID),
         ],
     )?;
     Ok(rows.len() == 1)

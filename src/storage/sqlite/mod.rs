@@ -65,6 +65,9 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0003_password_generation.sql"
         )),
+        M::up(include_str!(
+            "../../../migrations/sqlite/0004_login_leases.sql"
+        )),
     ])
 }
 
@@ -304,6 +307,9 @@ fn open_family(tx: &Transaction<'_>, family: &NewFamily) -> rusqlite::Result<()>
     if let Some(key) = &family.forgives {
         lockout::forget(tx, key)?;
     }
+    if let Some(lease) = family.settles {
+        lockout::release(tx, lease)?;
+    }
     Ok(())
 }
 
@@ -513,6 +519,23 @@ impl Store for SqliteStore {
         self.read(|c| families::list(c, user_id, include_ended, now))
     }
 
+    fn reserve_attempt(
+        &self,
+        lease: &Lease,
+        admit: &(dyn Fn(&[KeyLoad]) -> bool + Sync),
+    ) -> Result<Reservation, StoreError> {
+        self.write(|tx| lockout::reserve(tx, lease, admit))
+    }
+
+    fn settle_attempt(&self, lease: LeaseId, how: Settle<'_>) -> Result<(), StoreError> {
+        self.write(|tx| lockout::settle(tx, lease, how))
+    }
+
+    fn release_orphaned_leases(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        // One process serves a SQLite database, and it is starting: no lease is held.
+        self.write(|tx| tx.execute("DELETE FROM login_leases", []).map(drop))
+    }
+
     fn login_failures(
         &self,
         keys: &[String],
@@ -574,6 +597,9 @@ impl Store for SqliteStore {
         }
         pruned.login_attempts =
             self.write(|tx| lockout::delete_stale(tx, now, lockout_window_secs))?;
+        // Leases are not reported: each lives for one check, and a reservation on its
+        // key drops it once expired anyway.
+        self.write(|tx| lockout::delete_expired_leases(tx, now))?;
         loop {
             let n = self.write(|tx| audit::delete_before(tx, audit_before, BATCH))?;
             pruned.audit_events += n;
@@ -617,6 +643,7 @@ mod tests {
             password_generation: generation,
             opened_by: AuditEvent::new(now, crate::domain::AuditKind::LoginSucceeded, "ok"),
             forgives: None,
+            settles: None,
         }
     }
 
