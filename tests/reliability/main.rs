@@ -11,4 +11,5 @@ mod faults;
 mod invariants;
 mod migrate_data;
 mod properties;
+mod replicas;
 mod soak;
