@@ -10,7 +10,10 @@ use ::postgres::Client;
 use super::{StoreError, map_err};
 
 /// The files in order; a file's version is its position (1-based).
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../migrations/postgres/0002_keys.sql"),
+];
 
 /// An arbitrary constant naming gatehouse's migration lock among the database's
 /// advisory locks ("gatehous" in ASCII).
