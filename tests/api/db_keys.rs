@@ -614,6 +614,32 @@ async fn keys_import_moves_a_keys_directory_in_and_old_tokens_keep_working() {
     assert_nothing_in_the_clear(&db, &set, Some(&file_secret));
     server.stop_and_collect().await;
 
+    // --replace is the explicit way over the refusal: the same directory again gives the
+    // same ring, and says what it replaced.
+    let out = pg
+        .cli_ok(
+            &[
+                "keys",
+                "import",
+                "--from",
+                &keys_dir.display().to_string(),
+                "--replace",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.contains("replaced 3 key(s) and secret(s)"), "{out}");
+    // (kid, bits, stage) of each line: the rest says how long ago, which moves on.
+    let stages = |list: &str| -> Vec<String> {
+        list.lines()
+            .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        stages(&pg.cli_ok(&["keys", "list"], None).await),
+        stages(&after)
+    );
+
     // On SQLite there is nothing to import into: the keys directory is where keys live.
     let (code, text) = sqlite
         .cli(&["keys", "import", "--from", &keys_dir.display().to_string()])
