@@ -127,12 +127,6 @@ impl RefreshSecret {
             Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         }
     }
-
-    /// Whether both derive the same children (for tests and the import report).
-    pub fn same_as(&self, other: &RefreshSecret) -> bool {
-        let probe = RefreshToken(String::from("gatehouse-secret-comparison-probe"));
-        probe.child(self) == probe.child(other)
-    }
 }
 
 /// Refuses secret files that other users could read.

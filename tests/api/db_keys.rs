@@ -413,16 +413,43 @@ async fn a_wrong_or_exposed_key_encryption_key_stops_the_start() {
 }
 
 #[tokio::test]
-async fn a_row_altered_or_swapped_in_the_database_is_refused() {
+async fn retire_acts_on_the_database_and_an_altered_or_swapped_row_is_refused() {
     let Some(db) = TestDatabase::new("a_row_swapped_is_refused") else {
         return;
     };
     let root = tempfile::tempdir().expect("tmp");
     let kek = write_kek(root.path());
     let bin = replica(&db, root.path(), "r", &kek);
-    bin.cli_ok(&["keys", "generate"], None).await;
-    bin.cli_ok(&["keys", "generate"], None).await;
-    bin.cli_ok(&["keys", "list"], None).await;
+    let signer = bin.cli_ok(&["keys", "generate"], None).await;
+    let out = bin.cli_ok(&["keys", "generate"], None).await;
+    let kid = |out: &str| {
+        out.split("kid=")
+            .nth(1)
+            .expect("kid=")
+            .split(' ')
+            .next()
+            .expect("kid")
+            .to_owned()
+    };
+    let (signer, next) = (kid(&signer), kid(&out));
+
+    // The rules are those of the keys directory: the signer cannot be retired; a retired
+    // key stays published until its tokens expire, or leaves at once with --now.
+    let (code, text) = bin.cli(&["keys", "retire", &signer]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("is the signing key"), "{text}");
+    bin.cli_ok(&["keys", "retire", &next], None).await;
+    let listed = bin.cli_ok(&["keys", "list"], None).await;
+    assert!(
+        listed.contains(&format!("{next}\t2048 bits\tretired (published for")),
+        "{listed}"
+    );
+    bin.cli_ok(&["keys", "retire", &next, "--now"], None).await;
+    let listed = bin.cli_ok(&["keys", "list"], None).await;
+    assert!(
+        listed.contains(&format!("{next}\t2048 bits\tretired (unpublished")),
+        "{listed}"
+    );
 
     // Each sealed key is bound to its kid: exchanged between two rows, neither opens.
     sql(&db, |c| {
