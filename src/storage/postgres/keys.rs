@@ -83,7 +83,10 @@ impl PgKeyStore {
         connect_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
         let store = PgStore::connect(url, 2, connect_timeout)?;
-        crate::storage::Store::migrate(&store)?;
+        // The server has migrated already (`storage::open`); a CLI run may come first.
+        if super::migrate::current(&mut *store.connection()?)? < super::migrate::latest() {
+            crate::storage::Store::migrate(&store)?;
+        }
         Ok(Self { store })
     }
 

@@ -53,6 +53,11 @@ pub(super) fn to_latest(conn: &mut Client) -> Result<String, StoreError> {
     run(conn).map_err(|e| map_err(&e))?.map(|v| v.to_string())
 }
 
+/// The version `to_latest` brings a database to.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
 /// The version the database is at (0 before the first migration).
 pub(super) fn current(conn: &mut Client) -> Result<i64, StoreError> {
     let read = |conn: &mut Client| -> Result<i32, ::postgres::Error> {
