@@ -133,9 +133,17 @@ fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
 }
 
 fn gatehouse(db: &TestDatabase, keys: &std::path::Path, url: &str) -> Command {
+    // PostgreSQL keeps the keys in the database, sealed under a key-encryption key.
+    let kek = keys.join("kek");
+    if !kek.exists() {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&kek, gatehouse::crypto::random_bytes::<32>()).expect("write the KEK");
+        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", &kek)
         .env("GATEHOUSE_DATABASE", url)
         .env("GATEHOUSE_KEYS_DIR", keys)
         .env("GATEHOUSE_LOG_FORMAT", "text")

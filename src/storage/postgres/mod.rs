@@ -8,6 +8,7 @@
 //! their parameter types (`query_typed`), so the driver needs no prepare step, and
 //! written as one statement (data-modifying CTEs) where SQLite runs a transaction.
 
+pub mod keys;
 mod migrate;
 pub mod url;
 
