@@ -19,6 +19,7 @@ use std::time::Duration;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use parking_lot::RwLock;
 
+use super::app::write_kek;
 use super::pgdb::TestDatabase;
 use super::process::{Binary, Server};
 
@@ -34,7 +35,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "host",
 ];
 
-/// N replicas on one fresh PostgreSQL database and one keys directory, and the front.
+/// N replicas on one fresh PostgreSQL database (keys in it, sealed under one KEK), and
+/// the front.
 pub struct Replicas {
     pub front: Front,
     servers: Vec<Option<Server>>,
@@ -50,12 +52,18 @@ impl Replicas {
     pub async fn start(test: &str, n: usize, tune: impl Fn(Binary) -> Binary) -> Option<Self> {
         let database = TestDatabase::new(test)?;
         let dir = tempfile::tempdir().expect("temp dir");
+        let kek = write_kek(dir.path());
         let binary = tune(
             Binary::in_dir(dir.path())
                 .with("GATEHOUSE_DATABASE", &database.url_text())
+                .with(
+                    "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
+                    &kek.display().to_string(),
+                )
                 .with("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1/32"),
         );
-        // The first start makes the keys and the refresh secret; the others load them.
+        // The first start makes the keys and the refresh secret in the database; the
+        // others load them.
         let mut servers = vec![Some(binary.start().await)];
         for _ in 1..n {
             servers.push(Some(binary.start().await));

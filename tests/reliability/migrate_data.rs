@@ -11,6 +11,7 @@ use std::path::Path;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::kit::app::write_kek;
 use crate::kit::password::PASSWORD;
 use crate::kit::pgdb::{TestDatabase, admin_client};
 use crate::kit::process::{Binary, Server};
@@ -182,7 +183,14 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
     let dir = tempfile::tempdir().expect("tempdir");
     let on_sqlite = Binary::in_dir(dir.path())
         .with("GATEHOUSE_LOCKOUT_MAX_FAILURES", &MAX_FAILURES.to_string());
-    let on_postgres = on_sqlite.clone().with("GATEHOUSE_DATABASE", &db.url_text());
+    let kek = write_kek(dir.path());
+    let on_postgres = on_sqlite
+        .clone()
+        .with("GATEHOUSE_DATABASE", &db.url_text())
+        .with(
+            "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
+            &kek.display().to_string(),
+        );
 
     // ---- An install with history, built through the service on SQLite.
     on_sqlite
@@ -334,8 +342,13 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
     assert!(!merged.contains("DETAIL"), "{merged}");
     assert_eq!(pg_counts(&db), source_counts, "the failed merge wrote");
 
-    // ---- The service on PostgreSQL, same keys directory (signing keys and refresh
-    // secret).
+    // ---- The service on PostgreSQL, with the install's keys moved in (signing keys and
+    // refresh secret), as an operator does after the data.
+    let keys_dir = on_sqlite.keys_dir.display().to_string();
+    let imported = on_postgres
+        .cli_ok(&["keys", "import", "--from", &keys_dir], None)
+        .await;
+    assert!(imported.contains("current"), "{imported}");
     let server = on_postgres.start().await;
     // An access token minted on SQLite still verifies, and its session is still live.
     let (s, me) = get(&server, "/v1/me", &live_access).await;
@@ -543,9 +556,14 @@ async fn into_non_empty_adds_a_second_install_after_the_first() {
     assert_eq!(pg_counts(&db), sum);
 
     // Both installs' users sign in from the merged database.
+    let kek = write_kek(first_dir.path());
     let server = installs[0]
         .clone()
         .with("GATEHOUSE_DATABASE", &to)
+        .with(
+            "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
+            &kek.display().to_string(),
+        )
         .start()
         .await;
     for email in ["first@merge.example.com", "second@merge.example.com"] {
