@@ -245,6 +245,8 @@ pub enum DatabaseSettings {
         pool_size: u32,
         /// For a new connection, and for a request waiting for a pooled one.
         connect_timeout: Duration,
+        /// How long opening keeps retrying a server that cannot be reached yet.
+        start_timeout: Duration,
     },
 }
 
@@ -285,10 +287,12 @@ fn open_here(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
             url,
             pool_size,
             connect_timeout,
+            start_timeout,
         } => Arc::new(postgres::PgStore::connect(
             url,
             *pool_size,
             *connect_timeout,
+            *start_timeout,
         )?),
     };
     store

@@ -9,5 +9,6 @@ mod kit;
 mod crash;
 mod faults;
 mod invariants;
+mod pg_faults;
 mod properties;
 mod soak;
