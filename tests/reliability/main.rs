@@ -8,6 +8,7 @@ mod kit;
 
 mod crash;
 mod faults;
+mod inspect;
 mod invariants;
 mod pg_faults;
 mod properties;
