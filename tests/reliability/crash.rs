@@ -482,7 +482,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged_on_postgres() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let files = Binary::in_dir(dir.path()).with("GATEHOUSE_DATABASE", &test_db.url_text());
-    let db = Db::Postgres(test_db.url());
+    let db = Db::Postgres(Box::new(test_db.url()));
     sigkill_run(dir.path(), files, db).await;
 }
 

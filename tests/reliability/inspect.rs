@@ -14,7 +14,7 @@ use crate::kit::pgdb::admin_client;
 /// Where the data is.
 pub enum Db {
     Sqlite(PathBuf),
-    Postgres(PostgresUrl),
+    Postgres(Box<PostgresUrl>),
 }
 
 /// One value a query reads, on either backend.
