@@ -651,8 +651,9 @@ async fn postgres_backends_killed_under_load() {
         .filter(|e| e.status == StatusCode::SERVICE_UNAVAILABLE)
         .count();
     // A request in flight on a killed backend may answer 503; one sent well after the
-    // last kill is on a fresh connection and may not.
-    let settled = last_kill + Duration::from_millis(200);
+    // last kill (the margin is for a slow machine: the backends exit asynchronously) is
+    // on a fresh connection and may not.
+    let settled = last_kill + Duration::from_millis(500);
     let late: Vec<&&Event> = events
         .iter()
         .filter(|e| e.sent > settled && e.status == StatusCode::SERVICE_UNAVAILABLE)
@@ -768,13 +769,14 @@ async fn a_full_pool_answers_503_then_recovers() {
             ));
         }
     }
+    // A lower bound only: it shows the 503s came from a full pool, not a refused server.
     let checkout_waits = answers
         .iter()
-        .filter(|(_, _, t)| *t >= Duration::from_millis(900) && *t < Duration::from_millis(2000))
+        .filter(|(_, _, t)| *t >= Duration::from_millis(900))
         .count();
     if checkout_waits == 0 {
         violations.push(format!(
-            "no request waited the 1 s checkout timeout: {answers:?}"
+            "no request waited for the 1 s checkout timeout: {answers:?}"
         ));
     }
     if jwks != StatusCode::OK {
