@@ -460,7 +460,12 @@ fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Re
     let secret_file = from.join("refresh.secret");
     let now = chrono::Utc::now();
     let imported = startup::off_runtime(|| {
-        let keys = DatabaseKeys::open(url, settings.db_connect_timeout, kek)?;
+        let keys = DatabaseKeys::open(
+            url,
+            settings.db_connect_timeout,
+            settings.db_start_timeout,
+            kek,
+        )?;
         keys.import(from, &secret_file, now, settings.key_timing(), replace)
     })
     .map_err(user_error)?;

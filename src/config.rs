@@ -50,6 +50,8 @@ pub struct Settings {
     /// PostgreSQL connections in this process's pool.
     pub db_pool_size: u32,
     pub db_connect_timeout: Duration,
+    /// How long start-up waits for a PostgreSQL server that cannot be reached yet.
+    pub db_start_timeout: Duration,
     pub rate_limits: RateLimits,
     pub lockout: Lockout,
     /// Proxies whose hop in `client_ip_header` is believed.
@@ -559,6 +561,20 @@ pub static SETTINGS: &[Setting] = &[
         show: |s| secs(s.db_connect_timeout),
     },
     Setting {
+        env: "GATEHOUSE_DB_START_TIMEOUT",
+        default: Fallback::Value("30s"),
+        meaning: "PostgreSQL: how long start-up (`serve` and the CLI) retries a server that \
+                  cannot be reached yet before exiting non-zero; `0` tries once",
+        parse: |s, v| set(&mut s.db_start_timeout, duration(v)),
+        check: |s| {
+            if s.db_start_timeout > Duration::from_secs(600) {
+                return Err("must be at most 10 minutes".into());
+            }
+            Ok(())
+        },
+        show: |s| secs(s.db_start_timeout),
+    },
+    Setting {
         env: "GATEHOUSE_AUDIT_RETENTION",
         default: Fallback::Value("90d"),
         meaning: "audit events older than this are pruned",
@@ -727,6 +743,7 @@ impl Settings {
             db_readers: 0,
             db_pool_size: 0,
             db_connect_timeout: Duration::ZERO,
+            db_start_timeout: Duration::ZERO,
             rate_limits: RateLimits {
                 enabled: true,
                 auth: Tier {
@@ -881,6 +898,7 @@ impl Settings {
                 url: Box::new(url.clone()),
                 pool_size: self.db_pool_size,
                 connect_timeout: self.db_connect_timeout,
+                start_timeout: self.db_start_timeout,
             },
             None => DatabaseSettings::Sqlite {
                 path: self.database.clone(),

@@ -168,6 +168,7 @@ pub fn key_source(settings: &Settings) -> anyhow::Result<Arc<dyn KeySource>> {
             Ok(Arc::new(DatabaseKeys::open(
                 url,
                 settings.db_connect_timeout,
+                settings.db_start_timeout,
                 kek,
             )?))
         }

@@ -56,10 +56,11 @@ impl DatabaseKeys {
     pub fn open(
         url: &PostgresUrl,
         connect_timeout: Duration,
+        start_timeout: Duration,
         kek_file: &Path,
     ) -> anyhow::Result<Self> {
         let kek = KeyEncryptionKey::load(kek_file)?;
-        let rows = PgKeyStore::connect(url, connect_timeout)?;
+        let rows = PgKeyStore::connect(url, connect_timeout, start_timeout)?;
         let check = rows.secret_or_insert(KEK_CHECK, &kek.check_value())?;
         anyhow::ensure!(kek.opens_check_value(&check), "{WRONG_KEK}");
         Ok(Self { rows, kek })

@@ -309,6 +309,8 @@ pub enum DatabaseSettings {
         pool_size: u32,
         /// For a new connection, and for a request waiting for a pooled one.
         connect_timeout: Duration,
+        /// How long opening keeps retrying a server that cannot be reached yet.
+        start_timeout: Duration,
     },
 }
 
@@ -349,10 +351,12 @@ fn open_here(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
             url,
             pool_size,
             connect_timeout,
+            start_timeout,
         } => Arc::new(postgres::PgStore::connect(
             url,
             *pool_size,
             *connect_timeout,
+            *start_timeout,
         )?),
     };
     store

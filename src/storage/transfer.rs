@@ -273,6 +273,8 @@ fn migrate_target(to: &PostgresUrl, connect_timeout: Duration) -> Result<String,
         url: Box::new(to.clone()),
         pool_size: 1,
         connect_timeout,
+        // The operator is at the terminal: an unreachable target fails at once.
+        start_timeout: Duration::ZERO,
     };
     let store = super::open(&settings).map_err(|e| Refused(format!("{e:#}")))?;
     let version = store

@@ -487,8 +487,13 @@ fn concurrent_first_starts_make_one_key_and_one_secret() {
         let racers: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| {
-                    let keys =
-                        DatabaseKeys::open(&url, Duration::from_secs(10), &kek).expect("open");
+                    let keys = DatabaseKeys::open(
+                        &url,
+                        Duration::from_secs(10),
+                        Duration::from_secs(10),
+                        &kek,
+                    )
+                    .expect("open");
                     keys.ensure_signing_key(chrono::Utc::now()).expect("ensure");
                     keys.refresh_secret().expect("secret").0
                 })

@@ -20,6 +20,7 @@ pub mod browser;
 pub mod contract;
 pub mod jwt;
 pub mod password;
+pub mod pg_private;
 pub mod pgdb;
 pub mod ports;
 pub mod process;

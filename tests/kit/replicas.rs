@@ -19,7 +19,6 @@ use std::time::Duration;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use parking_lot::RwLock;
 
-use super::app::write_kek;
 use super::pgdb::TestDatabase;
 use super::process::{Binary, Server};
 
@@ -52,14 +51,9 @@ impl Replicas {
     pub async fn start(test: &str, n: usize, tune: impl Fn(Binary) -> Binary) -> Option<Self> {
         let database = TestDatabase::new(test)?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let kek = write_kek(dir.path());
         let binary = tune(
             Binary::in_dir(dir.path())
-                .with("GATEHOUSE_DATABASE", &database.url_text())
-                .with(
-                    "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
-                    &kek.display().to_string(),
-                )
+                .on_postgres(&database.url_text())
                 .with("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1/32"),
         );
         // The first start makes the keys and the refresh secret in the database; the

@@ -1,6 +1,7 @@
 //! Reliability tests (see RELIABILITY.md): crash consistency with SIGKILL and the online
-//! backup, storage faults, moving an install to PostgreSQL (`migrate-data`), and
-//! properties of the HTTP surface. The crash, fault and migration tests drive the real
+//! backup, storage faults on SQLite and on a private PostgreSQL server, moving an
+//! install to PostgreSQL (`migrate-data`), three replicas behind one URL, and properties
+//! of the HTTP surface. The crash, fault, migration and replica tests drive the real
 //! binary (`kit::process`); the properties run one in-process app (`kit::app`).
 
 #[path = "../kit/mod.rs"]
@@ -8,8 +9,10 @@ mod kit;
 
 mod crash;
 mod faults;
+mod inspect;
 mod invariants;
 mod migrate_data;
+mod pg_faults;
 mod properties;
 mod replicas;
 mod soak;

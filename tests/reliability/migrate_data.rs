@@ -11,7 +11,6 @@ use std::path::Path;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::kit::app::write_kek;
 use crate::kit::password::PASSWORD;
 use crate::kit::pgdb::{TestDatabase, admin_client};
 use crate::kit::process::{Binary, Server};
@@ -183,14 +182,7 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
     let dir = tempfile::tempdir().expect("tempdir");
     let on_sqlite = Binary::in_dir(dir.path())
         .with("GATEHOUSE_LOCKOUT_MAX_FAILURES", &MAX_FAILURES.to_string());
-    let kek = write_kek(dir.path());
-    let on_postgres = on_sqlite
-        .clone()
-        .with("GATEHOUSE_DATABASE", &db.url_text())
-        .with(
-            "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
-            &kek.display().to_string(),
-        );
+    let on_postgres = on_sqlite.clone().on_postgres(&db.url_text());
 
     // ---- An install with history, built through the service on SQLite.
     on_sqlite
@@ -556,16 +548,7 @@ async fn into_non_empty_adds_a_second_install_after_the_first() {
     assert_eq!(pg_counts(&db), sum);
 
     // Both installs' users sign in from the merged database.
-    let kek = write_kek(first_dir.path());
-    let server = installs[0]
-        .clone()
-        .with("GATEHOUSE_DATABASE", &to)
-        .with(
-            "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
-            &kek.display().to_string(),
-        )
-        .start()
-        .await;
+    let server = installs[0].clone().on_postgres(&to).start().await;
     for email in ["first@merge.example.com", "second@merge.example.com"] {
         login(&server, email).await;
     }

@@ -81,8 +81,9 @@ impl PgKeyStore {
     pub fn connect(
         url: &PostgresUrl,
         connect_timeout: std::time::Duration,
+        start_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
-        let store = PgStore::connect(url, 2, connect_timeout)?;
+        let store = PgStore::connect(url, 2, connect_timeout, start_timeout)?;
         // The server has migrated already (`storage::open`); a CLI run may come first.
         if super::migrate::current(&mut *store.connection()?)? < super::migrate::latest() {
             crate::storage::Store::migrate(&store)?;

@@ -10,10 +10,12 @@
 
 pub mod keys;
 mod migrate;
+mod pool;
 pub mod url;
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ::postgres::error::SqlState;
 use ::postgres::types::{ToSql, Type};
@@ -21,14 +23,13 @@ use ::postgres::{Client, Row};
 use chrono::{DateTime, Utc};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
-use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::*;
 use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 pub use url::{PostgresUrl, TlsMode};
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+use pool::{Check, Manager, Reachability};
 
 /// Attempts of one operation that PostgreSQL aborted as a serialization failure or a
 /// deadlock: each is safe to repeat (it rolled back), and a few tries settle any
@@ -38,9 +39,15 @@ const ATTEMPTS: u32 = 4;
 /// The unique constraint on `users.email` (migrations/postgres/0001_init.sql).
 const EMAIL_CONSTRAINT: &str = "users_email_key";
 
+/// While the server refuses connections and the pool holds none, a request waits this
+/// long for one (a restart in progress may hand it one) before answering 503.
+const REFUSED_CHECKOUT: Duration = Duration::from_millis(250);
+
 pub struct PgStore {
     /// `None` only while the store drops (see `Drop`).
     pool: Option<Pool<Manager>>,
+    reach: Arc<Reachability>,
+    connect_timeout: Duration,
 }
 
 /// Closing a connection blocks on the driver's own runtime, which panics on a thread
@@ -61,11 +68,17 @@ impl Drop for PgStore {
 
 impl PgStore {
     /// Connects a pool of up to `pool_size` connections; waits at most `connect_timeout`
-    /// for a connection, at start and for every request. Does not migrate.
+    /// for a connection, for every request. Does not migrate.
+    ///
+    /// A server that cannot be reached yet (down, starting, refusing) is retried for up
+    /// to `start_timeout`, so that gatehouse and its database may start in any order; a
+    /// server that answers with anything else (a wrong password, an unknown database, a
+    /// TLS failure) fails at once: waiting would not fix it.
     pub fn connect(
         url: &PostgresUrl,
         pool_size: u32,
         connect_timeout: Duration,
+        start_timeout: Duration,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut config = url.config().clone();
@@ -75,18 +88,27 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("gatehouse");
         }
-        let manager = PostgresConnectionManager::new(config, url.connector()?);
+        let inner = PostgresConnectionManager::new(config, url.connector()?);
+        let reach = Arc::new(Reachability::default());
+        let manager = Manager::new(inner, reach.clone());
+        wait_for_server(&manager, url, start_timeout)
+            .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(1))
             .connection_timeout(connect_timeout)
-            // Checking a connection on every checkout would double each request's round
-            // trips; a broken one fails its statement instead and is then discarded
-            // (`has_broken`), and reads retry once on a fresh connection.
+            // A round trip per checkout would double a refresh's; `connection` checks
+            // only connections that idled (see `pool::check`).
             .test_on_check_out(false)
-            .build(manager)
-            .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
-        Ok(Self { pool: Some(pool) })
+            // `pool::Reachability` logs when the server goes and comes back; r2d2's own
+            // handler would log every failed attempt and every stale connection replaced.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Ok(Self {
+            pool: Some(pool),
+            reach,
+            connect_timeout,
+        })
     }
 
     fn pool(&self) -> Result<&Pool<Manager>, StoreError> {
@@ -95,10 +117,33 @@ impl PgStore {
             .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
     }
 
+    /// A pooled connection the server has not closed: each stale one found is dropped
+    /// and the next taken, so a restart costs no request a 503.
     fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        self.pool()?
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+        let pool = self.pool()?;
+        for _ in 0..=pool.max_size() {
+            let got = if self.reach.refused() && pool.state().connections == 0 {
+                // The server is down: the pool keeps retrying in the background, and a
+                // request that waited the whole checkout timeout would only hold a worker.
+                pool.get_timeout(REFUSED_CHECKOUT)
+            } else {
+                pool.get()
+            };
+            let mut conn =
+                got.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            match pool::check(&mut conn, self.connect_timeout) {
+                Check::Usable => return Ok(conn),
+                Check::Stale => continue,
+                Check::Unresponsive => {
+                    return Err(StoreError::Unavailable(
+                        "the database did not answer a liveness check in time".into(),
+                    ));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "every pooled connection was closed by the server".into(),
+        ))
     }
 
     /// Runs `f` on a pooled connection, retrying serialization failures and deadlocks
@@ -164,6 +209,36 @@ impl PgStore {
     }
 }
 
+/// The first connection, retried while the server cannot be reached and `start_timeout`
+/// lasts; every other failure is final at once.
+fn wait_for_server(
+    manager: &Manager,
+    url: &PostgresUrl,
+    start_timeout: Duration,
+) -> anyhow::Result<()> {
+    use r2d2::ManageConnection as _;
+    let deadline = Instant::now() + start_timeout;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match manager.connect() {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if classify(&error) != Class::Connection || left.is_zero() {
+            return Err(error.into());
+        }
+        tracing::warn!(
+            error = %error,
+            "PostgreSQL at {url} cannot be reached yet; retrying for up to {} s more \
+             (GATEHOUSE_DB_START_TIMEOUT)",
+            left.as_secs()
+        );
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Read,
@@ -176,6 +251,9 @@ enum Class {
     Contention,
     /// The server is gone, going, or refusing: 503, never a verdict on a token.
     Connection,
+    /// A statement or lock timeout cut a wait short (the statement rolled back): 503,
+    /// and not retried, which would only double the wait on a database that is busy.
+    Busy,
     EmailTaken,
     Other,
 }
@@ -210,13 +288,20 @@ fn classify(e: &::postgres::Error) -> Class {
     {
         return Class::Connection;
     }
+    // 57014, 55P03: a statement or lock timeout the operator set (`ALTER ROLE … SET
+    // statement_timeout`) ended a wait; a database too busy to answer is an outage.
+    if matches!(code, "57014" | "55P03") {
+        return Class::Busy;
+    }
     Class::Other
 }
 
 fn map_err(e: &::postgres::Error) -> StoreError {
     match classify(e) {
         Class::EmailTaken => StoreError::EmailTaken,
-        Class::Connection | Class::Contention => StoreError::Unavailable(e.to_string()),
+        Class::Connection | Class::Busy | Class::Contention => {
+            StoreError::Unavailable(e.to_string())
+        }
         Class::Other => StoreError::Internal(e.to_string()),
     }
 }
