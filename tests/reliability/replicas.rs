@@ -171,6 +171,60 @@ async fn fifty_guesses_spread_over_replicas_cost_exactly_the_limit() {
     }
 }
 
+/// Per-IP limits counted in one Redis (`GATEHOUSE_RATE_LIMIT_STORE`, a key prefix of the
+/// test's own on the shared server): a flood from one client through the front is limited
+/// at the configured burst, not at three times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_through_the_front_is_limited_once_not_per_replica() {
+    const BURST: usize = 3;
+    let Some(redis) = crate::kit::redis::shared() else {
+        return;
+    };
+    let prefix = crate::kit::redis::unique_prefix();
+    let Some(replicas) = Replicas::start("replicas_rate_limit", REPLICAS, |b| {
+        b.with("GATEHOUSE_RATE_LIMITS", "on")
+            .with("GATEHOUSE_RATE_LIMIT_AUTH", &format!("6/{BURST}"))
+            .with("GATEHOUSE_RATE_LIMIT_STORE", &redis.to_string())
+            .with("GATEHOUSE_RATE_LIMIT_KEY_PREFIX", &prefix)
+    })
+    .await
+    else {
+        return;
+    };
+    let client = process::client();
+    let before = replicas.served();
+    // New emails, so that the per-email lockout (also a 429) never answers first.
+    let answers = join_all((0..30).map(|_| {
+        post(
+            &client,
+            replicas.url("/v1/login"),
+            json!({"email": unique_email("flood"), "password": PASSWORD}),
+        )
+    }))
+    .await;
+    let after = replicas.served();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a - b >= 5),
+        "the flood did not reach every replica: {before:?} -> {after:?}"
+    );
+    let statuses: Vec<StatusCode> = answers.iter().map(|(s, _)| *s).collect();
+    let passed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(passed, BURST, "{statuses:?}");
+    assert_eq!(limited.len(), 30 - BURST, "{statuses:?}");
+    assert!(
+        limited.iter().all(|b| b["error"] == "rate_limited"),
+        "{limited:?}"
+    );
+}
+
 /// What one load worker was told, so the check afterwards asks only for that.
 #[derive(Default)]
 struct Acknowledged {
