@@ -454,8 +454,8 @@ pub static SETTINGS: &[Setting] = &[
         default: Fallback::Value(""),
         meaning: "where the per-IP limits are counted: unset is this process (one replica); \
                   `redis://[:PASSWORD@]HOST[:PORT][/DB]` counts every replica's requests in \
-                  one Redis (see deploy/README.md *Several replicas*); `config check` hides \
-                  the password",
+                  one Redis (see deploy/README.md *Rate limits across replicas*); `config \
+                  check` hides the password",
         parse: |s, v| {
             let v = v.trim();
             let store = if v.is_empty() {
