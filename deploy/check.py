@@ -141,7 +141,7 @@ def replica_rules(objects):
          and all(database_from_secret(c) for c in inits if c.get("args") == ["migrate"]),
          "the URL holds the database password, which a ConfigMap would show to anyone who can read it"),
         ("rate limits are shared in Redis",
-         config.get("GATEHOUSE_RATE_LIMIT_STORE", "").startswith(("redis://", "rediss://")),
+         config.get("GATEHOUSE_RATE_LIMIT_STORE", "").startswith("redis://"),
          "in memory each replica would allow the configured rate by itself: N replicas, N times the limit"),
         ("the KEK comes from Secret gatehouse-kek via an init container, into a read-only in-memory mount",
          len(kek_secret) == 1 and not mounts(app) & kek_secret
