@@ -152,11 +152,14 @@ impl Row {
 pub(crate) fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
     let docs = Docs::load(paths)?;
     let mut rows = refresh_rows(&docs);
-    rows.push(login_row(&docs));
-    rows.push(jwks_row(&docs));
-    rows.extend(flood_rows(&docs));
-    rows.extend(growth_rows(&docs));
-    rows.extend(memory_rows(&docs));
+    // Absent from a run of the PostgreSQL column alone (--postgres-only).
+    if docs.has("gatehouse") {
+        rows.push(login_row(&docs));
+        rows.push(jwks_row(&docs));
+        rows.extend(flood_rows(&docs));
+        rows.extend(growth_rows(&docs));
+        rows.extend(memory_rows(&docs));
+    }
     rows.extend(node_rows(&docs));
     rows.extend(postgres_rows(&docs));
     print_rows(&rows);
