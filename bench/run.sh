@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole performance harness in one command (see BENCHMARKS.md):
 #
-#   bash bench/run.sh            # default: every scenario, 3 rounds, ~6-8 min after the build
+#   bash bench/run.sh            # default: every scenario, 3 rounds, ~9-11 min after the build
 #   bash bench/run.sh --quick    # smoke test (CI): tiny durations, no timing asserted
 #   bash bench/run.sh --full     # longer rounds, plus the 5-minute soak and the 1M growth check
 #   bash bench/run.sh --growth   # add the growth check (1,000,000 users and families)
@@ -16,7 +16,8 @@
 # database: on PostgreSQL one the load tool creates on the server at
 # GATEHOUSE_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres; its
 # user must be allowed to CREATE DATABASE) and drops at the end, also on failure or
-# Ctrl-C. No other database is touched. GATEHOUSE_BENCH_POSTGRES_ROUNDS sets the rounds.
+# Ctrl-C. No other database is touched. GATEHOUSE_BENCH_POSTGRES_ROUNDS sets the rounds;
+# GATEHOUSE_BENCH_POSTGRES=off skips the column (said loudly), as --no-postgres does.
 #
 # It builds the release binary and the load tool, installs the Node comparison service
 # (bench/node, from its lock file), runs the scenarios against gatehouse (synchronous
