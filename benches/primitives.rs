@@ -30,9 +30,9 @@ use gatehouse::crypto::jwt::{self, AccessClaims};
 use gatehouse::crypto::keys::{KeyRing, generate_into, load_dir};
 use gatehouse::crypto::password::{PasswordCost, PasswordHasher};
 use gatehouse::crypto::refresh::{RefreshSecret, RefreshToken};
-use gatehouse::domain::{Email, Role};
+use gatehouse::domain::{AuditKind, Email, Role};
 use gatehouse::storage::sqlite::{SqliteStore, Synchronous};
-use gatehouse::storage::{NewFamily, NewUser, Spend, Store};
+use gatehouse::storage::{AuditEvent, NewFamily, NewUser, Spend, Store};
 
 const ISSUER: &str = "http://127.0.0.1:8080";
 const AUDIENCE: &str = "gatehouse";
@@ -171,6 +171,9 @@ fn rotation(c: &mut Criterion) {
                 user_agent: Some("bench".into()),
                 ip: Some("127.0.0.1".into()),
                 password_generation: 0,
+                opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
+                forgives: None,
+                settles: None,
             })
             .expect("family");
         // Each iteration presents the previous iteration's child: a real chain.

@@ -66,17 +66,23 @@ setup_venv() {
 
 check "tools: systemd-analyze, systemd-sysusers, systemd-tmpfiles" setup_systemd
 check "tools: virtualenv with $requirements" setup_venv
+setup_nginx() { command -v nginx || apt_install nginx-light || { cat "$scratch/apt.log"; return 1; }; }
+check "tools: nginx" setup_nginx
 PATH="$venv/bin:$PATH"
 
 # --------------------------------------------------------------------------
 # Standard linters
 
-mapfile -t manifests < <(find "$here/k8s" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml | sort)
-check "k8s: yamllint --strict" yamllint --strict -c "$here/.yamllint.yaml" "$here/k8s"
-# The oldest and the newest Kubernetes the manifests are meant for.
-for v in 1.27.0 1.37.0; do
-    check "k8s: kubernetes-validate --strict, Kubernetes $v schemas" \
-        kubernetes-validate --strict --quiet --no-warn -k "$v" "${manifests[@]}"
+# deploy/k8s: one pod on SQLite; deploy/k8s-replicas: several on PostgreSQL and Redis.
+k8s_dirs=(k8s k8s-replicas)
+for dir in "${k8s_dirs[@]}"; do
+    mapfile -t manifests < <(find "$here/$dir" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml | sort)
+    check "$dir: yamllint --strict" yamllint --strict -c "$here/.yamllint.yaml" "$here/$dir"
+    # The oldest and the newest Kubernetes the manifests are meant for.
+    for v in 1.27.0 1.37.0; do
+        check "$dir: kubernetes-validate --strict, Kubernetes $v schemas" \
+            kubernetes-validate --strict --quiet --no-warn -k "$v" "${manifests[@]}"
+    done
 done
 
 check "docker: hadolint" hadolint --no-color "$dockerfile"
@@ -125,12 +131,33 @@ check "systemd: sysusers + tmpfiles make user gatehouse and its 0700 /etc/gateho
 
 # Deployment, security contexts, probes, keys, the example Secret: check.py prints one
 # ok/FAIL line per rule, counted here; a crash prints neither and counts as a failure.
-rules=$("$venv/bin/python" "$here/check.py" "$here/k8s" 2>&1)
-rc=$?
-printf '%s\n' "$rules"
-passed=$((passed + $(grep -c '^ok ' <<<"$rules")))
-failed=$((failed + $(grep -c '^FAIL ' <<<"$rules")))
-[ "$rc" = 0 ] || grep -q '^FAIL ' <<<"$rules" || failed=$((failed + 1))
+for dir in "${k8s_dirs[@]}"; do
+    rules=$("$venv/bin/python" "$here/check.py" "$here/$dir" 2>&1)
+    rc=$?
+    printf '%s\n' "$rules"
+    passed=$((passed + $(grep -c '^ok ' <<<"$rules")))
+    failed=$((failed + $(grep -c '^FAIL ' <<<"$rules")))
+    [ "$rc" = 0 ] || grep -q '^FAIL ' <<<"$rules" || failed=$((failed + 1))
+done
+
+# The nginx front for a VM pair parses, with a throwaway certificate where its paths
+# point, inside a minimal main configuration; and it overwrites the client's
+# X-Forwarded-For instead of appending to it.
+nginx_parses() {
+    local d="$scratch/nginx"
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=auth.example.com \
+        -keyout "$d/key.pem" -out "$d/cert.pem" >/dev/null 2>&1 || { echo "openssl failed"; return 1; }
+    sed -e "s#/etc/ssl/certs/auth.example.com.pem#$d/cert.pem#" \
+        -e "s#/etc/ssl/private/auth.example.com.key#$d/key.pem#" \
+        "$here/nginx/gatehouse.conf" >"$d/gatehouse.conf"
+    printf 'pid %s/nginx.pid;\nerror_log stderr;\nevents {}\nhttp { include %s/gatehouse.conf; }\n' \
+        "$d" "$d" >"$d/nginx.conf"
+    nginx -t -q -p "$d" -c "$d/nginx.conf"
+}
+check "nginx: nginx -t accepts nginx/gatehouse.conf" nginx_parses
+check "nginx: X-Forwarded-For is overwritten with \$remote_addr, never appended" \
+    grep -qE '^\s*proxy_set_header X-Forwarded-For \$remote_addr;' "$here/nginx/gatehouse.conf"
 
 # gatehouse refuses key files that group or others can read, and its first start
 # generates one.

@@ -9,11 +9,15 @@ use clap::{Parser, Subcommand};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::crypto::keys;
-use crate::crypto::lifecycle::{self, Stage};
+use crate::crypto::lifecycle::Stage;
+use crate::crypto::sealing::KeyEncryptionKey;
 use crate::domain::{AuditKind, Email, FamilyId, NewPassword, Role, UserId};
 use crate::service::admin::{self, Actor};
+use crate::service::keystore::DatabaseKeys;
 use crate::service::{AppState, ClientMeta, ServiceError};
 use crate::startup::{self, Application};
+use crate::storage::postgres::PostgresUrl;
+use crate::storage::transfer::{self, TransferError};
 use crate::storage::{AuditEvent, AuditFilter, BackupError};
 
 #[derive(Parser)]
@@ -68,14 +72,30 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         to: std::path::PathBuf,
     },
+    /// Copy a SQLite install into PostgreSQL, in one transaction: users, sessions, token
+    /// hashes, lockout counters, audit events. Stop the service first.
+    MigrateData {
+        /// The SQLite database to copy; opened read-only, never changed.
+        #[arg(long, value_name = "FILE")]
+        from: std::path::PathBuf,
+        /// The PostgreSQL database (postgres://...); its schema is migrated first.
+        /// Default: GATEHOUSE_DATABASE, when it names PostgreSQL (keeps a password out
+        /// of the process list).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Copy even if the target already holds rows (none may collide with the
+        /// source's); without it, a non-empty target is refused.
+        #[arg(long)]
+        into_non_empty: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Generate an RSA-2048 key. It is published at once and signs after `keys rotate`
-    /// (the directory's first key signs at once).
+    /// (the first key signs at once). On PostgreSQL it is stored in the database.
     Generate,
-    /// List the keys: kid, stage, size, file.
+    /// List the keys: kid, stage, size, file (or name in the database).
     List,
     /// Make the next key sign; the signing key is retired (published until its tokens
     /// expire). Refused until the next key has been published for the JWKS max-age plus
@@ -93,6 +113,19 @@ enum KeysCommand {
         /// Stop publishing it at once (its tokens stop verifying).
         #[arg(long)]
         now: bool,
+    },
+    /// PostgreSQL only: move a keys directory (its keys, their stages from keys.json,
+    /// and refresh.secret) into the database, sealed under the key-encryption key.
+    /// Tokens signed and refresh tokens issued before keep working. The directory is
+    /// left as it was.
+    Import {
+        /// The keys directory to read.
+        #[arg(long, value_name = "DIR")]
+        from: std::path::PathBuf,
+        /// Replace the keys and refresh secret the database holds (their tokens stop
+        /// working) instead of refusing.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -244,13 +277,22 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             for (key, value) in settings.describe() {
                 println!("{key}={value}");
             }
-            let keys = keys::load_dir(&settings.keys_dir);
-            match keys {
-                Ok(k) if k.is_empty() => {
-                    println!("# no signing key yet: `serve` will generate one")
+            match &settings.key_encryption_key_file {
+                Some(kek) if settings.database_url.is_some() => {
+                    KeyEncryptionKey::load(kek)
+                        .map_err(|e| Failure::User(format!("keys: {e:#}")))?;
+                    println!(
+                        "# signing keys and the refresh secret live in the database, sealed \
+                         under the key-encryption key (32 bytes, private)"
+                    );
                 }
-                Ok(k) => println!("# {} signing key(s) readable and private", k.len()),
-                Err(e) => return Err(Failure::User(format!("keys: {e:#}"))),
+                _ => match keys::load_dir(&settings.keys_dir) {
+                    Ok(k) if k.is_empty() => {
+                        println!("# no signing key yet: `serve` will generate one")
+                    }
+                    Ok(k) => println!("# {} signing key(s) readable and private", k.len()),
+                    Err(e) => return Err(Failure::User(format!("keys: {e:#}"))),
+                },
             }
             for warning in settings.warnings() {
                 println!("# warning: {warning}");
@@ -280,6 +322,11 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::MigrateData {
+            from,
+            to,
+            into_non_empty,
+        } => migrate_data(&settings, &from, to.as_deref(), into_non_empty),
         other => {
             let rt = runtime()?;
             let _guard = rt.enter();
@@ -289,37 +336,89 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
     }
 }
 
+fn migrate_data(
+    settings: &Settings,
+    from: &std::path::Path,
+    to: Option<&str>,
+    into_non_empty: bool,
+) -> Result<(), Failure> {
+    let to = match (to, &settings.database_url) {
+        (Some(url), _) => {
+            PostgresUrl::parse(url).map_err(|e| Failure::User(format!("--to: {e}")))?
+        }
+        (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err(Failure::User(
+                "name the PostgreSQL database to copy into: --to postgres://... \
+                 (or GATEHOUSE_DATABASE=postgres://...)"
+                    .into(),
+            ));
+        }
+    };
+    let options = transfer::Options {
+        into_non_empty,
+        connect_timeout: settings.db_connect_timeout,
+    };
+    let report = transfer::copy(from, &to, &options).map_err(|e| match e {
+        TransferError::Refused(m) => Failure::User(m),
+        TransferError::Failed(m) => Failure::Internal(m),
+    })?;
+    println!(
+        "copied SQLite {} into PostgreSQL {to} (schema {}) in {:.1}s, one transaction:",
+        from.display(),
+        report.target_schema,
+        report.elapsed.as_secs_f64()
+    );
+    for t in &report.tables {
+        if t.target_before > 0 {
+            println!(
+                "{:<18} {:>10}  (the target held {} before)",
+                t.table, t.copied, t.target_before
+            );
+        } else {
+            println!("{:<18} {:>10}", t.table, t.copied);
+        }
+    }
+    if !report.audit_ids_kept {
+        println!("# audit events were numbered after the target's own, in their order");
+    }
+    println!("# verified: the target's counts match the source's");
+    Ok(())
+}
+
 fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
-    let dir = &settings.keys_dir;
     let now = chrono::Utc::now();
     let timing = settings.key_timing();
     let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
+    if let KeysCommand::Import { from, replace } = command {
+        return import_keys(settings, &from, replace);
+    }
+    // The database's client runs a runtime of its own; this thread runs none, but
+    // `key_source` is called the one way that is safe from any thread.
+    let source = startup::off_runtime(|| startup::key_source(settings)).map_err(user_error)?;
     match command {
         KeysCommand::Generate => {
-            keys::create_dir(dir).map_err(user_error)?;
-            keys::check_dir(dir).map_err(user_error)?;
-            let (path, stage) = lifecycle::generate(dir, now)?;
-            let kid = keys::load_dir(dir)?
-                .into_iter()
-                .find(|k| k.path == path)
-                .map(|k| k.kid)
-                .unwrap_or_default();
-            let stage = match stage {
+            let generated = source.generate(now).map_err(user_error)?;
+            let stage = match generated.stage {
                 Stage::Current => "current: it signs now",
                 _ => "next: published now; run `gatehouse keys rotate` once caches hold it",
             };
-            println!("generated {} kid={kid} ({stage})", path.display());
-            record_key_event(settings, AuditKind::KeyGenerated, kid);
+            println!(
+                "generated {} kid={} ({stage})",
+                generated.place, generated.kid
+            );
+            record_key_event(settings, AuditKind::KeyGenerated, generated.kid);
         }
         KeysCommand::List => {
-            for (kid, state, bits, path) in
-                lifecycle::describe(dir, now, timing).map_err(user_error)?
-            {
-                println!("{kid}\t{bits} bits\t{state}\t{}", path.display());
+            for line in source.list(now, timing).map_err(user_error)? {
+                println!(
+                    "{}\t{} bits\t{}\t{}",
+                    line.kid, line.bits, line.state, line.place
+                );
             }
         }
         KeysCommand::Rotate { force } => {
-            let (old, new) = lifecycle::rotate(dir, now, timing, force).map_err(user_error)?;
+            let (old, new) = source.rotate(now, timing, force).map_err(user_error)?;
             println!(
                 "{new} signs now; {} is retired and stays published for {}s. Running servers pick this up within {}s (or send SIGHUP).",
                 old.as_deref().unwrap_or("-"),
@@ -336,11 +435,78 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             kid,
             now: immediately,
         } => {
-            lifecycle::retire(dir, &kid, now, timing, immediately).map_err(user_error)?;
+            source
+                .retire(&kid, now, timing, immediately)
+                .map_err(user_error)?;
             println!("{kid} retired");
             record_key_event(settings, AuditKind::KeyRetired, kid);
         }
+        KeysCommand::Import { .. } => unreachable!("handled above"),
     }
+    Ok(())
+}
+
+/// `keys import`: a keys directory into the database, as one transaction.
+fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Result<(), Failure> {
+    let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
+    let (Some(url), Some(kek)) = (&settings.database_url, &settings.key_encryption_key_file) else {
+        return Err(Failure::User(
+            "keys import moves a keys directory into a PostgreSQL database \
+             (GATEHOUSE_DATABASE=postgres://… and GATEHOUSE_KEY_ENCRYPTION_KEY_FILE); \
+             with SQLite the keys stay in GATEHOUSE_KEYS_DIR"
+                .into(),
+        ));
+    };
+    let secret_file = from.join("refresh.secret");
+    let now = chrono::Utc::now();
+    let imported = startup::off_runtime(|| {
+        let keys = DatabaseKeys::open(
+            url,
+            settings.db_connect_timeout,
+            settings.db_start_timeout,
+            kek,
+        )?;
+        keys.import(from, &secret_file, now, settings.key_timing(), replace)
+    })
+    .map_err(user_error)?;
+    if imported.replaced > 0 {
+        println!(
+            "replaced {} key(s) and secret(s) the database held",
+            imported.replaced
+        );
+    }
+    for (kid, stage, name) in &imported.keys {
+        let stage = match stage {
+            Stage::Next => "next",
+            Stage::Current => "current",
+            Stage::Retired => "retired",
+        };
+        println!("imported {kid} ({stage}) from {name}");
+    }
+    if imported.refresh_secret {
+        println!("imported the refresh secret: refresh tokens issued before keep refreshing");
+    } else {
+        println!(
+            "no refresh.secret in {}: the first server start generates one, and refresh \
+             tokens issued before will not refresh",
+            from.display()
+        );
+    }
+    println!(
+        "{} key(s) sealed into the database; {} was left as it was: delete it once every \
+         replica runs on the database",
+        imported.keys.len(),
+        from.display()
+    );
+    record_key_event(
+        settings,
+        AuditKind::KeyGenerated,
+        format!(
+            "imported {} key(s) from {}",
+            imported.keys.len(),
+            from.display()
+        ),
+    );
     Ok(())
 }
 
@@ -501,7 +667,8 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
         | Command::Migrate
         | Command::Keys(_)
         | Command::Config(_)
-        | Command::Backup { .. } => {
+        | Command::Backup { .. }
+        | Command::MigrateData { .. } => {
             unreachable!("handled before the state is built")
         }
     }

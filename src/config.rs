@@ -26,6 +26,9 @@ pub struct Settings {
     /// `GATEHOUSE_DATABASE` when it is a `postgres://` URL.
     pub database_url: Option<PostgresUrl>,
     pub keys_dir: PathBuf,
+    /// On PostgreSQL, the file holding the key that seals the keys stored in the
+    /// database (required there; unused with SQLite).
+    pub key_encryption_key_file: Option<PathBuf>,
     /// `iss` of every access token, and the base of the discovery document's URLs.
     pub issuer: String,
     pub audience: String,
@@ -47,6 +50,8 @@ pub struct Settings {
     /// PostgreSQL connections in this process's pool.
     pub db_pool_size: u32,
     pub db_connect_timeout: Duration,
+    /// How long start-up waits for a PostgreSQL server that cannot be reached yet.
+    pub db_start_timeout: Duration,
     pub rate_limits: RateLimits,
     pub lockout: Lockout,
     /// Proxies whose hop in `client_ip_header` is believed.
@@ -226,11 +231,44 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         env: "GATEHOUSE_KEYS_DIR",
         default: Fallback::Value("./keys"),
-        meaning: "signing keys (`*.pem`) and `refresh.secret`; created 0700; refused if group \
-                  or others may write it, or read a file in it",
+        meaning: "signing keys (`*.pem`) and `refresh.secret` of a SQLite install (on PostgreSQL \
+                  they live in the database); created 0700; refused if group or others may \
+                  write it, or read a file in it",
         parse: |s, v| set(&mut s.keys_dir, Ok(PathBuf::from(v))),
         check: fine,
         show: |s| s.keys_dir.display().to_string(),
+    },
+    Setting {
+        env: "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
+        default: Fallback::Value(""),
+        meaning: "PostgreSQL only, and required there: a file of exactly 32 random bytes \
+                  (`head -c 32 /dev/urandom`), mode 0600, the same on every replica; it seals \
+                  the signing keys and refresh secret stored in the database and is never \
+                  stored itself (see deploy/README.md *Keys on PostgreSQL*)",
+        parse: |s, v| {
+            let v = v.trim();
+            s.key_encryption_key_file = (!v.is_empty()).then(|| PathBuf::from(v));
+            Ok(())
+        },
+        check: |s| {
+            // Keys in files on PostgreSQL would let each replica make its own signing key
+            // and refresh secret, the very split this setting exists to prevent.
+            if s.database_url.is_some() && s.key_encryption_key_file.is_none() {
+                return Err(
+                    "required when GATEHOUSE_DATABASE is PostgreSQL: keys live in the \
+                            database there, sealed under this key (create it with \
+                            `head -c 32 /dev/urandom > FILE && chmod 600 FILE`; move an \
+                            existing keys directory in with `gatehouse keys import`)"
+                        .into(),
+                );
+            }
+            Ok(())
+        },
+        show: |s| {
+            s.key_encryption_key_file
+                .as_ref()
+                .map_or_else(|| "(none)".into(), |p| p.display().to_string())
+        },
     },
     Setting {
         env: "GATEHOUSE_ISSUER",
@@ -523,6 +561,20 @@ pub static SETTINGS: &[Setting] = &[
         show: |s| secs(s.db_connect_timeout),
     },
     Setting {
+        env: "GATEHOUSE_DB_START_TIMEOUT",
+        default: Fallback::Value("30s"),
+        meaning: "PostgreSQL: how long start-up (`serve` and the CLI) retries a server that \
+                  cannot be reached yet before exiting non-zero; `0` tries once",
+        parse: |s, v| set(&mut s.db_start_timeout, duration(v)),
+        check: |s| {
+            if s.db_start_timeout > Duration::from_secs(600) {
+                return Err("must be at most 10 minutes".into());
+            }
+            Ok(())
+        },
+        show: |s| secs(s.db_start_timeout),
+    },
+    Setting {
         env: "GATEHOUSE_AUDIT_RETENTION",
         default: Fallback::Value("90d"),
         meaning: "audit events older than this are pruned",
@@ -675,6 +727,7 @@ impl Settings {
             database: PathBuf::new(),
             database_url: None,
             keys_dir: PathBuf::new(),
+            key_encryption_key_file: None,
             issuer: String::new(),
             audience: String::new(),
             access_ttl: Duration::ZERO,
@@ -690,6 +743,7 @@ impl Settings {
             db_readers: 0,
             db_pool_size: 0,
             db_connect_timeout: Duration::ZERO,
+            db_start_timeout: Duration::ZERO,
             rate_limits: RateLimits {
                 enabled: true,
                 auth: Tier {
@@ -811,6 +865,12 @@ impl Settings {
             "192.168.0.0/16",
             "fc00::/7",
         ];
+        let unused_kek = (self.database_url.is_none() && self.key_encryption_key_file.is_some())
+            .then(|| {
+                "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE is set but the database is SQLite: keys \
+                 stay in GATEHOUSE_KEYS_DIR and the file is not read"
+                    .to_owned()
+            });
         self.trusted_proxies
             .iter()
             .filter_map(|proxy| {
@@ -827,6 +887,7 @@ impl Settings {
                     proxy.addr, proxy.prefix
                 ))
             })
+            .chain(unused_kek)
             .collect()
     }
 
@@ -837,6 +898,7 @@ impl Settings {
                 url: Box::new(url.clone()),
                 pool_size: self.db_pool_size,
                 connect_timeout: self.db_connect_timeout,
+                start_timeout: self.db_start_timeout,
             },
             None => DatabaseSettings::Sqlite {
                 path: self.database.clone(),
@@ -1009,8 +1071,16 @@ mod tests {
             "postgres://gh:s3cret@db.example.com/gatehouse?sslmode=verify-full",
             "postgresql://gh:s3cret@db.example.com:6432/gatehouse",
         ] {
-            let s =
-                from(&[("GATEHOUSE_DATABASE", url), ("GATEHOUSE_DB_POOL_SIZE", "3")]).expect(url);
+            let kek = ("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "/run/secrets/kek");
+            let e = from(&[("GATEHOUSE_DATABASE", url)]).expect_err("no KEK on PostgreSQL");
+            assert_eq!(e.key, "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "{e}");
+            assert!(e.message.contains("required"), "{e}");
+            let s = from(&[
+                ("GATEHOUSE_DATABASE", url),
+                ("GATEHOUSE_DB_POOL_SIZE", "3"),
+                kek,
+            ])
+            .expect(url);
             let DatabaseSettings::Postgres { pool_size, .. } = s.database_settings() else {
                 panic!("{url} is PostgreSQL");
             };
@@ -1302,6 +1372,19 @@ mod tests {
             table.push_str(&format!("| `{}` | {default} | {} |\n", s.env, s.meaning));
         }
         table
+    }
+
+    #[test]
+    fn a_key_encryption_key_on_sqlite_is_a_warning() {
+        let kek = ("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "/run/secrets/kek");
+        let s = from(&[kek]).expect("allowed on SQLite");
+        assert!(
+            s.warnings().iter().any(|w| w
+                .contains("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE is set but the database is SQLite")),
+            "{:?}",
+            s.warnings()
+        );
+        assert!(from(&[]).expect("defaults").warnings().is_empty());
     }
 
     #[test]

@@ -17,14 +17,16 @@ use uuid::Uuid;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::jwt::{self, AccessClaims};
-use crate::crypto::keys::{self, KeyRing};
-use crate::crypto::lifecycle::{self, HandPlaced};
+use crate::crypto::keys::KeyRing;
+use crate::crypto::lifecycle::HandPlaced;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::refresh::RefreshSecret;
+use crate::crypto::source::{FileKeys, KeySource};
 use crate::domain::{AuditKind, Role};
 use crate::http;
 use crate::http::middleware::RateLimiters;
 use crate::service::AppState;
+use crate::service::keystore::DatabaseKeys;
 use crate::storage::{self, AuditEvent, Store};
 
 pub struct Application {
@@ -46,6 +48,12 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let (state, hand_placed) = build_state_reporting(settings, clock)?;
+        // Only a serving process may: the CLI runs beside a server whose leases are live.
+        let (store, now) = (Arc::clone(&state.store), state.now());
+        tokio::task::spawn_blocking(move || store.release_orphaned_leases(now))
+            .await
+            .context("releasing the login leases of earlier processes")?
+            .context("cannot release the login leases of earlier processes")?;
         let state = web::Data::new(state);
         report_hand_placed(&state, &hand_placed).await;
         let settings = &state.settings;
@@ -127,13 +135,55 @@ fn build_state_reporting(
 ) -> anyhow::Result<(AppState, Vec<HandPlaced>)> {
     settings.validate()?;
     let store = storage::open(&settings.database_settings())?;
-    let (keys, hand_placed) = load_or_create_keys(&settings, clock.now())?;
-    self_test(&keys, &settings)?;
-    let secret = load_or_create_secret(&settings)?;
+    let now = clock.now();
+    // Off this thread: on PostgreSQL the key source is a synchronous client, which must
+    // not run on a thread that drives a runtime (the server builds its state in one).
+    let (source, keys, hand_placed, secret) = off_runtime(|| {
+        let source = key_source(&settings)?;
+        let (keys, hand_placed) = load_or_create_keys(source.as_ref(), &settings, now)?;
+        self_test(&keys, &settings)?;
+        let secret = load_or_create_secret(source.as_ref())?;
+        Ok::<_, anyhow::Error>((source, keys, hand_placed, secret))
+    })?;
     let hasher = PasswordHasher::new(settings.password_cost, settings.hash_workers)
         .context("cannot set up password hashing")?;
-    let state = AppState::new(settings, store, keys, hasher, secret, clock);
+    let state = AppState::new(settings, store, keys, source, hasher, secret, clock);
     Ok((state, hand_placed))
+}
+
+/// Where the keys are kept: the keys directory with SQLite, the database (sealed under
+/// the key-encryption key) with PostgreSQL, so that replicas share them without a
+/// shared file system. Blocking: call it off the async executor (see `off_runtime`).
+pub fn key_source(settings: &Settings) -> anyhow::Result<Arc<dyn KeySource>> {
+    match &settings.database_url {
+        None => Ok(Arc::new(FileKeys::new(
+            &settings.keys_dir,
+            &settings.refresh_secret_path(),
+        ))),
+        Some(url) => {
+            let kek = settings
+                .key_encryption_key_file
+                .as_deref()
+                .context("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE is required on PostgreSQL")?;
+            Ok(Arc::new(DatabaseKeys::open(
+                url,
+                settings.db_connect_timeout,
+                settings.db_start_timeout,
+                kek,
+            )?))
+        }
+    }
+}
+
+/// Runs `job` on a thread of its own and waits for it (see `storage::open`).
+pub fn off_runtime<T: Send>(job: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("keys-open".into())
+            .spawn_scoped(scope, job)?
+            .join()
+            .map_err(|_| anyhow::anyhow!("loading the keys panicked"))?
+    })
 }
 
 /// The store the settings name, migrated (see `storage::open`).
@@ -142,18 +192,16 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Loads the key ring in force, and names the key files `keys.json` does not know;
-/// when the directory has no key, generates an RSA-2048 key that signs at once, and
-/// says so.
+/// when there is no key, generates an RSA-2048 key that signs at once, and says so.
 pub fn load_or_create_keys(
+    source: &dyn KeySource,
     settings: &Settings,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<(KeyRing, Vec<HandPlaced>)> {
-    keys::create_dir(&settings.keys_dir)?;
-    if keys::load_dir(&settings.keys_dir)?.is_empty() {
-        let (path, _) = lifecycle::generate(&settings.keys_dir, now)?;
-        tracing::info!(path = %path.display(), "no signing key found: generated an RSA-2048 key");
+    if let Some(key) = source.ensure_signing_key(now)? {
+        tracing::info!(kid = %key.kid, place = %key.place, "no signing key found: generated an RSA-2048 key");
     }
-    lifecycle::load_reporting(&settings.keys_dir, now, settings.key_timing())
+    source.load(now, settings.key_timing())
 }
 
 /// Hand-placed keys stay trusted, as operators rely on, but never silently: anyone who
@@ -177,7 +225,7 @@ async fn report_hand_placed(state: &AppState, hand_placed: &[HandPlaced]) {
     }
 }
 
-/// Re-reads the keys directory on SIGHUP and every `keys_reload_interval`, swapping in
+/// Re-reads the keys (directory or database) on SIGHUP and every `keys_reload_interval`, swapping in
 /// the new ring when it differs. A directory that fails to load keeps the old ring.
 /// A hand-placed key is reported once, when a reload first finds it (again if it
 /// leaves and comes back).
@@ -198,10 +246,10 @@ async fn watch_keys(state: web::Data<AppState>, mut reported: HashSet<HandPlaced
             }
         };
         let settings = state.settings.clone();
+        let source = Arc::clone(&state.key_source);
         let now = state.now();
         let loaded = tokio::task::spawn_blocking(move || {
-            let (ring, hand_placed) =
-                lifecycle::load_reporting(&settings.keys_dir, now, settings.key_timing())?;
+            let (ring, hand_placed) = source.load(now, settings.key_timing())?;
             self_test(&ring, &settings)?;
             Ok::<_, anyhow::Error>((ring, hand_placed))
         })
@@ -235,12 +283,10 @@ async fn watch_keys(state: web::Data<AppState>, mut reported: HashSet<HandPlaced
     }
 }
 
-fn load_or_create_secret(settings: &Settings) -> anyhow::Result<RefreshSecret> {
-    keys::create_dir(&settings.keys_dir)?;
-    let path = settings.refresh_secret_path();
-    let (secret, created) = RefreshSecret::load_or_create(&path)?;
+fn load_or_create_secret(source: &dyn KeySource) -> anyhow::Result<RefreshSecret> {
+    let (secret, created) = source.refresh_secret()?;
     if created {
-        tracing::info!(path = %path.display(), "generated the refresh-token secret");
+        tracing::info!(place = %source.describe_place(), "generated the refresh-token secret");
     }
     Ok(secret)
 }

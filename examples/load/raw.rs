@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use gatehouse::crypto::jwt::{self, AccessClaims};
 use gatehouse::crypto::keys::{KeyRing, generate_into, load_dir};
 use gatehouse::crypto::refresh::{RefreshSecret, RefreshToken};
-use gatehouse::domain::{Email, FamilyId, Role, UserId};
+use gatehouse::domain::{AuditKind, Email, FamilyId, Role, UserId};
 use gatehouse::storage::sqlite::{SqliteStore, Synchronous};
-use gatehouse::storage::{NewFamily, NewUser, Spend, Store};
+use gatehouse::storage::{AuditEvent, NewFamily, NewUser, Spend, Store};
 
 use crate::PASSWORD;
 use crate::server::copy_durably;
@@ -207,6 +207,9 @@ fn new_chain(store: &SqliteStore) -> anyhow::Result<RefreshToken> {
         user_agent: None,
         ip: None,
         password_generation: 0,
+        opened_by: AuditEvent::new(now, AuditKind::Signup, "ok"),
+        forgives: None,
+        settles: None,
     })?;
     Ok(token)
 }

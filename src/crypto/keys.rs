@@ -62,7 +62,13 @@ impl SigningKey {
             path.display(),
             block.tag()
         );
-        let pair = RsaKeyPair::from_pkcs8(block.contents())
+        Self::from_pkcs8_der(block.contents(), path)
+    }
+
+    /// A PKCS#8 DER RSA key; `path` names where it came from (a file, or the key's name
+    /// in the database).
+    pub fn from_pkcs8_der(der: &[u8], path: PathBuf) -> anyhow::Result<Self> {
+        let pair = RsaKeyPair::from_pkcs8(der)
             .map_err(|e| anyhow::anyhow!("{} is not a usable RSA key: {e}", path.display()))?;
         anyhow::ensure!(
             pair.public_modulus_len() >= MIN_MODULUS_BYTES,
@@ -105,6 +111,31 @@ impl SigningKey {
     pub fn bits(&self) -> usize {
         self.pair.public_modulus_len() * 8
     }
+
+    /// The private key as PKCS#8 DER, to be sealed for storage. Never logged.
+    pub fn pkcs8_der(&self) -> anyhow::Result<Vec<u8>> {
+        let der = self
+            .pair
+            .as_der()
+            .map_err(|_| anyhow::anyhow!("cannot encode the key {}", self.kid))?;
+        Ok(der.as_ref().to_vec())
+    }
+}
+
+/// A new RSA-2048 key named `key-<UTC timestamp>.pem`, in memory only.
+///
+/// aws-lc-rs generates the key itself, so no `rsa` crate (RUSTSEC-2023-0071) is linked.
+pub fn generate(now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<SigningKey> {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048)
+        .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
+    let der = pair
+        .as_der()
+        .map_err(|_| anyhow::anyhow!("cannot encode the new key"))?;
+    SigningKey::from_pkcs8_der(der.as_ref(), PathBuf::from(generated_name(now)))
+}
+
+fn generated_name(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("key-{}.pem", now.format("%Y%m%dT%H%M%S%.6fZ"))
 }
 
 /// RFC 7638 §3: SHA-256 over the required members in lexicographic order, no spaces.
@@ -252,19 +283,12 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<SigningKey>> {
 }
 
 /// Generates an RSA-2048 key into `dir` as `key-<UTC timestamp>.pem`, mode 0600.
-///
-/// aws-lc-rs generates the key itself, so no `rsa` crate (RUSTSEC-2023-0071) is linked.
 pub fn generate_into(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<PathBuf> {
     create_dir(dir)?;
     check_dir(dir)?;
-    let pair = RsaKeyPair::generate(KeySize::Rsa2048)
-        .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
-    let der = pair
-        .as_der()
-        .map_err(|_| anyhow::anyhow!("cannot encode the new key"))?;
-    let pem_text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
-    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ");
-    let path = dir.join(format!("key-{stamp}.pem"));
+    let key = generate(now)?;
+    let pem_text = pem::encode(&pem::Pem::new("PRIVATE KEY", key.pkcs8_der()?));
+    let path = dir.join(generated_name(now));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -55,7 +55,7 @@ pub struct Timing {
     pub publish_before_signing: i64,
 }
 
-fn file_name(path: &Path) -> String {
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -89,7 +89,7 @@ impl Lifecycle {
         Ok(())
     }
 
-    fn record(&self, key: &SigningKey) -> Option<&KeyRecord> {
+    pub fn record(&self, key: &SigningKey) -> Option<&KeyRecord> {
         self.keys.get(&file_name(&key.path))
     }
 }
@@ -159,8 +159,16 @@ pub fn load_reporting(
     now: DateTime<Utc>,
     timing: Timing,
 ) -> anyhow::Result<(KeyRing, Vec<HandPlaced>)> {
-    let found = keys::load_dir(dir)?;
-    let life = Lifecycle::load(dir)?;
+    assemble_reporting(keys::load_dir(dir)?, &Lifecycle::load(dir)?, now, timing)
+}
+
+/// `assemble`, and the keys it trusted without a record in `life`.
+pub fn assemble_reporting(
+    found: Vec<SigningKey>,
+    life: &Lifecycle,
+    now: DateTime<Utc>,
+    timing: Timing,
+) -> anyhow::Result<(KeyRing, Vec<HandPlaced>)> {
     let hand_placed = found
         .iter()
         .filter(|k| life.record(k).is_none())
@@ -169,7 +177,7 @@ pub fn load_reporting(
             kid: k.kid.clone(),
         })
         .collect();
-    Ok((assemble(found, &life, now, timing)?, hand_placed))
+    Ok((assemble(found, life, now, timing)?, hand_placed))
 }
 
 /// Generates a key. The directory's first key signs at once; later ones start as *next*.
@@ -177,18 +185,26 @@ pub fn generate(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<(PathBuf, Stag
     let first = keys::load_dir(dir).map(|k| k.is_empty()).unwrap_or(true);
     let mut life = Lifecycle::load(dir).unwrap_or_default();
     let path = keys::generate_into(dir, now)?;
-    let stage = if first { Stage::Current } else { Stage::Next };
-    life.keys.insert(
-        file_name(&path),
-        KeyRecord {
-            stage,
-            published_at: now.timestamp(),
-            activated_at: first.then_some(now.timestamp()),
-            retired_at: None,
-        },
-    );
+    let stage = life.add(&file_name(&path), first, now);
     life.save(dir)?;
     Ok((path, stage))
+}
+
+impl Lifecycle {
+    /// Records a new key: the ring's first key signs at once; later ones start as *next*.
+    pub fn add(&mut self, name: &str, first: bool, now: DateTime<Utc>) -> Stage {
+        let stage = if first { Stage::Current } else { Stage::Next };
+        self.keys.insert(
+            name.to_owned(),
+            KeyRecord {
+                stage,
+                published_at: now.timestamp(),
+                activated_at: first.then_some(now.timestamp()),
+                retired_at: None,
+            },
+        );
+        stage
+    }
 }
 
 /// Promotes the oldest next key to current and retires the current one. Refuses while
@@ -199,9 +215,21 @@ pub fn rotate(
     timing: Timing,
     force: bool,
 ) -> anyhow::Result<(Option<String>, String)> {
-    let found = keys::load_dir(dir)?;
     let mut life = Lifecycle::load(dir)?;
-    let ring = assemble(found, &life, now, timing)?;
+    let rotated = rotate_in(keys::load_dir(dir)?, &mut life, now, timing, force)?;
+    life.save(dir)?;
+    Ok(rotated)
+}
+
+/// `rotate` on keys and stages in memory; the caller stores `life`.
+pub fn rotate_in(
+    found: Vec<SigningKey>,
+    life: &mut Lifecycle,
+    now: DateTime<Utc>,
+    timing: Timing,
+    force: bool,
+) -> anyhow::Result<(Option<String>, String)> {
+    let ring = assemble(found, life, now, timing)?;
     let old_signer = file_name(&ring.signer().path);
     let next = ring
         .keys()
@@ -251,7 +279,6 @@ pub fn rotate(
         r.stage = Stage::Current;
         r.activated_at = Some(now_ts);
     }
-    life.save(dir)?;
     Ok((old_kid, next_kid))
 }
 
@@ -264,23 +291,43 @@ pub fn retire(
     timing: Timing,
     immediately: bool,
 ) -> anyhow::Result<()> {
-    let found = keys::load_dir(dir)?;
     let mut life = Lifecycle::load(dir)?;
-    let ring = assemble(found, &life, now, timing)?;
+    retire_in(
+        keys::load_dir(dir)?,
+        &mut life,
+        kid,
+        now,
+        timing,
+        immediately,
+    )?;
+    life.save(dir)
+}
+
+/// `retire` on keys and stages in memory; the caller stores `life`.
+pub fn retire_in(
+    found: Vec<SigningKey>,
+    life: &mut Lifecycle,
+    kid: &str,
+    now: DateTime<Utc>,
+    timing: Timing,
+    immediately: bool,
+) -> anyhow::Result<()> {
+    let name = found
+        .iter()
+        .find(|k| k.kid == kid)
+        .map(|k| file_name(&k.path))
+        .with_context(|| format!("no key with kid {kid}"))?;
+    let ring = assemble(found, life, now, timing)?;
     anyhow::ensure!(
         ring.signer().kid != kid,
         "{kid} is the signing key: rotate to a next key first"
     );
-    let key = keys::load_dir(dir)?
-        .into_iter()
-        .find(|k| k.kid == kid)
-        .with_context(|| format!("no key with kid {kid}"))?;
     let at = if immediately {
         now.timestamp() - timing.retire_after
     } else {
         now.timestamp()
     };
-    let entry = life.keys.entry(file_name(&key.path)).or_insert(KeyRecord {
+    let entry = life.keys.entry(name).or_insert(KeyRecord {
         stage: Stage::Retired,
         published_at: at,
         activated_at: None,
@@ -288,7 +335,7 @@ pub fn retire(
     });
     entry.stage = Stage::Retired;
     entry.retired_at = Some(entry.retired_at.map_or(at, |r| r.min(at)));
-    life.save(dir)
+    Ok(())
 }
 
 /// One published key as an operator sees it, times in unix seconds.
@@ -342,20 +389,39 @@ pub fn describe(
     now: DateTime<Utc>,
     timing: Timing,
 ) -> anyhow::Result<Vec<(String, String, usize, PathBuf)>> {
-    let found = keys::load_dir(dir)?;
-    let life = Lifecycle::load(dir)?;
-    let ring = assemble(found, &life, now, timing)?;
+    describe_in(keys::load_dir(dir)?, &Lifecycle::load(dir)?, now, timing)
+}
+
+/// `describe` for keys and stages in memory.
+pub fn describe_in(
+    found: Vec<SigningKey>,
+    life: &Lifecycle,
+    now: DateTime<Utc>,
+    timing: Timing,
+) -> anyhow::Result<Vec<(String, String, usize, PathBuf)>> {
+    let listed: Vec<(String, usize, PathBuf, Option<KeyRecord>)> = found
+        .iter()
+        .map(|k| {
+            (
+                k.kid.clone(),
+                k.bits(),
+                k.path.clone(),
+                life.record(k).cloned(),
+            )
+        })
+        .collect();
+    let ring = assemble(found, life, now, timing)?;
     let published: Vec<String> = ring.keys().iter().map(|k| k.kid.clone()).collect();
     let mut out = Vec::new();
-    for key in keys::load_dir(dir)? {
-        let state = if key.kid == ring.signer().kid {
+    for (kid, bits, path, record) in listed {
+        let state = if kid == ring.signer().kid {
             "current (signing)".to_owned()
         } else {
-            match life.record(&key) {
+            match record {
                 Some(r) if r.stage == Stage::Next => {
                     format!("next (published {}s ago)", now.timestamp() - r.published_at)
                 }
-                Some(r) if r.stage == Stage::Retired && published.contains(&key.kid) => format!(
+                Some(r) if r.stage == Stage::Retired && published.contains(&kid) => format!(
                     "retired (published for {}s more)",
                     r.retired_at.unwrap_or(0) + timing.retire_after - now.timestamp()
                 ),
@@ -365,7 +431,7 @@ pub fn describe(
                 _ => "published".into(),
             }
         };
-        out.push((key.kid.clone(), state, key.bits(), key.path.clone()));
+        out.push((kid, state, bits, path));
     }
     Ok(out)
 }

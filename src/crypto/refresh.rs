@@ -87,19 +87,10 @@ impl RefreshSecret {
 
     /// Reads the secret at `path`, creating it (mode 0600) when it does not exist.
     pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
-        match fs::read(path) {
-            Ok(bytes) => {
-                check_private(path)?;
-                anyhow::ensure!(
-                    bytes.len() >= SECRET_BYTES,
-                    "{} holds {} bytes; a refresh secret needs at least {SECRET_BYTES}",
-                    path.display(),
-                    bytes.len()
-                );
-                Ok((Self::from_bytes(&bytes), false))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes = random_bytes::<SECRET_BYTES>();
+        match Self::read_file(path)? {
+            Some(bytes) => Ok((Self::from_bytes(&bytes), false)),
+            None => {
+                let bytes = Self::new_bytes();
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -110,6 +101,29 @@ impl RefreshSecret {
                 file.sync_all()?;
                 Ok((Self::from_bytes(&bytes), true))
             }
+        }
+    }
+
+    /// The bytes of a new secret.
+    pub fn new_bytes() -> [u8; SECRET_BYTES] {
+        random_bytes::<SECRET_BYTES>()
+    }
+
+    /// The bytes of the secret file at `path` (`None` when there is none), refused when
+    /// other users may read it or it is too short.
+    pub fn read_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                check_private(path)?;
+                anyhow::ensure!(
+                    bytes.len() >= SECRET_BYTES,
+                    "{} holds {} bytes; a refresh secret needs at least {SECRET_BYTES}",
+                    path.display(),
+                    bytes.len()
+                );
+                Ok(Some(bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         }
     }

@@ -15,11 +15,8 @@ pub async fn signup(
     meta: &ClientMeta,
 ) -> Result<TokenPair, ServiceError> {
     let user = create_user(state, email, password, Role::User).await?;
-    state
-        .audit(event(state, AuditKind::Signup, Some(&user), meta, "ok"))
-        .await;
     // A new user is at password generation 0.
-    tokens::start_family(state, user, 0, meta).await
+    tokens::start_family(state, user, 0, meta, AuditKind::Signup, None).await
 }
 
 /// Creates a user (also used by the CLI to create admins).
@@ -70,19 +67,19 @@ pub async fn login(
             // The family opens only if the password just verified is still the user's:
             // a password change, a disable or a deletion may have committed while
             // Argon2 ran.
-            match tokens::start_family(state, user.clone(), password_generation, meta).await {
+            let opened = tokens::start_family(
+                state,
+                user.clone(),
+                password_generation,
+                meta,
+                AuditKind::LoginSucceeded,
+                Some(attempt.settled_by_login()),
+            )
+            .await;
+            match opened {
                 Ok(pair) => {
-                    attempt.succeeded(state).await?;
+                    attempt.opened();
                     state.metrics.login("succeeded");
-                    state
-                        .audit(event(
-                            state,
-                            AuditKind::LoginSucceeded,
-                            Some(&user),
-                            meta,
-                            "ok",
-                        ))
-                        .await;
                     return Ok(pair);
                 }
                 Err(ServiceError::InvalidCredentials) => (Some(user), "account_changed"),
@@ -162,7 +159,14 @@ pub async fn change_password(
     let hash = state.hasher.hash(new.expose().to_owned()).await?;
     let now = state.now();
     let user = caller.user;
-    let (family, token) = tokens::new_family(state, &user, generation, meta, now);
+    let (family, token) = tokens::new_family(
+        state,
+        &user,
+        generation,
+        meta,
+        now,
+        AuditKind::PasswordChanged,
+    );
     let pair = tokens::pair_for_new_family(state, user.clone(), &family, token)?;
     let user_id = user.id;
     // Another change (or a deletion) committed since the current password was checked:
@@ -173,15 +177,6 @@ pub async fn change_password(
     {
         return Err(ServiceError::InvalidCredentials);
     }
-    state
-        .audit(event(
-            state,
-            AuditKind::PasswordChanged,
-            Some(&user),
-            meta,
-            "ok",
-        ))
-        .await;
     Ok(pair)
 }
 

@@ -3,12 +3,14 @@
 //! refresh tokens at once; access tokens already issued stay valid for offline verifiers
 //! until they expire (at most the access-token lifetime).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 
 use super::audit::event;
 use super::caller::Caller;
 use super::{AppState, ClientMeta, FieldError, ServiceError, accounts};
-use crate::crypto::lifecycle::{self, KeyStatus, Lifecycle};
+use crate::crypto::lifecycle::{self, KeyStatus};
 use crate::domain::{
     AuditKind, Email, FamilyId, NewPassword, RevokeReason, Role, Session, User, UserId, email,
 };
@@ -272,15 +274,18 @@ pub async fn update_user_view(
     found.pop().ok_or(ServiceError::NotFound)
 }
 
-/// The keys published now and the stage of each. The stages are read from `keys.json`
-/// on every call (a small file, off the executor): a rotation by the CLI shows at once,
-/// while the ring itself changes only at the next reload.
+/// The keys published now and the stage of each. The stages are read from where the
+/// keys are kept (`keys.json`, or the database) on every call, off the executor: a
+/// rotation by the CLI shows at once, while the ring itself changes only at the next
+/// reload.
 pub async fn signing_keys(state: &AppState) -> Result<Vec<KeyStatus>, ServiceError> {
     let ring = state.keys();
-    let dir = state.settings.keys_dir.clone();
+    let source = Arc::clone(&state.key_source);
     let timing = state.settings.key_timing();
     tokio::task::spawn_blocking(move || {
-        let life = Lifecycle::load(&dir).map_err(|e| ServiceError::Internal(format!("{e:#}")))?;
+        let life = source
+            .lifecycle()
+            .map_err(|e| ServiceError::Internal(format!("{e:#}")))?;
         Ok(lifecycle::status(&ring, &life, timing))
     })
     .await

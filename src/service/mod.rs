@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod caller;
+pub mod keystore;
 pub mod lockout;
 pub mod rotation;
 pub mod sessions;
@@ -19,6 +20,7 @@ use crate::config::Settings;
 use crate::crypto::keys::KeyRing;
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::crypto::refresh::RefreshSecret;
+use crate::crypto::source::KeySource;
 use crate::metrics::Metrics;
 use crate::storage::{Store, StoreError};
 
@@ -28,12 +30,15 @@ pub struct AppState {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     keys: RwLock<Arc<KeyRing>>,
+    /// Where the ring is kept (the keys directory, or the database), for reloads and
+    /// the admin view of the stages.
+    pub key_source: Arc<dyn KeySource>,
     pub hasher: PasswordHasher,
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
-    /// Password checks in flight, for the login lockout.
-    pub attempts: Arc<lockout::AttemptGate>,
+    /// Wakes this process's login attempts waiting for checks in flight.
+    pub attempts: Arc<lockout::AttemptSignals>,
 }
 
 impl AppState {
@@ -41,6 +46,7 @@ impl AppState {
         settings: Settings,
         store: Arc<dyn Store>,
         keys: KeyRing,
+        key_source: Arc<dyn KeySource>,
         hasher: PasswordHasher,
         refresh_secret: RefreshSecret,
         clock: Arc<dyn Clock>,
@@ -48,6 +54,7 @@ impl AppState {
         Self {
             store,
             keys: RwLock::new(Arc::new(keys)),
+            key_source,
             hasher,
             refresh_secret,
             clock,

@@ -9,7 +9,7 @@ use super::{AppState, ClientMeta, ServiceError};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::refresh::RefreshToken;
 use crate::domain::{AuditKind, FamilyId, RevokeReason, User};
-use crate::storage::{AuditEvent, NewFamily, Spend, StoredToken};
+use crate::storage::{AuditEvent, LeaseId, NewFamily, Spend, StoredToken};
 
 /// What signup, login, refresh and password change return.
 pub struct TokenPair {
@@ -79,13 +79,15 @@ fn pair(
 }
 
 /// The family a new login opens, with its first (random) token. `password_generation`
-/// is the user's generation when the password was checked.
+/// is the user's generation when the password was checked; `opened_by` the event the
+/// store records with it.
 pub fn new_family(
     state: &AppState,
     user: &User,
     password_generation: i64,
     meta: &ClientMeta,
     now: DateTime<Utc>,
+    opened_by: AuditKind,
 ) -> (NewFamily, RefreshToken) {
     let token = RefreshToken::generate();
     let family_expires_at = now + dur(state.settings.family_ttl);
@@ -100,6 +102,9 @@ pub fn new_family(
         user_agent: meta.user_agent.clone(),
         ip: meta.ip.clone(),
         password_generation,
+        opened_by: event(state, opened_by, Some(user), meta, "ok"),
+        forgives: None,
+        settles: None,
     };
     (family, token)
 }
@@ -121,7 +126,9 @@ pub fn pair_for_new_family(
     )
 }
 
-/// Opens a family for `user` (one login) and returns its first token pair. When the
+/// Opens a family for `user` (one login) and returns its first token pair; the store
+/// records `opened_by`, forgives the `forgives` key's failures and ends the `settles`
+/// lockout lease with it. When the
 /// password checked at `password_generation` is no longer the user's, or the user was
 /// disabled or deleted meanwhile, the login fails as a wrong password would.
 pub async fn start_family(
@@ -129,9 +136,15 @@ pub async fn start_family(
     user: User,
     password_generation: i64,
     meta: &ClientMeta,
+    opened_by: AuditKind,
+    settles: Option<(Option<String>, LeaseId)>,
 ) -> Result<TokenPair, ServiceError> {
     let now = state.now();
-    let (family, token) = new_family(state, &user, password_generation, meta, now);
+    let (mut family, token) = new_family(state, &user, password_generation, meta, now, opened_by);
+    if let Some((forgives, lease)) = settles {
+        family.forgives = forgives;
+        family.settles = Some(lease);
+    }
     let (id, token_expires_at) = (family.id, family.token_expires_at);
     if !state.db(move |s| s.create_family(family)).await? {
         return Err(ServiceError::InvalidCredentials);

@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,6 +88,16 @@ pub struct NewFamily {
     /// The user's password generation when the login checked the password (0 for a
     /// signup). The family opens only while it is still the user's.
     pub password_generation: i64,
+    /// What opened it (signup, login, password change): recorded in the same
+    /// transaction as the family, with the family's and its user's ids, so the audit log never misses a
+    /// session nor names one that was never stored.
+    pub opened_by: AuditEvent,
+    /// A lockout key whose stored failures the opening forgives (a login's own email,
+    /// after a right password), in the same transaction.
+    pub forgives: Option<String>,
+    /// The login's lockout lease, released in the same transaction when the family
+    /// opens (left in place when it does not: the login then settles it as failed).
+    pub settles: Option<LeaseId>,
 }
 
 /// A presented refresh token as stored, with what the rotation rule needs to judge it:
@@ -120,6 +131,59 @@ pub struct Spend {
     pub family_id: FamilyId,
     pub now: DateTime<Utc>,
     pub child_expires_at: DateTime<Utc>,
+}
+
+/// Names one password check's reservation (its lease) on its lockout keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseId(pub uuid::Uuid);
+
+impl LeaseId {
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+/// A reservation asked for: one lease on each of `keys`, live until `expires_at`, so a
+/// check whose process died stops counting by itself.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub keys: Vec<String>,
+    pub window_secs: i64,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One lockout key as a reservation sees it: its stored failures and the checks in
+/// flight on it (live leases), from every process sharing the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLoad {
+    pub stored: AttemptCount,
+    pub in_flight: u32,
+}
+
+/// What a reservation saw, and whether it took the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// In the lease's `keys` order.
+    pub loads: Vec<KeyLoad>,
+    pub leased: bool,
+}
+
+/// How a password check ended; settled with its lease, in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum Settle<'a> {
+    /// A wrong password: one failure on each of `keys`, stored as the lease goes, so no
+    /// reservation can see the check neither in flight nor failed.
+    Failed {
+        keys: &'a [String],
+        window_secs: i64,
+        now: DateTime<Utc>,
+    },
+    /// A right one: `forgive`'s failures go with the lease.
+    Succeeded { forgive: Option<&'a str> },
+    /// No verdict (an error, a cancelled request): nothing counts.
+    Abandoned,
 }
 
 /// The failed logins counted against one key in its current window.
@@ -245,6 +309,8 @@ pub enum DatabaseSettings {
         pool_size: u32,
         /// For a new connection, and for a request waiting for a pooled one.
         connect_timeout: Duration,
+        /// How long opening keeps retrying a server that cannot be reached yet.
+        start_timeout: Duration,
     },
 }
 
@@ -285,10 +351,12 @@ fn open_here(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
             url,
             pool_size,
             connect_timeout,
+            start_timeout,
         } => Arc::new(postgres::PgStore::connect(
             url,
             *pool_size,
             *connect_timeout,
+            *start_timeout,
         )?),
     };
     store
@@ -407,8 +475,21 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<Session>, StoreError>;
 
-    // Login lockout. Only failures are stored: an attempt in flight is the service's
-    // business (it lives in memory, so a crash cannot leave one counted).
+    // Login lockout: failures per key and window, and leases for the checks in flight.
+    /// Under a lock on each of `lease.keys` (so two reservations on one key never both
+    /// see room for one more check), reads each key's failures and live leases and,
+    /// when `admit` accepts those loads, stores the lease on every key.
+    fn reserve_attempt(
+        &self,
+        lease: &Lease,
+        admit: &(dyn Fn(&[KeyLoad]) -> bool + Sync),
+    ) -> Result<Reservation, StoreError>;
+    /// Ends a lease as `how` says (see `Settle`).
+    fn settle_attempt(&self, lease: LeaseId, how: Settle<'_>) -> Result<(), StoreError>;
+    /// At start: drops the leases no running process can hold. On a store that one
+    /// process serves (SQLite) that is all of them, so the checks a crash cut short
+    /// stop counting at once; on a shared one, the expired ones.
+    fn release_orphaned_leases(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// The failures counted against each key in its current window, in `keys`' order.
     fn login_failures(
         &self,

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gatehouse::crypto::lifecycle;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -111,7 +110,6 @@ async fn keys_show_each_published_key_with_its_stage_and_times() {
     let admin = app
         .create_admin(&unique_email("admin"), ADMIN_PASSWORD)
         .await;
-    let dir = app.settings.keys_dir.clone();
     let body = get_ok(&app, access_of(&admin), "/v1/admin/keys").await;
     let keys = body["keys"].as_array().expect("keys");
     assert_eq!(keys.len(), 1, "{body}");
@@ -128,12 +126,18 @@ async fn keys_show_each_published_key_with_its_stage_and_times() {
         "the kid the JWKS publishes"
     );
 
-    // A next key, as `gatehouse keys generate` makes it, once a reload has found it.
+    // A next key, as `gatehouse keys generate` makes it (in the keys directory, or the
+    // database), once a reload has found it.
     let later = app.now() + chrono::Duration::seconds(5);
-    lifecycle::generate(&dir, later).expect("generate");
     let timing = app.settings.key_timing();
-    app.state
-        .replace_keys(lifecycle::load(&dir, later, timing).expect("ring"));
+    let source = app.state.key_source.clone();
+    let ring = tokio::task::spawn_blocking(move || {
+        source.generate(later).expect("generate");
+        source.load(later, timing).expect("ring").0
+    })
+    .await
+    .expect("key task");
+    app.state.replace_keys(ring);
     let body = get_ok(&app, access_of(&admin), "/v1/admin/keys").await;
     let keys = body["keys"].as_array().expect("keys");
     assert_eq!(keys.len(), 2, "{body}");
@@ -147,9 +151,14 @@ async fn keys_show_each_published_key_with_its_stage_and_times() {
 
     // Rotated: the old key is retired and says when it leaves the JWKS.
     let rotated = later + chrono::Duration::seconds(3600);
-    lifecycle::rotate(&dir, rotated, timing, false).expect("rotate");
-    app.state
-        .replace_keys(lifecycle::load(&dir, rotated, timing).expect("ring"));
+    let source = app.state.key_source.clone();
+    let ring = tokio::task::spawn_blocking(move || {
+        source.rotate(rotated, timing, false).expect("rotate");
+        source.load(rotated, timing).expect("ring").0
+    })
+    .await
+    .expect("key task");
+    app.state.replace_keys(ring);
     let body = get_ok(&app, access_of(&admin), "/v1/admin/keys").await;
     let keys = body["keys"].as_array().expect("keys");
     assert_eq!(keys[0]["stage"], "current");

@@ -140,7 +140,8 @@ async fn a_keys_dir_others_may_write_stops_the_start_and_names_the_fix() {
 
 #[tokio::test]
 async fn the_server_creates_its_keys_dir_private() {
-    let app = spawn_app().await;
+    // The keys directory is SQLite's: on PostgreSQL the keys live in the database.
+    let app = spawn_app_on(Backend::Sqlite, |_| {}).await;
     assert_eq!(mode_of(&app.keys_dir()), 0o700);
 }
 
@@ -218,7 +219,7 @@ fn naming<'a>(events: &'a [Value], file: &str, kid: &str) -> Vec<&'a Value> {
 
 #[tokio::test]
 async fn a_hand_placed_key_found_at_start_is_audited() {
-    let app = spawn_app().await;
+    let app = spawn_app_on(Backend::Sqlite, |_| {}).await;
     let admin = app.create_admin(&unique_email("keeper"), PASSWORD).await;
     assert_eq!(
         key_adopted_events(&app, access_of(&admin)).await,
@@ -247,7 +248,10 @@ async fn a_hand_placed_key_found_at_start_is_audited() {
 
 #[tokio::test]
 async fn a_hand_placed_key_found_by_a_reload_is_audited_once() {
-    let app = spawn_app_with(|s| s.keys_reload_interval = Duration::from_secs(1)).await;
+    let app = spawn_app_on(Backend::Sqlite, |s| {
+        s.keys_reload_interval = Duration::from_secs(1)
+    })
+    .await;
     let admin = app.create_admin(&unique_email("keeper"), PASSWORD).await;
     let token = access_of(&admin).to_owned();
 

@@ -4,3 +4,6 @@
 //! SQLite's files name `Backend::Sqlite` and run on it here too.
 
 include!("suite.rs");
+
+// PostgreSQL alone: keys and the refresh secret in the database.
+mod db_keys;

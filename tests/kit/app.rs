@@ -84,6 +84,8 @@ impl Backend {
                 };
                 settings.database_url = Some(database.url());
                 settings.database = PathBuf::new();
+                // On PostgreSQL the keys live in the database, sealed under this.
+                settings.key_encryption_key_file = Some(write_kek(dir));
                 (settings, Some(database))
             }
         }
@@ -161,6 +163,22 @@ async fn start(settings: &Settings, clock: &ManualClock) -> (u16, web::Data<AppS
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
     (port, state)
+}
+
+/// A new key-encryption key file in `dir`: 32 random bytes, mode 0600.
+pub fn write_kek(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(format!("kek-{}", Uuid::new_v4().simple()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("cannot create the KEK file");
+    file.write_all(&gatehouse::crypto::random_bytes::<32>())
+        .expect("cannot write the KEK file");
+    path
 }
 
 /// A fresh, never-used email address; `tag` makes failures easier to read.
@@ -364,6 +382,13 @@ impl TestApp {
             keys_dir: self.settings.keys_dir.clone(),
             ..Binary::in_dir(self.dir.path())
         };
+        let binary = match &self.settings.key_encryption_key_file {
+            Some(kek) => binary.with(
+                "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
+                &kek.display().to_string(),
+            ),
+            None => binary,
+        };
         match &self.database {
             // Set after `GATEHOUSE_DATABASE=<file>`, so the URL is what the child sees.
             Some(database) => binary.with("GATEHOUSE_DATABASE", &database.url_text()),
@@ -390,19 +415,16 @@ impl TestApp {
         PathBuf::from(&self.settings.keys_dir)
     }
 
-    /// The PEM bytes of the access-token signing key (the only `*.pem` in the keys dir).
+    /// The PEM bytes of the access-token signing key, as the running app holds it
+    /// (from the keys dir, or from the database on PostgreSQL).
     pub fn signing_key_pem(&self) -> Vec<u8> {
-        let pems: Vec<PathBuf> = std::fs::read_dir(self.keys_dir())
-            .expect("failed to read the keys directory")
-            .map(|entry| entry.expect("bad directory entry").path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "pem"))
-            .collect();
-        assert_eq!(
-            pems.len(),
-            1,
-            "expected exactly one *.pem key, found {pems:?}"
-        );
-        std::fs::read(&pems[0]).expect("failed to read the signing key")
+        let der = self
+            .state
+            .keys()
+            .signer()
+            .pkcs8_der()
+            .expect("cannot encode the signing key");
+        pem::encode(&pem::Pem::new("PRIVATE KEY", der)).into_bytes()
     }
 
     pub fn signing_key(&self) -> EncodingKey {

@@ -3,6 +3,7 @@
 //! - [`app`]: the app in this process, on a random port, with its own database, keys and
 //!   hand-driven clock, and one method per endpoint. Most tests want this.
 //! - [`process`]: the real binary as an operator runs it (signals, logs, CLI, crashes).
+//! - [`replicas`]: several of them on one PostgreSQL database behind one round-robin URL.
 //! - [`body`], [`contract`], [`jwt`]: typed responses, the contract's assertions, and
 //!   tokens taken apart or forged.
 //! - [`password`], [`ports`], [`rng`], [`rss`]: small shared pieces.
@@ -19,8 +20,10 @@ pub mod browser;
 pub mod contract;
 pub mod jwt;
 pub mod password;
+pub mod pg_private;
 pub mod pgdb;
 pub mod ports;
 pub mod process;
+pub mod replicas;
 pub mod rng;
 pub mod rss;

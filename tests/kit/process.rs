@@ -76,6 +76,22 @@ impl Binary {
         }
     }
 
+    /// On the PostgreSQL database at `url` instead of SQLite, with a key-encryption key of
+    /// its own (a fresh 0600 file beside the other files) for the keys stored there.
+    /// Clones share the file, so replicas share the keys.
+    pub fn on_postgres(self, url: &str) -> Self {
+        let dir = self
+            .database
+            .parent()
+            .expect("the files' directory")
+            .to_owned();
+        let kek = super::app::write_kek(&dir);
+        self.with("GATEHOUSE_DATABASE", url).with(
+            "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
+            &kek.display().to_string(),
+        )
+    }
+
     /// Sets (or replaces) one environment variable.
     pub fn with(mut self, key: &str, value: &str) -> Self {
         self.env.retain(|(k, _)| k != key);

@@ -7,11 +7,13 @@
 //!   works (or its family was revoked, which is only allowed after the client retried a
 //!   token whose rotation's answer was lost in a crash);
 //! - no family ever has two unspent tokens, no rotation is half-written;
-//! - `PRAGMA integrity_check` is `ok` after every restart.
+//! - on SQLite, `PRAGMA integrity_check` is `ok` after every restart.
 //!
-//! An online backup (`gatehouse backup --to`) is taken while the load runs; the copy
-//! passes the same storage invariants, holds everything acknowledged before the backup
-//! started, and a server started on it lets those users log in and those tokens refresh.
+//! It runs on both backends (`inspect::Db` reads either). On SQLite, an online backup
+//! (`gatehouse backup --to`) is taken while the load runs; the copy passes the same
+//! storage invariants, holds everything acknowledged before the backup started, and a
+//! server started on it lets those users log in and those tokens refresh. (PostgreSQL's
+//! backups are `pg_dump`'s, not gatehouse's.)
 //!
 //! Scale: `GATEHOUSE_CRASH_KILLS` (default 3), `GATEHOUSE_CRASH_ROUND_MS` (longest load
 //! phase between a start and its kill, default 1200), `GATEHOUSE_CRASH_WORKERS` (default
@@ -26,9 +28,11 @@ use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::inspect::Db;
 use crate::invariants::{open_db, storage_violations, token_hash};
 use crate::kit::body::sid_in;
 use crate::kit::password::PASSWORD;
+use crate::kit::pgdb::TestDatabase;
 use crate::kit::process::{self, Binary};
 use crate::kit::rng::Rng;
 
@@ -393,18 +397,13 @@ impl Worker {
 /// Harness self-check (`GATEHOUSE_CRASH_SABOTAGE=1`): plays a storage engine that lost
 /// acknowledged writes (an account, and the newest refresh token of a chain); the run
 /// must then report violations.
-fn sabotage(conn: &rusqlite::Connection, workers: &[Worker]) {
+fn sabotage(db: &Db, workers: &[Worker]) {
     let chain = workers
         .iter()
         .flat_map(|w| &w.chains)
         .find(|c| !c.uncertain && !c.revoked && c.tokens.len() > 1);
     if let Some(c) = chain {
-        let n = conn
-            .execute(
-                "DELETE FROM refresh_tokens WHERE hash = ?1",
-                [token_hash(&c.newest().value)],
-            )
-            .expect("sabotage a token");
+        let n = db.delete_token(&token_hash(&c.newest().value));
         eprintln!(
             "crash: SABOTAGE deleted {n} acknowledged refresh token (family {})",
             c.family
@@ -415,9 +414,7 @@ fn sabotage(conn: &rusqlite::Connection, workers: &[Worker]) {
         .flat_map(|w| &w.users)
         .find(|u| matches!(u.signup, Signup::Confirmed(_)));
     if let Some(u) = user {
-        let n = conn
-            .execute("DELETE FROM users WHERE email = ?1", [&u.email])
-            .expect("sabotage a user");
+        let n = db.delete_user(&u.email);
         eprintln!(
             "crash: SABOTAGE deleted {n} acknowledged account ({})",
             u.email
@@ -439,11 +436,7 @@ impl Committed {
     }
 }
 
-fn lost_but_committed(
-    conn: &rusqlite::Connection,
-    workers: &[Worker],
-    counted: &mut HashSet<String>,
-) -> Committed {
+fn lost_but_committed(db: &Db, workers: &[Worker], counted: &mut HashSet<String>) -> Committed {
     let mut out = Committed::default();
     for w in workers {
         for u in w
@@ -451,26 +444,13 @@ fn lost_but_committed(
             .iter()
             .filter(|u| matches!(u.signup, Signup::Uncertain))
         {
-            let n: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM users WHERE email = ?1",
-                    [&u.email],
-                    |r| r.get(0),
-                )
-                .expect("count users");
-            if n > 0 && counted.insert(u.email.clone()) {
+            if db.users_with_email(&u.email) > 0 && counted.insert(u.email.clone()) {
                 out.signups += 1;
             }
         }
         for c in w.chains.iter().filter(|c| c.uncertain && !c.revoked) {
-            let spent: Option<Option<i64>> = conn
-                .query_row(
-                    "SELECT spent_at FROM refresh_tokens WHERE hash = ?1",
-                    [token_hash(&c.newest().value)],
-                    |r| r.get(0),
-                )
-                .ok();
-            if matches!(spent, Some(Some(_))) && counted.insert(c.newest().value.clone()) {
+            let spent = db.token_spent(&token_hash(&c.newest().value));
+            if spent == Some(true) && counted.insert(c.newest().value.clone()) {
                 out.rotations += 1;
             }
         }
@@ -487,18 +467,38 @@ struct BackupRun {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = Binary::in_dir(dir.path());
+    let db = Db::Sqlite(files.database.clone());
+    sigkill_run(dir.path(), files, db).await;
+}
+
+/// The same harness on PostgreSQL: a database of its own on the test server, gatehouse
+/// killed (never the database server) at random moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_at_random_moments_loses_nothing_acknowledged_on_postgres() {
+    let Some(test_db) = TestDatabase::new("sigkill_on_postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = Binary::in_dir(dir.path()).on_postgres(&test_db.url_text());
+    let db = Db::Postgres(Box::new(test_db.url()));
+    sigkill_run(dir.path(), files, db).await;
+}
+
+async fn sigkill_run(dir: &std::path::Path, files: Binary, db: Db) {
     let kills = env_u64("GATEHOUSE_CRASH_KILLS", 3);
     let round_ms = env_u64("GATEHOUSE_CRASH_ROUND_MS", 1200).max(200);
     let workers_n = env_u64("GATEHOUSE_CRASH_WORKERS", 6) as usize;
     let (mut rng, seed) = Rng::from_env_or_time("GATEHOUSE_CRASH_SEED");
     eprintln!(
-        "crash: seed {seed} (GATEHOUSE_CRASH_SEED), {kills} kills, rounds up to {round_ms} ms, {workers_n} workers"
+        "crash ({}): seed {seed} (GATEHOUSE_CRASH_SEED), {kills} kills, rounds up to {round_ms} ms, {workers_n} workers",
+        db.name()
     );
 
-    let dir = tempfile::tempdir().expect("temp dir");
     // A long reuse grace: a client whose refresh answer was lost retries after the
     // restart, usually within it, and then gets the very child the crash hid.
-    let mut files = Binary::in_dir(dir.path()).with("GATEHOUSE_REFRESH_REUSE_GRACE", "120s");
+    let mut files = files.with("GATEHOUSE_REFRESH_REUSE_GRACE", "120s");
     // Extra server settings, `K=V,K=V` (e.g. to take the lockout out of a large run).
     for pair in std::env::var("GATEHOUSE_CRASH_SERVER_ENV")
         .unwrap_or_default()
@@ -512,9 +512,10 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     }
     let mut workers: Vec<Worker> = (0..workers_n).map(|i| Worker::new(i, seed)).collect();
     let mut violations: Vec<String> = Vec::new();
+    // PostgreSQL's backups are its own tools', not gatehouse's.
     let backup_rounds: HashSet<u64> = [1.min(kills), kills / 2]
         .into_iter()
-        .filter(|r| *r < kills)
+        .filter(|r| *r < kills && matches!(db, Db::Sqlite(_)))
         .collect();
     let mut backups: Vec<BackupRun> = Vec::new();
     let mut committed = Committed::default();
@@ -524,13 +525,12 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     for round in 0..kills {
         let server = files.start().await;
         if round > 0 {
-            let conn = open_db(&files.database);
-            for v in storage_violations(&conn) {
+            for v in db.violations() {
                 violations.push(format!("after kill {round}: {v}"));
             }
-            committed.add(&lost_but_committed(&conn, &workers, &mut counted));
+            committed.add(&lost_but_committed(&db, &workers, &mut counted));
             if round == 1 && std::env::var_os("GATEHOUSE_CRASH_SABOTAGE").is_some() {
-                sabotage(&conn, &workers);
+                sabotage(&db, &workers);
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -539,7 +539,7 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             .map(|w| tokio::spawn(w.run(server.base.clone(), stop.clone())))
             .collect();
         if backup_rounds.contains(&round) {
-            let path = dir.path().join(format!("backup-{round}.db"));
+            let path = dir.join(format!("backup-{round}.db"));
             let begun = Instant::now();
             let (code, out) = files
                 .cli_within(
@@ -567,13 +567,10 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
 
     // Last life: resolve every lost answer, then check all that was acknowledged.
     let server = files.start().await;
-    {
-        let conn = open_db(&files.database);
-        for v in storage_violations(&conn) {
-            violations.push(format!("after the last kill: {v}"));
-        }
-        committed.add(&lost_but_committed(&conn, &workers, &mut counted));
+    for v in db.violations() {
+        violations.push(format!("after the last kill: {v}"));
     }
+    committed.add(&lost_but_committed(&db, &workers, &mut counted));
     let client = process::client();
     let mut settled = Vec::new();
     for mut w in workers.drain(..) {
@@ -630,19 +627,8 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     violations.extend(login_failures);
 
     // Every refresh token the client received is stored; every family it knows exists.
-    let conn = open_db(&files.database);
-    let revoked: HashMap<String, Option<String>> = conn
-        .prepare("SELECT id, revoked_reason FROM refresh_families")
-        .and_then(|mut s| {
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()
-        })
-        .expect("families");
-    let stored: HashSet<Vec<u8>> = conn
-        .prepare("SELECT hash FROM refresh_tokens")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>())
-        .expect("token hashes");
-    drop(conn);
+    let revoked: HashMap<String, Option<String>> = db.families();
+    let stored: HashSet<Vec<u8>> = db.token_hashes();
     let mut tokens_received = 0usize;
     for chain in &chains {
         match revoked.get(&chain.family) {
@@ -698,11 +684,9 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         .await;
     violations.extend(refresh_failures);
     server.kill().await;
-    let conn = open_db(&files.database);
-    for v in storage_violations(&conn) {
+    for v in db.violations() {
         violations.push(format!("at the end: {v}"));
     }
-    drop(conn);
 
     // The online backups: a consistent snapshot of everything acknowledged before they began.
     let mut backup_checks = 0usize;
@@ -711,13 +695,14 @@ async fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     }
 
     eprintln!(
-        "crash: {kills} SIGKILLs survived in {:.1} s; {} accounts confirmed ({} signups, {} \
+        "crash ({}): {kills} SIGKILLs survived in {:.1} s; {} accounts confirmed ({} signups, {} \
          lost signups confirmed by login), {} logins, {} rotations, {} /v1/me reads; \
          {} lost answers, of which {} signups and {} rotations had committed before the kill \
          (their retries got 409 + login, or the same child inside the reuse grace); \
          {} families revoked after a late retry of a lost answer; \
          {} refresh tokens received, all checked stored; {} live families refreshed at the \
          end; {} online backups taken under load, {} snapshot checks; {} invariant violations",
+        db.name(),
         started.elapsed().as_secs_f64(),
         confirmed.len(),
         stats.signups,

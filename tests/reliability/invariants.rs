@@ -1,5 +1,6 @@
 //! What must hold of the database after any crash, fault or backup: SQLite's own
-//! checks, and the refresh-token families' shape.
+//! checks, and the refresh-token families' shape (the same SQL on PostgreSQL, see
+//! `inspect.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -38,35 +39,7 @@ pub fn storage_violations(conn: &rusqlite::Connection) -> Vec<String> {
     if fk != 0 {
         out.push(format!("{fk} foreign-key violations"));
     }
-    let checks = [
-        (
-            "families with two or more unspent tokens",
-            "SELECT COUNT(*) FROM (SELECT family_id FROM refresh_tokens WHERE spent_at IS NULL
-             GROUP BY family_id HAVING COUNT(*) > 1)",
-        ),
-        (
-            "families with more than one first token",
-            "SELECT COUNT(*) FROM (SELECT family_id FROM refresh_tokens WHERE parent_hash IS NULL
-             GROUP BY family_id HAVING COUNT(*) > 1)",
-        ),
-        (
-            "families without a first token",
-            "SELECT COUNT(*) FROM refresh_families f WHERE NOT EXISTS
-             (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id AND t.parent_hash IS NULL)",
-        ),
-        (
-            "child tokens whose parent is missing, unspent or in another family",
-            "SELECT COUNT(*) FROM refresh_tokens c LEFT JOIN refresh_tokens p ON p.hash = c.parent_hash
-             WHERE c.parent_hash IS NOT NULL
-               AND (p.hash IS NULL OR p.spent_at IS NULL OR p.family_id <> c.family_id)",
-        ),
-        (
-            "spent tokens with no child (a rotation half-written)",
-            "SELECT COUNT(*) FROM refresh_tokens p WHERE p.spent_at IS NOT NULL AND NOT EXISTS
-             (SELECT 1 FROM refresh_tokens c WHERE c.parent_hash = p.hash)",
-        ),
-    ];
-    for (what, sql) in checks {
+    for (what, sql) in SHAPE_CHECKS {
         let n = count(conn, sql);
         if n != 0 {
             out.push(format!("{n} {what}"));
@@ -74,3 +47,34 @@ pub fn storage_violations(conn: &rusqlite::Connection) -> Vec<String> {
     }
     out
 }
+
+/// The families' shape: (what a violation is, SQL counting them). Plain SQL that
+/// SQLite and PostgreSQL both read.
+pub const SHAPE_CHECKS: [(&str, &str); 5] = [
+    (
+        "families with two or more unspent tokens",
+        "SELECT COUNT(*) FROM (SELECT family_id FROM refresh_tokens WHERE spent_at IS NULL
+         GROUP BY family_id HAVING COUNT(*) > 1) AS x",
+    ),
+    (
+        "families with more than one first token",
+        "SELECT COUNT(*) FROM (SELECT family_id FROM refresh_tokens WHERE parent_hash IS NULL
+         GROUP BY family_id HAVING COUNT(*) > 1) AS x",
+    ),
+    (
+        "families without a first token",
+        "SELECT COUNT(*) FROM refresh_families f WHERE NOT EXISTS
+         (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id AND t.parent_hash IS NULL)",
+    ),
+    (
+        "child tokens whose parent is missing, unspent or in another family",
+        "SELECT COUNT(*) FROM refresh_tokens c LEFT JOIN refresh_tokens p ON p.hash = c.parent_hash
+         WHERE c.parent_hash IS NOT NULL
+           AND (p.hash IS NULL OR p.spent_at IS NULL OR p.family_id <> c.family_id)",
+    ),
+    (
+        "spent tokens with no child (a rotation half-written)",
+        "SELECT COUNT(*) FROM refresh_tokens p WHERE p.spent_at IS NOT NULL AND NOT EXISTS
+         (SELECT 1 FROM refresh_tokens c WHERE c.parent_hash = p.hash)",
+    ),
+];

@@ -1,13 +1,18 @@
 //! Reliability tests (see RELIABILITY.md): crash consistency with SIGKILL and the online
-//! backup, storage faults, and properties of the HTTP surface. The crash and fault tests
-//! drive the real binary (`kit::process`); the properties run one in-process app
-//! (`kit::app`).
+//! backup, storage faults on SQLite and on a private PostgreSQL server, moving an
+//! install to PostgreSQL (`migrate-data`), three replicas behind one URL, and properties
+//! of the HTTP surface. The crash, fault, migration and replica tests drive the real
+//! binary (`kit::process`); the properties run one in-process app (`kit::app`).
 
 #[path = "../kit/mod.rs"]
 mod kit;
 
 mod crash;
 mod faults;
+mod inspect;
 mod invariants;
+mod migrate_data;
+mod pg_faults;
 mod properties;
+mod replicas;
 mod soak;

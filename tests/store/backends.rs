@@ -39,6 +39,7 @@ pub fn postgres(test: &str) -> Option<Backend> {
         url: Box::new(database.url()),
         pool_size: 8,
         connect_timeout: Duration::from_secs(10),
+        start_timeout: Duration::ZERO,
     })
     .unwrap_or_else(|e| panic!("cannot open the test database {}: {e:#}", database.name));
     Some(Backend {

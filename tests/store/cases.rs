@@ -6,8 +6,8 @@ use std::sync::{Arc, Barrier};
 use chrono::{DateTime, Duration, Utc};
 use gatehouse::domain::{AuditKind, Email, FamilyId, RevokeReason, Role, User, UserId};
 use gatehouse::storage::{
-    AttemptCount, AuditEvent, AuditFilter, NewFamily, NewUser, Pruned, Spend, Store, StoreError,
-    TokenHashBytes, email_attempt_key,
+    AttemptCount, AuditEvent, AuditFilter, KeyLoad, Lease, LeaseId, NewFamily, NewUser, Pruned,
+    Settle, Spend, Store, StoreError, TokenHashBytes, email_attempt_key,
 };
 
 type S = Arc<dyn Store>;
@@ -59,6 +59,9 @@ fn new_family(
         user_agent: Some("agent/1.0".into()),
         ip: Some("192.0.2.7".into()),
         password_generation: generation,
+        opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
+        forgives: None,
+        settles: None,
     }
 }
 
@@ -187,6 +190,9 @@ pub fn search_matches_a_prefix_with_wildcards_as_plain_characters(store: &S) {
     assert_eq!(found(Some("a"), 2).len(), 2);
     assert_eq!(found(Some("zed@example.com"), 10), ["zed@example.com"]);
     assert!(found(Some("q"), 10).is_empty());
+    // PostgreSQL text cannot hold NUL: an empty answer, as on SQLite, never an error.
+    assert!(found(Some("a\0"), 10).is_empty());
+    assert!(found(Some("\0"), 10).is_empty());
     assert_eq!(
         found(None, 2),
         ["zed@example.com", "abc@example.com"],
@@ -634,10 +640,12 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
             limit: 10,
         })
         .expect("audit");
-    assert_eq!(events.len(), 1, "the event stays, with the bare user id");
-    let e = &events[0];
-    assert_eq!((&e.ip, &e.user_agent, &e.detail), (&None, &None, &None));
-    assert_eq!(e.family_id, Some(family));
+    // The family's opening and the event above stay, with the bare user id.
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!((&e.ip, &e.user_agent, &e.detail), (&None, &None, &None));
+        assert_eq!(e.family_id, Some(family));
+    }
     let kept = store
         .list_audit(&AuditFilter {
             before: None,
@@ -654,6 +662,74 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
         [0, 1, 1],
         "only the deleted email's counter goes"
     );
+}
+
+/// A login's writes are one transaction: the family, its first token, the event that
+/// opened it (naming the family) and the forgiving of its email's failures all land, or,
+/// when the family is refused, none of them.
+pub fn a_family_opens_with_its_event_and_forgiveness_or_not_at_all(store: &S) {
+    const WINDOW: i64 = 600;
+    let u = user(store, "opened@example.com");
+    let key = email_attempt_key(&u.email);
+    let failures = |store: &S| {
+        store
+            .login_failures(std::slice::from_ref(&key), WINDOW, t0())
+            .expect("read")[0]
+            .failures
+    };
+    let events = |store: &S| {
+        store
+            .list_audit(&AuditFilter {
+                user_id: Some(u.id),
+                kind: Some(AuditKind::LoginSucceeded.as_str().into()),
+                limit: 10,
+                before: None,
+            })
+            .expect("audit")
+    };
+    store
+        .record_login_failure(std::slice::from_ref(&key), WINDOW, t0())
+        .expect("record");
+
+    let stale = NewFamily {
+        opened_by: AuditEvent {
+            user_id: Some(u.id),
+            ..AuditEvent::new(t0(), AuditKind::LoginSucceeded, "ok")
+        },
+        forgives: Some(key.clone()),
+        ..new_family(u.id, token(1), 7, t0())
+    };
+    assert!(!store.create_family(stale).expect("refused"));
+    assert!(
+        events(store).is_empty(),
+        "an event for a family never stored"
+    );
+    assert_eq!(
+        failures(store),
+        1,
+        "forgiven by a login that opened nothing"
+    );
+
+    let opened = NewFamily {
+        opened_by: AuditEvent {
+            user_id: Some(u.id),
+            ip: Some("192.0.2.44".into()),
+            ..AuditEvent::new(t0(), AuditKind::LoginSucceeded, "ok")
+        },
+        forgives: Some(key.clone()),
+        ..new_family(u.id, token(2), 0, t0())
+    };
+    let family = opened.id;
+    assert!(store.create_family(opened).expect("opened"));
+    let recorded = events(store);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(
+        recorded[0].family_id,
+        Some(family),
+        "the event names its family"
+    );
+    assert_eq!(recorded[0].ip.as_deref(), Some("192.0.2.44"));
+    assert_eq!(failures(store), 0, "the right password forgives the email");
 }
 
 pub fn lockout_windows_count_expire_and_clear(store: &S) {
@@ -739,6 +815,140 @@ pub fn concurrent_failures_are_all_counted(store: &S) {
     );
 }
 
+fn lease(keys: &[String], now: DateTime<Utc>) -> Lease {
+    Lease {
+        id: LeaseId::random(),
+        keys: keys.to_vec(),
+        window_secs: 600,
+        now,
+        expires_at: now + Duration::seconds(60),
+    }
+}
+
+/// The lockout rule in its simplest form: room while failures plus checks in flight are
+/// under `max` on every key.
+fn room(max: u32) -> impl Fn(&[KeyLoad]) -> bool + Sync {
+    move |loads: &[KeyLoad]| loads.iter().all(|l| l.stored.failures + l.in_flight < max)
+}
+
+/// Threads on their own connections reserving one key, each failing what it got: the
+/// store's per-key lock admits exactly `MAX` checks, however they interleave.
+pub fn reservations_from_many_connections_admit_exactly_the_limit(store: &S) {
+    const THREADS: usize = 12;
+    const MAX: u32 = 5;
+    let keys = [
+        "email:raced@example.com".to_owned(),
+        "ip:192.0.2.99".to_owned(),
+    ];
+    let admitted = std::sync::atomic::AtomicU32::new(0);
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                barrier.wait();
+                for _ in 0..100_000 {
+                    let asked = lease(&keys, t0());
+                    let r = store.reserve_attempt(&asked, &room(MAX)).expect("reserve");
+                    if r.leased {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let how = Settle::Failed {
+                            keys: &keys,
+                            window_secs: 600,
+                            now: t0(),
+                        };
+                        store.settle_attempt(asked.id, how).expect("settle");
+                    } else if r.loads[0].stored.failures >= MAX {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.into_inner(), MAX);
+    let counts = store.login_failures(&keys, 600, t0()).expect("read");
+    assert!(counts.iter().all(|c| c.failures == MAX), "{counts:?}");
+}
+
+/// A lease counts while live, ends as its check is settled or its family opens, and
+/// stops counting once expired; failures and forgiveness land with it.
+pub fn leases_count_until_settled_opened_or_expired(store: &S) {
+    let u = user(store, "leased@example.com");
+    let keys = [email_attempt_key(&u.email), "ip:192.0.2.5".to_owned()];
+    let in_flight = |store: &S, at: DateTime<Utc>| -> Vec<u32> {
+        let probe = lease(&keys, at);
+        let r = store.reserve_attempt(&probe, &|_| false).expect("probe");
+        assert!(!r.leased);
+        r.loads.iter().map(|l| l.in_flight).collect()
+    };
+    let take = |store: &S| -> LeaseId {
+        let asked = lease(&keys, t0());
+        assert!(
+            store
+                .reserve_attempt(&asked, &room(5))
+                .expect("reserve")
+                .leased
+        );
+        asked.id
+    };
+
+    let abandoned = take(store);
+    let failed = take(store);
+    assert_eq!(in_flight(store, t0()), [2, 2]);
+    store
+        .settle_attempt(abandoned, Settle::Abandoned)
+        .expect("abandon");
+    let how = Settle::Failed {
+        keys: &keys,
+        window_secs: 600,
+        now: t0(),
+    };
+    store.settle_attempt(failed, how).expect("fail");
+    assert_eq!(in_flight(store, t0()), [0, 0]);
+    let counts = store.login_failures(&keys, 600, t0()).expect("read");
+    assert_eq!(
+        counts.iter().map(|c| c.failures).collect::<Vec<_>>(),
+        [1, 1]
+    );
+
+    // A refused family leaves its lease (the login then settles it as failed)...
+    let login = take(store);
+    let stale = NewFamily {
+        settles: Some(login),
+        forgives: Some(keys[0].clone()),
+        ..new_family(u.id, token(1), 9, t0())
+    };
+    assert!(!store.create_family(stale).expect("refused"));
+    assert_eq!(in_flight(store, t0()), [1, 1]);
+    // ...an opened one ends it and forgives the email, not the IP.
+    let opened = NewFamily {
+        settles: Some(login),
+        forgives: Some(keys[0].clone()),
+        ..new_family(u.id, token(2), 0, t0())
+    };
+    assert!(store.create_family(opened).expect("opened"));
+    assert_eq!(in_flight(store, t0()), [0, 0]);
+    let counts = store.login_failures(&keys, 600, t0()).expect("read");
+    assert_eq!(
+        counts.iter().map(|c| c.failures).collect::<Vec<_>>(),
+        [0, 1]
+    );
+
+    let right = take(store);
+    store
+        .settle_attempt(right, Settle::Succeeded { forgive: None })
+        .expect("succeed");
+    assert_eq!(in_flight(store, t0()), [0, 0]);
+
+    // A lease whose process died counts until it expires, and is released then.
+    take(store);
+    assert_eq!(in_flight(store, t0() + Duration::seconds(59)), [1, 1]);
+    assert_eq!(in_flight(store, t0() + Duration::seconds(60)), [0, 0]);
+    store
+        .release_orphaned_leases(t0() + Duration::seconds(60))
+        .expect("release");
+    assert_eq!(in_flight(store, t0()), [0, 0], "expired leases are gone");
+}
+
 pub fn prune_removes_what_no_rule_needs(store: &S) {
     let u = user(store, "prune@example.com");
     let short = NewFamily {
@@ -777,9 +987,10 @@ pub fn prune_removes_what_no_rule_needs(store: &S) {
     let pruned = store
         .prune(now, 600, t0() + Duration::minutes(15))
         .expect("prune");
+    // Events before the cutoff: the two families' openings, then minutes 0 and 10.
     assert_eq!(
         (pruned.families, pruned.login_attempts, pruned.audit_events),
-        (1, 1, 2)
+        (1, 1, 4)
     );
     assert!(store.find_refresh_token(token(1)).expect("read").is_none());
     assert!(store.find_refresh_token(token(3)).expect("read").is_none());
@@ -997,6 +1208,19 @@ pub fn audit_is_listed_newest_first_and_filtered(store: &S) {
         .expect("audit");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].detail.as_deref(), Some("event 3"));
+
+    // A type no event has, NUL included (PostgreSQL text cannot hold it): none, no error.
+    for kind in ["no_such_kind", "login\0failed", "\0"] {
+        let none = store
+            .list_audit(&AuditFilter {
+                before: None,
+                user_id: None,
+                kind: Some(kind.into()),
+                limit: 10,
+            })
+            .expect("audit");
+        assert!(none.is_empty(), "{kind:?}: {none:?}");
+    }
 }
 
 pub fn audit_pages_and_hourly_counts_and_last_logins(store: &S) {

@@ -10,7 +10,11 @@ use ::postgres::Client;
 use super::{StoreError, map_err};
 
 /// The files in order; a file's version is its position (1-based).
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../migrations/postgres/0002_login_leases.sql"),
+    include_str!("../../../migrations/postgres/0003_keys.sql"),
+];
 
 /// An arbitrary constant naming gatehouse's migration lock among the database's
 /// advisory locks ("gatehous" in ASCII).
@@ -48,6 +52,11 @@ pub(super) fn to_latest(conn: &mut Client) -> Result<String, StoreError> {
         Ok(Ok(i64::from(known)))
     };
     run(conn).map_err(|e| map_err(&e))?.map(|v| v.to_string())
+}
+
+/// The version `to_latest` brings a database to.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.len() as i64
 }
 
 /// The version the database is at (0 before the first migration).

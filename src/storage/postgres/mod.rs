@@ -8,11 +8,14 @@
 //! their parameter types (`query_typed`), so the driver needs no prepare step, and
 //! written as one statement (data-modifying CTEs) where SQLite runs a transaction.
 
+pub mod keys;
 mod migrate;
+mod pool;
 pub mod url;
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ::postgres::error::SqlState;
 use ::postgres::types::{ToSql, Type};
@@ -20,14 +23,13 @@ use ::postgres::{Client, Row};
 use chrono::{DateTime, Utc};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
-use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::*;
 use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 pub use url::{PostgresUrl, TlsMode};
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+use pool::{Check, Manager, Reachability};
 
 /// Attempts of one operation that PostgreSQL aborted as a serialization failure or a
 /// deadlock: each is safe to repeat (it rolled back), and a few tries settle any
@@ -37,9 +39,15 @@ const ATTEMPTS: u32 = 4;
 /// The unique constraint on `users.email` (migrations/postgres/0001_init.sql).
 const EMAIL_CONSTRAINT: &str = "users_email_key";
 
+/// While the server refuses connections and the pool holds none, a request waits this
+/// long for one (a restart in progress may hand it one) before answering 503.
+const REFUSED_CHECKOUT: Duration = Duration::from_millis(250);
+
 pub struct PgStore {
     /// `None` only while the store drops (see `Drop`).
     pool: Option<Pool<Manager>>,
+    reach: Arc<Reachability>,
+    connect_timeout: Duration,
 }
 
 /// Closing a connection blocks on the driver's own runtime, which panics on a thread
@@ -60,11 +68,17 @@ impl Drop for PgStore {
 
 impl PgStore {
     /// Connects a pool of up to `pool_size` connections; waits at most `connect_timeout`
-    /// for a connection, at start and for every request. Does not migrate.
+    /// for a connection, for every request. Does not migrate.
+    ///
+    /// A server that cannot be reached yet (down, starting, refusing) is retried for up
+    /// to `start_timeout`, so that gatehouse and its database may start in any order; a
+    /// server that answers with anything else (a wrong password, an unknown database, a
+    /// TLS failure) fails at once: waiting would not fix it.
     pub fn connect(
         url: &PostgresUrl,
         pool_size: u32,
         connect_timeout: Duration,
+        start_timeout: Duration,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut config = url.config().clone();
@@ -74,18 +88,27 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("gatehouse");
         }
-        let manager = PostgresConnectionManager::new(config, url.connector()?);
+        let inner = PostgresConnectionManager::new(config, url.connector()?);
+        let reach = Arc::new(Reachability::default());
+        let manager = Manager::new(inner, reach.clone());
+        wait_for_server(&manager, url, start_timeout)
+            .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(1))
             .connection_timeout(connect_timeout)
-            // Checking a connection on every checkout would double each request's round
-            // trips; a broken one fails its statement instead and is then discarded
-            // (`has_broken`), and reads retry once on a fresh connection.
+            // A round trip per checkout would double a refresh's; `connection` checks
+            // only connections that idled (see `pool::check`).
             .test_on_check_out(false)
-            .build(manager)
-            .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
-        Ok(Self { pool: Some(pool) })
+            // `pool::Reachability` logs when the server goes and comes back; r2d2's own
+            // handler would log every failed attempt and every stale connection replaced.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Ok(Self {
+            pool: Some(pool),
+            reach,
+            connect_timeout,
+        })
     }
 
     fn pool(&self) -> Result<&Pool<Manager>, StoreError> {
@@ -94,10 +117,33 @@ impl PgStore {
             .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
     }
 
+    /// A pooled connection the server has not closed: each stale one found is dropped
+    /// and the next taken, so a restart costs no request a 503.
     fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        self.pool()?
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+        let pool = self.pool()?;
+        for _ in 0..=pool.max_size() {
+            let got = if self.reach.refused() && pool.state().connections == 0 {
+                // The server is down: the pool keeps retrying in the background, and a
+                // request that waited the whole checkout timeout would only hold a worker.
+                pool.get_timeout(REFUSED_CHECKOUT)
+            } else {
+                pool.get()
+            };
+            let mut conn =
+                got.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            match pool::check(&mut conn, self.connect_timeout) {
+                Check::Usable => return Ok(conn),
+                Check::Stale => continue,
+                Check::Unresponsive => {
+                    return Err(StoreError::Unavailable(
+                        "the database did not answer a liveness check in time".into(),
+                    ));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "every pooled connection was closed by the server".into(),
+        ))
     }
 
     /// Runs `f` on a pooled connection, retrying serialization failures and deadlocks
@@ -163,6 +209,36 @@ impl PgStore {
     }
 }
 
+/// The first connection, retried while the server cannot be reached and `start_timeout`
+/// lasts; every other failure is final at once.
+fn wait_for_server(
+    manager: &Manager,
+    url: &PostgresUrl,
+    start_timeout: Duration,
+) -> anyhow::Result<()> {
+    use r2d2::ManageConnection as _;
+    let deadline = Instant::now() + start_timeout;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match manager.connect() {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if classify(&error) != Class::Connection || left.is_zero() {
+            return Err(error.into());
+        }
+        tracing::warn!(
+            error = %error,
+            "PostgreSQL at {url} cannot be reached yet; retrying for up to {} s more \
+             (GATEHOUSE_DB_START_TIMEOUT)",
+            left.as_secs()
+        );
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Read,
@@ -175,6 +251,9 @@ enum Class {
     Contention,
     /// The server is gone, going, or refusing: 503, never a verdict on a token.
     Connection,
+    /// A statement or lock timeout cut a wait short (the statement rolled back): 503,
+    /// and not retried, which would only double the wait on a database that is busy.
+    Busy,
     EmailTaken,
     Other,
 }
@@ -209,13 +288,20 @@ fn classify(e: &::postgres::Error) -> Class {
     {
         return Class::Connection;
     }
+    // 57014, 55P03: a statement or lock timeout the operator set (`ALTER ROLE … SET
+    // statement_timeout`) ended a wait; a database too busy to answer is an outage.
+    if matches!(code, "57014" | "55P03") {
+        return Class::Busy;
+    }
     Class::Other
 }
 
 fn map_err(e: &::postgres::Error) -> StoreError {
     match classify(e) {
         Class::EmailTaken => StoreError::EmailTaken,
-        Class::Connection | Class::Contention => StoreError::Unavailable(e.to_string()),
+        Class::Connection | Class::Busy | Class::Contention => {
+            StoreError::Unavailable(e.to_string())
+        }
         Class::Other => StoreError::Internal(e.to_string()),
     }
 }
@@ -751,6 +837,116 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn reserve_attempt(
+        &self,
+        lease: &Lease,
+        admit: &(dyn Fn(&[KeyLoad]) -> bool + Sync),
+    ) -> Result<Reservation, StoreError> {
+        let locks = sorted_distinct(&lease.keys);
+        let (id, now, until) = (lease.id.0, sec(lease.now), sec(lease.expires_at));
+        self.transaction(|tx| {
+            // A lock per key, held to the commit, taken in one order (no deadlock
+            // between two logins sharing both keys). The read is a later statement, so
+            // under READ COMMITTED it sees every lease committed before the lock was
+            // granted; one statement would read from before it waited.
+            tx.query_typed(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
+                 FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+                &[(&locks, Type::TEXT_ARRAY)],
+            )?;
+            let rows = tx.query_typed(
+                "SELECT t.k, a.window_start, a.failures,
+                        (SELECT count(*) FROM login_leases l
+                         WHERE l.key = t.k AND l.expires_at > $2)
+                 FROM unnest($1::text[]) AS t(k)
+                 LEFT JOIN login_attempts a ON a.key = t.k",
+                &[(&locks, Type::TEXT_ARRAY), (&now, Type::TIMESTAMPTZ)],
+            )?;
+            let mut found = std::collections::HashMap::new();
+            for row in &rows {
+                let key: String = row.try_get(0)?;
+                let start: Option<DateTime<Utc>> = row.try_get(1)?;
+                let failures: Option<i32> = row.try_get(2)?;
+                let leases: i64 = row.try_get(3)?;
+                let stored = match (start, failures) {
+                    (Some(start), Some(n)) => in_window(start, n, lease.window_secs, now),
+                    _ => AttemptCount::default(),
+                };
+                let in_flight = u32::try_from(leases).unwrap_or(u32::MAX);
+                found.insert(key, KeyLoad { stored, in_flight });
+            }
+            let loads: Vec<KeyLoad> = lease
+                .keys
+                .iter()
+                .map(|k| found.get(k).copied().unwrap_or_default())
+                .collect();
+            let leased = admit(&loads);
+            if leased {
+                tx.query_typed(
+                    "WITH expired AS (
+                         DELETE FROM login_leases WHERE key = ANY($2) AND expires_at <= $4
+                     )
+                     INSERT INTO login_leases (key, id, expires_at)
+                     SELECT k, $1, $3 FROM unnest($2::text[]) AS k",
+                    &[
+                        (&id, Type::UUID),
+                        (&locks, Type::TEXT_ARRAY),
+                        (&until, Type::TIMESTAMPTZ),
+                        (&now, Type::TIMESTAMPTZ),
+                    ],
+                )?;
+            }
+            Ok(Reservation { loads, leased })
+        })
+    }
+
+    fn settle_attempt(&self, lease: LeaseId, how: Settle<'_>) -> Result<(), StoreError> {
+        let id = lease.0;
+        self.write(|c| match how {
+            Settle::Failed {
+                keys,
+                window_secs,
+                now,
+            } => {
+                let (keys, now, window) = (sorted_distinct(keys), sec(now), window_secs as f64);
+                c.query_typed(
+                    &format!(
+                        "WITH released AS (DELETE FROM login_leases WHERE id = $4)
+                         {RECORD_FAILURES}"
+                    ),
+                    &[
+                        (&keys, Type::TEXT_ARRAY),
+                        (&now, Type::TIMESTAMPTZ),
+                        (&window, Type::FLOAT8),
+                        (&id, Type::UUID),
+                    ],
+                )
+            }
+            Settle::Succeeded { forgive } => c.query_typed(
+                "WITH released AS (DELETE FROM login_leases WHERE id = $1)
+                 DELETE FROM login_attempts WHERE key = $2",
+                &[(&id, Type::UUID), (&forgive, Type::TEXT)],
+            ),
+            Settle::Abandoned => c.query_typed(
+                "DELETE FROM login_leases WHERE id = $1",
+                &[(&id, Type::UUID)],
+            ),
+        })?;
+        Ok(())
+    }
+
+    fn release_orphaned_leases(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        // Other replicas may hold live leases: only the expired ones are nobody's.
+        let now = sec(now);
+        self.write(|c| {
+            c.query_typed(
+                "DELETE FROM login_leases WHERE expires_at <= $1",
+                &[(&now, Type::TIMESTAMPTZ)],
+            )
+        })?;
+        Ok(())
+    }
+
     fn login_failures(
         &self,
         keys: &[String],
@@ -767,22 +963,11 @@ impl Store for PgStore {
         let mut found = std::collections::HashMap::new();
         for row in &rows {
             let key: String = col(row, 0)?;
-            let start: DateTime<Utc> = col(row, 1)?;
-            let failures: i32 = col(row, 2)?;
-            found.insert(key, (start.timestamp(), failures));
+            found.insert(key, in_window(col(row, 1)?, col(row, 2)?, window_secs, now));
         }
-        let now = now.timestamp();
         Ok(keys
             .iter()
-            .map(|key| match found.get(key) {
-                Some(&(start, failures)) if start.saturating_add(window_secs) > now => {
-                    AttemptCount {
-                        failures: u32::try_from(failures).unwrap_or(0),
-                        window_left_secs: start.saturating_add(window_secs) - now,
-                    }
-                }
-                _ => AttemptCount::default(),
-            })
+            .map(|key| found.get(key).copied().unwrap_or_default())
             .collect())
     }
 
@@ -792,24 +977,12 @@ impl Store for PgStore {
         window_secs: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // Sorted and distinct: one upsert may touch a row once, and concurrent upserts
-        // that lock the same keys in the same order cannot deadlock.
-        let mut keys = keys.to_vec();
-        keys.sort();
-        keys.dedup();
+        let keys = sorted_distinct(keys);
         let now = sec(now);
         let window = window_secs as f64;
         self.write(|c| {
             c.query_typed(
-                "INSERT INTO login_attempts (key, window_start, failures)
-                 SELECT k, $2, 1 FROM unnest($1::text[]) AS k ORDER BY k
-                 ON CONFLICT (key) DO UPDATE SET
-                     failures = CASE
-                         WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
-                         THEN 1 ELSE login_attempts.failures + 1 END,
-                     window_start = CASE
-                         WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
-                         THEN $2 ELSE login_attempts.window_start END",
+                RECORD_FAILURES,
                 &[
                     (&keys, Type::TEXT_ARRAY),
                     (&now, Type::TIMESTAMPTZ),
@@ -860,6 +1033,10 @@ impl Store for PgStore {
     }
 
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        // As in `search_users`: no stored type holds NUL, and the server would refuse it.
+        if filter.kind.as_deref().is_some_and(|k| k.contains('\0')) {
+            return Ok(Vec::new());
+        }
         let user = filter.user_id.map(UserId::as_uuid);
         let limit = i64::from(filter.limit);
         let rows = self.read(|c| {
@@ -960,7 +1137,7 @@ impl Store for PgStore {
                 }
             }
         };
-        Ok(Pruned {
+        let pruned = Pruned {
             families: batch(
                 "WITH gone AS (DELETE FROM refresh_families WHERE id IN
                      (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)
@@ -982,11 +1159,61 @@ impl Store for PgStore {
                  SELECT count(*) FROM gone",
                 &audit_before,
             )?,
-        })
+        };
+        // Not reported: each lease lives for one check, and a reservation on its key
+        // drops it once expired anyway.
+        batch(
+            "WITH gone AS (DELETE FROM login_leases WHERE (key, id) IN
+                 (SELECT key, id FROM login_leases WHERE expires_at <= $1 LIMIT $2)
+                 RETURNING 1)
+             SELECT count(*) FROM gone",
+            &now,
+        )?;
+        Ok(pruned)
     }
 }
 
-/// Opens `family` and its first token. With `lock_user`, only while its user exists, is
+/// One failure on each of `$1`'s keys at `$2`, opening a new window of `$3` seconds where
+/// the last one has ended. The keys must be sorted and distinct: one upsert may touch a
+/// row once, and concurrent upserts that lock the same keys in the same order cannot
+/// deadlock.
+const RECORD_FAILURES: &str = "INSERT INTO login_attempts (key, window_start, failures)
+     SELECT k, $2, 1 FROM unnest($1::text[]) AS k ORDER BY k
+     ON CONFLICT (key) DO UPDATE SET
+         failures = CASE
+             WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
+             THEN 1 ELSE login_attempts.failures + 1 END,
+         window_start = CASE
+             WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
+             THEN $2 ELSE login_attempts.window_start END";
+
+fn sorted_distinct(keys: &[String]) -> Vec<String> {
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// A key's failures as counted at `now`: none once its window has ended.
+fn in_window(
+    start: DateTime<Utc>,
+    failures: i32,
+    window_secs: i64,
+    now: DateTime<Utc>,
+) -> AttemptCount {
+    let (start, now) = (start.timestamp(), now.timestamp());
+    if start.saturating_add(window_secs) > now {
+        AttemptCount {
+            failures: u32::try_from(failures).unwrap_or(0),
+            window_left_secs: start.saturating_add(window_secs) - now,
+        }
+    } else {
+        AttemptCount::default()
+    }
+}
+
+/// Opens `family` and its first token, records the event that opened it and forgives
+/// its key's failures: one statement, so one round trip and one transaction. With `lock_user`, only while its user exists, is
 /// enabled and is at `generation`: `FOR SHARE` holds the user's row until commit, so a
 /// password change, disable or delete either committed first (and the re-checked row no
 /// longer matches: nothing is inserted) or waits for this login and then ends its family.
@@ -1001,6 +1228,8 @@ fn insert_family<C: ::postgres::GenericClient>(
     let (token_expires, family_expires) =
         (sec(family.token_expires_at), sec(family.family_expires_at));
     let first = &family.first_token[..];
+    let e = &family.opened_by;
+    let (at, kind, actor) = (sec(e.at), e.kind.as_str(), e.actor_id.map(UserId::as_uuid));
     let user_check = if lock_user {
         "SELECT id FROM users WHERE id = $2 AND password_generation = $7 AND NOT disabled
          FOR SHARE"
@@ -1015,6 +1244,15 @@ fn insert_family<C: ::postgres::GenericClient>(
                       password_generation)
                  SELECT $1, u.id, $3, $3, $4, $5, $6, $7 FROM u
                  RETURNING id
+             ), opened AS (
+                 INSERT INTO audit_events
+                     (at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail)
+                 SELECT $10, $11, $2, f.id, $12, $13, $14, $15, $16 FROM f
+             ), forgiven AS (
+                 -- A NULL key matches nothing: no failures to forgive.
+                 DELETE FROM login_attempts WHERE key = $17 AND EXISTS (SELECT 1 FROM f)
+             ), released AS (
+                 DELETE FROM login_leases WHERE id = $18 AND EXISTS (SELECT 1 FROM f)
              )
              INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
              SELECT $8, f.id, NULL, $3, $9 FROM f
@@ -1030,6 +1268,15 @@ fn insert_family<C: ::postgres::GenericClient>(
             (&generation, Type::INT8),
             (&first, Type::BYTEA),
             (&token_expires, Type::TIMESTAMPTZ),
+            (&at, Type::TIMESTAMPTZ),
+            (&kind, Type::TEXT),
+            (&actor, Type::UUID),
+            (&e.ip, Type::TEXT),
+            (&e.user_agent, Type::TEXT),
+            (&e.outcome, Type::TEXT),
+            (&e.detail, Type::TEXT),
+            (&family.forgives, Type::TEXT),
+            (&family.settles.map(|l| l.0), Type::UUID),
         ],
     )?;
     Ok(rows.len() == 1)

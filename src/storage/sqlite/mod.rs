@@ -65,6 +65,9 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0003_password_generation.sql"
         )),
+        M::up(include_str!(
+            "../../../migrations/sqlite/0004_login_leases.sql"
+        )),
     ])
 }
 
@@ -289,6 +292,27 @@ pub(super) fn opt_uuid_col<T: From<uuid::Uuid>>(
     text.map(|t| parse_uuid(idx, &t)).transpose()
 }
 
+/// A family, its first token, the event that opened it and the failures it forgives:
+/// one transaction's writes.
+fn open_family(tx: &Transaction<'_>, family: &NewFamily) -> rusqlite::Result<()> {
+    families::insert(tx, family)?;
+    audit::insert(
+        tx,
+        &AuditEvent {
+            user_id: Some(family.user_id),
+            family_id: Some(family.id),
+            ..family.opened_by.clone()
+        },
+    )?;
+    if let Some(key) = &family.forgives {
+        lockout::forget(tx, key)?;
+    }
+    if let Some(lease) = family.settles {
+        lockout::release(tx, lease)?;
+    }
+    Ok(())
+}
+
 fn parse_uuid<T: From<uuid::Uuid>>(idx: usize, text: &str) -> rusqlite::Result<T> {
     uuid::Uuid::parse_str(text).map(T::from).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
@@ -416,7 +440,7 @@ impl Store for SqliteStore {
                 return Ok(false);
             }
             families::revoke_all(tx, user_id, RevokeReason::PasswordChange, family.now)?;
-            families::insert(
+            open_family(
                 tx,
                 &NewFamily {
                     password_generation: generation + 1,
@@ -439,7 +463,7 @@ impl Store for SqliteStore {
             if !accounts::may_open_family(tx, family.user_id, family.password_generation)? {
                 return Ok(false);
             }
-            families::insert(tx, &family)?;
+            open_family(tx, &family)?;
             Ok(true)
         })
     }
@@ -493,6 +517,23 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<Session>, StoreError> {
         self.read(|c| families::list(c, user_id, include_ended, now))
+    }
+
+    fn reserve_attempt(
+        &self,
+        lease: &Lease,
+        admit: &(dyn Fn(&[KeyLoad]) -> bool + Sync),
+    ) -> Result<Reservation, StoreError> {
+        self.write(|tx| lockout::reserve(tx, lease, admit))
+    }
+
+    fn settle_attempt(&self, lease: LeaseId, how: Settle<'_>) -> Result<(), StoreError> {
+        self.write(|tx| lockout::settle(tx, lease, how))
+    }
+
+    fn release_orphaned_leases(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        // One process serves a SQLite database, and it is starting: no lease is held.
+        self.write(|tx| tx.execute("DELETE FROM login_leases", []).map(drop))
     }
 
     fn login_failures(
@@ -556,6 +597,9 @@ impl Store for SqliteStore {
         }
         pruned.login_attempts =
             self.write(|tx| lockout::delete_stale(tx, now, lockout_window_secs))?;
+        // Leases are not reported: each lives for one check, and a reservation on its
+        // key drops it once expired anyway.
+        self.write(|tx| lockout::delete_expired_leases(tx, now))?;
         loop {
             let n = self.write(|tx| audit::delete_before(tx, audit_before, BATCH))?;
             pruned.audit_events += n;
@@ -597,6 +641,9 @@ mod tests {
             user_agent: None,
             ip: None,
             password_generation: generation,
+            opened_by: AuditEvent::new(now, crate::domain::AuditKind::LoginSucceeded, "ok"),
+            forgives: None,
+            settles: None,
         }
     }
 

@@ -1,0 +1,209 @@
+//! The key ring's rows (migrations/postgres/0003_keys.sql): sealed signing keys with
+//! their stages, and sealed secrets. Storage sees only sealed bytes; sealing, the
+//! lifecycle rules and the KEK belong to the caller (`service::keystore`).
+//!
+//! A separate type rather than `Store` methods: only PostgreSQL installs keep keys in
+//! the database, and no request path touches them, so `Store` stays what every backend
+//! offers. It shares the PostgreSQL pool code, on a small pool of its own.
+
+use ::postgres::types::Type;
+use chrono::{DateTime, Utc};
+
+use super::{PgStore, PostgresUrl, StoreError, col, map_err};
+
+/// Serializes changes to the ring across replicas and operators ("gatekeys" in ASCII),
+/// so a read-decide-write (rotate, first key at start) is never interleaved.
+const LOCK: i64 = 0x6761_7465_6b65_7973;
+
+/// One stored signing key. Times are unix seconds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub kid: String,
+    pub name: String,
+    /// `next`, `current` or `retired`.
+    pub stage: String,
+    pub published_at: i64,
+    pub activated_at: Option<i64>,
+    pub retired_at: Option<i64>,
+    /// The private key, sealed.
+    pub sealed_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRow")
+            .field("kid", &self.kid)
+            .field("name", &self.name)
+            .field("stage", &self.stage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an edit of the ring writes: new rows, and new stages and times of existing ones.
+#[derive(Debug, Default)]
+pub struct KeyChanges {
+    pub insert: Vec<KeyRow>,
+    /// Rows (by kid) whose stage and times become these; `sealed_key` is ignored.
+    pub update: Vec<KeyRow>,
+    /// Delete every stored key and secret (but the KEK check) first: `keys import
+    /// --replace`.
+    pub replace_all: bool,
+    /// Secrets to store by purpose (insert, or overwrite with `replace_all`).
+    pub secrets: Vec<(String, Vec<u8>)>,
+}
+
+pub struct PgKeyStore {
+    store: PgStore,
+}
+
+fn ts(secs: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp(secs, 0).ok_or_else(|| StoreError::Internal("a key time".into()))
+}
+
+fn row(r: &::postgres::Row) -> Result<KeyRow, StoreError> {
+    let at = |i| col::<Option<DateTime<Utc>>>(r, i).map(|t| t.map(|t| t.timestamp()));
+    Ok(KeyRow {
+        kid: col(r, 0)?,
+        name: col(r, 1)?,
+        stage: col(r, 2)?,
+        published_at: col::<DateTime<Utc>>(r, 3)?.timestamp(),
+        activated_at: at(4)?,
+        retired_at: at(5)?,
+        sealed_key: col(r, 6)?,
+    })
+}
+
+const SELECT_KEYS: &str = "SELECT kid, name, stage, published_at, activated_at, retired_at, \
+                           sealed_key FROM signing_keys ORDER BY name";
+
+impl PgKeyStore {
+    /// Connects (two connections at most: reloads and the CLI are rare) and migrates.
+    pub fn connect(
+        url: &PostgresUrl,
+        connect_timeout: std::time::Duration,
+        start_timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let store = PgStore::connect(url, 2, connect_timeout, start_timeout)?;
+        // The server has migrated already (`storage::open`); a CLI run may come first.
+        if super::migrate::current(&mut *store.connection()?)? < super::migrate::latest() {
+            crate::storage::Store::migrate(&store)?;
+        }
+        Ok(Self { store })
+    }
+
+    /// Every stored key, by name.
+    pub fn keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        self.store
+            .read(|c| c.query(SELECT_KEYS, &[]))?
+            .iter()
+            .map(row)
+            .collect()
+    }
+
+    /// The sealed secret stored for `purpose`.
+    pub fn secret(&self, purpose: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store
+            .read(|c| {
+                c.query_typed_opt(
+                    "SELECT sealed FROM sealed_secrets WHERE purpose = $1",
+                    &[(&purpose, Type::TEXT)],
+                )
+            })?
+            .map(|r| col(&r, 0))
+            .transpose()
+    }
+
+    /// Stores `sealed` for `purpose` unless a value is there already; either way returns
+    /// the stored one, so replicas racing to create a secret all end up using one.
+    pub fn secret_or_insert(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.store.write(|c| {
+            c.execute(
+                "INSERT INTO sealed_secrets (purpose, sealed) VALUES ($1, $2) \
+                 ON CONFLICT (purpose) DO NOTHING",
+                &[&purpose, &sealed],
+            )
+        })?;
+        self.secret(purpose)?
+            .ok_or_else(|| StoreError::Internal(format!("secret {purpose} vanished")))
+    }
+
+    /// Runs `decide` on the stored keys under the ring's lock, then writes what it
+    /// returns, all in one transaction: a concurrent edit waits, then sees this one.
+    /// `decide` may run slow work (generating a key): only other edits wait for it.
+    pub fn edit<T>(
+        &self,
+        decide: impl FnOnce(Vec<KeyRow>) -> anyhow::Result<(KeyChanges, T)>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self.store.connection()?;
+        let mut tx = conn.transaction().map_err(|e| map_err(&e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+            .map_err(|e| map_err(&e))?;
+        let rows = tx
+            .query(SELECT_KEYS, &[])
+            .map_err(|e| map_err(&e))?
+            .iter()
+            .map(row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (changes, out) = decide(rows)?;
+        apply(&mut tx, changes)?;
+        tx.commit().map_err(|e| map_err(&e))?;
+        Ok(out)
+    }
+}
+
+fn apply(tx: &mut ::postgres::Transaction<'_>, changes: KeyChanges) -> Result<(), StoreError> {
+    let e = |e: ::postgres::Error| map_err(&e);
+    if changes.replace_all {
+        tx.execute("DELETE FROM signing_keys", &[]).map_err(e)?;
+        tx.execute(
+            "DELETE FROM sealed_secrets WHERE purpose <> 'kek-check'",
+            &[],
+        )
+        .map_err(e)?;
+    }
+    // Demotions before promotions: at most one row is `current` after every statement.
+    let mut update = changes.update;
+    update.sort_by_key(|r| r.stage == "current");
+    for r in &update {
+        let (activated, retired) = (opt_ts(r.activated_at)?, opt_ts(r.retired_at)?);
+        tx.execute(
+            "UPDATE signing_keys SET stage = $2, published_at = $3, activated_at = $4, \
+             retired_at = $5 WHERE kid = $1",
+            &[&r.kid, &r.stage, &ts(r.published_at)?, &activated, &retired],
+        )
+        .map_err(e)?;
+    }
+    let mut insert = changes.insert;
+    insert.sort_by_key(|r| r.stage == "current");
+    for r in &insert {
+        let (activated, retired) = (opt_ts(r.activated_at)?, opt_ts(r.retired_at)?);
+        tx.execute(
+            "INSERT INTO signing_keys \
+             (kid, name, stage, published_at, activated_at, retired_at, sealed_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &r.kid,
+                &r.name,
+                &r.stage,
+                &ts(r.published_at)?,
+                &activated,
+                &retired,
+                &r.sealed_key,
+            ],
+        )
+        .map_err(e)?;
+    }
+    for (purpose, sealed) in &changes.secrets {
+        tx.execute(
+            "INSERT INTO sealed_secrets (purpose, sealed) VALUES ($1, $2) \
+             ON CONFLICT (purpose) DO UPDATE SET sealed = EXCLUDED.sealed, created_at = now()",
+            &[purpose, sealed],
+        )
+        .map_err(e)?;
+    }
+    Ok(())
+}
+
+fn opt_ts(secs: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    secs.map(ts).transpose()
+}
