@@ -14,6 +14,10 @@ pub(crate) struct BenchDatabase {
     admin: PostgresUrl,
     admin_text: String,
     pub(crate) name: String,
+    /// The key-encryption key gatehouse requires on PostgreSQL (its signing keys live in
+    /// the database, sealed under it): one per database, shared by every server on it.
+    kek: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl BenchDatabase {
@@ -35,11 +39,30 @@ impl BenchDatabase {
                 .with_context(|| format!("cannot create database {name}"))
         })?;
         eprintln!("created PostgreSQL database {name}");
+        let dir = tempfile::tempdir()?;
+        let kek = dir.path().join("kek");
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&kek)?
+                .write_all(&gatehouse::crypto::random_bytes::<32>())?;
+        }
         Ok(Self {
             admin,
             admin_text: admin_text.to_owned(),
             name,
+            kek,
+            _dir: dir,
         })
+    }
+
+    /// The environment a server on this database needs besides its URL.
+    pub(crate) fn kek_env(&self) -> String {
+        format!("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE={}", self.kek.display())
     }
 
     /// The URL the server is given: the admin URL's user, host and parameters, on this

@@ -29,7 +29,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         (Some(_), None) => bail!("--postgres needs --spawn"),
         _ => None,
     };
-    let mut env = args.env.clone();
+    // Given first, so that an `--env` of the user's replaces it.
+    let mut env: Vec<String> = pg.iter().map(BenchDatabase::kek_env).collect();
+    env.extend(args.env.iter().cloned());
     if let Some(db) = &pg {
         env.push(format!("GATEHOUSE_DATABASE={}", db.url_text()));
     }
@@ -68,7 +70,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         doc["postgres_database"] = json!(db.name);
         if args.round_trips > 0 && !base.is_empty() {
             doc["round_trips"] =
-                crate::trips::count(bin, &args.env, db, &scenarios, args.round_trips).await?;
+                crate::trips::count(bin, &env, db, &scenarios, args.round_trips).await?;
         }
     }
     // After every server on it has stopped.
