@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # The whole performance harness in one command (see BENCHMARKS.md):
 #
-#   bash bench/run.sh            # default: every scenario, 3 rounds, ~6-8 min after the build
+#   bash bench/run.sh            # default: every scenario, 3 rounds, ~9-11 min after the build
 #   bash bench/run.sh --quick    # smoke test (CI): tiny durations, no timing asserted
 #   bash bench/run.sh --full     # longer rounds, plus the 5-minute soak and the 1M growth check
 #   bash bench/run.sh --growth   # add the growth check (1,000,000 users and families)
 #   bash bench/run.sh --soak     # add the 5-minute soak (scripts/soak.sh) on a seeded database
 #   bash bench/run.sh --no-node  # skip the Node.js comparison
+#   bash bench/run.sh --no-postgres    # skip the PostgreSQL column
+#   bash bench/run.sh --postgres-only  # only the PostgreSQL column (and its table)
 #   bash bench/run.sh --quick --debug  # smoke test on the debug build (CI: no release build)
+#
+# The PostgreSQL column runs signup, login, refresh and /v1/me on SQLite and on
+# PostgreSQL, alternating (SQLite, PostgreSQL, SQLite, ...), each invocation on a fresh
+# database: on PostgreSQL one the load tool creates on the server at
+# GATEHOUSE_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres; its
+# user must be allowed to CREATE DATABASE) and drops at the end, also on failure or
+# Ctrl-C. No other database is touched. GATEHOUSE_BENCH_POSTGRES_ROUNDS sets the rounds;
+# GATEHOUSE_BENCH_POSTGRES=off skips the column (said loudly), as --no-postgres does.
 #
 # It builds the release binary and the load tool, installs the Node comparison service
 # (bench/node, from its lock file), runs the scenarios against gatehouse (synchronous
@@ -24,6 +34,8 @@ MODE=default
 GROWTH=0
 SOAK=0
 NODE=1
+POSTGRES=1
+ONLY_POSTGRES=0
 PROFILE=release
 for arg in "$@"; do
   case "$arg" in
@@ -32,9 +44,11 @@ for arg in "$@"; do
     --growth) GROWTH=1 ;;
     --soak) SOAK=1 ;;
     --no-node) NODE=0 ;;
+    --no-postgres) POSTGRES=0 ;;
+    --postgres-only) ONLY_POSTGRES=1 NODE=0 GROWTH=0 SOAK=0 ;;
     --debug) PROFILE=debug ;;
     -h | --help)
-      sed -n '2,20p' "$0"
+      sed -n '2,29p' "$0"
       exit 0
       ;;
     *)
@@ -45,10 +59,19 @@ for arg in "$@"; do
 done
 
 case "$MODE" in
-  quick) DUR=1s WARM=300ms REPEAT=1 RAW_DUR=1s CONC=8 SOAK_DUR=20 SOAK_PROBE=5 USERS=20000 SOAK_USERS=2000 ;;
-  default) DUR=5s WARM=1s REPEAT=3 RAW_DUR=3s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 ;;
-  full) DUR=15s WARM=2s REPEAT=3 RAW_DUR=5s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 ;;
+  quick) DUR=1s WARM=300ms REPEAT=1 RAW_DUR=1s CONC=8 SOAK_DUR=20 SOAK_PROBE=5 USERS=20000 SOAK_USERS=2000 PG_ROUNDS=1 TRIPS=2 ;;
+  default) DUR=5s WARM=1s REPEAT=3 RAW_DUR=3s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 PG_ROUNDS=3 TRIPS=20 ;;
+  full) DUR=15s WARM=2s REPEAT=3 RAW_DUR=5s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 PG_ROUNDS=5 TRIPS=20 ;;
 esac
+PG_ROUNDS="${GATEHOUSE_BENCH_POSTGRES_ROUNDS:-$PG_ROUNDS}"
+PG_URL="${GATEHOUSE_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if [ "${GATEHOUSE_BENCH_POSTGRES:-}" = off ]; then
+  POSTGRES=0
+fi
+if [ "$ONLY_POSTGRES" = 1 ] && [ "$POSTGRES" = 0 ]; then
+  echo "bench/run.sh: --postgres-only with the PostgreSQL column off" >&2
+  exit 2
+fi
 
 OUT="${BENCH_OUT:-target/bench-run/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
@@ -63,6 +86,8 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+# The load tool drops its PostgreSQL database on Ctrl-C and exits; the run stops too.
+trap 'exit 130' INT TERM
 
 step() { printf '\n=== %s (%ss)\n' "$1" "$SECONDS"; }
 # Runs the load tool; a non-zero exit (crash, errors over 1 %, failure) is remembered.
@@ -105,13 +130,34 @@ if [ "$NODE" = 1 ]; then
   fi
 fi
 
-step "gatehouse, synchronous=normal: every scenario, bare actix-web, raw limits"
-load --label gatehouse --spawn "$BIN" --scenarios all --bare --raw all \
-  "${COMMON[@]}" --json-out "$OUT/gatehouse.json"
+if [ "$ONLY_POSTGRES" = 0 ]; then
+  step "gatehouse, synchronous=normal: every scenario, bare actix-web, raw limits"
+  load --label gatehouse --spawn "$BIN" --scenarios all --bare --raw all \
+    "${COMMON[@]}" --json-out "$OUT/gatehouse.json"
 
-step "gatehouse, synchronous=full: refresh and its raw limits"
-load --label gatehouse-full --spawn "$BIN" --env GATEHOUSE_SQLITE_SYNCHRONOUS=full \
-  --scenarios refresh --raw sign,commit,commit-busy "${COMMON[@]}" --json-out "$OUT/gatehouse-full.json"
+  step "gatehouse, synchronous=full: refresh and its raw limits"
+  load --label gatehouse-full --spawn "$BIN" --env GATEHOUSE_SQLITE_SYNCHRONOUS=full \
+    --scenarios refresh --raw sign,commit,commit-busy "${COMMON[@]}" --json-out "$OUT/gatehouse-full.json"
+fi
+
+if [ "$POSTGRES" = 1 ]; then
+  # One invocation per backend and round, alternating, so that each PostgreSQL figure
+  # has a SQLite one measured within a minute of it on this shared machine; the report
+  # divides round by round. Round trips are counted after the rounds (--round-trips).
+  step "PostgreSQL column: signup, login, refresh, me; $PG_ROUNDS rounds alternating SQLite and PostgreSQL"
+  PG_COMMON=(--spawn "$BIN" --scenarios signup,login,refresh,me --duration "$DUR" --warmup "$WARM"
+    --concurrency "$CONC")
+  for round in $(seq 1 "$PG_ROUNDS"); do
+    n=$(printf %02d "$round")
+    load --label pg-sqlite "${PG_COMMON[@]}" --json-out "$OUT/pg-sqlite-$n.json"
+    trips=()
+    [ "$round" != "$PG_ROUNDS" ] || trips=(--round-trips "$TRIPS")
+    load --label pg-postgres "${PG_COMMON[@]}" --postgres "$PG_URL" "${trips[@]}" \
+      --json-out "$OUT/pg-postgres-$n.json"
+  done
+else
+  echo "bench/run.sh: the PostgreSQL column is SKIPPED (--no-postgres or GATEHOUSE_BENCH_POSTGRES=off)" >&2
+fi
 
 if [ "$NODE" = 1 ]; then
   step "Node.js (Express, jsonwebtoken, argon2, better-sqlite3; 2 cluster workers)"

@@ -52,6 +52,8 @@ impl Op {
 pub(crate) struct Target {
     /// The server process, for its CPU time.
     pub(crate) pid: Option<u32>,
+    /// The database server's processes for the run's database (`--postgres`).
+    pub(crate) db: Option<std::sync::Arc<crate::pg::DbProbe>>,
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
     pub(crate) etag: String,

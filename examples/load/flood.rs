@@ -20,6 +20,7 @@ pub(crate) async fn flood(live: &mut Live<'_>, out: &mut Results) -> anyhow::Res
     // login holds.
     let probe_target = Arc::new(Target {
         pid: live.server_pid,
+        db: None,
         base: live.target.base.clone(),
         client: client()?,
         etag: live.target.etag.clone(),

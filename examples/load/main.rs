@@ -28,7 +28,9 @@
 mod bare;
 mod client;
 mod flood;
+mod pg;
 mod raw;
+mod relay;
 mod report;
 mod rss;
 mod run;
@@ -36,6 +38,7 @@ mod scenarios;
 mod seed;
 mod server;
 mod stats;
+mod trips;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +67,17 @@ struct Args {
     /// Start the spawned server on a copy of this database (the growth check).
     #[arg(long)]
     database: Option<PathBuf>,
+    /// Start the spawned server on PostgreSQL instead of SQLite: a fresh database
+    /// created on the server at this URL (its user may CREATE DATABASE), dropped at the
+    /// end, also on an error or Ctrl-C. No other database is touched. The database
+    /// server's CPU for the run's database is reported per request (`db us`).
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// With --postgres: after the rounds, count the round trips to PostgreSQL of this
+    /// many requests of each of signup, login, refresh and me (those in --scenarios),
+    /// one at a time, on a second server started through a counting relay.
+    #[arg(long, default_value_t = 0)]
+    round_trips: usize,
     /// Comma-separated scenarios: jwks, jwks-304, me, login, refresh, signup, mixed,
     /// flood; `all` for every one but signup; `none` for none.
     #[arg(long, default_value = "all")]
@@ -151,6 +165,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Runs `work` unless Ctrl-C or SIGTERM comes first; then `work` is dropped, and with
+/// it the spawned server and the run's PostgreSQL database (their `Drop`s).
+async fn until_interrupted(
+    work: impl std::future::Future<Output = anyhow::Result<bool>>,
+) -> anyhow::Result<bool> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = if let Some(body) = &args.serve_bare {
@@ -164,7 +191,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .context("tokio runtime")
-            .and_then(|rt| rt.block_on(run::run(args)))
+            .and_then(|rt| rt.block_on(until_interrupted(run::run(args))))
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -152,14 +152,137 @@ impl Row {
 pub(crate) fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
     let docs = Docs::load(paths)?;
     let mut rows = refresh_rows(&docs);
-    rows.push(login_row(&docs));
-    rows.push(jwks_row(&docs));
-    rows.extend(flood_rows(&docs));
-    rows.extend(growth_rows(&docs));
-    rows.extend(memory_rows(&docs));
+    // Absent from a run of the PostgreSQL column alone (--postgres-only).
+    if docs.has("gatehouse") {
+        rows.push(login_row(&docs));
+        rows.push(jwks_row(&docs));
+        rows.extend(flood_rows(&docs));
+        rows.extend(growth_rows(&docs));
+        rows.extend(memory_rows(&docs));
+    }
     rows.extend(node_rows(&docs));
+    rows.extend(postgres_rows(&docs));
     print_rows(&rows);
+    print_postgres_table(&docs);
     Ok(())
+}
+
+/// The labels of `bench/run.sh`'s PostgreSQL column: one invocation per backend and
+/// round, alternating, so that each PostgreSQL round has a SQLite round beside it.
+const PG_SQLITE: &str = "pg-sqlite";
+const PG_POSTGRES: &str = "pg-postgres";
+const PG_SCENARIOS: [&str; 4] = ["signup", "login", "refresh", "me"];
+
+/// The SQLite and PostgreSQL documents of the same round, in the order they ran.
+fn pg_pairs(docs: &Docs) -> Vec<(&Value, &Value)> {
+    let sorted = |label: &str| {
+        let mut v: Vec<&Value> = docs
+            .all
+            .get(label)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        v.sort_by_key(|d| d["started_unix_ms"].as_i64().unwrap_or(0));
+        v
+    };
+    sorted(PG_SQLITE)
+        .into_iter()
+        .zip(sorted(PG_POSTGRES))
+        .collect()
+}
+
+fn doc_median(d: &Value, sc: &str, field: &str) -> Option<f64> {
+    d["scenarios"][sc]["median"][field].as_f64()
+}
+
+/// PostgreSQL ÷ SQLite throughput of `sc`: the median of the per-round ratios.
+fn pg_ratio(docs: &Docs, sc: &str) -> Option<f64> {
+    let v: Vec<f64> = pg_pairs(docs)
+        .iter()
+        .filter_map(|(s, p)| div(doc_median(p, sc, "rps"), doc_median(s, sc, "rps")))
+        .collect();
+    (!v.is_empty()).then(|| median(&v))
+}
+
+fn pg_round_trips(docs: &Docs, sc: &str) -> Option<f64> {
+    docs.pick(PG_POSTGRES, &|d| {
+        d["round_trips"][sc]["per_request"].as_f64()
+    })
+}
+
+/// The targets of the PostgreSQL column: refresh at least 0.8 × SQLite's, login equal.
+fn postgres_rows(docs: &Docs) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if !docs.has(PG_POSTGRES) || !docs.has(PG_SQLITE) {
+        return rows;
+    }
+    for (sc, min) in [
+        ("refresh", 0.8),
+        ("login", 0.9),
+        ("signup", 0.0),
+        ("me", 0.0),
+    ] {
+        let (s, p) = (docs.rps(PG_SQLITE, sc), docs.rps(PG_POSTGRES, sc));
+        if s.is_none() && p.is_none() {
+            continue;
+        }
+        let figures = format!(
+            "{}/s vs {}/s; server CPU {:.0} vs {:.0} us/req (+{:.0} in PostgreSQL); {} round trips",
+            fmt(p),
+            fmt(s),
+            docs.server_cpu(PG_POSTGRES, sc).unwrap_or(f64::NAN),
+            docs.server_cpu(PG_SQLITE, sc).unwrap_or(f64::NAN),
+            docs.pick(PG_POSTGRES, &|d| doc_median(d, sc, "db_cpu_us_per_req"))
+                .unwrap_or(f64::NAN),
+            pg_round_trips(docs, sc).map_or("n/a".into(), |t| format!("{t:.2}")),
+        );
+        let name = format!("7. postgres: {sc} PostgreSQL / SQLite");
+        rows.push(if min > 0.0 {
+            Row::at_least(name, min, pg_ratio(docs, sc), figures)
+        } else {
+            Row::reported(name, pg_ratio(docs, sc), figures)
+        });
+    }
+    rows
+}
+
+/// The PostgreSQL column as BENCHMARKS.md shows it.
+fn print_postgres_table(docs: &Docs) {
+    let pairs = pg_pairs(docs);
+    if pairs.is_empty() {
+        return;
+    }
+    println!(
+        "\nPostgreSQL vs SQLite, {} alternating rounds (medians; ratio: median of the rounds' ratios)",
+        pairs.len()
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>9} {:>14} {:>14} {:>12} {:>12}",
+        "scenario",
+        "SQLite req/s",
+        "PG req/s",
+        "PG/SQLite",
+        "SQLite srv us",
+        "PG srv us",
+        "PG db us",
+        "round trips"
+    );
+    for sc in PG_SCENARIOS {
+        let (s, p) = (docs.rps(PG_SQLITE, sc), docs.rps(PG_POSTGRES, sc));
+        if s.is_none() && p.is_none() {
+            continue;
+        }
+        println!(
+            "{:<10} {:>12} {:>12} {:>9} {:>14} {:>14} {:>12} {:>12}",
+            sc,
+            fmt(s),
+            fmt(p),
+            pg_ratio(docs, sc).map_or("n/a".into(), |r| format!("{r:.2}")),
+            fmt(docs.server_cpu(PG_SQLITE, sc)),
+            fmt(docs.server_cpu(PG_POSTGRES, sc)),
+            fmt(docs.pick(PG_POSTGRES, &|d| doc_median(d, sc, "db_cpu_us_per_req"))),
+            pg_round_trips(docs, sc).map_or("n/a".into(), |t| format!("{t:.2}")),
+        );
+    }
 }
 
 /// Target 1, at each `synchronous` level measured.

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::pg::{DbProbe, cpu_delta};
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -55,7 +57,7 @@ fn tree_pids(pid: u32) -> Option<Vec<u32>> {
 }
 
 /// User + system CPU seconds of one process (all its threads), from /proc/PID/stat.
-fn cpu_secs(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let mut fields = rest.split_whitespace();
@@ -93,8 +95,14 @@ pub(crate) fn sample_rss(
     })
 }
 
-/// CPU seconds (user + system) the server and this process spend between two instants.
-pub(crate) async fn cpu_between(server: Option<u32>, from: Instant, to: Instant) -> (f64, f64) {
+/// CPU seconds (user + system) the server, this process and, with `--postgres`, the
+/// database server's processes for the run's database spend between two instants.
+pub(crate) async fn cpu_between(
+    server: Option<u32>,
+    db: Option<Arc<DbProbe>>,
+    from: Instant,
+    to: Instant,
+) -> (f64, f64, Option<f64>) {
     let sample = || {
         let server = server.and_then(tree_cpu_secs).unwrap_or(0.0);
         let me = cpu_secs(std::process::id()).unwrap_or(0.0);
@@ -102,7 +110,15 @@ pub(crate) async fn cpu_between(server: Option<u32>, from: Instant, to: Instant)
     };
     tokio::time::sleep_until(tokio::time::Instant::from_std(from)).await;
     let a = sample();
+    let db_a = match &db {
+        Some(p) => Some(p.sample().await),
+        None => None,
+    };
     tokio::time::sleep_until(tokio::time::Instant::from_std(to)).await;
     let b = sample();
-    (b.0 - a.0, b.1 - a.1)
+    let db_cpu = match (&db, db_a) {
+        (Some(p), Some(before)) => Some(cpu_delta(&before, &p.sample().await)),
+        _ => None,
+    };
+    (b.0 - a.0, b.1 - a.1, db_cpu)
 }

@@ -12,6 +12,7 @@ use gatehouse::storage::sqlite::Synchronous;
 
 use crate::Args;
 use crate::client::{Account, Target, client};
+use crate::pg::BenchDatabase;
 use crate::raw::{self, RawSettings};
 use crate::rss::tree_rss_kib;
 use crate::scenarios::{Live, Results, run_scenario, scenario_list};
@@ -23,7 +24,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     let scenarios = scenario_list(&args.scenarios)?;
     let raws = raw::list(args.raw.as_deref())?;
     let raw_settings = raw_settings(&args)?;
-    let (mut spawned, base, database_users) = reach_server(&args, &scenarios).await?;
+    let pg = match (&args.postgres, &args.spawn) {
+        (Some(url), Some(_)) => Some(BenchDatabase::create(url)?),
+        (Some(_), None) => bail!("--postgres needs --spawn"),
+        _ => None,
+    };
+    // Given first, so that an `--env` of the user's replaces it.
+    let mut env: Vec<String> = pg.iter().map(BenchDatabase::kek_env).collect();
+    env.extend(args.env.iter().cloned());
+    if let Some(db) = &pg {
+        env.push(format!("GATEHOUSE_DATABASE={}", db.url_text()));
+    }
+    let (mut spawned, base, database_users) = reach_server(&args, &env, &scenarios).await?;
     let server_pid = spawned.as_ref().and_then(|s| s.child.id()).or(args.rss_pid);
 
     let mut doc = settings_doc(&args, &base, &raw_settings.sync_name, database_users);
@@ -32,7 +44,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     if base.is_empty() {
         measure_raw_only(&args, &raws, &raw_settings, &mut results)?;
     } else {
-        let live = prepare(&args, &base, server_pid, &scenarios, &mut doc).await?;
+        let probe = match &pg {
+            Some(db) => Some(Arc::new(db.probe()?)),
+            None => None,
+        };
+        let live = prepare(&args, &base, server_pid, probe, &scenarios, &mut doc).await?;
         let bare = run_rounds(live, &scenarios, &raws, &raw_settings, &mut results).await?;
         if let Some(mut handle) = bare {
             let _ = handle.start_kill();
@@ -50,6 +66,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         doc["server_crashed"] = json!(true);
         healthy = false;
     }
+    if let (Some(db), Some(bin)) = (&pg, &args.spawn) {
+        doc["postgres_database"] = json!(db.name);
+        if args.round_trips > 0 && !base.is_empty() {
+            doc["round_trips"] =
+                crate::trips::count(bin, &env, db, &scenarios, args.round_trips).await?;
+        }
+    }
+    // After every server on it has stopped.
+    drop(pg);
     doc["healthy"] = json!(healthy);
     write_output(&args, &base, &doc, &results)?;
     Ok(healthy)
@@ -83,11 +108,12 @@ fn raw_settings(args: &Args) -> anyhow::Result<RawSettings> {
 /// none and nothing needs one (raw limits only). Also the seeded database's user count.
 async fn reach_server(
     args: &Args,
+    env: &[String],
     scenarios: &[String],
 ) -> anyhow::Result<(Option<Spawned>, String, Option<i64>)> {
     match (&args.spawn, &args.url) {
         (Some(bin), _) => {
-            let (s, base) = spawn_server(bin, &args.env, args.database.as_deref()).await?;
+            let (s, base) = spawn_server(bin, env, args.database.as_deref()).await?;
             let users = args.database.as_deref().and_then(|db| count_users(db).ok());
             Ok((Some(s), base, users))
         }
@@ -116,7 +142,9 @@ fn settings_doc(args: &Args, base: &str, sync_name: &str, database_users: Option
             "raw_duration_s": args.raw_duration.as_secs_f64(),
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "database_users": database_users,
+            "backend": if args.postgres.is_some() { "postgres" } else { "sqlite" },
         },
+        "started_unix_ms": chrono::Utc::now().timestamp_millis(),
     })
 }
 
@@ -126,6 +154,7 @@ async fn prepare<'a>(
     args: &'a Args,
     base: &str,
     server_pid: Option<u32>,
+    db: Option<Arc<crate::pg::DbProbe>>,
     scenarios: &[String],
     doc: &mut Value,
 ) -> anyhow::Result<Live<'a>> {
@@ -146,6 +175,7 @@ async fn prepare<'a>(
     let jwks_body = jwks.bytes().await?;
     let target = Arc::new(Target {
         pid: server_pid,
+        db,
         base: base.to_owned(),
         client: http,
         etag,
@@ -205,6 +235,7 @@ async fn start_bare(
     let (handle, url) = crate::bare::start(body, workers).await?;
     let target = Arc::new(Target {
         pid: handle.id(),
+        db: None,
         base: url,
         client: client()?,
         etag: String::new(),

@@ -208,7 +208,12 @@ pub(crate) async fn run_closed(
     let start = Instant::now();
     let measure_from = start + warmup;
     let deadline = measure_from + duration;
-    let cpu = tokio::spawn(cpu_between(target.pid, measure_from, deadline));
+    let cpu = tokio::spawn(cpu_between(
+        target.pid,
+        target.db.clone(),
+        measure_from,
+        deadline,
+    ));
     let tasks: Vec<_> = accounts
         .drain(..)
         .enumerate()
@@ -239,7 +244,7 @@ pub(crate) async fn run_closed(
         }
         merged.insert(Op::All, all);
     }
-    let (server_cpu, client_cpu) = cpu.await.unwrap_or_default();
+    let (server_cpu, client_cpu, db_cpu) = cpu.await.unwrap_or_default();
     merged
         .into_iter()
         .map(|(op, rec)| {
@@ -247,6 +252,7 @@ pub(crate) async fn run_closed(
             let n = st.ok.max(1) as f64;
             st.server_cpu_us = server_cpu * 1e6 / n;
             st.client_cpu_us = client_cpu * 1e6 / n;
+            st.db_cpu_us = db_cpu.map(|c| c * 1e6 / n);
             (op, st)
         })
         .collect()

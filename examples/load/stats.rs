@@ -58,6 +58,7 @@ impl Recorder {
                 .map_or(0.0, |v| f64::from(*v) / 1000.0),
             server_cpu_us: 0.0,
             client_cpu_us: 0.0,
+            db_cpu_us: None,
             errors: self.errors,
         }
     }
@@ -78,6 +79,9 @@ pub(crate) struct Stats {
     /// (with its descendants) and this load tool.
     pub(crate) server_cpu_us: f64,
     pub(crate) client_cpu_us: f64,
+    /// The database server's CPU per successful request (PostgreSQL only: SQLite's
+    /// is the server's own).
+    pub(crate) db_cpu_us: Option<f64>,
 }
 
 impl Stats {
@@ -93,6 +97,7 @@ impl Stats {
             "errors": self.errors,
             "server_cpu_us_per_req": round(self.server_cpu_us),
             "client_cpu_us_per_req": round(self.client_cpu_us),
+            "db_cpu_us_per_req": self.db_cpu_us.map(round),
         })
     }
 
@@ -120,6 +125,10 @@ impl Stats {
             errors,
             server_cpu_us: med(|s| s.server_cpu_us),
             client_cpu_us: med(|s| s.client_cpu_us),
+            db_cpu_us: runs
+                .iter()
+                .all(|s| s.db_cpu_us.is_some())
+                .then(|| med(|s| s.db_cpu_us.unwrap_or_default())),
         }
     }
 }
@@ -146,7 +155,7 @@ impl Table {
     pub(crate) fn new() -> Self {
         Self {
             rows: vec![format!(
-                "{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}  errors",
+                "{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}  errors",
                 "scenario",
                 "req/s",
                 "p50 ms",
@@ -155,7 +164,8 @@ impl Table {
                 "max ms",
                 "ok",
                 "srv us",
-                "cli us"
+                "cli us",
+                "db us"
             )],
         }
     }
@@ -170,7 +180,7 @@ impl Table {
                 .join(" ")
         };
         let row = format!(
-            "{:<24} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>8.0} {:>8.0}  {errors}",
+            "{:<24} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>8.0} {:>8.0} {:>8}  {errors}",
             name,
             s.rps,
             s.p50_ms,
@@ -179,7 +189,8 @@ impl Table {
             s.max_ms,
             s.ok,
             s.server_cpu_us,
-            s.client_cpu_us
+            s.client_cpu_us,
+            s.db_cpu_us.map_or("-".into(), |c| format!("{c:.0}"))
         );
         eprintln!("  {row}");
         self.rows.push(row);
