@@ -18,11 +18,11 @@ use gatehouse::crypto::source::{FileKeys, KeySource};
 use gatehouse::domain::{Email, NewPassword};
 use gatehouse::service::keystore::DatabaseKeys;
 use gatehouse::service::{AppState, ClientMeta, accounts};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, unique_email, write_kek};
+use crate::kit::jwt::{jwks_kids, kid_of, verify_with_jwks};
 use crate::kit::pgdb::{TestDatabase, admin_client};
 use crate::kit::process::{Binary, Server};
 
@@ -45,16 +45,7 @@ fn replica(db: &TestDatabase, root: &Path, name: &str, kek: &Path) -> Binary {
 }
 
 async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = server
-        .client
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    server.post_json(path, &body).await
 }
 
 async fn jwks(server: &Server) -> Value {
@@ -68,47 +59,12 @@ async fn jwks(server: &Server) -> Value {
     r.json().await.expect("jwks json")
 }
 
-fn kids(jwks: &Value) -> Vec<String> {
-    jwks["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_owned())
-        .collect()
-}
-
-fn kid_of(token: &str) -> String {
-    decode_header(token).expect("header").kid.expect("kid")
-}
-
-/// Verifies `token` offline with the JWK Set, as another service would.
-fn verifies_with(jwks: &Value, token: &str) -> Result<(), String> {
-    let kid = kid_of(token);
-    let jwk = jwks["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .ok_or_else(|| format!("kid {kid} not published"))?;
-    let key = DecodingKey::from_rsa_components(
-        jwk["n"].as_str().expect("n"),
-        jwk["e"].as_str().expect("e"),
-    )
-    .expect("jwk");
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&[AUDIENCE]);
-    validation.set_issuer(&[ISSUER]);
-    decode::<Value>(token, &key, &validation)
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
-
 /// Polls until `server`'s JWKS satisfies `ok`.
 async fn until_jwks(server: &Server, what: &str, ok: impl Fn(&[String]) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let set = jwks(server).await;
-        if ok(&kids(&set)) {
+        if ok(&jwks_kids(&set)) {
             return set;
         }
         assert!(Instant::now() < deadline, "{what}: JWKS still {set}");
@@ -214,13 +170,13 @@ async fn replicas_share_one_ring_through_the_database_and_rotate_together() {
     // Both start at once on an empty database: one key, one refresh secret between them.
     let (a, b) = tokio::join!(a_bin.start(), b_bin.start());
     let (set_a, set_b) = (jwks(&a).await, jwks(&b).await);
-    assert_eq!(kids(&set_a).len(), 1, "{set_a}");
+    assert_eq!(jwks_kids(&set_a).len(), 1, "{set_a}");
     assert_eq!(
-        kids(&set_a),
-        kids(&set_b),
+        jwks_kids(&set_a),
+        jwks_kids(&set_b),
         "the replicas made different keys"
     );
-    let first = kids(&set_a)[0].clone();
+    let first = jwks_kids(&set_a)[0].clone();
     let (keys, secrets, current) = sql(&db, |c| {
         let mut n = |q: &str| c.query_one(q, &[]).expect("count").get::<_, i64>(0);
         (
@@ -260,12 +216,12 @@ async fn replicas_share_one_ring_through_the_database_and_rotate_together() {
     assert!(out.contains("next: published now"), "{out}");
     assert!(out.contains("in the database"), "{out}");
     let set_a = until_jwks(&a, "A after generate", |k| k.len() == 2).await;
-    let next = kids(&set_a)
+    let next = jwks_kids(&set_a)
         .into_iter()
         .find(|k| *k != first)
         .expect("next kid");
     assert_eq!(
-        kids(&jwks(&b).await),
+        jwks_kids(&jwks(&b).await),
         vec![first.clone()],
         "B reloaded unasked"
     );
@@ -319,9 +275,9 @@ async fn replicas_share_one_ring_through_the_database_and_rotate_together() {
         };
         for (other, verifier) in [("A", &a), ("B", &b)] {
             let set = jwks(verifier).await;
-            verifies_with(&set, &access)
+            verify_with_jwks(&set, &access)
                 .unwrap_or_else(|e| panic!("{name}'s token on {other}'s JWKS: {e}"));
-            verifies_with(&set, &old_access)
+            verify_with_jwks(&set, &old_access)
                 .unwrap_or_else(|e| panic!("the old token on {other}'s JWKS: {e}"));
         }
     }
@@ -617,7 +573,7 @@ async fn keys_import_moves_a_keys_directory_in_and_old_tokens_keep_working() {
 
     let server = pg.start().await;
     let set = jwks(&server).await;
-    verifies_with(&set, &access).expect("a token signed before the import");
+    verify_with_jwks(&set, &access).expect("a token signed before the import");
     let r = server
         .client
         .get(server.url("/v1/me"))

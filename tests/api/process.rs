@@ -10,16 +10,7 @@ use crate::helpers::{OTHER_PASSWORD, PASSWORD, unique_email};
 use crate::kit::process::{Binary, Server};
 
 async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = server
-        .client
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    server.post_json(path, &body).await
 }
 
 /// Runs a full signup → login → refresh → reuse → password change → logout flow and

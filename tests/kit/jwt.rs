@@ -1,4 +1,5 @@
-//! JWTs taken apart, and forged: any header (it may lie about `alg`), any claims.
+//! JWTs taken apart, and forged: any header (it may lie about `alg`), any claims; and
+//! verified offline with a JWK Set, as a resource server does.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -69,4 +70,46 @@ pub fn pem_to_der(pem: &[u8]) -> Vec<u8> {
         .map(str::trim)
         .collect();
     STANDARD.decode(body).expect("PEM body is not base64")
+}
+
+/// The `kid` in a token's header.
+pub fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("a JWT header")
+        .kid
+        .expect("a kid")
+}
+
+/// The kids of a JWK Set, in its order.
+pub fn jwks_kids(set: &Value) -> Vec<String> {
+    set["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
+/// Verifies `token` offline with the JWK Set `set` (RS256, the issuer and audience the
+/// test binaries use), as a resource server does.
+pub fn verify_with_jwks(set: &Value, token: &str) -> Result<(), String> {
+    use jsonwebtoken::{DecodingKey, Validation, decode};
+    let kid = kid_of(token);
+    let jwk = set["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or_else(|| format!("kid {kid} not published"))?;
+    let key = DecodingKey::from_rsa_components(
+        jwk["n"].as_str().expect("n"),
+        jwk["e"].as_str().expect("e"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&["gatehouse"]);
+    validation.set_issuer(&["http://127.0.0.1"]);
+    decode::<Value>(token, &key, &validation)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }

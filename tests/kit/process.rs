@@ -273,6 +273,28 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// POSTs `body` as JSON to `path`: the status, and the answer as JSON (`Null` when
+    /// it is not JSON).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the server has exited")
     }

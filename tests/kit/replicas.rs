@@ -93,6 +93,23 @@ impl Replicas {
         }
     }
 
+    /// Replaces replica `i` as a rolling update does: out of the front's rotation first
+    /// (what the endpoints controller does during the `preStop` pause), then SIGTERM,
+    /// which lets the requests it accepted finish and must exit 0; then a new process,
+    /// into the rotation once it answers `/healthz`.
+    pub async fn restart(&mut self, i: usize) {
+        // The front's removal takes effect at once, so unlike a real balancer's it needs
+        // no pause; the requests it handed over just before are in flight, and SIGTERM
+        // must let them finish.
+        self.front.state.backends.write()[i] = None;
+        if let Some(old) = self.servers[i].take() {
+            old.stop_and_collect().await;
+        }
+        let new = self.binary.start().await;
+        self.front.state.backends.write()[i] = Some(new.base.clone());
+        self.servers[i] = Some(new);
+    }
+
     /// Requests the front handed to each replica (connections refused not counted).
     pub fn served(&self) -> Vec<usize> {
         self.front
@@ -113,7 +130,8 @@ pub struct Front {
 }
 
 struct FrontState {
-    backends: RwLock<Vec<String>>,
+    /// `None` while a replica is out of the rotation (being replaced).
+    backends: RwLock<Vec<Option<String>>>,
     next: AtomicUsize,
     served: Vec<AtomicUsize>,
     client: reqwest::Client,
@@ -123,7 +141,7 @@ impl Front {
     fn start(backends: Vec<String>) -> Self {
         let served = backends.iter().map(|_| AtomicUsize::new(0)).collect();
         let state = Arc::new(FrontState {
-            backends: RwLock::new(backends),
+            backends: RwLock::new(backends.into_iter().map(Some).collect()),
             next: AtomicUsize::new(0),
             served,
             client: reqwest::Client::builder()
@@ -185,11 +203,14 @@ async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<FrontState
         .to_owned();
     for _ in 0..backends.len() {
         let i = state.next.fetch_add(1, Ordering::Relaxed) % backends.len();
+        let Some(backend) = &backends[i] else {
+            continue;
+        };
         let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
             .expect("actix parsed the method");
         let mut outgoing = state
             .client
-            .request(method, format!("{}{path}", backends[i]))
+            .request(method, format!("{backend}{path}"))
             .body(body.clone());
         for (name, value) in req.headers() {
             let name = name.as_str();

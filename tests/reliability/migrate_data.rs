@@ -23,16 +23,7 @@ const CAROL: &str = "carol@migrate.example.com";
 const MAX_FAILURES: u32 = 3;
 
 async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = server
-        .client
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    server.post_json(path, &body).await
 }
 
 async fn get(server: &Server, path: &str, access: &str) -> (StatusCode, Value) {

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::kit::app::unique_email;
+use crate::kit::jwt::{jwks_kids, kid_of, verify_with_jwks};
 use crate::kit::password::PASSWORD;
 use crate::kit::process;
 use crate::kit::replicas::Replicas;
@@ -225,7 +226,7 @@ async fn a_login_flood_through_the_front_is_limited_once_not_per_replica() {
     );
 }
 
-/// What one load worker was told, so the check afterwards asks only for that.
+/// What the load workers were told, so the check afterwards asks only for that.
 #[derive(Default)]
 struct Acknowledged {
     /// Accounts whose signup answered 201.
@@ -234,41 +235,56 @@ struct Acknowledged {
     /// refresh of it went unanswered (such a token may have been spent by a replica
     /// that died before answering: presenting it again is then reuse, rightly).
     tokens: Vec<(String, String)>,
-    after_kill: usize,
+    /// Rotations acknowledged after `marker` was set.
+    after_marker: usize,
+    /// 502s from the front: a replica died with the request in flight.
+    bad_gateway: usize,
+    /// Any other 5xx.
     server_errors: Vec<String>,
 }
 
-/// A replica SIGKILLed in the middle of a load of signups and refreshes: nothing any
-/// replica acknowledged is lost, the others keep serving, and only requests in flight
-/// on the dead replica fail (502 from the front).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
-    const WORKERS: usize = 6;
-    let Some(mut replicas) = Replicas::start("replicas_kill", REPLICAS, |b| b).await else {
-        return;
-    };
-    let replicas_url = replicas.url("");
-    let stop = Arc::new(AtomicBool::new(false));
-    let killed = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..WORKERS)
+impl Acknowledged {
+    fn add(&mut self, other: Self) {
+        self.accounts.extend(other.accounts);
+        self.tokens.extend(other.tokens);
+        self.after_marker += other.after_marker;
+        self.bad_gateway += other.bad_gateway;
+        self.server_errors.extend(other.server_errors);
+    }
+
+    fn answered(&mut self, what: &str, status: StatusCode, body: &Value) {
+        if status == StatusCode::BAD_GATEWAY {
+            self.bad_gateway += 1;
+        } else if status.is_server_error() {
+            self.server_errors.push(format!("{what} {status}: {body}"));
+        }
+    }
+}
+
+/// `workers` clients signing up and rotating through `base` until `stop`.
+async fn load(
+    base: String,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+    marker: Arc<AtomicBool>,
+) -> Acknowledged {
+    let tasks: Vec<_> = (0..workers)
         .map(|w| {
-            let (base, stop, killed) = (replicas_url.clone(), stop.clone(), killed.clone());
+            let (base, stop, marker) = (base.clone(), stop.clone(), marker.clone());
             tokio::spawn(async move {
                 let client = process::client();
                 let mut seen = Acknowledged::default();
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let email = format!("load-{w}-{i}-{}", unique_email("kill"));
+                    let email = format!("load-{w}-{i}-{}", unique_email("replicas"));
                     let (status, body) = post(
                         &client,
                         format!("{base}/v1/signup"),
                         json!({"email": email, "password": PASSWORD}),
                     )
                     .await;
-                    if status.is_server_error() && status != StatusCode::BAD_GATEWAY {
-                        seen.server_errors.push(format!("signup {status}: {body}"));
-                    }
+                    seen.answered("signup", status, &body);
                     if status != StatusCode::CREATED {
                         continue;
                     }
@@ -282,13 +298,11 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
                             json!({"refresh_token": current}),
                         )
                         .await;
-                        if status.is_server_error() && status != StatusCode::BAD_GATEWAY {
-                            seen.server_errors.push(format!("refresh {status}: {body}"));
-                        }
+                        seen.answered("refresh", status, &body);
                         if status == StatusCode::OK {
                             token = body["refresh_token"].as_str().map(str::to_owned);
-                            if killed.load(Ordering::Relaxed) {
-                                seen.after_kill += 1;
+                            if marker.load(Ordering::Relaxed) {
+                                seen.after_marker += 1;
                             }
                         }
                     }
@@ -300,34 +314,16 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
             })
         })
         .collect();
-
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    replicas.kill(1).await;
-    killed.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
     let mut all = Acknowledged::default();
-    for worker in workers {
-        let seen = worker.await.expect("worker");
-        all.accounts.extend(seen.accounts);
-        all.tokens.extend(seen.tokens);
-        all.after_kill += seen.after_kill;
-        all.server_errors.extend(seen.server_errors);
+    for task in tasks {
+        all.add(task.await.expect("load worker"));
     }
-    assert!(all.server_errors.is_empty(), "{:?}", all.server_errors);
-    assert!(
-        all.accounts.len() >= 10,
-        "too little load: {}",
-        all.accounts.len()
-    );
-    assert!(
-        all.after_kill >= 5,
-        "the other replicas stopped serving after the kill ({} rotations)",
-        all.after_kill
-    );
+    all
+}
 
+/// Every acknowledged signup logs in, every acknowledged newest token refreshes.
+async fn nothing_acknowledged_is_lost(replicas: &Replicas, all: &Acknowledged) {
     let client = process::client();
-    let started = Instant::now();
     let logins: Vec<_> = futures::stream::iter(&all.accounts)
         .map(|email| {
             let request = post(
@@ -360,11 +356,89 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
             "the acknowledged token of {email} no longer refreshes: {body}"
         );
     }
+}
+
+/// A replica SIGKILLed in the middle of a load of signups and refreshes: nothing any
+/// replica acknowledged is lost, the others keep serving, and only requests in flight
+/// on the dead replica fail (502 from the front).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
+    let Some(mut replicas) = Replicas::start("replicas_kill", REPLICAS, |b| b).await else {
+        return;
+    };
+    let (stop, killed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let running = tokio::spawn(load(replicas.url(""), 6, stop.clone(), killed.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replicas.kill(1).await;
+    killed.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let all = running.await.expect("load");
+    assert!(all.server_errors.is_empty(), "{:?}", all.server_errors);
+    assert!(
+        all.accounts.len() >= 10,
+        "too little load: {}",
+        all.accounts.len()
+    );
+    assert!(
+        all.after_marker >= 5,
+        "the other replicas stopped serving after the kill ({} rotations)",
+        all.after_marker
+    );
+    nothing_acknowledged_is_lost(&replicas, &all).await;
     eprintln!(
-        "replicas: {} signups and {} token chains checked in {:.1}s after a kill",
+        "replicas: {} signups and {} token chains kept across a kill ({} answered 502)",
         all.accounts.len(),
         all.tokens.len(),
-        started.elapsed().as_secs_f64()
+        all.bad_gateway
+    );
+}
+
+/// A rolling restart (each replica in turn out of the rotation, SIGTERM, a new process
+/// in its place) under a load of signups and refreshes: not one request fails, and
+/// everything acknowledged is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_under_load_fails_no_request() {
+    let Some(mut replicas) = Replicas::start("replicas_rolling", REPLICAS, |b| b).await else {
+        return;
+    };
+    let (stop, restarted) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let running = tokio::spawn(load(replicas.url(""), 6, stop.clone(), restarted.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..replicas.len() {
+        replicas.restart(i).await;
+    }
+    restarted.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let all = running.await.expect("load");
+    assert!(all.server_errors.is_empty(), "{:?}", all.server_errors);
+    assert_eq!(
+        all.bad_gateway, 0,
+        "requests failed during the rolling restart"
+    );
+    assert!(
+        all.accounts.len() >= 10,
+        "too little load: {}",
+        all.accounts.len()
+    );
+    assert!(
+        all.after_marker >= 5,
+        "the new replicas do not serve ({} rotations)",
+        all.after_marker
+    );
+    nothing_acknowledged_is_lost(&replicas, &all).await;
+    eprintln!(
+        "replicas: {} signups and {} token chains through a rolling restart of {}",
+        all.accounts.len(),
+        all.tokens.len(),
+        replicas.len()
     );
 }
 
@@ -372,45 +446,6 @@ async fn jwks(client: &reqwest::Client, url: String) -> Value {
     let r = client.get(url).send().await.expect("jwks");
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.expect("jwks json")
-}
-
-fn kids(set: &Value) -> Vec<String> {
-    set["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_owned())
-        .collect()
-}
-
-fn kid_of(token: &str) -> String {
-    jsonwebtoken::decode_header(token)
-        .expect("header")
-        .kid
-        .expect("kid")
-}
-
-/// Verifies `token` offline with a JWK Set, as a resource server does.
-fn verifies_with(set: &Value, token: &str) -> Result<(), String> {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-    let kid = kid_of(token);
-    let jwk = set["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .ok_or_else(|| format!("kid {kid} not in the set"))?;
-    let key = DecodingKey::from_rsa_components(
-        jwk["n"].as_str().expect("n"),
-        jwk["e"].as_str().expect("e"),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&["gatehouse"]);
-    validation.set_issuer(&["http://127.0.0.1"]);
-    decode::<Value>(token, &key, &validation)
-        .map(drop)
-        .map_err(|e| e.to_string())
 }
 
 /// Key rotation with the keys in the database, every request through the front: a key
@@ -443,7 +478,7 @@ async fn a_rotation_reaches_every_replica_and_a_caching_verifier() {
     while !published.iter().all(|p| *p) {
         for (i, done) in published.iter_mut().enumerate() {
             let url = replicas.replica(i).url("/.well-known/jwks.json");
-            *done = kids(&jwks(&client, url).await).len() == 2;
+            *done = jwks_kids(&jwks(&client, url).await).len() == 2;
         }
         assert!(
             Instant::now() < deadline,
@@ -485,11 +520,11 @@ async fn a_rotation_reaches_every_replica_and_a_caching_verifier() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for token in &tokens {
-        verifies_with(&cached, token).expect("the cached set verifies the new key's token");
+        verify_with_jwks(&cached, token).expect("the cached set verifies the new key's token");
         for i in 0..replicas.len() {
             let set = jwks(&client, replicas.replica(i).url("/.well-known/jwks.json")).await;
-            verifies_with(&set, token).unwrap_or_else(|e| panic!("replica {i}: {e}"));
-            verifies_with(&set, &old).unwrap_or_else(|e| panic!("old token, replica {i}: {e}"));
+            verify_with_jwks(&set, token).unwrap_or_else(|e| panic!("replica {i}: {e}"));
+            verify_with_jwks(&set, &old).unwrap_or_else(|e| panic!("old token, replica {i}: {e}"));
         }
     }
 }
