@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole performance harness in one command (see BENCHMARKS.md):
 #
-#   bash bench/run.sh            # default: every scenario, 3 rounds, ~9-11 min after the build
+#   bash bench/run.sh            # default: every scenario, 3 rounds, ~14-16 min after the build (5 of them the replicas row)
 #   bash bench/run.sh --quick    # smoke test (CI): tiny durations, no timing asserted
 #   bash bench/run.sh --full     # longer rounds, plus the 5-minute soak and the 1M growth check
 #   bash bench/run.sh --growth   # add the growth check (1,000,000 users and families)
@@ -24,8 +24,8 @@
 # The replicas row runs login, refresh and /v1/me on 1 and on 2 replicas sharing one fresh
 # PostgreSQL database, without and with the Redis limiter (a private redis-server on a
 # free port, so its CPU is the run's alone; never the shared one), alternating the four
-# configurations round by round; the load tool spreads requests round-robin over the
-# replicas itself. GATEHOUSE_BENCH_REPLICAS_ROUNDS sets the rounds. Needs the PostgreSQL
+# configurations round by round (and a control: 2 replicas of 1 HTTP worker and 1 hashing
+# thread each); the load tool spreads requests round-robin over the replicas itself. GATEHOUSE_BENCH_REPLICAS_ROUNDS sets the rounds. Needs the PostgreSQL
 # column's server; --quick runs one minimal invocation (2 replicas, Redis) as a smoke test.
 #
 # It builds the release binary and the load tool, installs the Node comparison service
@@ -61,7 +61,7 @@ for arg in "$@"; do
     --no-replicas) REPLICAS=0 ;;
     --debug) PROFILE=debug ;;
     -h | --help)
-      sed -n '2,39p' "$0"
+      sed -n '2,38p' "$0"
       exit 0
       ;;
     *)
@@ -225,9 +225,12 @@ if [ "$POSTGRES" = 1 ] && [ "$REPLICAS" = 1 ]; then
     step "replicas: login, refresh, me on 1 and 2 replicas, without and with the Redis limiter; $REP_ROUNDS rounds"
     for round in $(seq 1 "$REP_ROUNDS"); do
       n=$(printf %02d "$round")
-      for cfg in 1 2 1-redis 2-redis; do
+      for cfg in 1 2 2-half 1-redis 2-redis; do
         extra=()
         case "$cfg" in
+          # A control: 2 replicas with half the threads each, as many as one replica
+          # has, so that 2 vs 1 is not also 4 busy threads vs 2 on these 2 cores.
+          *-half) extra=(--env GATEHOUSE_HTTP_WORKERS=1 --env GATEHOUSE_HASH_WORKERS=1) ;;
           *-redis)
             [ -n "$REDIS_PORT" ] || continue
             read -r -a extra <<<"$(redis_args "$$-$n-$cfg")"

@@ -1,6 +1,6 @@
 //! The replicas table of `--report`: 1 and 2 replicas of gatehouse on one PostgreSQL
 //! database, without and with the Redis limiter, from `bench/run.sh`'s alternating
-//! invocations (labels `replicas-<n>` and `replicas-<n>-redis`).
+//! invocations (labels `replicas-<n>`, `replicas-2-half` and `replicas-<n>-redis`).
 
 use serde_json::Value;
 
@@ -9,9 +9,11 @@ use crate::stats::median;
 
 const SCENARIOS: [&str; 3] = ["login", "refresh", "me"];
 /// (label, replicas, limiter) in the table's order.
-const CONFIGS: [(&str, usize, &str); 4] = [
+const CONFIGS: [(&str, usize, &str); 5] = [
     ("replicas-1", 1, "off"),
     ("replicas-2", 2, "off"),
+    // 2 replicas of 1 HTTP worker and 1 hashing thread each: one replica's threads.
+    ("replicas-2-half", 2, "off"),
     ("replicas-1-redis", 1, "Redis"),
     ("replicas-2-redis", 2, "Redis"),
 ];
@@ -57,7 +59,7 @@ pub(crate) fn print_table(docs: &Docs) {
          of the rounds' ratios and differences)"
     );
     println!(
-        "{:<8} {:>8} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10}",
+        "{:<8} {:>10} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10}",
         "scenario",
         "replicas",
         "limiter",
@@ -95,9 +97,13 @@ pub(crate) fn print_table(docs: &Docs) {
                 })
                 .flatten();
             println!(
-                "{:<8} {:>8} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10}",
+                "{:<8} {:>10} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10}",
                 sc,
-                n,
+                if label.ends_with("-half") {
+                    format!("{n} (half)")
+                } else {
+                    n.to_string()
+                },
                 limiter,
                 fmt(med(docs, label, sc, "rps")),
                 cell(med(docs, label, sc, "p50_ms"), 2),
