@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole performance harness in one command (see BENCHMARKS.md):
 #
-#   bash bench/run.sh            # default: every scenario, 3 rounds, ~9-11 min after the build
+#   bash bench/run.sh            # default: every scenario, 3 rounds, ~14-16 min after the build (5 of them the replicas row)
 #   bash bench/run.sh --quick    # smoke test (CI): tiny durations, no timing asserted
 #   bash bench/run.sh --full     # longer rounds, plus the 5-minute soak and the 1M growth check
 #   bash bench/run.sh --growth   # add the growth check (1,000,000 users and families)
@@ -9,6 +9,8 @@
 #   bash bench/run.sh --no-node  # skip the Node.js comparison
 #   bash bench/run.sh --no-postgres    # skip the PostgreSQL column
 #   bash bench/run.sh --postgres-only  # only the PostgreSQL column (and its table)
+#   bash bench/run.sh --replicas-only  # only the replicas row (and its table)
+#   bash bench/run.sh --no-replicas    # skip the replicas row
 #   bash bench/run.sh --quick --debug  # smoke test on the debug build (CI: no release build)
 #
 # The PostgreSQL column runs signup, login, refresh and /v1/me on SQLite and on
@@ -18,6 +20,13 @@
 # user must be allowed to CREATE DATABASE) and drops at the end, also on failure or
 # Ctrl-C. No other database is touched. GATEHOUSE_BENCH_POSTGRES_ROUNDS sets the rounds;
 # GATEHOUSE_BENCH_POSTGRES=off skips the column (said loudly), as --no-postgres does.
+#
+# The replicas row runs login, refresh and /v1/me on 1 and on 2 replicas sharing one fresh
+# PostgreSQL database, without and with the Redis limiter (a private redis-server on a
+# free port, so its CPU is the run's alone; never the shared one), alternating the four
+# configurations round by round (and a control: 2 replicas of 1 HTTP worker and 1 hashing
+# thread each); the load tool spreads requests round-robin over the replicas itself. GATEHOUSE_BENCH_REPLICAS_ROUNDS sets the rounds. Needs the PostgreSQL
+# column's server; --quick runs one minimal invocation (2 replicas, Redis) as a smoke test.
 #
 # It builds the release binary and the load tool, installs the Node comparison service
 # (bench/node, from its lock file), runs the scenarios against gatehouse (synchronous
@@ -36,6 +45,8 @@ SOAK=0
 NODE=1
 POSTGRES=1
 ONLY_POSTGRES=0
+REPLICAS=1
+ONLY_REPLICAS=0
 PROFILE=release
 for arg in "$@"; do
   case "$arg" in
@@ -45,10 +56,12 @@ for arg in "$@"; do
     --soak) SOAK=1 ;;
     --no-node) NODE=0 ;;
     --no-postgres) POSTGRES=0 ;;
-    --postgres-only) ONLY_POSTGRES=1 NODE=0 GROWTH=0 SOAK=0 ;;
+    --postgres-only) ONLY_POSTGRES=1 REPLICAS=0 NODE=0 GROWTH=0 SOAK=0 ;;
+    --replicas-only) ONLY_REPLICAS=1 NODE=0 GROWTH=0 SOAK=0 ;;
+    --no-replicas) REPLICAS=0 ;;
     --debug) PROFILE=debug ;;
     -h | --help)
-      sed -n '2,29p' "$0"
+      sed -n '2,38p' "$0"
       exit 0
       ;;
     *)
@@ -59,17 +72,22 @@ for arg in "$@"; do
 done
 
 case "$MODE" in
-  quick) DUR=1s WARM=300ms REPEAT=1 RAW_DUR=1s CONC=8 SOAK_DUR=20 SOAK_PROBE=5 USERS=20000 SOAK_USERS=2000 PG_ROUNDS=1 TRIPS=2 ;;
-  default) DUR=5s WARM=1s REPEAT=3 RAW_DUR=3s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 PG_ROUNDS=3 TRIPS=20 ;;
-  full) DUR=15s WARM=2s REPEAT=3 RAW_DUR=5s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 PG_ROUNDS=5 TRIPS=20 ;;
+  quick) DUR=1s WARM=300ms REPEAT=1 RAW_DUR=1s CONC=8 SOAK_DUR=20 SOAK_PROBE=5 USERS=20000 SOAK_USERS=2000 PG_ROUNDS=1 TRIPS=2 REP_ROUNDS=1 ;;
+  default) DUR=5s WARM=1s REPEAT=3 RAW_DUR=3s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 PG_ROUNDS=3 TRIPS=20 REP_ROUNDS=3 ;;
+  full) DUR=15s WARM=2s REPEAT=3 RAW_DUR=5s CONC=32 SOAK_DUR=300 SOAK_PROBE=30 USERS=1000000 SOAK_USERS=100000 PG_ROUNDS=5 TRIPS=20 REP_ROUNDS=5 ;;
 esac
 PG_ROUNDS="${GATEHOUSE_BENCH_POSTGRES_ROUNDS:-$PG_ROUNDS}"
+REP_ROUNDS="${GATEHOUSE_BENCH_REPLICAS_ROUNDS:-$REP_ROUNDS}"
 PG_URL="${GATEHOUSE_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 if [ "${GATEHOUSE_BENCH_POSTGRES:-}" = off ]; then
   POSTGRES=0
 fi
 if [ "$ONLY_POSTGRES" = 1 ] && [ "$POSTGRES" = 0 ]; then
   echo "bench/run.sh: --postgres-only with the PostgreSQL column off" >&2
+  exit 2
+fi
+if [ "$ONLY_REPLICAS" = 1 ] && { [ "$POSTGRES" = 0 ] || [ "$REPLICAS" = 0 ]; }; then
+  echo "bench/run.sh: --replicas-only with PostgreSQL or the replicas row off" >&2
   exit 2
 fi
 
@@ -79,11 +97,16 @@ LOAD=target/$PROFILE/examples/load
 BIN=target/$PROFILE/gatehouse
 FAILED=0
 NODE_PID=""
-cleanup() {
-  if [ -n "$NODE_PID" ] && kill -0 "$NODE_PID" 2>/dev/null; then
-    kill "$NODE_PID" 2>/dev/null
-    wait "$NODE_PID" 2>/dev/null
+REDIS_PID=""
+stop_pid() {
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
   fi
+}
+cleanup() {
+  stop_pid "$NODE_PID"
+  stop_pid "$REDIS_PID"
 }
 trap cleanup EXIT
 # The load tool drops its PostgreSQL database on Ctrl-C and exits; the run stops too.
@@ -130,7 +153,7 @@ if [ "$NODE" = 1 ]; then
   fi
 fi
 
-if [ "$ONLY_POSTGRES" = 0 ]; then
+if [ "$ONLY_POSTGRES" = 0 ] && [ "$ONLY_REPLICAS" = 0 ]; then
   step "gatehouse, synchronous=normal: every scenario, bare actix-web, raw limits"
   load --label gatehouse --spawn "$BIN" --scenarios all --bare --raw all \
     "${COMMON[@]}" --json-out "$OUT/gatehouse.json"
@@ -140,7 +163,7 @@ if [ "$ONLY_POSTGRES" = 0 ]; then
     --scenarios refresh --raw sign,commit,commit-busy "${COMMON[@]}" --json-out "$OUT/gatehouse-full.json"
 fi
 
-if [ "$POSTGRES" = 1 ]; then
+if [ "$POSTGRES" = 1 ] && [ "$ONLY_REPLICAS" = 0 ]; then
   # One invocation per backend and round, alternating, so that each PostgreSQL figure
   # has a SQLite one measured within a minute of it on this shared machine; the report
   # divides round by round. Round trips are counted after the rounds (--round-trips).
@@ -155,8 +178,73 @@ if [ "$POSTGRES" = 1 ]; then
     load --label pg-postgres "${PG_COMMON[@]}" --postgres "$PG_URL" "${trips[@]}" \
       --json-out "$OUT/pg-postgres-$n.json"
   done
-else
+elif [ "$POSTGRES" = 0 ]; then
   echo "bench/run.sh: the PostgreSQL column is SKIPPED (--no-postgres or GATEHOUSE_BENCH_POSTGRES=off)" >&2
+fi
+
+if [ "$POSTGRES" = 1 ] && [ "$REPLICAS" = 1 ]; then
+  # Client-side round-robin (the load tool, one pooled client per replica): no proxy's
+  # CPU or hop in the measured path. Server CPU is the replicas' summed; PG us and
+  # redis us are the database's and the private redis-server's, per request.
+  REP_COMMON=(--spawn "$BIN" --postgres "$PG_URL" --duration "$DUR" --warmup "$WARM"
+    --concurrency "$CONC")
+  REDIS_PORT=""
+  if command -v redis-server >/dev/null; then
+    REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+      --daemonize no >"$OUT/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 50); do
+      redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  else
+    echo "bench/run.sh: redis-server not found: the replicas row runs WITHOUT the Redis limiter" >&2
+  fi
+  # The limiter on, every limit raised so that nothing is refused: its cost, not its
+  # refusals. A key prefix per invocation, so no count carries over.
+  redis_args() {
+    echo --env GATEHOUSE_RATE_LIMITS=on --env GATEHOUSE_RATE_LIMIT_AUTH=1000000000/1000000000 \
+      --env GATEHOUSE_RATE_LIMIT_READS=1000000000/1000000000 \
+      --env "GATEHOUSE_RATE_LIMIT_STORE=redis://127.0.0.1:$REDIS_PORT" \
+      --env "GATEHOUSE_RATE_LIMIT_KEY_PREFIX=bench-$1" --side-pid "$REDIS_PID"
+  }
+  if [ "$MODE" = quick ]; then
+    # CI: one invocation proves the harness (two replicas, the shared database, the
+    # limiter in Redis, the round-robin) and costs seconds; numbers mean nothing here.
+    step "replicas (smoke): 2 replicas on PostgreSQL with the Redis limiter, refresh and me"
+    if [ -n "$REDIS_PORT" ]; then
+      # shellcheck disable=SC2046
+      load --label replicas-2-redis --replicas 2 "${REP_COMMON[@]}" --scenarios refresh,me \
+        $(redis_args "quick-$$") --json-out "$OUT/replicas-2-redis-01.json"
+    else
+      load --label replicas-2 --replicas 2 "${REP_COMMON[@]}" --scenarios refresh,me \
+        --json-out "$OUT/replicas-2-01.json"
+    fi
+  else
+    step "replicas: login, refresh, me on 1 and 2 replicas, without and with the Redis limiter; $REP_ROUNDS rounds"
+    for round in $(seq 1 "$REP_ROUNDS"); do
+      n=$(printf %02d "$round")
+      for cfg in 1 2 2-half 1-redis 2-redis; do
+        extra=()
+        case "$cfg" in
+          # A control: 2 replicas with half the threads each, as many as one replica
+          # has, so that 2 vs 1 is not also 4 busy threads vs 2 on these 2 cores.
+          *-half) extra=(--env GATEHOUSE_HTTP_WORKERS=1 --env GATEHOUSE_HASH_WORKERS=1) ;;
+          *-redis)
+            [ -n "$REDIS_PORT" ] || continue
+            read -r -a extra <<<"$(redis_args "$$-$n-$cfg")"
+            ;;
+        esac
+        load --label "replicas-$cfg" --replicas "${cfg%%-*}" "${REP_COMMON[@]}" \
+          --scenarios login,refresh,me "${extra[@]}" --json-out "$OUT/replicas-$cfg-$n.json"
+      done
+    done
+  fi
+  stop_pid "$REDIS_PID"
+  REDIS_PID=""
+elif [ "$REPLICAS" = 1 ]; then
+  echo "bench/run.sh: the replicas row is SKIPPED (it needs PostgreSQL)" >&2
 fi
 
 if [ "$NODE" = 1 ]; then

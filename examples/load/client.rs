@@ -2,6 +2,7 @@
 //! operation, and the mix that picks the next operation.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -50,12 +51,17 @@ impl Op {
 }
 
 pub(crate) struct Target {
-    /// The server process, for its CPU time.
-    pub(crate) pid: Option<u32>,
+    /// The server processes (one per replica), for their CPU time, summed.
+    pub(crate) pids: Vec<u32>,
+    /// A process beside the servers whose CPU is reported apart (`--side-pid`: a
+    /// private redis-server).
+    pub(crate) side_pid: Option<u32>,
     /// The database server's processes for the run's database (`--postgres`).
     pub(crate) db: Option<std::sync::Arc<crate::pg::DbProbe>>,
-    pub(crate) base: String,
-    pub(crate) client: reqwest::Client,
+    /// One base URL and pooled client per replica; requests take them in turn. The
+    /// balancing is the load tool's own, so no proxy's CPU or hop is in the figures.
+    replicas: Vec<(String, reqwest::Client)>,
+    next: AtomicUsize,
     pub(crate) etag: String,
     pub(crate) tag: String,
 }
@@ -81,6 +87,41 @@ fn transport_error(e: &reqwest::Error) -> String {
 }
 
 impl Target {
+    /// A target of one server (`bases` of one) or of replicas, each with a client.
+    pub(crate) fn new(
+        pids: Vec<u32>,
+        db: Option<std::sync::Arc<crate::pg::DbProbe>>,
+        bases: &[String],
+        etag: String,
+        tag: String,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!bases.is_empty(), "a target needs a server");
+        Ok(Self {
+            pids,
+            side_pid: None,
+            db,
+            replicas: bases
+                .iter()
+                .map(|b| Ok((b.clone(), client()?)))
+                .collect::<anyhow::Result<_>>()?,
+            next: AtomicUsize::new(0),
+            etag,
+            tag,
+        })
+    }
+
+    /// Every replica's base URL.
+    pub(crate) fn bases(&self) -> Vec<String> {
+        self.replicas.iter().map(|(b, _)| b.clone()).collect()
+    }
+
+    /// The next replica, round-robin.
+    fn pick(&self) -> (&str, &reqwest::Client) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
+        let (base, client) = &self.replicas[i];
+        (base, client)
+    }
+
     /// Runs one operation; `Ok(status)` once the whole body is read.
     pub(crate) async fn call(
         &self,
@@ -88,20 +129,18 @@ impl Target {
         acct: &mut Account,
         counter: &mut u64,
     ) -> Result<u16, String> {
-        let c = &self.client;
+        let (base, c) = self.pick();
         let req = match op {
-            Op::Jwks => c.get(format!("{}/.well-known/jwks.json", self.base)),
+            Op::Jwks => c.get(format!("{}/.well-known/jwks.json", base)),
             Op::Jwks304 => c
-                .get(format!("{}/.well-known/jwks.json", self.base))
+                .get(format!("{}/.well-known/jwks.json", base))
                 .header("if-none-match", &self.etag),
-            Op::Me => c
-                .get(format!("{}/v1/me", self.base))
-                .bearer_auth(&acct.access),
+            Op::Me => c.get(format!("{}/v1/me", base)).bearer_auth(&acct.access),
             Op::Login => c
-                .post(format!("{}/v1/login", self.base))
+                .post(format!("{}/v1/login", base))
                 .json(&json!({"email": acct.email, "password": PASSWORD})),
             Op::Refresh => c
-                .post(format!("{}/v1/refresh", self.base))
+                .post(format!("{}/v1/refresh", base))
                 .json(&json!({"refresh_token": acct.refresh})),
             Op::All => return Err("no_op".into()),
             Op::Signup => {
@@ -111,7 +150,7 @@ impl Target {
                     acct.email.replace('@', "-at-"),
                     counter
                 );
-                c.post(format!("{}/v1/signup", self.base))
+                c.post(format!("{}/v1/signup", base))
                     .json(&json!({"email": email, "password": PASSWORD}))
             }
         };
@@ -129,9 +168,9 @@ impl Target {
     /// A fresh account (signup), outside any measurement.
     pub(crate) async fn signup(&self, n: usize) -> anyhow::Result<Account> {
         let email = format!("load-{}-{n}@example.com", self.tag);
-        let res = self
-            .client
-            .post(format!("{}/v1/signup", self.base))
+        let (base, c) = self.pick();
+        let res = c
+            .post(format!("{base}/v1/signup"))
             .json(&json!({"email": email, "password": PASSWORD}))
             .send()
             .await?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{Account, Mix, Op, PerOp, Target, client};
+use crate::client::{Account, Mix, Op, PerOp, Target};
 use crate::scenarios::{Live, Results, run_closed};
 use crate::stats::Stats;
 
@@ -18,14 +18,13 @@ pub(crate) async fn flood(live: &mut Live<'_>, out: &mut Results) -> anyhow::Res
         .unwrap_or_default();
     // A client of their own: the probes never wait for a pooled connection that a
     // login holds.
-    let probe_target = Arc::new(Target {
-        pid: live.server_pid,
-        db: None,
-        base: live.target.base.clone(),
-        client: client()?,
-        etag: live.target.etag.clone(),
-        tag: live.target.tag.clone(),
-    });
+    let probe_target = Arc::new(Target::new(
+        live.target.pids.clone(),
+        None,
+        &live.target.bases(),
+        live.target.etag.clone(),
+        live.target.tag.clone(),
+    )?);
     let start = Instant::now();
     let baseline = probes(
         Arc::clone(&probe_target),

@@ -31,6 +31,7 @@ mod flood;
 mod pg;
 mod raw;
 mod relay;
+mod replicas;
 mod report;
 mod rss;
 mod run;
@@ -61,6 +62,17 @@ struct Args {
     /// temporary database and keys, and stop it at the end.
     #[arg(long)]
     spawn: Option<PathBuf>,
+    /// With --spawn and --postgres: start this many replicas on the one database (and
+    /// one Redis, when `--env GATEHOUSE_RATE_LIMIT_STORE=...` names one), with one issuer,
+    /// and spread the requests over them round-robin, one pooled client per replica (no
+    /// proxy in the measured path). Server CPU is the replicas' summed. Given, even as 1,
+    /// the issuer is the same fixed one, so that 1 and N compare like with like.
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// A process beside the server whose CPU per request over the measured windows is
+    /// reported apart (`side us`; a private redis-server, say).
+    #[arg(long, value_name = "PID")]
+    side_pid: Option<u32>,
     /// Extra environment for the spawned server, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,

@@ -10,10 +10,10 @@ use serde_json::Value;
 use crate::stats::median;
 
 /// The documents of one run by label.
-struct Docs {
+pub(crate) struct Docs {
     /// Several documents may share a label (repeated growth runs): figures are their
     /// median.
-    all: BTreeMap<String, Vec<Value>>,
+    pub(crate) all: BTreeMap<String, Vec<Value>>,
 }
 
 impl Docs {
@@ -40,7 +40,7 @@ impl Docs {
     }
 
     /// The median over the documents of `label`.
-    fn pick(&self, label: &str, f: &dyn Fn(&Value) -> Option<f64>) -> Option<f64> {
+    pub(crate) fn pick(&self, label: &str, f: &dyn Fn(&Value) -> Option<f64>) -> Option<f64> {
         let v: Vec<f64> = self.all.get(label)?.iter().filter_map(f).collect();
         (!v.is_empty()).then(|| median(&v))
     }
@@ -92,11 +92,11 @@ fn run_raw(d: &Value, r: &str, i: usize) -> Option<f64> {
     d["raw"][r]["runs"][i].as_f64()
 }
 
-fn fmt(x: Option<f64>) -> String {
+pub(crate) fn fmt(x: Option<f64>) -> String {
     x.map_or("n/a".to_owned(), |x| format!("{x:.0}"))
 }
 
-fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub(crate) fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
@@ -164,6 +164,7 @@ pub(crate) fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
     rows.extend(postgres_rows(&docs));
     print_rows(&rows);
     print_postgres_table(&docs);
+    crate::replicas::print_table(&docs);
     Ok(())
 }
 
@@ -175,6 +176,12 @@ const PG_SCENARIOS: [&str; 4] = ["signup", "login", "refresh", "me"];
 
 /// The SQLite and PostgreSQL documents of the same round, in the order they ran.
 fn pg_pairs(docs: &Docs) -> Vec<(&Value, &Value)> {
+    round_pairs(docs, PG_SQLITE, PG_POSTGRES)
+}
+
+/// The documents of labels `a` and `b` of the same round of an alternation: the first
+/// of each, then the second of each, by start time.
+pub(crate) fn round_pairs<'d>(docs: &'d Docs, a: &str, b: &str) -> Vec<(&'d Value, &'d Value)> {
     let sorted = |label: &str| {
         let mut v: Vec<&Value> = docs
             .all
@@ -184,13 +191,10 @@ fn pg_pairs(docs: &Docs) -> Vec<(&Value, &Value)> {
         v.sort_by_key(|d| d["started_unix_ms"].as_i64().unwrap_or(0));
         v
     };
-    sorted(PG_SQLITE)
-        .into_iter()
-        .zip(sorted(PG_POSTGRES))
-        .collect()
+    sorted(a).into_iter().zip(sorted(b)).collect()
 }
 
-fn doc_median(d: &Value, sc: &str, field: &str) -> Option<f64> {
+pub(crate) fn doc_median(d: &Value, sc: &str, field: &str) -> Option<f64> {
     d["scenarios"][sc]["median"][field].as_f64()
 }
 

@@ -95,18 +95,34 @@ pub(crate) fn sample_rss(
     })
 }
 
-/// CPU seconds (user + system) the server, this process and, with `--postgres`, the
-/// database server's processes for the run's database spend between two instants.
+/// CPU seconds spent in one measured window.
+#[derive(Default)]
+pub(crate) struct WindowCpu {
+    /// Every server process (replica) with its descendants, summed.
+    pub(crate) server: f64,
+    /// This load tool.
+    pub(crate) client: f64,
+    /// The database server's processes for the run's database (`--postgres`).
+    pub(crate) db: Option<f64>,
+    /// The `--side-pid` process (a private redis-server).
+    pub(crate) side: Option<f64>,
+}
+
+/// CPU seconds (user + system) the servers, this process, the side process and, with
+/// `--postgres`, the database server's processes for the run's database spend between
+/// two instants.
 pub(crate) async fn cpu_between(
-    server: Option<u32>,
+    servers: Vec<u32>,
+    side: Option<u32>,
     db: Option<Arc<DbProbe>>,
     from: Instant,
     to: Instant,
-) -> (f64, f64, Option<f64>) {
+) -> WindowCpu {
     let sample = || {
-        let server = server.and_then(tree_cpu_secs).unwrap_or(0.0);
+        let server: f64 = servers.iter().filter_map(|p| tree_cpu_secs(*p)).sum();
         let me = cpu_secs(std::process::id()).unwrap_or(0.0);
-        (server, me)
+        let side = side.and_then(tree_cpu_secs);
+        (server, me, side)
     };
     tokio::time::sleep_until(tokio::time::Instant::from_std(from)).await;
     let a = sample();
@@ -120,5 +136,10 @@ pub(crate) async fn cpu_between(
         (Some(p), Some(before)) => Some(cpu_delta(&before, &p.sample().await)),
         _ => None,
     };
-    (b.0 - a.0, b.1 - a.1, db_cpu)
+    WindowCpu {
+        server: b.0 - a.0,
+        client: b.1 - a.1,
+        db: db_cpu,
+        side: b.2.zip(a.2).map(|(b, a)| b - a),
+    }
 }

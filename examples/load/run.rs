@@ -24,6 +24,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     let scenarios = scenario_list(&args.scenarios)?;
     let raws = raw::list(args.raw.as_deref())?;
     let raw_settings = raw_settings(&args)?;
+    if let Some(n) = args.replicas {
+        if n == 0 || args.spawn.is_none() {
+            bail!("--replicas needs --spawn and at least 1");
+        }
+        if n > 1 && args.postgres.is_none() {
+            bail!("--replicas above 1 needs --postgres: SQLite is one process's database");
+        }
+    }
     let pg = match (&args.postgres, &args.spawn) {
         (Some(url), Some(_)) => Some(BenchDatabase::create(url)?),
         (Some(_), None) => bail!("--postgres needs --spawn"),
@@ -31,14 +39,25 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     };
     // Given first, so that an `--env` of the user's replaces it.
     let mut env: Vec<String> = pg.iter().map(BenchDatabase::kek_env).collect();
+    if args.replicas.is_some() {
+        // A token issued by one replica is presented to the next: one issuer for all.
+        env.push("GATEHOUSE_ISSUER=http://127.0.0.1".into());
+    }
     env.extend(args.env.iter().cloned());
     if let Some(db) = &pg {
         env.push(format!("GATEHOUSE_DATABASE={}", db.url_text()));
     }
-    let (mut spawned, base, database_users) = reach_server(&args, &env, &scenarios).await?;
-    let server_pid = spawned.as_ref().and_then(|s| s.child.id()).or(args.rss_pid);
+    let (mut spawned, bases, database_users) = reach_server(&args, &env, &scenarios).await?;
+    let base = bases.first().cloned().unwrap_or_default();
+    let server_pids: Vec<u32> = if spawned.is_empty() {
+        args.rss_pid.into_iter().collect()
+    } else {
+        spawned.iter().filter_map(|s| s.child.id()).collect()
+    };
+    // Resident memory is the first replica's (they are alike).
+    let server_pid = server_pids.first().copied();
 
-    let mut doc = settings_doc(&args, &base, &raw_settings.sync_name, database_users);
+    let mut doc = settings_doc(&args, &bases, &raw_settings.sync_name, database_users);
     let mut results = Results::new();
     let mut healthy = true;
     if base.is_empty() {
@@ -48,7 +67,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
             Some(db) => Some(Arc::new(db.probe()?)),
             None => None,
         };
-        let live = prepare(&args, &base, server_pid, probe, &scenarios, &mut doc).await?;
+        let servers = Servers {
+            bases: &bases,
+            pids: server_pids,
+        };
+        let live = prepare(&args, servers, probe, &scenarios, &mut doc).await?;
         let bare = run_rounds(live, &scenarios, &raws, &raw_settings, &mut results).await?;
         if let Some(mut handle) = bare {
             let _ = handle.start_kill();
@@ -60,11 +83,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     }
     doc["raw"] = raw::to_json(&results.raw_runs, &raw_settings.sync_name);
 
-    if let Some(s) = spawned.as_mut()
-        && !s.stop().await?
-    {
-        doc["server_crashed"] = json!(true);
-        healthy = false;
+    for s in &mut spawned {
+        if !s.stop().await? {
+            doc["server_crashed"] = json!(true);
+            healthy = false;
+        }
     }
     if let (Some(db), Some(bin)) = (&pg, &args.spawn) {
         doc["postgres_database"] = json!(db.name);
@@ -104,33 +127,47 @@ fn raw_settings(args: &Args) -> anyhow::Result<RawSettings> {
     })
 }
 
-/// Spawns the server or waits for the one at `--url`; an empty base URL when there is
-/// none and nothing needs one (raw limits only). Also the seeded database's user count.
+/// Spawns the server (or `--replicas` of them) or waits for the one at `--url`; no base
+/// URL when there is none and nothing needs one (raw limits only). Also the seeded
+/// database's user count.
 async fn reach_server(
     args: &Args,
     env: &[String],
     scenarios: &[String],
-) -> anyhow::Result<(Option<Spawned>, String, Option<i64>)> {
+) -> anyhow::Result<(Vec<Spawned>, Vec<String>, Option<i64>)> {
     match (&args.spawn, &args.url) {
         (Some(bin), _) => {
-            let (s, base) = spawn_server(bin, env, args.database.as_deref()).await?;
+            let (mut spawned, mut bases) = (Vec::new(), Vec::new());
+            // One after the other: the first start makes the keys and the refresh
+            // secret in the database, the others load them.
+            for _ in 0..args.replicas.unwrap_or(1) {
+                let (s, base) = spawn_server(bin, env, args.database.as_deref()).await?;
+                spawned.push(s);
+                bases.push(base);
+            }
             let users = args.database.as_deref().and_then(|db| count_users(db).ok());
-            Ok((Some(s), base, users))
+            Ok((spawned, bases, users))
         }
         (None, Some(url)) => {
             let base = url.trim_end_matches('/').to_owned();
             wait_ready(&base, None).await?;
-            Ok((None, base, None))
+            Ok((Vec::new(), vec![base], None))
         }
-        (None, None) if scenarios.is_empty() && !args.bare => Ok((None, String::new(), None)),
+        (None, None) if scenarios.is_empty() && !args.bare => Ok((Vec::new(), Vec::new(), None)),
         (None, None) => bail!("give --url or --spawn"),
     }
 }
 
-fn settings_doc(args: &Args, base: &str, sync_name: &str, database_users: Option<i64>) -> Value {
+fn settings_doc(
+    args: &Args,
+    bases: &[String],
+    sync_name: &str,
+    database_users: Option<i64>,
+) -> Value {
     json!({
         "label": args.label,
-        "url": base,
+        "url": bases.first().cloned().unwrap_or_default(),
+        "replica_urls": bases,
         "settings": {
             "duration_s": args.duration.as_secs_f64(),
             "warmup_s": args.warmup.as_secs_f64(),
@@ -143,21 +180,33 @@ fn settings_doc(args: &Args, base: &str, sync_name: &str, database_users: Option
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "database_users": database_users,
             "backend": if args.postgres.is_some() { "postgres" } else { "sqlite" },
+            "replicas": bases.len(),
         },
         "started_unix_ms": chrono::Utc::now().timestamp_millis(),
     })
+}
+
+/// The servers under load: their base URLs and processes (one of each per replica).
+struct Servers<'b> {
+    bases: &'b [String],
+    pids: Vec<u32>,
 }
 
 /// Idle memory, the JWKS ETag and body, the workers' accounts and the bare baseline:
 /// everything made before the first measurement.
 async fn prepare<'a>(
     args: &'a Args,
-    base: &str,
-    server_pid: Option<u32>,
+    servers: Servers<'_>,
     db: Option<Arc<crate::pg::DbProbe>>,
     scenarios: &[String],
     doc: &mut Value,
 ) -> anyhow::Result<Live<'a>> {
+    let base = servers
+        .bases
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
+    let server_pid = servers.pids.first().copied();
     // Half a second for the server to settle after start before "idle" is read.
     tokio::time::sleep(Duration::from_millis(500)).await;
     doc["rss_kib"] = json!({ "idle": server_pid.and_then(tree_rss_kib) });
@@ -173,20 +222,21 @@ async fn prepare<'a>(
         .unwrap_or_default()
         .to_owned();
     let jwks_body = jwks.bytes().await?;
-    let target = Arc::new(Target {
-        pid: server_pid,
+    let mut target = Target::new(
+        servers.pids,
         db,
-        base: base.to_owned(),
-        client: http,
+        servers.bases,
         etag,
         // Emails unique across invocations against the same server.
-        tag: format!(
+        format!(
             "{}-{}-{}",
             args.label,
             std::process::id(),
             chrono::Utc::now().timestamp_millis()
         ),
-    });
+    )?;
+    target.side_pid = args.side_pid;
+    let target = Arc::new(target);
     let needs_accounts = scenarios.iter().any(|s| s != "jwks" && s != "jwks-304");
     let accounts = if needs_accounts {
         sign_up(&target, args.concurrency.max(1)).await?
@@ -233,14 +283,13 @@ async fn start_bare(
     workers: usize,
 ) -> anyhow::Result<(tokio::process::Child, Arc<Target>)> {
     let (handle, url) = crate::bare::start(body, workers).await?;
-    let target = Arc::new(Target {
-        pid: handle.id(),
-        db: None,
-        base: url,
-        client: client()?,
-        etag: String::new(),
-        tag: String::new(),
-    });
+    let target = Arc::new(Target::new(
+        handle.id().into_iter().collect(),
+        None,
+        &[url],
+        String::new(),
+        String::new(),
+    )?);
     Ok((handle, target))
 }
 

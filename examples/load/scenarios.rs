@@ -209,7 +209,8 @@ pub(crate) async fn run_closed(
     let measure_from = start + warmup;
     let deadline = measure_from + duration;
     let cpu = tokio::spawn(cpu_between(
-        target.pid,
+        target.pids.clone(),
+        target.side_pid,
         target.db.clone(),
         measure_from,
         deadline,
@@ -244,15 +245,16 @@ pub(crate) async fn run_closed(
         }
         merged.insert(Op::All, all);
     }
-    let (server_cpu, client_cpu, db_cpu) = cpu.await.unwrap_or_default();
+    let cpu = cpu.await.unwrap_or_default();
     merged
         .into_iter()
         .map(|(op, rec)| {
             let mut st = rec.stats(duration);
             let n = st.ok.max(1) as f64;
-            st.server_cpu_us = server_cpu * 1e6 / n;
-            st.client_cpu_us = client_cpu * 1e6 / n;
-            st.db_cpu_us = db_cpu.map(|c| c * 1e6 / n);
+            st.server_cpu_us = cpu.server * 1e6 / n;
+            st.client_cpu_us = cpu.client * 1e6 / n;
+            st.db_cpu_us = cpu.db.map(|c| c * 1e6 / n);
+            st.side_cpu_us = cpu.side.map(|c| c * 1e6 / n);
             (op, st)
         })
         .collect()

@@ -59,6 +59,7 @@ impl Recorder {
             server_cpu_us: 0.0,
             client_cpu_us: 0.0,
             db_cpu_us: None,
+            side_cpu_us: None,
             errors: self.errors,
         }
     }
@@ -82,6 +83,8 @@ pub(crate) struct Stats {
     /// The database server's CPU per successful request (PostgreSQL only: SQLite's
     /// is the server's own).
     pub(crate) db_cpu_us: Option<f64>,
+    /// The `--side-pid` process's CPU per successful request (a private redis-server).
+    pub(crate) side_cpu_us: Option<f64>,
 }
 
 impl Stats {
@@ -98,6 +101,7 @@ impl Stats {
             "server_cpu_us_per_req": round(self.server_cpu_us),
             "client_cpu_us_per_req": round(self.client_cpu_us),
             "db_cpu_us_per_req": self.db_cpu_us.map(round),
+            "side_cpu_us_per_req": self.side_cpu_us.map(round),
         })
     }
 
@@ -129,6 +133,10 @@ impl Stats {
                 .iter()
                 .all(|s| s.db_cpu_us.is_some())
                 .then(|| med(|s| s.db_cpu_us.unwrap_or_default())),
+            side_cpu_us: runs
+                .iter()
+                .all(|s| s.side_cpu_us.is_some())
+                .then(|| med(|s| s.side_cpu_us.unwrap_or_default())),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::client::{Op, Target, client};
+use crate::client::{Op, Target};
 use crate::pg::BenchDatabase;
 use crate::relay::CountingRelay;
 use crate::server::spawn_server;
@@ -38,14 +38,13 @@ pub(crate) async fn count(
         db.url_text_via(relay.port)
     ));
     let (mut spawned, base) = spawn_server(binary, &env, None).await?;
-    let target = Arc::new(Target {
-        pid: spawned.child.id(),
-        db: None,
-        base,
-        client: client()?,
-        etag: String::new(),
-        tag: format!("trips-{}", std::process::id()),
-    });
+    let target = Arc::new(Target::new(
+        spawned.child.id().into_iter().collect(),
+        None,
+        &[base],
+        String::new(),
+        format!("trips-{}", std::process::id()),
+    )?);
     let mut acct = target.signup(0).await?;
     let mut counter = 0u64;
     let mut out = serde_json::Map::new();
