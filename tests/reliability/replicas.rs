@@ -358,6 +358,48 @@ async fn nothing_acknowledged_is_lost(replicas: &Replicas, all: &Acknowledged) {
     }
 }
 
+/// The load of `load` running through the front while a test disturbs the replicas.
+struct Running {
+    stop: Arc<AtomicBool>,
+    marker: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Acknowledged>,
+}
+
+impl Running {
+    /// Six clients, and a second of load before the caller disturbs anything.
+    async fn start(replicas: &Replicas) -> Self {
+        let (stop, marker) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let task = tokio::spawn(load(replicas.url(""), 6, stop.clone(), marker.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Self { stop, marker, task }
+    }
+
+    /// Marks the disturbance done, lets the load run a second more, and checks what
+    /// every run must show: no 5xx but the front's 502, enough load, and rotations
+    /// served after the disturbance (`after` names it).
+    async fn finish(self, after: &str) -> Acknowledged {
+        self.marker.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let all = self.task.await.expect("load");
+        assert!(all.server_errors.is_empty(), "{:?}", all.server_errors);
+        assert!(
+            all.accounts.len() >= 10,
+            "too little load: {}",
+            all.accounts.len()
+        );
+        assert!(
+            all.after_marker >= 5,
+            "no service after {after} ({} rotations)",
+            all.after_marker
+        );
+        all
+    }
+}
+
 /// A replica SIGKILLed in the middle of a load of signups and refreshes: nothing any
 /// replica acknowledged is lost, the others keep serving, and only requests in flight
 /// on the dead replica fail (502 from the front).
@@ -366,28 +408,9 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
     let Some(mut replicas) = Replicas::start("replicas_kill", REPLICAS, |b| b).await else {
         return;
     };
-    let (stop, killed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let running = tokio::spawn(load(replicas.url(""), 6, stop.clone(), killed.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let running = Running::start(&replicas).await;
     replicas.kill(1).await;
-    killed.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let all = running.await.expect("load");
-    assert!(all.server_errors.is_empty(), "{:?}", all.server_errors);
-    assert!(
-        all.accounts.len() >= 10,
-        "too little load: {}",
-        all.accounts.len()
-    );
-    assert!(
-        all.after_marker >= 5,
-        "the other replicas stopped serving after the kill ({} rotations)",
-        all.after_marker
-    );
+    let all = running.finish("the kill").await;
     nothing_acknowledged_is_lost(&replicas, &all).await;
     eprintln!(
         "replicas: {} signups and {} token chains kept across a kill ({} answered 502)",
@@ -405,33 +428,14 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     let Some(mut replicas) = Replicas::start("replicas_rolling", REPLICAS, |b| b).await else {
         return;
     };
-    let (stop, restarted) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let running = tokio::spawn(load(replicas.url(""), 6, stop.clone(), restarted.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let running = Running::start(&replicas).await;
     for i in 0..replicas.len() {
         replicas.restart(i).await;
     }
-    restarted.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let all = running.await.expect("load");
-    assert!(all.server_errors.is_empty(), "{:?}", all.server_errors);
+    let all = running.finish("the rolling restart").await;
     assert_eq!(
         all.bad_gateway, 0,
         "requests failed during the rolling restart"
-    );
-    assert!(
-        all.accounts.len() >= 10,
-        "too little load: {}",
-        all.accounts.len()
-    );
-    assert!(
-        all.after_marker >= 5,
-        "the new replicas do not serve ({} rotations)",
-        all.after_marker
     );
     nothing_acknowledged_is_lost(&replicas, &all).await;
     eprintln!(
