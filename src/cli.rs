@@ -73,7 +73,8 @@ enum Command {
         to: std::path::PathBuf,
     },
     /// Copy a SQLite install into PostgreSQL, in one transaction: users, sessions, token
-    /// hashes, lockout counters, audit events. Stop the service first.
+    /// hashes, lockout counters, audit events; then, with --keys-from, its keys. Stop the
+    /// service first.
     MigrateData {
         /// The SQLite database to copy; opened read-only, never changed.
         #[arg(long, value_name = "FILE")]
@@ -87,6 +88,11 @@ enum Command {
         /// source's); without it, a non-empty target is refused.
         #[arg(long)]
         into_non_empty: bool,
+        /// The install's keys directory: after the data, its keys and refresh.secret are
+        /// sealed into the target under GATEHOUSE_KEY_ENCRYPTION_KEY_FILE, as `gatehouse
+        /// keys import` does, so every session refreshes after the move.
+        #[arg(long, value_name = "DIR")]
+        keys_from: Option<std::path::PathBuf>,
     },
 }
 
@@ -338,7 +344,14 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             from,
             to,
             into_non_empty,
-        } => migrate_data(&settings, &from, to.as_deref(), into_non_empty),
+            keys_from,
+        } => migrate_data(
+            &settings,
+            &from,
+            to.as_deref(),
+            into_non_empty,
+            keys_from.as_deref(),
+        ),
         other => {
             let rt = runtime()?;
             let _guard = rt.enter();
@@ -353,7 +366,16 @@ fn migrate_data(
     from: &std::path::Path,
     to: Option<&str>,
     into_non_empty: bool,
+    keys_from: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
+    // Refused before the data moves, not after.
+    if keys_from.is_some() && settings.key_encryption_key_file.is_none() {
+        return Err(Failure::User(
+            "--keys-from seals the keys under GATEHOUSE_KEY_ENCRYPTION_KEY_FILE: set it \
+             (32 random bytes, mode 0600) first"
+                .into(),
+        ));
+    }
     let to = match (to, &settings.database_url) {
         (Some(url), _) => {
             PostgresUrl::parse(url).map_err(|e| Failure::User(format!("--to: {e}")))?
@@ -395,6 +417,13 @@ fn migrate_data(
         println!("# audit events were numbered after the target's own, in their order");
     }
     println!("# verified: the target's counts match the source's");
+    if let Some(dir) = keys_from {
+        // A second transaction: should it fail, the data stays moved, and `gatehouse keys
+        // import --from DIR` finishes the job.
+        let mut target = settings.clone();
+        target.database_url = Some(to);
+        import_keys(&target, dir, false)?;
+    }
     Ok(())
 }
 

@@ -272,17 +272,31 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
     let source_counts = sqlite_counts(&source);
     let to = db.url_text();
     let from = source.to_str().expect("utf-8 path");
-    let out = on_sqlite
-        .cli_ok(&["migrate-data", "--from", from, "--to", &to], None)
+    // One command for data and keys; the target comes from GATEHOUSE_DATABASE.
+    let keys_dir = on_sqlite.keys_dir.display().to_string();
+    let out = on_postgres
+        .cli_ok(
+            &["migrate-data", "--from", from, "--keys-from", &keys_dir],
+            None,
+        )
         .await;
+    assert!(
+        out.contains("current"),
+        "the keys were not imported:\n{out}"
+    );
     assert_eq!(
         reported(&out),
         source_counts,
         "the report's counts are not the source's:\n{out}"
     );
+    // The key import that followed the copy records one event of its own.
+    let source_counts_and_import: Vec<(String, u64)> = source_counts
+        .iter()
+        .map(|(t, n)| (t.clone(), n + u64::from(t == "audit_events")))
+        .collect();
     assert_eq!(
         pg_counts(&db),
-        source_counts,
+        source_counts_and_import,
         "the target's counts are not the source's"
     );
     assert_eq!(
@@ -309,7 +323,11 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
         .await;
     assert_eq!(code, 1, "a non-empty target was not refused:\n{again}");
     assert!(again.contains("--into-non-empty"), "{again}");
-    assert_eq!(pg_counts(&db), source_counts, "the refused run wrote");
+    assert_eq!(
+        pg_counts(&db),
+        source_counts_and_import,
+        "the refused run wrote"
+    );
     // Even when told to, rows that collide roll the whole copy back.
     let (code, merged) = on_sqlite
         .cli(&[
@@ -323,15 +341,14 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
         .await;
     assert_eq!(code, 1, "colliding rows were not refused:\n{merged}");
     assert!(!merged.contains("DETAIL"), "{merged}");
-    assert_eq!(pg_counts(&db), source_counts, "the failed merge wrote");
+    assert_eq!(
+        pg_counts(&db),
+        source_counts_and_import,
+        "the failed merge wrote"
+    );
 
     // ---- The service on PostgreSQL, with the install's keys moved in (signing keys and
-    // refresh secret), as an operator does after the data.
-    let keys_dir = on_sqlite.keys_dir.display().to_string();
-    let imported = on_postgres
-        .cli_ok(&["keys", "import", "--from", &keys_dir], None)
-        .await;
-    assert!(imported.contains("current"), "{imported}");
+    // refresh secret) by the move.
     let server = on_postgres.start().await;
     // An access token minted on SQLite still verifies, and its session is still live.
     let (s, me) = get(&server, "/v1/me", &live_access).await;
@@ -458,6 +475,22 @@ async fn migrate_data_refuses_a_bad_source_or_target_clearly() {
         .await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("--to"), "{out}");
+
+    // Keys asked for without a key-encryption key: refused before any data moves.
+    let keys = bin.keys_dir.to_str().expect("utf-8").to_owned();
+    let (code, out) = bin
+        .cli(&[
+            "migrate-data",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--keys-from",
+            &keys,
+        ])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE"), "{out}");
 
     let port = crate::kit::ports::free_port();
     let (code, out) = bin
