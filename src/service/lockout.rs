@@ -329,8 +329,13 @@ mod tests {
     fn fail(store: &Arc<dyn Store>, keys: &[&str], times: u32, now: DateTime<Utc>) {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         for _ in 0..times {
+            let how = Settle::Failed {
+                keys: &keys,
+                window_secs: WINDOW,
+                now,
+            };
             store
-                .record_login_failure(&keys, WINDOW, now)
+                .settle_attempt(LeaseId::random(), how)
                 .expect("record a failure");
         }
     }

@@ -497,16 +497,6 @@ pub trait Store: Send + Sync + 'static {
         window_secs: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<AttemptCount>, StoreError>;
-    /// Counts one failed login against every key, opening a new window where the last
-    /// one has ended.
-    fn record_login_failure(
-        &self,
-        keys: &[String],
-        window_secs: i64,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-    /// Forgets `key`'s failures (after a successful login).
-    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 
     // Audit log.
     fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError>;

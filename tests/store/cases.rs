@@ -616,9 +616,7 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
         email_attempt_key(&keep.email),
         "ip:192.0.2.1".to_owned(),
     ];
-    store
-        .record_login_failure(&keys, 900, t0())
-        .expect("failure");
+    fail(store, &keys, 900, t0());
 
     assert!(store.delete_user(u.id, &u.email).expect("delete"));
     assert!(!store.delete_user(u.id, &u.email).expect("delete again"));
@@ -687,9 +685,7 @@ pub fn a_family_opens_with_its_event_and_forgiveness_or_not_at_all(store: &S) {
             })
             .expect("audit")
     };
-    store
-        .record_login_failure(std::slice::from_ref(&key), WINDOW, t0())
-        .expect("record");
+    fail(store, std::slice::from_ref(&key), WINDOW, t0());
 
     let stale = NewFamily {
         opened_by: AuditEvent {
@@ -741,9 +737,7 @@ pub fn lockout_windows_count_expire_and_clear(store: &S) {
         [AttemptCount::default()]
     );
     for s in 0..3 {
-        store
-            .record_login_failure(&keys, WINDOW, t0() + Duration::seconds(s))
-            .expect("record");
+        fail(store, &keys, WINDOW, t0() + Duration::seconds(s));
     }
     let at = t0() + Duration::seconds(100);
     assert_eq!(
@@ -768,9 +762,7 @@ pub fn lockout_windows_count_expire_and_clear(store: &S) {
         store.login_failures(&keys, WINDOW, end).expect("read"),
         [AttemptCount::default(); 2]
     );
-    store
-        .record_login_failure(&keys[..1], WINDOW, end)
-        .expect("record");
+    fail(store, &keys[..1], WINDOW, end);
     assert_eq!(
         store
             .login_failures(&keys[..1], WINDOW, end + Duration::seconds(10))
@@ -781,9 +773,21 @@ pub fn lockout_windows_count_expire_and_clear(store: &S) {
         }]
     );
 
-    store.clear_login_failures(&keys[0]).expect("clear");
     store
-        .clear_login_failures(&unknown[0])
+        .settle_attempt(
+            LeaseId::random(),
+            Settle::Succeeded {
+                forgive: Some(&keys[0]),
+            },
+        )
+        .expect("clear");
+    store
+        .settle_attempt(
+            LeaseId::random(),
+            Settle::Succeeded {
+                forgive: Some(&unknown[0]),
+            },
+        )
         .expect("clear a key never seen");
     let counts = store
         .login_failures(&keys, WINDOW, t0() + Duration::seconds(1))
@@ -801,9 +805,7 @@ pub fn concurrent_failures_are_all_counted(store: &S) {
             let (store, keys) = (Arc::clone(store), keys.clone());
             scope.spawn(move || {
                 for _ in 0..EACH {
-                    store
-                        .record_login_failure(&keys, 600, t0())
-                        .expect("record");
+                    fail(&store, &keys, 600, t0());
                 }
             });
         }
@@ -813,6 +815,18 @@ pub fn concurrent_failures_are_all_counted(store: &S) {
         counts.iter().all(|c| c.failures == THREADS * EACH),
         "{counts:?}"
     );
+}
+
+/// One failure on each of `keys`, as a check without a lease of its own settles it.
+fn fail(store: &S, keys: &[String], window_secs: i64, now: DateTime<Utc>) {
+    let how = Settle::Failed {
+        keys,
+        window_secs,
+        now,
+    };
+    store
+        .settle_attempt(LeaseId::random(), how)
+        .expect("record a failure");
 }
 
 fn lease(keys: &[String], now: DateTime<Utc>) -> Lease {
@@ -963,16 +977,13 @@ pub fn prune_removes_what_no_rule_needs(store: &S) {
         .expect("known")
         .family_id;
     assert!(spend(store, short_family, token(1), token(3), t0()));
-    store
-        .record_login_failure(&["email:old@example.com".to_owned()], 600, t0())
-        .expect("record");
-    store
-        .record_login_failure(
-            &["email:new@example.com".to_owned()],
-            600,
-            t0() + Duration::hours(3),
-        )
-        .expect("record");
+    fail(store, &["email:old@example.com".to_owned()], 600, t0());
+    fail(
+        store,
+        &["email:new@example.com".to_owned()],
+        600,
+        t0() + Duration::hours(3),
+    );
     for minutes in [0, 10, 20] {
         store
             .record_audit(AuditEvent::new(

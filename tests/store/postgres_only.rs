@@ -521,10 +521,6 @@ fn hot_paths_take_one_round_trip_per_store_call() {
         .account_for_session(user.id, family, now)
         .expect("session");
     count("account_for_session", 1);
-    store
-        .record_login_failure(&keys, 600, now)
-        .expect("failure");
-    count("record_login_failure", 1);
     let failing = LeaseId::random();
     let failed = Settle::Failed {
         keys: &keys,

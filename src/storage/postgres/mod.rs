@@ -971,38 +971,6 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn record_login_failure(
-        &self,
-        keys: &[String],
-        window_secs: i64,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let keys = sorted_distinct(keys);
-        let now = sec(now);
-        let window = window_secs as f64;
-        self.write(|c| {
-            c.query_typed(
-                RECORD_FAILURES,
-                &[
-                    (&keys, Type::TEXT_ARRAY),
-                    (&now, Type::TIMESTAMPTZ),
-                    (&window, Type::FLOAT8),
-                ],
-            )
-        })?;
-        Ok(())
-    }
-
-    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
-        self.write(|c| {
-            c.query_typed(
-                "DELETE FROM login_attempts WHERE key = $1",
-                &[(&key, Type::TEXT)],
-            )
-        })?;
-        Ok(())
-    }
-
     fn record_audit(&self, e: AuditEvent) -> Result<(), StoreError> {
         let at = sec(e.at);
         let kind = e.kind.as_str();

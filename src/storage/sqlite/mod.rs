@@ -545,19 +545,6 @@ impl Store for SqliteStore {
         self.read(|c| lockout::failures(c, keys, window_secs, now))
     }
 
-    fn record_login_failure(
-        &self,
-        keys: &[String],
-        window_secs: i64,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| lockout::record_failure(tx, keys, window_secs, now))
-    }
-
-    fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
-        self.write(|tx| lockout::forget(tx, key))
-    }
-
     fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
         self.write(|tx| audit::insert(tx, &event))
     }
