@@ -77,6 +77,13 @@ fn verdict(limits: &[(String, u32)], loads: &[KeyLoad]) -> Verdict {
     }
 }
 
+/// What a reservation came to.
+enum Admission {
+    Go(Attempt),
+    Wait,
+    Locked { retry_after_secs: i64 },
+}
+
 /// Asks the store for a lease on `limits`' keys; the attempt when admitted.
 ///
 /// The `Attempt` is built here, on the blocking pool: if the request is dropped while
@@ -87,7 +94,7 @@ fn reserve(
     limits: &[(String, u32)],
     window_secs: i64,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(Verdict, Option<Attempt>), crate::storage::StoreError> {
+) -> Result<Admission, crate::storage::StoreError> {
     let lease = Lease {
         id: LeaseId::random(),
         keys: limits.iter().map(|(k, _)| k.clone()).collect(),
@@ -97,22 +104,21 @@ fn reserve(
     };
     let reservation =
         store.reserve_attempt(&lease, &|loads| verdict(limits, loads) == Verdict::Go)?;
-    let ruled = verdict(limits, &reservation.loads);
     if !reservation.leased {
-        return Ok((ruled, None));
+        return Ok(match verdict(limits, &reservation.loads) {
+            Verdict::Locked { retry_after_secs } => Admission::Locked { retry_after_secs },
+            Verdict::Wait | Verdict::Go => Admission::Wait,
+        });
     }
     let own_failures = reservation.loads.first().map_or(0, |l| l.stored.failures);
-    Ok((
-        Verdict::Go,
-        Some(Attempt {
-            store,
-            signals,
-            lease: lease.id,
-            keys: lease.keys,
-            own_failures,
-            settled: false,
-        }),
-    ))
+    Ok(Admission::Go(Attempt {
+        store,
+        signals,
+        lease: lease.id,
+        keys: lease.keys,
+        own_failures,
+        settled: false,
+    }))
 }
 
 /// One admitted password check, holding its lease. Dropping it without a verdict (an
@@ -265,12 +271,12 @@ async fn admit(
         let (store, signals) = (Arc::clone(&state.store), Arc::clone(&state.attempts));
         let job_limits = limits.clone();
         let now = state.now();
-        let (ruled, attempt) = state
+        let admission = state
             .db(move |_| reserve(store, signals, &job_limits, window, now))
             .await?;
-        match (ruled, attempt) {
-            (_, Some(attempt)) => return Ok(attempt),
-            (Verdict::Locked { retry_after_secs }, None) => {
+        match admission {
+            Admission::Go(attempt) => return Ok(attempt),
+            Admission::Locked { retry_after_secs } => {
                 state.metrics.login("locked");
                 state
                     .audit(AuditEvent {
@@ -282,7 +288,7 @@ async fn admit(
                     retry_after_secs: retry_after_secs.max(1) as u64,
                 });
             }
-            (Verdict::Wait | Verdict::Go, None) => {
+            Admission::Wait => {
                 let next = (tokio::time::Instant::now() + POLL).min(deadline);
                 tokio::select! {
                     () = &mut resolved => {}
@@ -340,25 +346,27 @@ mod tests {
         }
     }
 
-    fn ask(
-        store: &Arc<dyn Store>,
-        limits: &[(String, u32)],
-        now: DateTime<Utc>,
-    ) -> (Verdict, Option<Attempt>) {
+    fn ask(store: &Arc<dyn Store>, limits: &[(String, u32)], now: DateTime<Utc>) -> Admission {
         reserve(Arc::clone(store), Arc::default(), limits, WINDOW, now).expect("reserve")
     }
 
     fn go(store: &Arc<dyn Store>, limits: &[(String, u32)], now: DateTime<Utc>) -> Attempt {
         match ask(store, limits, now) {
-            (Verdict::Go, Some(attempt)) => attempt,
-            (other, _) => panic!("{other:?}, expected to go"),
+            Admission::Go(attempt) => attempt,
+            Admission::Wait => panic!("told to wait, expected to go"),
+            Admission::Locked { retry_after_secs } => {
+                panic!("locked for {retry_after_secs}s, expected to go")
+            }
         }
     }
 
+    /// What a refused reservation was told, as the rule's verdict.
     fn ruled(store: &Arc<dyn Store>, limits: &[(String, u32)], now: DateTime<Utc>) -> Verdict {
-        let (verdict, attempt) = ask(store, limits, now);
-        assert!(attempt.is_none(), "admitted, expected {verdict:?}");
-        verdict
+        match ask(store, limits, now) {
+            Admission::Go(_) => panic!("admitted, expected a refusal"),
+            Admission::Wait => Verdict::Wait,
+            Admission::Locked { retry_after_secs } => Verdict::Locked { retry_after_secs },
+        }
     }
 
     /// In flight on `key` as a reservation sees it (an unlimited probe, never leased).
@@ -512,12 +520,12 @@ mod tests {
                     // Bounded, so a bug that never locks fails instead of hanging.
                     for _ in 0..100_000 {
                         match ask(&store, &limits(MAX, 1000), t(0)) {
-                            (_, Some(attempt)) => {
+                            Admission::Go(attempt) => {
                                 admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 attempt.record_failure(WINDOW, t(0)).expect("fail");
                             }
-                            (Verdict::Locked { .. }, None) => return,
-                            (_, None) => std::thread::yield_now(),
+                            Admission::Locked { .. } => return,
+                            Admission::Wait => std::thread::yield_now(),
                         }
                     }
                 });
