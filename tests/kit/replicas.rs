@@ -93,18 +93,20 @@ impl Replicas {
         }
     }
 
-    /// Replaces replica `i` as a rolling update does: out of the front's rotation first
-    /// (what the endpoints controller does during the `preStop` pause), then SIGTERM,
-    /// which lets the requests it accepted finish and must exit 0; then a new process,
-    /// into the rotation once it answers `/healthz`.
-    pub async fn restart(&mut self, i: usize) {
-        // The front's removal takes effect at once, so unlike a real balancer's it needs
-        // no pause; the requests it handed over just before are in flight, and SIGTERM
-        // must let them finish.
+    /// Takes replica `i` out of the front's rotation, as the endpoints controller does
+    /// during a rolling update's `preStop` pause, and hands back its still running
+    /// server, for the caller to stop.
+    pub async fn take_out(&mut self, i: usize) -> Server {
         self.front.state.backends.write()[i] = None;
-        if let Some(old) = self.servers[i].take() {
-            old.stop_and_collect().await;
-        }
+        // What `preStop` is for, shortened: requests the front handed over just before
+        // the removal are still connecting, and a connection that SIGTERM finds with no
+        // request read yet is closed.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.servers[i].take().expect("that replica is not running")
+    }
+
+    /// Starts a new process in slot `i`, into the rotation once it answers `/healthz`.
+    pub async fn put_back(&mut self, i: usize) {
         let new = self.binary.start().await;
         self.front.state.backends.write()[i] = Some(new.base.clone());
         self.servers[i] = Some(new);
@@ -144,7 +146,13 @@ impl Front {
             backends: RwLock::new(backends.into_iter().map(Some).collect()),
             next: AtomicUsize::new(0),
             served,
+            // A connection per request, as a balancer that closes upstream connections
+            // would: an idle pooled connection to a replica that is shutting down can be
+            // closed under a request the front is sending, which then fails with no way
+            // to tell whether the replica saw it. A refused connect is always safe to
+            // send elsewhere.
             client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(60))
                 .connect_timeout(Duration::from_secs(2))
                 .redirect(reqwest::redirect::Policy::none())
