@@ -182,9 +182,9 @@ if [ "$POSTGRES" = 1 ] && [ "$ONLY_REPLICAS" = 0 ]; then
     [ "$round" != "$PG_ROUNDS" ] || trips=(--round-trips "$TRIPS")
     load --label pg-postgres "${PG_COMMON[@]}" --postgres "$PG_URL" "${trips[@]}" \
       --json-out "$OUT/pg-postgres-$n.json"
-    [ "$UNPREPARED" = 0 ] || load --label pg-postgres-unprepared "${PG_COMMON[@]}" \
+    [ "$UNPREPARED" = 0 ] || load --label pg-noprep "${PG_COMMON[@]}" \
       --env GATEHOUSE_DB_PREPARED_STATEMENTS=off --postgres "$PG_URL" "${trips[@]}" \
-      --json-out "$OUT/pg-postgres-unprepared-$n.json"
+      --json-out "$OUT/pg-noprep-$n.json"
   done
 elif [ "$POSTGRES" = 0 ]; then
   echo "bench/run.sh: the PostgreSQL column is SKIPPED (--no-postgres or GATEHOUSE_BENCH_POSTGRES=off)" >&2
