@@ -49,8 +49,8 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let (state, hand_placed) = build_state_reporting(settings, clock)?;
         // Only a serving process may: the CLI runs beside a server whose leases are live.
-        let (store, now) = (Arc::clone(&state.store), state.now());
-        tokio::task::spawn_blocking(move || store.release_orphaned_leases(now))
+        let store = Arc::clone(&state.store);
+        tokio::task::spawn_blocking(move || store.release_orphaned_leases())
             .await
             .context("releasing the login leases of earlier processes")?
             .context("cannot release the login leases of earlier processes")?;

@@ -156,7 +156,7 @@ impl From<StoreError> for ServiceError {
 impl From<HashError> for ServiceError {
     fn from(e: HashError) -> Self {
         match e {
-            HashError::Busy => ServiceError::Unavailable(e.to_string()),
+            HashError::Busy | HashError::TooLate => ServiceError::Unavailable(e.to_string()),
             other => ServiceError::Internal(other.to_string()),
         }
     }

@@ -26,9 +26,11 @@ use super::postgres::PostgresUrl;
 /// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004). A
 /// new SQLite migration must teach this module its columns, then raise this.
 pub const SOURCE_SCHEMA: i64 = 4;
-/// The PostgreSQL schema it writes (migrations/postgres/0001-0003), for the same reason.
-/// The keys (0003) are not its business: `gatehouse keys import` moves them.
-pub const TARGET_SCHEMA: &str = "3";
+/// The PostgreSQL schema it writes (migrations/postgres/0001-0004), for the same reason.
+/// The keys (0003) are not its business: `gatehouse keys import` moves them; the order
+/// families were opened in (0004) is numbered by the target as the copy inserts them,
+/// read in the source's order.
+pub const TARGET_SCHEMA: &str = "4";
 
 /// The tables copied, in an order that satisfies the foreign keys. SQLite's
 /// `health_probe` is readiness scratch, not data; PostgreSQL has no such table.
@@ -517,7 +519,7 @@ impl Columns for Families {
     const SELECT: &'static str = "SELECT id, user_id, created_at, last_used_at, expires_at,
                                          revoked_at, revoked_reason, user_agent, ip,
                                          password_generation
-                                  FROM refresh_families";
+                                  FROM refresh_families ORDER BY rowid";
     fn insert(&self) -> &'static str {
         "INSERT INTO refresh_families (id, user_id, created_at, last_used_at, expires_at,
                                        revoked_at, revoked_reason, user_agent, ip,
