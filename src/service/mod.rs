@@ -161,3 +161,20 @@ impl From<HashError> for ServiceError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check refused for waiting too long is an outage to retry (503), like a full
+    /// queue: never a verdict on the password, never a 500.
+    #[test]
+    fn a_check_too_late_for_its_lease_is_unavailable_not_a_verdict() {
+        for e in [HashError::TooLate, HashError::Busy] {
+            assert!(matches!(
+                ServiceError::from(e),
+                ServiceError::Unavailable(_)
+            ));
+        }
+    }
+}
