@@ -295,3 +295,57 @@ async fn cli_manages_users_and_sessions_with_documented_exit_codes() {
     assert_eq!(code, 1, "an unknown flag is a user error");
     server.stop_and_collect().await;
 }
+
+/// `serve` in a fresh directory on a port already taken: it generates a key (an INFO line
+/// in the log) and then exits 1, so the whole log of a start is one finite command.
+fn failing_start(dir: &Path, taken: &std::net::TcpListener) -> Binary {
+    let port = taken.local_addr().expect("port").port();
+    Binary::in_dir(dir)
+        .with("RUST_LOG", "info")
+        .with("GATEHOUSE_BIND", &format!("127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn logs_carry_colours_only_on_a_terminal_and_never_with_no_color() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let run = |env: Option<(&'static str, &'static str)>, terminal: bool| {
+        let taken = &taken;
+        async move {
+            let dir = tempfile::tempdir().expect("tmp");
+            let mut binary = failing_start(dir.path(), taken);
+            if let Some((k, v)) = env {
+                binary = binary.with(k, v);
+            }
+            let (code, text) = if terminal {
+                binary.cli_in_terminal(&["serve"]).await
+            } else {
+                binary.cli(&["serve"]).await
+            };
+            assert_eq!(code, 1, "{text}");
+            assert!(text.contains("cannot listen"), "{text}");
+            assert!(
+                text.contains("generated an RSA-2048 key"),
+                "the INFO line to look at is missing:\n{text}"
+            );
+            text
+        }
+    };
+    // Piped, as under systemd, Docker or `2>file`: plain text.
+    let piped = run(None, false).await;
+    assert!(!piped.contains('\x1b'), "escape codes in piped logs:\n{piped:?}");
+    // The server's own log file (the kit's `start` writes it) too.
+    let dir = tempfile::tempdir().expect("tmp");
+    let logs = Binary::in_dir(dir.path())
+        .with("RUST_LOG", "info")
+        .start()
+        .await
+        .stop_and_collect()
+        .await;
+    assert!(logs.contains("gatehouse listening"), "{logs}");
+    assert!(!logs.contains('\x1b'), "escape codes in the log file:\n{logs:?}");
+    // A person at a terminal gets colours, unless they set NO_COLOR.
+    let coloured = run(None, true).await;
+    assert!(coloured.contains('\x1b'), "no colours on a terminal:\n{coloured:?}");
+    let plain = run(Some(("NO_COLOR", "1")), true).await;
+    assert!(!plain.contains('\x1b'), "colours despite NO_COLOR:\n{plain:?}");
+}
