@@ -349,3 +349,71 @@ async fn logs_carry_colours_only_on_a_terminal_and_never_with_no_color() {
     let plain = run(Some(("NO_COLOR", "1")), true).await;
     assert!(!plain.contains('\x1b'), "colours despite NO_COLOR:\n{plain:?}");
 }
+
+/// Every entry of `dir`, by name, but SQLite's `-wal` and `-shm` side files, which come
+/// and go with its connections.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with("-wal") && !name.ends_with("-shm"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn read_only_commands_create_neither_keys_nor_a_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let binary = Binary::in_dir(dir.path());
+    let backup = dir.path().join("copy.db");
+    let backup = backup.to_str().expect("utf-8");
+    let reads: [&[&str]; 5] = [
+        &["users", "list"],
+        &["users", "show", "ada@example.com"],
+        &["sessions", "list", "--user", "ada@example.com"],
+        &["audit"],
+        &["audit", "--user", "ada@example.com"],
+    ];
+
+    // A fresh directory: each read says there is nothing yet, exits 1, creates nothing.
+    for args in reads.iter().copied().chain([&["backup", "--to", backup][..]]) {
+        let (code, text) = binary.cli(args).await;
+        assert_eq!(code, 1, "`{}`: {text}", args.join(" "));
+        assert!(
+            text.contains("no database at") && text.contains("yet"),
+            "`{}` does not say the database is not there: {text}",
+            args.join(" ")
+        );
+        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+        assert_eq!(entries(dir.path()), Vec::<String>::new(), "`{}`", args.join(" "));
+    }
+    let (code, text) = binary.cli(&["keys", "list"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no signing key in"), "{text}");
+    let (code, text) = binary.cli(&["config", "check"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no keys directory yet"), "{text}");
+    assert!(text.contains("# configuration OK"), "{text}");
+    assert_eq!(entries(dir.path()), Vec::<String>::new(), "keys list / config check");
+
+    // A database without keys (as `migrate` leaves it): reads answer, and still
+    // generate no key and no refresh secret.
+    binary.cli_ok(&["migrate"], None).await;
+    let made = entries(dir.path());
+    assert!(made.contains(&"gatehouse.db".to_owned()), "{made:?}");
+    for args in [&["users", "list"][..], &["audit"]] {
+        let (code, text) = binary.cli(args).await;
+        assert_eq!(code, 0, "`{}`: {text}", args.join(" "));
+    }
+    let (code, text) = binary.cli(&["users", "show", "ada@example.com"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no user with email"), "{text}");
+    assert!(
+        !binary.keys_dir.exists(),
+        "a read created {}: {:?}",
+        binary.keys_dir.display(),
+        std::fs::read_dir(&binary.keys_dir).map(|d| d.count())
+    );
+    assert_eq!(entries(dir.path()), made, "a read added files");
+}
