@@ -74,7 +74,7 @@ enum Command {
     },
     /// Copy a SQLite install into PostgreSQL, in one transaction: users, sessions, token
     /// hashes, lockout counters, audit events; then, with --keys-from, its keys. Stop the
-    /// service first.
+    /// service first: the copy is refused (exit 1) while a server uses the SQLite file.
     MigrateData {
         /// The SQLite database to copy; opened read-only, never changed.
         #[arg(long, value_name = "FILE")]
