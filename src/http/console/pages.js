@@ -308,7 +308,7 @@ async function nameUsers(view) {
       for (const cell of cells.filter((c) => c.dataset.userId === id)) {
         if (email) {
           cell.className = "";
-          fill(cell, h("a", { href: `#/user/${enc(id)}`, title: id }, email));
+          fill(cell, h("a", { href: `#/user/${enc(id)}`, title: id }, breakable(email)));
         } else if (email === null) {
           fill(cell, h("span", { title: id }, id.slice(0, 8)), " ", h("span", { class: "muted" }, "(deleted)"));
         }
