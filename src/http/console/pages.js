@@ -190,14 +190,18 @@ export async function user(view, id, { notice }) {
       await api.api(method, path, body);
       await user(view, id, { notice });
       // The page was drawn anew: its own result line, not one of whatever page shows now.
+      // (None when the user was deleted meanwhile: the page then says so.)
       const redrawn = view.querySelector("#result");
-      fill(redrawn, done);
-      redrawn.className = "ok";
+      if (redrawn) {
+        fill(redrawn, done);
+        redrawn.className = "ok";
+      }
     } catch (e) {
       fill(result, errorBox(e));
     }
   }
 
+  const anyLive = sessions.some((s) => sessionState(s).live);
   const actions = h("div", { class: "actions" },
     h("button", {
       type: "button", id: "toggle-disabled", class: u.disabled ? "" : "danger", disabled: self,
@@ -218,7 +222,7 @@ export async function user(view, id, { notice }) {
     }, u.role === "admin" ? "Demote to user" : "Promote to admin"),
     h("button", {
       type: "button", id: "revoke-all", class: "danger",
-      disabled: !sessions.some((s) => sessionState(s).live),
+      disabled: !anyLive, title: anyLive ? undefined : "No live session to revoke",
       onclick: () => act("Revoke every session", `Revoke every session of ${u.email}? Their refresh tokens stop at once; access tokens already issued stay valid for other services until they expire.`,
         "Revoke all", "DELETE", `/v1/admin/users/${enc(id)}/sessions`, undefined,
         `Every session of ${u.email} is revoked.`),
