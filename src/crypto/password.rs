@@ -17,6 +17,7 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::sync::Mutex;
 use std::sync::mpsc;
+use std::time::Instant;
 
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,10 @@ pub enum HashError {
     /// More logins wait than the pool could serve in a reasonable time.
     #[error("the hashing queue is full")]
     Busy,
+    /// The job waited in the queue past its deadline and was not run: what admitted it
+    /// (a lockout lease) may no longer cover it.
+    #[error("the password check waited too long for a hashing thread")]
+    TooLate,
 }
 
 /// Jobs waiting per worker before new ones are refused (about 6 s of work at 25 ms each).
@@ -109,14 +114,28 @@ impl PasswordHasher {
 
     /// A PHC string (`$argon2id$v=19$m=…`) for a new password.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        self.run(move |inner| hash_phc(&inner.argon2, &inner.params, password.as_bytes()))
-            .await?
+        self.run(None, move |inner| {
+            hash_phc(&inner.argon2, &inner.params, password.as_bytes())
+        })
+        .await?
     }
 
     /// Whether `password` matches `phc`; with `None` (no such user) it verifies against
     /// the dummy hash and answers `false`, after the same amount of work.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
-        self.run(move |inner| {
+        self.verify_by(password, phc, None).await
+    }
+
+    /// `verify`, refused with `TooLate` unless a hashing thread takes it up before
+    /// `start_by`: a login's lockout lease covers its check only for so long, and a
+    /// check run after the lease expired would be one the limit never counted.
+    pub async fn verify_by(
+        &self,
+        password: String,
+        phc: Option<String>,
+        start_by: Option<Instant>,
+    ) -> Result<bool, HashError> {
+        self.run(start_by, move |inner| {
             let known = phc.is_some();
             let phc = phc.as_deref().unwrap_or(&inner.dummy_hash);
             let matches = verify_phc(password.as_bytes(), phc);
@@ -136,6 +155,7 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        start_by: Option<Instant>,
         job: impl FnOnce(&Inner) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let inner = Arc::clone(&self.0);
@@ -146,10 +166,14 @@ impl PasswordHasher {
         let (done, result) = tokio::sync::oneshot::channel();
         let task: Job = Box::new(move || {
             inner.waiting.fetch_sub(1, Ordering::Relaxed);
+            if start_by.is_some_and(|by| Instant::now() > by) {
+                let _ = done.send(Err(HashError::TooLate));
+                return;
+            }
             inner.running.fetch_add(1, Ordering::Relaxed);
             let out = job(&inner);
             inner.running.fetch_sub(1, Ordering::Relaxed);
-            let _ = done.send(out);
+            let _ = done.send(Ok(out));
         });
         let sent = self
             .0
@@ -161,7 +185,7 @@ impl PasswordHasher {
             self.0.waiting.fetch_sub(1, Ordering::Relaxed);
             return Err(HashError::PoolClosed);
         }
-        result.await.map_err(|_| HashError::PoolClosed)
+        result.await.map_err(|_| HashError::PoolClosed)?
     }
 }
 
@@ -255,6 +279,49 @@ mod tests {
 
     fn hasher() -> PasswordHasher {
         PasswordHasher::new(PasswordCost::INSECURE_FOR_TESTS, 2).expect("hasher")
+    }
+
+    /// A check that a busy pool takes up after its deadline is refused unrun, and one
+    /// taken up in time runs; the queue is held deterministically by a job that waits.
+    #[tokio::test]
+    async fn a_verify_taken_up_after_its_deadline_is_refused_unrun() {
+        let h = PasswordHasher::new(PasswordCost::INSECURE_FOR_TESTS, 1).expect("hasher");
+        let phc = h.hash("Correct-Horse-9".into()).await.expect("hash");
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let h = h.clone();
+            tokio::spawn(async move { h.run(None, move |_| hold.recv().is_ok()).await })
+        };
+        while h.in_flight() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        let late = {
+            let h = h.clone();
+            let phc = phc.clone();
+            tokio::spawn(async move {
+                h.verify_by("Correct-Horse-9".into(), Some(phc), Some(soon))
+                    .await
+            })
+        };
+        let roomy = Instant::now() + std::time::Duration::from_secs(600);
+        let in_time = {
+            let h = h.clone();
+            let phc = phc.clone();
+            tokio::spawn(async move {
+                h.verify_by("Correct-Horse-9".into(), Some(phc), Some(roomy))
+                    .await
+            })
+        };
+        while h.queue_depth() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        release.send(()).expect("release the blocker");
+        assert!(blocker.await.expect("join").expect("blocker ran"));
+        assert!(matches!(late.await.expect("join"), Err(HashError::TooLate)));
+        assert!(in_time.await.expect("join").expect("verified in time"));
+        assert_eq!((h.queue_depth(), h.in_flight()), (0, 0));
     }
 
     #[tokio::test]

@@ -54,9 +54,12 @@ pub async fn login(
     let attempt = lockout::begin(state, &email, meta).await?;
     let lookup = email.clone();
     let account = state.db(move |s| s.account_by_email(&lookup)).await?;
-    let matches = state
-        .hasher
-        .verify(password, account.as_ref().map(|a| a.password_hash.clone()))
+    let matches = attempt
+        .verify(
+            state,
+            password,
+            account.as_ref().map(|a| a.password_hash.clone()),
+        )
         .await?;
     let (user, outcome) = match account {
         Some(Account {
@@ -120,9 +123,8 @@ async fn confirm_password(
         .db(move |s| s.account_by_id(id))
         .await?
         .ok_or(ServiceError::InvalidCredentials)?;
-    let ok = state
-        .hasher
-        .verify(password, Some(account.password_hash))
+    let ok = attempt
+        .verify(state, password, Some(account.password_hash))
         .await?;
     if !ok {
         attempt.failed(state).await?;

@@ -37,9 +37,16 @@ const WAIT_FOR_IN_FLIGHT: Duration = Duration::from_secs(10);
 /// How often a waiting attempt looks again for checks resolved by other processes.
 const POLL: Duration = Duration::from_millis(100);
 
-/// How long a lease outlives a process that died holding it. Longer than any check
-/// runs: one that waited `WAIT_FOR_IN_FLIGHT`, then for the hashing queue and a verify.
+/// How long a lease outlives a process that died holding it, by the database's clock.
+/// Longer than any check runs: an admitted check must be taken up by a hashing thread
+/// within `START_CHECK_WITHIN` (or it is refused with 503, uncounted), and one verify
+/// takes well under a second.
 const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How long an admitted check may wait in the hashing queue. Well under `LEASE`, so that
+/// a lease always outlives the check it admitted: a verify run on an expired lease is
+/// one the limit no longer counts.
+const START_CHECK_WITHIN: Duration = Duration::from_secs(20);
 
 /// Wakes the attempts of this process that wait for checks in flight.
 #[derive(Default)]
@@ -100,7 +107,7 @@ fn reserve(
         keys: limits.iter().map(|(k, _)| k.clone()).collect(),
         window_secs,
         now,
-        expires_at: now + LEASE,
+        ttl: LEASE,
     };
     let reservation =
         store.reserve_attempt(&lease, &|loads| verdict(limits, loads) == Verdict::Go)?;
@@ -114,6 +121,7 @@ fn reserve(
     Ok(Admission::Go(Attempt {
         store,
         signals,
+        start_by: std::time::Instant::now() + START_CHECK_WITHIN,
         lease: lease.id,
         keys: lease.keys,
         own_failures,
@@ -126,6 +134,8 @@ fn reserve(
 pub struct Attempt {
     store: Arc<dyn Store>,
     signals: Arc<AttemptSignals>,
+    /// When a hashing thread must have taken up the check (see `START_CHECK_WITHIN`).
+    start_by: std::time::Instant,
     lease: LeaseId,
     /// The key of the account (email or session) first, then the IP key, if any.
     keys: Vec<String>,
@@ -154,6 +164,25 @@ impl Drop for Attempt {
 }
 
 impl Attempt {
+    /// Verifies `password` against `phc` (the dummy hash for `None`) while this lease
+    /// covers it: a check still queued at `start_by` is refused with 503 and not run,
+    /// and dropping the attempt then releases its lease uncounted.
+    pub async fn verify(
+        &self,
+        state: &AppState,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool, ServiceError> {
+        let verified = state
+            .hasher
+            .verify_by(password, phc, Some(self.start_by))
+            .await;
+        if matches!(verified, Err(crate::crypto::password::HashError::TooLate)) {
+            state.metrics.login("check_too_late");
+        }
+        Ok(verified?)
+    }
+
     /// The password was wrong (or the account disabled): one failure on every key,
     /// stored as the lease ends.
     pub async fn failed(self, state: &AppState) -> Result<(), ServiceError> {
@@ -376,7 +405,7 @@ mod tests {
             keys: vec![key.into()],
             window_secs: WINDOW,
             now,
-            expires_at: now,
+            ttl: chrono::Duration::zero(),
         };
         store
             .reserve_attempt(&lease, &|_| false)

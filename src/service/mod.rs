@@ -156,8 +156,25 @@ impl From<StoreError> for ServiceError {
 impl From<HashError> for ServiceError {
     fn from(e: HashError) -> Self {
         match e {
-            HashError::Busy => ServiceError::Unavailable(e.to_string()),
+            HashError::Busy | HashError::TooLate => ServiceError::Unavailable(e.to_string()),
             other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check refused for waiting too long is an outage to retry (503), like a full
+    /// queue: never a verdict on the password, never a 500.
+    #[test]
+    fn a_check_too_late_for_its_lease_is_unavailable_not_a_verdict() {
+        for e in [HashError::TooLate, HashError::Busy] {
+            assert!(matches!(
+                ServiceError::from(e),
+                ServiceError::Unavailable(_)
+            ));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! service layer calls them on the blocking pool.
 
 pub mod postgres;
+pub mod serving;
 pub mod sqlite;
 pub mod transfer;
 
@@ -143,15 +144,21 @@ impl LeaseId {
     }
 }
 
-/// A reservation asked for: one lease on each of `keys`, live until `expires_at`, so a
-/// check whose process died stops counting by itself.
+/// A reservation asked for: one lease on each of `keys`, live for `ttl`, so a check whose
+/// process died stops counting by itself.
+///
+/// `now` dates failures and their windows. A lease's life is measured by the clock of
+/// the database that every process sharing it reads: on PostgreSQL the server's
+/// (`statement_timestamp()`), so a replica whose clock is skewed can neither see the
+/// live leases of others as expired nor delete them; on SQLite, which one process
+/// serves, that process's `now`.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub id: LeaseId,
     pub keys: Vec<String>,
     pub window_secs: i64,
     pub now: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    pub ttl: chrono::Duration,
 }
 
 /// One lockout key as a reservation sees it: its stored failures and the checks in
@@ -408,7 +415,9 @@ pub trait Store: Send + Sync + 'static {
     /// Users whose email equals `query` or starts with it; `None` lists all, newest first.
     fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
     /// Sets role and/or disabled; disabling revokes every live family in the same
-    /// transaction. `None` when the user does not exist.
+    /// transaction. `None` when the user does not exist. A family being opened at the
+    /// same time (`create_family`, `change_password`) either sees the user disabled and
+    /// is not opened, or commits first and is revoked here: none stays live.
     fn update_user(
         &self,
         id: UserId,
@@ -427,7 +436,9 @@ pub trait Store: Send + Sync + 'static {
         password_hash: &str,
         family: NewFamily,
     ) -> Result<bool, StoreError>;
-    /// Deletes the user, their families and tokens, and the lockout counter of `email`.
+    /// Deletes the user, their families and tokens, and the lockout counter of `email`,
+    /// and scrubs what could identify them from their audit events, including the event
+    /// of a login that committed while this call waited for it.
     fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError>;
 
     // Refresh-token families.
@@ -490,8 +501,8 @@ pub trait Store: Send + Sync + 'static {
     fn settle_attempt(&self, lease: LeaseId, how: Settle<'_>) -> Result<(), StoreError>;
     /// At start: drops the leases no running process can hold. On a store that one
     /// process serves (SQLite) that is all of them, so the checks a crash cut short
-    /// stop counting at once; on a shared one, the expired ones.
-    fn release_orphaned_leases(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// stop counting at once; on a shared one, those expired by the database's clock.
+    fn release_orphaned_leases(&self) -> Result<(), StoreError>;
     /// The failures counted against each key in its current window, in `keys`' order.
     fn login_failures(
         &self,

@@ -70,6 +70,27 @@ async fn sessions_lists_the_live_families_newest_first() {
     }
 }
 
+/// Logins within one second (the test clock stands still) are listed in the order they
+/// happened, newest first, by the API as by the console that shows its order.
+#[tokio::test]
+async fn sessions_opened_within_one_second_are_listed_newest_first() {
+    let app = spawn_app().await;
+    let email = unique_email("same-second");
+    let mut opened = vec![sid_of(&app.signup_ok(&email, PASSWORD).await)];
+    let mut last = None;
+    for _ in 0..5 {
+        let tokens = app.login_ok(&email, PASSWORD).await;
+        opened.push(sid_of(&tokens));
+        last = Some(tokens);
+    }
+    let sessions = app
+        .my_sessions_ok(access_of(last.as_ref().expect("logged in")))
+        .await;
+    let listed: Vec<String> = sessions.iter().map(assert_session_shape).collect();
+    opened.reverse();
+    assert_eq!(listed, opened);
+}
+
 #[tokio::test]
 async fn sessions_report_last_use() {
     let app = spawn_app().await;

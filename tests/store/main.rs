@@ -67,6 +67,7 @@ conformance!(
     two_password_changes_from_one_generation_one_wins,
     logins_racing_a_password_change_leave_no_live_family_behind,
     delete_user_scrubs_audit_and_forgets_families_and_lockout,
+    logins_racing_a_disable_or_a_deletion_leave_nothing_behind,
     a_family_opens_with_its_event_and_forgiveness_or_not_at_all,
     lockout_windows_count_expire_and_clear,
     concurrent_failures_are_all_counted,
@@ -75,6 +76,7 @@ conformance!(
     prune_removes_what_no_rule_needs,
     account_for_session_requires_a_live_current_family,
     sessions_are_listed_live_or_all,
+    sessions_opened_within_one_second_are_listed_newest_first,
     audit_is_listed_newest_first_and_filtered,
     audit_pages_and_hourly_counts_and_last_logins,
 );

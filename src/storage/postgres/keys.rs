@@ -141,7 +141,13 @@ impl PgKeyStore {
         decide: impl FnOnce(Vec<KeyRow>) -> anyhow::Result<(KeyChanges, T)>,
     ) -> anyhow::Result<T> {
         let mut conn = self.store.connection()?;
-        let mut tx = conn.transaction().map_err(|e| map_err(&e))?;
+        // READ COMMITTED whatever the database's default: the read after the lock must
+        // see the edit that held it.
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(::postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .map_err(|e| map_err(&e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
             .map_err(|e| map_err(&e))?;
         let rows = tx

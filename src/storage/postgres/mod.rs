@@ -236,6 +236,7 @@ impl PgStore {
         mut f: impl FnMut(&mut Tx<'_>) -> Result<T, ::postgres::Error>,
     ) -> Result<T, StoreError> {
         self.run(Kind::Transaction, |c| {
+            // READ COMMITTED, named in the BEGIN (see `Conn::transaction`).
             let mut tx = c.transaction()?;
             let out = f(&mut tx)?;
             tx.commit()?;
@@ -564,18 +565,18 @@ impl Store for PgStore {
         let (id, now) = (id.as_uuid(), sec(now));
         let role = role.map(Role::as_str);
         let reason = RevokeReason::Admin.as_str();
-        // One statement: the revocation happens exactly when this update disabled.
-        let row = self.write(|c| {
-            c.query_typed_opt(
+        // Two statements in one transaction, not one: the UPDATE waits for a login that
+        // holds the row `FOR SHARE` while it opens a family, and only a later statement
+        // sees that family once it committed (READ COMMITTED), so the revocation ends it.
+        // A login that comes after the UPDATE re-reads the row and finds it disabled.
+        let row = self.transaction(|tx| {
+            let row = tx.query_typed_opt(
                 &format!(
                     "WITH u AS (
                          UPDATE users SET role = COALESCE($2, role),
                                 disabled = COALESCE($3, disabled), updated_at = $4
                          WHERE id = $1
                          RETURNING *
-                     ), revoked AS (
-                         UPDATE refresh_families SET revoked_at = $4, revoked_reason = $5
-                         WHERE user_id IN (SELECT id FROM u WHERE $3) AND revoked_at IS NULL
                      )
                      SELECT {ACCOUNT_COLUMNS} FROM u"
                 ),
@@ -584,9 +585,20 @@ impl Store for PgStore {
                     (&role, Type::TEXT),
                     (&disabled, Type::BOOL),
                     (&now, Type::TIMESTAMPTZ),
-                    (&reason, Type::TEXT),
                 ],
-            )
+            )?;
+            if row.is_some() && disabled == Some(true) {
+                tx.query_typed(
+                    "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
+                     WHERE user_id = $1 AND revoked_at IS NULL",
+                    &[
+                        (&id, Type::UUID),
+                        (&now, Type::TIMESTAMPTZ),
+                        (&reason, Type::TEXT),
+                    ],
+                )?;
+            }
+            Ok(row)
         })?;
         row.as_ref().map(|r| account(r).map(|a| a.user)).transpose()
     }
@@ -644,20 +656,25 @@ impl Store for PgStore {
         let id = id.as_uuid();
         let key = email_attempt_key(email);
         // Families and token hashes go with the user (ON DELETE CASCADE). Audit events
-        // keep the bare user id and lose what could identify the person.
-        let row = self.write(|c| {
-            c.query_typed_one(
-                "WITH lockout AS (DELETE FROM login_attempts WHERE key = $2),
-                      scrubbed AS (
-                          UPDATE audit_events SET ip = NULL, user_agent = NULL, detail = NULL
-                          WHERE user_id = $1
-                      ),
-                      deleted AS (DELETE FROM users WHERE id = $1 RETURNING 1)
-                 SELECT count(*) FROM deleted",
+        // keep the bare user id and lose what could identify the person. The DELETE comes
+        // first: it waits for a login holding the row `FOR SHARE`, and the scrub, a later
+        // statement, then sees the event that login committed.
+        self.transaction(|tx| {
+            let deleted = tx.query_typed(
+                "DELETE FROM users WHERE id = $1 RETURNING 1",
+                &[(&id, Type::UUID)],
+            )?;
+            if deleted.is_empty() {
+                return Ok(false);
+            }
+            tx.query_typed(
+                "WITH lockout AS (DELETE FROM login_attempts WHERE key = $2)
+                 UPDATE audit_events SET ip = NULL, user_agent = NULL, detail = NULL
+                 WHERE user_id = $1",
                 &[(&id, Type::UUID), (&key, Type::TEXT)],
-            )
-        })?;
-        Ok(col::<i64>(&row, 0)? > 0)
+            )?;
+            Ok(true)
+        })
     }
 
     fn create_family(&self, family: NewFamily) -> Result<bool, StoreError> {
@@ -862,7 +879,7 @@ impl Store for PgStore {
                  WHERE user_id = $1 AND ($2 OR (revoked_at IS NULL AND expires_at > $3 AND EXISTS (
                      SELECT 1 FROM refresh_tokens t
                      WHERE t.family_id = f.id AND t.spent_at IS NULL AND t.expires_at > $3)))
-                 ORDER BY created_at DESC, id",
+                 ORDER BY created_at DESC, opened_seq DESC",
                 &[
                     (&user, Type::UUID),
                     (&include_ended, Type::BOOL),
@@ -893,7 +910,9 @@ impl Store for PgStore {
         admit: &(dyn Fn(&[KeyLoad]) -> bool + Sync),
     ) -> Result<Reservation, StoreError> {
         let locks = sorted_distinct(&lease.keys);
-        let (id, now, until) = (lease.id.0, sec(lease.now), sec(lease.expires_at));
+        let (id, now) = (lease.id.0, sec(lease.now));
+        // Lease times are the server's (see `Lease`): microseconds, as an interval.
+        let ttl = lease.ttl.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
         self.transaction(|tx| {
             // A lock per key, held to the commit, taken in one order (no deadlock
             // between two logins sharing both keys). The read is a later statement, so
@@ -907,10 +926,10 @@ impl Store for PgStore {
             let rows = tx.query_typed(
                 "SELECT t.k, a.window_start, a.failures,
                         (SELECT count(*) FROM login_leases l
-                         WHERE l.key = t.k AND l.expires_at > $2)
+                         WHERE l.key = t.k AND l.expires_at > statement_timestamp())
                  FROM unnest($1::text[]) AS t(k)
                  LEFT JOIN login_attempts a ON a.key = t.k",
-                &[(&locks, Type::TEXT_ARRAY), (&now, Type::TIMESTAMPTZ)],
+                &[(&locks, Type::TEXT_ARRAY)],
             )?;
             let mut found = std::collections::HashMap::new();
             for row in &rows {
@@ -934,15 +953,16 @@ impl Store for PgStore {
             if leased {
                 tx.query_typed(
                     "WITH expired AS (
-                         DELETE FROM login_leases WHERE key = ANY($2) AND expires_at <= $4
+                         DELETE FROM login_leases
+                         WHERE key = ANY($2) AND expires_at <= statement_timestamp()
                      )
                      INSERT INTO login_leases (key, id, expires_at)
-                     SELECT k, $1, $3 FROM unnest($2::text[]) AS k",
+                     SELECT k, $1, statement_timestamp() + make_interval(secs => $3)
+                     FROM unnest($2::text[]) AS k",
                     &[
                         (&id, Type::UUID),
                         (&locks, Type::TEXT_ARRAY),
-                        (&until, Type::TIMESTAMPTZ),
-                        (&now, Type::TIMESTAMPTZ),
+                        (&ttl, Type::FLOAT8),
                     ],
                 )?;
             }
@@ -985,13 +1005,13 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn release_orphaned_leases(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        // Other replicas may hold live leases: only the expired ones are nobody's.
-        let now = sec(now);
+    fn release_orphaned_leases(&self) -> Result<(), StoreError> {
+        // Other replicas may hold live leases: only the expired ones are nobody's, and
+        // only the server's clock, which they all share, says which those are.
         self.write(|c| {
             c.query_typed(
-                "DELETE FROM login_leases WHERE expires_at <= $1",
-                &[(&now, Type::TIMESTAMPTZ)],
+                "DELETE FROM login_leases WHERE expires_at <= statement_timestamp()",
+                &[],
             )
         })?;
         Ok(())
@@ -1179,14 +1199,22 @@ impl Store for PgStore {
             )?,
         };
         // Not reported: each lease lives for one check, and a reservation on its key
-        // drops it once expired anyway.
-        batch(
-            "WITH gone AS (DELETE FROM login_leases WHERE (key, id) IN
-                 (SELECT key, id FROM login_leases WHERE expires_at <= $1 LIMIT $2)
-                 RETURNING 1)
-             SELECT count(*) FROM gone",
-            &now,
-        )?;
+        // drops it once expired anyway. Expired by the server's clock, like every lease.
+        loop {
+            let n = self.write(|c| {
+                c.query_typed_one(
+                    "WITH gone AS (DELETE FROM login_leases WHERE (key, id) IN
+                         (SELECT key, id FROM login_leases
+                          WHERE expires_at <= statement_timestamp() LIMIT $1)
+                         RETURNING 1)
+                     SELECT count(*) FROM gone",
+                    &[(&BATCH, Type::INT8)],
+                )
+            })?;
+            if col::<i64>(&n, 0)? < BATCH {
+                break;
+            }
+        }
         Ok(pruned)
     }
 }

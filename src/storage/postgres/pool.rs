@@ -38,7 +38,19 @@ impl ManageConnection for Manager {
     type Error = ::postgres::Error;
 
     fn connect(&self) -> Result<Client, Self::Error> {
-        let result = self.inner.connect();
+        let result = self.inner.connect().and_then(|mut client| {
+            // The rules' single statements rely on READ COMMITTED's re-check of a row
+            // that a concurrent writer changed (a second claim of a token matches
+            // nothing). A role or database default of REPEATABLE READ or SERIALIZABLE
+            // would turn that into serialization failures, retried but capped: this
+            // session runs at the level the code assumes, whatever the defaults. The
+            // multi-statement transactions also name it in their BEGIN, which a
+            // transaction-pooling proxy cannot lose.
+            client.batch_execute(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            )?;
+            Ok(client)
+        });
         self.reach.record(&result);
         result
     }

@@ -121,9 +121,17 @@ impl<'c> Conn<'c> {
         Self { client, statements }
     }
 
+    /// A transaction at READ COMMITTED, named in its BEGIN whatever the role's or the
+    /// database's default: every transaction of several statements here relies on a
+    /// later statement reading what committed while an earlier one waited for a lock
+    /// (under REPEATABLE READ it would read the snapshot from before the wait).
     pub(super) fn transaction(&mut self) -> Result<Tx<'_>, Error> {
         Ok(Connection {
-            client: self.client.transaction()?,
+            client: self
+                .client
+                .build_transaction()
+                .isolation_level(::postgres::IsolationLevel::ReadCommitted)
+                .start()?,
             statements: self.statements.as_deref_mut(),
         })
     }

@@ -217,7 +217,9 @@ pub(super) fn list(
          WHERE user_id = ?1 AND (?2 OR (revoked_at IS NULL AND expires_at > ?3 AND EXISTS (
              SELECT 1 FROM refresh_tokens t
              WHERE t.family_id = f.id AND t.spent_at IS NULL AND t.expires_at > ?3)))
-         ORDER BY created_at DESC, id",
+         -- Within one second, newest first by the rowid SQLite gives each new row (one
+         -- above the largest): the order the families were opened in.
+         ORDER BY created_at DESC, rowid DESC",
     )?;
     stmt.query_map(
         params![user_id.to_string(), include_ended, ts(now)],

@@ -95,7 +95,7 @@ pub(super) fn reserve(
         let id = lease.id.0.to_string();
         for key in &lease.keys {
             expired.execute(params![key, now])?;
-            insert.execute(params![key, id, ts(lease.expires_at)])?;
+            insert.execute(params![key, id, ts(lease.now + lease.ttl)])?;
         }
     }
     Ok(Reservation { loads, leased })

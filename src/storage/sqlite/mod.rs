@@ -531,7 +531,7 @@ impl Store for SqliteStore {
         self.write(|tx| lockout::settle(tx, lease, how))
     }
 
-    fn release_orphaned_leases(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+    fn release_orphaned_leases(&self) -> Result<(), StoreError> {
         // One process serves a SQLite database, and it is starting: no lease is held.
         self.write(|tx| tx.execute("DELETE FROM login_leases", []).map(drop))
     }
