@@ -147,8 +147,8 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => ServiceError::EmailTaken,
-            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
-            StoreError::Internal(m) => ServiceError::Internal(m),
+            e @ StoreError::Unavailable { .. } => ServiceError::Unavailable(e.chain()),
+            e @ StoreError::Internal { .. } => ServiceError::Internal(e.chain()),
         }
     }
 }

@@ -57,7 +57,7 @@ pub struct PgKeyStore {
 }
 
 fn ts(secs: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp(secs, 0).ok_or_else(|| StoreError::Internal("a key time".into()))
+    DateTime::from_timestamp(secs, 0).ok_or_else(|| StoreError::internal("a key time out of range"))
 }
 
 fn row(r: &::postgres::Row) -> Result<KeyRow, StoreError> {
@@ -130,7 +130,7 @@ impl PgKeyStore {
             )
         })?;
         self.secret(purpose)?
-            .ok_or_else(|| StoreError::Internal(format!("secret {purpose} vanished")))
+            .ok_or_else(|| StoreError::internal(format!("secret {purpose} vanished")))
     }
 
     /// Runs `decide` on the stored keys under the ring's lock, then writes what it
@@ -147,24 +147,24 @@ impl PgKeyStore {
             .build_transaction()
             .isolation_level(::postgres::IsolationLevel::ReadCommitted)
             .start()
-            .map_err(|e| map_err(&e))?;
+            .map_err(map_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
-            .map_err(|e| map_err(&e))?;
+            .map_err(map_err)?;
         let rows = tx
             .query(SELECT_KEYS, &[])
-            .map_err(|e| map_err(&e))?
+            .map_err(map_err)?
             .iter()
             .map(row)
             .collect::<Result<Vec<_>, _>>()?;
         let (changes, out) = decide(rows)?;
         apply(&mut tx, changes)?;
-        tx.commit().map_err(|e| map_err(&e))?;
+        tx.commit().map_err(map_err)?;
         Ok(out)
     }
 }
 
 fn apply(tx: &mut ::postgres::Transaction<'_>, changes: KeyChanges) -> Result<(), StoreError> {
-    let e = |e: ::postgres::Error| map_err(&e);
+    let e = map_err;
     if changes.replace_all {
         tx.execute("DELETE FROM signing_keys", &[]).map_err(e)?;
         tx.execute(

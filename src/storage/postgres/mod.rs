@@ -135,7 +135,7 @@ impl PgStore {
     fn pool(&self) -> Result<&Pool<Manager>, StoreError> {
         self.pool
             .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
+            .ok_or_else(|| StoreError::unavailable("the store is closing"))
     }
 
     /// A pooled connection the server has not closed: each stale one found is dropped
@@ -151,19 +151,19 @@ impl PgStore {
                 pool.get()
             };
             let mut conn =
-                got.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+                got.map_err(|e| StoreError::unavailable_because("no database connection", e))?;
             match pool::check(&mut conn, self.connect_timeout) {
                 Check::Usable => return Ok(conn),
                 Check::Stale => continue,
                 Check::Unresponsive => {
-                    return Err(StoreError::Unavailable(
-                        "the database did not answer a liveness check in time".into(),
+                    return Err(StoreError::unavailable(
+                        "the database did not answer a liveness check in time",
                     ));
                 }
             }
         }
-        Err(StoreError::Unavailable(
-            "every pooled connection was closed by the server".into(),
+        Err(StoreError::unavailable(
+            "every pooled connection was closed by the server",
         ))
     }
 
@@ -204,7 +204,7 @@ impl PgStore {
                 _ => false,
             };
             if !retry {
-                return Err(map_err(&error));
+                return Err(map_err(error));
             }
             drop(conn);
             if classify(&error) == Class::Contention {
@@ -341,21 +341,41 @@ fn classify(e: &::postgres::Error) -> Class {
     Class::Other
 }
 
-fn map_err(e: &::postgres::Error) -> StoreError {
-    match classify(e) {
+fn map_err(e: ::postgres::Error) -> StoreError {
+    match classify(&e) {
         Class::EmailTaken => StoreError::EmailTaken,
-        Class::Connection | Class::Busy | Class::Contention => {
-            StoreError::Unavailable(e.to_string())
+        Class::Connection => {
+            StoreError::unavailable_because("PostgreSQL cannot be reached", cause(e))
         }
+        Class::Busy => StoreError::unavailable_because(
+            "a PostgreSQL statement or lock timeout ended a wait",
+            cause(e),
+        ),
+        Class::Contention => StoreError::unavailable_because(
+            "PostgreSQL kept aborting the transaction for contention",
+            cause(e),
+        ),
         // Once is a server that dropped the session's statements (retried); again and
         // again is a pooler that moves sessions between server connections.
-        Class::Forgotten => StoreError::Internal(format!(
-            "{}: behind a pooler that cannot carry prepared statements (PgBouncer before \
-             1.21 in transaction pooling), set GATEHOUSE_DB_PREPARED_STATEMENTS=off",
-            e.as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-        )),
-        Class::Other => StoreError::Internal(e.to_string()),
+        Class::Forgotten => StoreError::internal_because(
+            "a prepared statement went missing: behind a pooler that cannot carry prepared \
+             statements (PgBouncer before 1.21 in transaction pooling), set \
+             GATEHOUSE_DB_PREPARED_STATEMENTS=off",
+            cause(e),
+        ),
+        Class::Other => StoreError::internal_because("a PostgreSQL statement failed", cause(e)),
+    }
+}
+
+/// The server's error by its SQLSTATE and message: its DETAIL would quote the row that
+/// failed (hashes included). Errors without one (a socket, a conversion) quote nothing.
+fn cause(e: ::postgres::Error) -> Cause {
+    match e.as_db_error() {
+        Some(db) => Box::new(DriverError {
+            code: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+        }),
+        None => Box::new(e),
     }
 }
 
@@ -365,12 +385,13 @@ fn sec(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
-fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
+fn internal(reason: &'static str) -> StoreError {
+    StoreError::internal(reason)
 }
 
 fn col<'a, T: ::postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StoreError> {
-    row.try_get(idx).map_err(internal)
+    row.try_get(idx)
+        .map_err(|e| StoreError::internal_because("a stored value cannot be read", e))
 }
 
 fn hash_col(row: &Row, idx: usize) -> Result<TokenHashBytes, StoreError> {
@@ -418,8 +439,8 @@ impl Store for PgStore {
             .and_then(|r| col(&r, 0))?;
         if standby {
             // Reads would work, but every login and refresh writes.
-            return Err(StoreError::Unavailable(
-                "the database is a read-only standby".into(),
+            return Err(StoreError::unavailable(
+                "the database is a read-only standby",
             ));
         }
         Ok(())
