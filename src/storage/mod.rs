@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod serving;
+mod sql;
 pub mod sqlite;
 pub mod transfer;
 
@@ -115,6 +116,14 @@ impl std::fmt::Display for DriverError {
 }
 
 impl std::error::Error for DriverError {}
+
+/// A role as stored. An unknown one is a row this code did not write (a hand edit, or a
+/// newer gatehouse): an internal error on every backend, never a silent `user`, which
+/// could hand a tampered row a role nobody gave it.
+pub(crate) fn stored_role(text: &str) -> Result<Role, StoreError> {
+    Role::parse(text)
+        .ok_or_else(|| StoreError::internal("users.role holds a role gatehouse does not know"))
+}
 
 /// A user with the hash its password is checked against.
 #[derive(Clone)]
