@@ -1,4 +1,5 @@
-//! One conformance suite for `Store`: every case is written once, in `cases`, and runs
+//! One conformance suite for `Store`: every case is written once, in `cases/` (one file
+//! per part of the store), and runs
 //! on each backend (`sqlite::*` and `postgres::*`), and on PostgreSQL a second time with
 //! statements sent unnamed (`postgres_unprepared::*`, `GATEHOUSE_DB_PREPARED_STATEMENTS=off`).
 //! A backend is done when it passes them all.
