@@ -2,6 +2,7 @@
 //! they end, deletion, and the account behind an access token.
 
 use super::*;
+use crate::backends::Backend;
 
 pub fn users_are_created_found_and_unique(store: &S) {
     let created = user(store, "Ann@Example.com");
@@ -457,4 +458,63 @@ pub fn account_for_session_requires_a_live_current_family(store: &S) {
             .expect("read")
             .is_none()
     );
+}
+
+/// A role gatehouse does not know (a hand edit, a row a newer gatehouse wrote) fails
+/// every read of that user as an internal error, on every backend: never read as
+/// `user`, never a panic, and the error names neither the row's hash nor the SQL. Other
+/// users are unaffected.
+pub fn an_unknown_role_in_the_database_is_an_internal_error(backend: &Backend) {
+    let store: &S = backend;
+    let tampered = user(store, "tampered@example.com");
+    let family = open(store, tampered.id, token(1), t0());
+    let fine = user(store, "fine@example.com");
+    backend.set_role_unchecked(tampered.id, "superuser");
+
+    let reads: [(&str, Result<(), StoreError>); 6] = [
+        (
+            "account_by_email",
+            store
+                .account_by_email(&email("tampered@example.com"))
+                .map(drop),
+        ),
+        ("account_by_id", store.account_by_id(tampered.id).map(drop)),
+        (
+            "account_for_session",
+            store
+                .account_for_session(tampered.id, family, t0())
+                .map(drop),
+        ),
+        (
+            "search_users",
+            store.search_users(Some("tampered"), 10).map(drop),
+        ),
+        (
+            "find_refresh_token",
+            store.find_refresh_token(token(1)).map(drop),
+        ),
+        (
+            "update_user",
+            store
+                .update_user(tampered.id, None, Some(false), t0())
+                .map(drop),
+        ),
+    ];
+    for (read, got) in reads {
+        match got {
+            Err(e @ StoreError::Internal { .. }) => {
+                let chain = e.chain();
+                assert!(
+                    !chain.contains(HASH) && !chain.contains("SELECT"),
+                    "{read}: {chain}"
+                );
+            }
+            other => panic!("{read}: expected an internal error, got {other:?}"),
+        }
+    }
+    let account = store
+        .account_by_id(fine.id)
+        .expect("another user reads")
+        .expect("found");
+    assert_eq!(account.user.role, Role::User);
 }
