@@ -3,7 +3,33 @@
 //! Handlers and services never see SQL. `sqlite` and `postgres` each implement `Store`;
 //! [`open`] is the one place that picks between them. Every method is blocking: the
 //! service layer calls them on the blocking pool.
+//!
+//! The two backends mirror each other file by file, so they read side by side: `mod.rs`
+//! (connections, errors, the `Store` impl, which only calls a table module) and one
+//! file per table: `accounts` (users), `families` (refresh families and tokens),
+//! `lockout` (login attempts and leases), `audit`; PostgreSQL adds `keys` (the key ring)
+//! and its plumbing (`pool`, `statements`, `migrate`, `url`). SQL both dialects share is
+//! written once in `sql` (column lists, the session predicates); each backend has one
+//! row → domain mapping per type, and both parse stored values the same way
+//! (`stored_role`).
+//!
+//! A new table or query touches:
+//! - the `Store` trait here: the method, with the guarantee it makes in its doc;
+//! - a conformance case in `tests/store/cases/` (and its name in the `conformance!` list
+//!   of `tests/store/main.rs`), which runs on every backend;
+//! - both backends' table files, `sqlite/<table>.rs` and `postgres/<table>.rs`, and a
+//!   line in each `Store` impl;
+//! - a migration for each backend, `migrations/sqlite/` and `migrations/postgres/`
+//!   (listed in `sqlite::migrations` and `postgres/migrate.rs`);
+//! - `transfer.rs`, which copies every table for `gatehouse migrate-data`: its
+//!   `TABLES`, the column mapping, and `SOURCE_SCHEMA`/`TARGET_SCHEMA`;
+//! - for key material, `keystore` (the `SealedKeyStore` trait) and `postgres/keys.rs`.
+//!
+//! A new backend implements `Store` (and `SealedKeyStore`, if it keeps keys), gets its
+//! own migrations, an arm in [`open`] and in `DatabaseSettings`, and a module in
+//! `tests/store/main.rs`'s `conformance!` macro; it is done when it passes them all.
 
+pub mod keystore;
 pub mod postgres;
 pub mod serving;
 mod sql;
