@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::clock::SystemClock;
-use crate::config::Settings;
+use crate::config::{Database, Settings};
 use crate::crypto::keys;
 use crate::crypto::lifecycle::Stage;
 use crate::crypto::sealing::KeyEncryptionKey;
@@ -283,8 +283,9 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             for (key, value) in settings.describe() {
                 println!("{key}={value}");
             }
-            match &settings.key_encryption_key_file {
-                Some(kek) if settings.database_url.is_some() => {
+            let keys_dir = &settings.server.keys_dir;
+            match &settings.storage.key_encryption_key_file {
+                Some(kek) if settings.storage.database.postgres_url().is_some() => {
                     KeyEncryptionKey::load(kek)
                         .map_err(|e| Failure::User(format!("keys: {e:#}")))?;
                     println!(
@@ -292,10 +293,10 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                          under the key-encryption key (32 bytes, private)"
                     );
                 }
-                _ if !settings.keys_dir.exists() => {
+                _ if !keys_dir.exists() => {
                     println!("# no keys directory yet: `serve` will create it and a signing key")
                 }
-                _ => match keys::load_dir(&settings.keys_dir) {
+                _ => match keys::load_dir(keys_dir) {
                     Ok(k) if k.is_empty() => {
                         println!("# no signing key yet: `serve` will generate one")
                     }
@@ -306,7 +307,7 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             for warning in settings.warnings() {
                 println!("# warning: {warning}");
             }
-            if let Some(url) = &settings.rate_limit_store {
+            if let Some(url) = &settings.rate_limits.store {
                 match runtime()?.block_on(crate::http::limiter::probe(url)) {
                     Ok(()) => println!("# rate-limit store {url} answers"),
                     // A warning, not a failure: the service starts without Redis and
@@ -314,7 +315,7 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                     Err(e) => println!(
                         "# warning: GATEHOUSE_RATE_LIMIT_STORE: {url} does not answer ({e}); \
                          until it does, GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR={} applies",
-                        settings.rate_limit_on_store_error.as_str()
+                        settings.rate_limits.on_store_error.as_str()
                     ),
                 }
             }
@@ -368,7 +369,7 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
         other => {
             let rt = runtime()?;
             let _guard = rt.enter();
-            let state = startup::build_state(settings, Arc::new(SystemClock))?;
+            let state = startup::build_state(&settings, Arc::new(SystemClock))?;
             rt.block_on(admin_tool(&state, other))
         }
     }
@@ -382,14 +383,14 @@ fn migrate_data(
     keys_from: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     // Refused before the data moves, not after.
-    if keys_from.is_some() && settings.key_encryption_key_file.is_none() {
+    if keys_from.is_some() && settings.storage.key_encryption_key_file.is_none() {
         return Err(Failure::User(
             "--keys-from seals the keys under GATEHOUSE_KEY_ENCRYPTION_KEY_FILE: set it \
              (32 random bytes, mode 0600) first"
                 .into(),
         ));
     }
-    let to = match (to, &settings.database_url) {
+    let to = match (to, settings.storage.database.postgres_url()) {
         (Some(url), _) => {
             PostgresUrl::parse(url).map_err(|e| Failure::User(format!("--to: {e}")))?
         }
@@ -404,7 +405,7 @@ fn migrate_data(
     };
     let options = transfer::Options {
         into_non_empty,
-        connect_timeout: settings.db_connect_timeout,
+        connect_timeout: settings.storage.db_connect_timeout,
     };
     let report = transfer::copy(from, &to, &options).map_err(|e| match e {
         TransferError::Refused(m) => Failure::User(m),
@@ -434,7 +435,7 @@ fn migrate_data(
         // A second transaction: should it fail, the data stays moved, and `gatehouse keys
         // import --from DIR` finishes the job.
         let mut target = settings.clone();
-        target.database_url = Some(to);
+        target.storage.database = Database::Postgres(Box::new(to));
         import_keys(&target, dir, false)?;
     }
     Ok(())
@@ -447,8 +448,10 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
     if let KeysCommand::Import { from, replace } = command {
         return import_keys(settings, &from, replace);
     }
-    if matches!(command, KeysCommand::List) && settings.database_url.is_none() {
-        no_keys_yet(&settings.keys_dir)?;
+    if matches!(command, KeysCommand::List)
+        && let Database::Sqlite(_) = settings.storage.database
+    {
+        no_keys_yet(&settings.server.keys_dir)?;
     }
     // The database's client runs a runtime of its own; this thread runs none, but
     // `key_source` is called the one way that is safe from any thread.
@@ -480,7 +483,7 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
                 "{new} signs now; {} is retired and stays published for {}s. Running servers pick this up within {}s (or send SIGHUP).",
                 old.as_deref().unwrap_or("-"),
                 timing.retire_after,
-                settings.keys_reload_interval.as_secs()
+                settings.server.keys_reload_interval.as_secs()
             );
             record_key_event(
                 settings,
@@ -634,7 +637,10 @@ fn find_user(store: &dyn Store, raw: &str) -> Result<crate::domain::User, Failur
 /// `keys import`: a keys directory into the database, as one transaction.
 fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Result<(), Failure> {
     let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
-    let (Some(url), Some(kek)) = (&settings.database_url, &settings.key_encryption_key_file) else {
+    let (Some(url), Some(kek)) = (
+        settings.storage.database.postgres_url(),
+        &settings.storage.key_encryption_key_file,
+    ) else {
         return Err(Failure::User(
             "keys import moves a keys directory into a PostgreSQL database \
              (GATEHOUSE_DATABASE=postgres://… and GATEHOUSE_KEY_ENCRYPTION_KEY_FILE); \
@@ -647,8 +653,8 @@ fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Re
     let imported = startup::off_runtime(|| {
         let keys = DatabaseKeys::open(
             url,
-            settings.db_connect_timeout,
-            settings.db_start_timeout,
+            settings.storage.db_connect_timeout,
+            settings.storage.db_start_timeout,
             kek,
         )?;
         keys.import(from, &secret_file, now, settings.key_timing(), replace)
@@ -698,7 +704,9 @@ fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Re
 /// Key changes go to the audit log when the database is there; a missing database must
 /// not stop key management (keys may be prepared before the first start).
 fn record_key_event(settings: &Settings, kind: AuditKind, detail: String) {
-    if settings.database_url.is_none() && !settings.database.exists() {
+    if let Database::Sqlite(path) = &settings.storage.database
+        && !path.exists()
+    {
         return;
     }
     let Ok(store) = startup::open_store(settings) else {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod declare;
 pub mod domain;
 pub mod http;
 pub mod memory;
