@@ -229,10 +229,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings),
-        command => run_tool(settings, command),
-    };
+    let result = run(settings, cli.command.unwrap_or(Command::Serve));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::User(msg)) => {
@@ -265,7 +262,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Internal(e.to_string()))
 }
 
-fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
+fn run(settings: Settings, command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve => serve(settings),
         Command::Migrate => {
@@ -366,11 +363,17 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             into_non_empty,
             keys_from.as_deref(),
         ),
-        other => {
-            let rt = runtime()?;
-            let _guard = rt.enter();
-            let state = startup::build_state(&settings, Arc::new(SystemClock))?;
-            rt.block_on(admin_tool(&state, other))
+        Command::Users(UsersCommand::Create { email, admin }) => {
+            admin_tool(&settings, Change::CreateUser { email, admin })
+        }
+        Command::Users(UsersCommand::Promote { email }) => {
+            admin_tool(&settings, Change::Promote(email))
+        }
+        Command::Users(UsersCommand::Disable { email }) => {
+            admin_tool(&settings, Change::Disable(email))
+        }
+        Command::Sessions(SessionsCommand::Revoke { family, user }) => {
+            admin_tool(&settings, Change::Revoke { family, user })
         }
     }
 }
@@ -445,20 +448,13 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
     let now = chrono::Utc::now();
     let timing = settings.key_timing();
     let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
-    if let KeysCommand::Import { from, replace } = command {
-        return import_keys(settings, &from, replace);
-    }
-    if matches!(command, KeysCommand::List)
-        && let Database::Sqlite(_) = settings.storage.database
-    {
-        no_keys_yet(&settings.server.keys_dir)?;
-    }
     // The database's client runs a runtime of its own; this thread runs none, but
     // `key_source` is called the one way that is safe from any thread.
-    let source = startup::off_runtime(|| startup::key_source(settings)).map_err(user_error)?;
+    let source = || startup::off_runtime(|| startup::key_source(settings)).map_err(user_error);
     match command {
+        KeysCommand::Import { from, replace } => import_keys(settings, &from, replace)?,
         KeysCommand::Generate => {
-            let generated = source.generate(now).map_err(user_error)?;
+            let generated = source()?.generate(now).map_err(user_error)?;
             let stage = match generated.stage {
                 Stage::Current => "current: it signs now",
                 _ => "next: published now; run `gatehouse keys rotate` once caches hold it",
@@ -470,7 +466,10 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             record_key_event(settings, AuditKind::KeyGenerated, generated.kid);
         }
         KeysCommand::List => {
-            for line in source.list(now, timing).map_err(user_error)? {
+            if let Database::Sqlite(_) = settings.storage.database {
+                no_keys_yet(&settings.server.keys_dir)?;
+            }
+            for line in source()?.list(now, timing).map_err(user_error)? {
                 println!(
                     "{}\t{} bits\t{}\t{}",
                     line.kid, line.bits, line.state, line.place
@@ -478,7 +477,7 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             }
         }
         KeysCommand::Rotate { force } => {
-            let (old, new) = source.rotate(now, timing, force).map_err(user_error)?;
+            let (old, new) = source()?.rotate(now, timing, force).map_err(user_error)?;
             println!(
                 "{new} signs now; {} is retired and stays published for {}s. Running servers pick this up within {}s (or send SIGHUP).",
                 old.as_deref().unwrap_or("-"),
@@ -495,13 +494,12 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             kid,
             now: immediately,
         } => {
-            source
+            source()?
                 .retire(&kid, now, timing, immediately)
                 .map_err(user_error)?;
             println!("{kid} retired");
             record_key_event(settings, AuditKind::KeyRetired, kid);
         }
-        KeysCommand::Import { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -748,12 +746,33 @@ async fn user_by_email(state: &AppState, raw: &str) -> Result<crate::domain::Use
         .ok_or_else(|| Failure::User(format!("no user with email {raw}")))
 }
 
+/// The commands that change users and sessions: they need the whole service state.
+enum Change {
+    CreateUser {
+        email: String,
+        admin: bool,
+    },
+    Promote(String),
+    Disable(String),
+    Revoke {
+        family: Option<String>,
+        user: Option<String>,
+    },
+}
+
+fn admin_tool(settings: &Settings, change: Change) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let _guard = rt.enter();
+    let state = startup::build_state(settings, Arc::new(SystemClock))?;
+    rt.block_on(change_as_operator(&state, change))
+}
+
 /// The CLI acts as an operator through the same service functions as the admin API, so
 /// the rules and the audit events are the same.
-async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
+async fn change_as_operator(state: &AppState, change: Change) -> Result<(), Failure> {
     let cli = ClientMeta::default();
-    match command {
-        Command::Users(UsersCommand::Create { email, admin }) => {
+    match change {
+        Change::CreateUser { email, admin } => {
             let email = Email::parse(&email).map_err(|m| Failure::User(format!("email {m}")))?;
             let password = read_password()?;
             let password = NewPassword::parse(&password)
@@ -767,17 +786,17 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 role.as_str()
             );
         }
-        Command::Users(UsersCommand::Promote { email }) => {
+        Change::Promote(email) => {
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, Some(Role::Admin), None, &cli).await?;
             println!("{} is now an admin", u.email.as_str());
         }
-        Command::Users(UsersCommand::Disable { email }) => {
+        Change::Disable(email) => {
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, None, Some(true), &cli).await?;
             println!("{} is disabled and every session revoked", u.email.as_str());
         }
-        Command::Sessions(SessionsCommand::Revoke { family, user }) => {
+        Change::Revoke { family, user } => {
             if let Some(family) = family {
                 let id = family
                     .parse::<FamilyId>()
@@ -794,17 +813,6 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 admin::revoke_user_families(state, Actor::Operator, u.id, &cli).await?;
                 println!("every session of {} revoked", u.email.as_str());
             }
-        }
-        Command::Serve
-        | Command::Migrate
-        | Command::Keys(_)
-        | Command::Config(_)
-        | Command::Backup { .. }
-        | Command::MigrateData { .. }
-        | Command::Users(UsersCommand::List { .. } | UsersCommand::Show { .. })
-        | Command::Sessions(SessionsCommand::List { .. })
-        | Command::Audit { .. } => {
-            unreachable!("handled before the state is built")
         }
     }
     Ok(())

@@ -3,7 +3,15 @@
 //! `http` → `service` → `domain`, `crypto`, `storage`: each layer knows only the ones to
 //! its right. `startup` wires them together; `main.rs` is the CLI.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 pub mod cli;
 pub mod clock;
