@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::clock::SystemClock;
-use crate::config::Settings;
+use crate::config::{Database, Settings};
 use crate::crypto::keys;
 use crate::crypto::lifecycle::Stage;
 use crate::crypto::sealing::KeyEncryptionKey;
@@ -229,10 +229,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings),
-        command => run_tool(settings, command),
-    };
+    let result = run(settings, cli.command.unwrap_or(Command::Serve));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::User(msg)) => {
@@ -265,7 +262,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Internal(e.to_string()))
 }
 
-fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
+fn run(settings: Settings, command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve => serve(settings),
         Command::Migrate => {
@@ -283,8 +280,9 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             for (key, value) in settings.describe() {
                 println!("{key}={value}");
             }
-            match &settings.key_encryption_key_file {
-                Some(kek) if settings.database_url.is_some() => {
+            let keys_dir = &settings.server.keys_dir;
+            match &settings.storage.key_encryption_key_file {
+                Some(kek) if settings.storage.database.postgres_url().is_some() => {
                     KeyEncryptionKey::load(kek)
                         .map_err(|e| Failure::User(format!("keys: {e:#}")))?;
                     println!(
@@ -292,10 +290,10 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                          under the key-encryption key (32 bytes, private)"
                     );
                 }
-                _ if !settings.keys_dir.exists() => {
+                _ if !keys_dir.exists() => {
                     println!("# no keys directory yet: `serve` will create it and a signing key")
                 }
-                _ => match keys::load_dir(&settings.keys_dir) {
+                _ => match keys::load_dir(keys_dir) {
                     Ok(k) if k.is_empty() => {
                         println!("# no signing key yet: `serve` will generate one")
                     }
@@ -306,7 +304,7 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             for warning in settings.warnings() {
                 println!("# warning: {warning}");
             }
-            if let Some(url) = &settings.rate_limit_store {
+            if let Some(url) = &settings.rate_limits.store {
                 match runtime()?.block_on(crate::http::limiter::probe(url)) {
                     Ok(()) => println!("# rate-limit store {url} answers"),
                     // A warning, not a failure: the service starts without Redis and
@@ -314,7 +312,7 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                     Err(e) => println!(
                         "# warning: GATEHOUSE_RATE_LIMIT_STORE: {url} does not answer ({e}); \
                          until it does, GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR={} applies",
-                        settings.rate_limit_on_store_error.as_str()
+                        settings.rate_limits.on_store_error.as_str()
                     ),
                 }
             }
@@ -365,11 +363,17 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
             into_non_empty,
             keys_from.as_deref(),
         ),
-        other => {
-            let rt = runtime()?;
-            let _guard = rt.enter();
-            let state = startup::build_state(settings, Arc::new(SystemClock))?;
-            rt.block_on(admin_tool(&state, other))
+        Command::Users(UsersCommand::Create { email, admin }) => {
+            admin_tool(&settings, Change::CreateUser { email, admin })
+        }
+        Command::Users(UsersCommand::Promote { email }) => {
+            admin_tool(&settings, Change::Promote(email))
+        }
+        Command::Users(UsersCommand::Disable { email }) => {
+            admin_tool(&settings, Change::Disable(email))
+        }
+        Command::Sessions(SessionsCommand::Revoke { family, user }) => {
+            admin_tool(&settings, Change::Revoke { family, user })
         }
     }
 }
@@ -382,14 +386,14 @@ fn migrate_data(
     keys_from: Option<&std::path::Path>,
 ) -> Result<(), Failure> {
     // Refused before the data moves, not after.
-    if keys_from.is_some() && settings.key_encryption_key_file.is_none() {
+    if keys_from.is_some() && settings.storage.key_encryption_key_file.is_none() {
         return Err(Failure::User(
             "--keys-from seals the keys under GATEHOUSE_KEY_ENCRYPTION_KEY_FILE: set it \
              (32 random bytes, mode 0600) first"
                 .into(),
         ));
     }
-    let to = match (to, &settings.database_url) {
+    let to = match (to, settings.storage.database.postgres_url()) {
         (Some(url), _) => {
             PostgresUrl::parse(url).map_err(|e| Failure::User(format!("--to: {e}")))?
         }
@@ -404,7 +408,7 @@ fn migrate_data(
     };
     let options = transfer::Options {
         into_non_empty,
-        connect_timeout: settings.db_connect_timeout,
+        connect_timeout: settings.storage.db_connect_timeout,
     };
     let report = transfer::copy(from, &to, &options).map_err(|e| match e {
         TransferError::Refused(m) => Failure::User(m),
@@ -434,7 +438,7 @@ fn migrate_data(
         // A second transaction: should it fail, the data stays moved, and `gatehouse keys
         // import --from DIR` finishes the job.
         let mut target = settings.clone();
-        target.database_url = Some(to);
+        target.storage.database = Database::Postgres(Box::new(to));
         import_keys(&target, dir, false)?;
     }
     Ok(())
@@ -444,18 +448,13 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
     let now = chrono::Utc::now();
     let timing = settings.key_timing();
     let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
-    if let KeysCommand::Import { from, replace } = command {
-        return import_keys(settings, &from, replace);
-    }
-    if matches!(command, KeysCommand::List) && settings.database_url.is_none() {
-        no_keys_yet(&settings.keys_dir)?;
-    }
     // The database's client runs a runtime of its own; this thread runs none, but
     // `key_source` is called the one way that is safe from any thread.
-    let source = startup::off_runtime(|| startup::key_source(settings)).map_err(user_error)?;
+    let source = || startup::off_runtime(|| startup::key_source(settings)).map_err(user_error);
     match command {
+        KeysCommand::Import { from, replace } => import_keys(settings, &from, replace)?,
         KeysCommand::Generate => {
-            let generated = source.generate(now).map_err(user_error)?;
+            let generated = source()?.generate(now).map_err(user_error)?;
             let stage = match generated.stage {
                 Stage::Current => "current: it signs now",
                 _ => "next: published now; run `gatehouse keys rotate` once caches hold it",
@@ -467,7 +466,10 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             record_key_event(settings, AuditKind::KeyGenerated, generated.kid);
         }
         KeysCommand::List => {
-            for line in source.list(now, timing).map_err(user_error)? {
+            if let Database::Sqlite(_) = settings.storage.database {
+                no_keys_yet(&settings.server.keys_dir)?;
+            }
+            for line in source()?.list(now, timing).map_err(user_error)? {
                 println!(
                     "{}\t{} bits\t{}\t{}",
                     line.kid, line.bits, line.state, line.place
@@ -475,12 +477,12 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             }
         }
         KeysCommand::Rotate { force } => {
-            let (old, new) = source.rotate(now, timing, force).map_err(user_error)?;
+            let (old, new) = source()?.rotate(now, timing, force).map_err(user_error)?;
             println!(
                 "{new} signs now; {} is retired and stays published for {}s. Running servers pick this up within {}s (or send SIGHUP).",
                 old.as_deref().unwrap_or("-"),
                 timing.retire_after,
-                settings.keys_reload_interval.as_secs()
+                settings.server.keys_reload_interval.as_secs()
             );
             record_key_event(
                 settings,
@@ -492,13 +494,12 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
             kid,
             now: immediately,
         } => {
-            source
+            source()?
                 .retire(&kid, now, timing, immediately)
                 .map_err(user_error)?;
             println!("{kid} retired");
             record_key_event(settings, AuditKind::KeyRetired, kid);
         }
-        KeysCommand::Import { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -634,7 +635,10 @@ fn find_user(store: &dyn Store, raw: &str) -> Result<crate::domain::User, Failur
 /// `keys import`: a keys directory into the database, as one transaction.
 fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Result<(), Failure> {
     let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
-    let (Some(url), Some(kek)) = (&settings.database_url, &settings.key_encryption_key_file) else {
+    let (Some(url), Some(kek)) = (
+        settings.storage.database.postgres_url(),
+        &settings.storage.key_encryption_key_file,
+    ) else {
         return Err(Failure::User(
             "keys import moves a keys directory into a PostgreSQL database \
              (GATEHOUSE_DATABASE=postgres://… and GATEHOUSE_KEY_ENCRYPTION_KEY_FILE); \
@@ -647,8 +651,8 @@ fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Re
     let imported = startup::off_runtime(|| {
         let keys = DatabaseKeyStore::open(
             url,
-            settings.db_connect_timeout,
-            settings.db_start_timeout,
+            settings.storage.db_connect_timeout,
+            settings.storage.db_start_timeout,
             kek,
         )?;
         keys.import(from, &secret_file, now, settings.key_timing(), replace)
@@ -698,7 +702,9 @@ fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Re
 /// Key changes go to the audit log when the database is there; a missing database must
 /// not stop key management (keys may be prepared before the first start).
 fn record_key_event(settings: &Settings, kind: AuditKind, detail: String) {
-    if settings.database_url.is_none() && !settings.database.exists() {
+    if let Database::Sqlite(path) = &settings.storage.database
+        && !path.exists()
+    {
         return;
     }
     let Ok(store) = startup::open_store(settings) else {
@@ -740,12 +746,33 @@ async fn user_by_email(state: &AppState, raw: &str) -> Result<crate::domain::Use
         .ok_or_else(|| Failure::User(format!("no user with email {raw}")))
 }
 
+/// The commands that change users and sessions: they need the whole service state.
+enum Change {
+    CreateUser {
+        email: String,
+        admin: bool,
+    },
+    Promote(String),
+    Disable(String),
+    Revoke {
+        family: Option<String>,
+        user: Option<String>,
+    },
+}
+
+fn admin_tool(settings: &Settings, change: Change) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let _guard = rt.enter();
+    let state = startup::build_state(settings, Arc::new(SystemClock))?;
+    rt.block_on(change_as_operator(&state, change))
+}
+
 /// The CLI acts as an operator through the same service functions as the admin API, so
 /// the rules and the audit events are the same.
-async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
+async fn change_as_operator(state: &AppState, change: Change) -> Result<(), Failure> {
     let cli = ClientMeta::default();
-    match command {
-        Command::Users(UsersCommand::Create { email, admin }) => {
+    match change {
+        Change::CreateUser { email, admin } => {
             let email = Email::parse(&email).map_err(|m| Failure::User(format!("email {m}")))?;
             let password = read_password()?;
             let password = NewPassword::parse(&password)
@@ -759,17 +786,17 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 role.as_str()
             );
         }
-        Command::Users(UsersCommand::Promote { email }) => {
+        Change::Promote(email) => {
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, Some(Role::Admin), None, &cli).await?;
             println!("{} is now an admin", u.email.as_str());
         }
-        Command::Users(UsersCommand::Disable { email }) => {
+        Change::Disable(email) => {
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, None, Some(true), &cli).await?;
             println!("{} is disabled and every session revoked", u.email.as_str());
         }
-        Command::Sessions(SessionsCommand::Revoke { family, user }) => {
+        Change::Revoke { family, user } => {
             if let Some(family) = family {
                 let id = family
                     .parse::<FamilyId>()
@@ -786,17 +813,6 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 admin::revoke_user_families(state, Actor::Operator, u.id, &cli).await?;
                 println!("every session of {} revoked", u.email.as_str());
             }
-        }
-        Command::Serve
-        | Command::Migrate
-        | Command::Keys(_)
-        | Command::Config(_)
-        | Command::Backup { .. }
-        | Command::MigrateData { .. }
-        | Command::Users(UsersCommand::List { .. } | UsersCommand::Show { .. })
-        | Command::Sessions(SessionsCommand::List { .. })
-        | Command::Audit { .. } => {
-            unreachable!("handled before the state is built")
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use anyhow::Context as _;
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Database, ServerSettings, Settings, TokenSettings};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::keys::KeyRing;
 use crate::crypto::keystore::{FileKeyStore, KeyStore};
@@ -39,6 +40,8 @@ pub struct Application {
     hand_placed: Vec<HandPlaced>,
     /// Held until the server has stopped, so `migrate-data` refuses to copy under it.
     serving: Option<Serving>,
+    /// For the background tasks, which read their own settings.
+    settings: Settings,
 }
 
 impl Application {
@@ -50,8 +53,8 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let (state, hand_placed) = build_state_reporting(settings, clock)?;
-        let serving = match state.settings.database_settings() {
+        let (state, hand_placed) = build_state_reporting(&settings, clock)?;
+        let serving = match settings.database_settings() {
             DatabaseSettings::Sqlite { path, .. } => Some(serving::serve(&path)?),
             DatabaseSettings::Postgres { .. } => None,
         };
@@ -62,14 +65,14 @@ impl Application {
             .context("releasing the login leases of earlier processes")?
             .context("cannot release the login leases of earlier processes")?;
         let state = web::Data::new(state);
-        report_hand_placed(&state, &hand_placed).await;
-        let settings = &state.settings;
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        report_hand_placed(&state, &settings.server.keys_dir, &hand_placed).await;
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         // The limiters are the HTTP layer's: the service below never sees them.
-        let limiters = web::Data::new(RateLimiters::new(settings));
+        let limiters = web::Data::new(RateLimiters::new(&settings.rate_limits));
+        let http_settings = web::Data::new(settings.http.clone());
         // In the background: a replica starts (and serves) while Redis is down.
         tokio::spawn({
             let limiters = limiters.clone();
@@ -77,16 +80,16 @@ impl Application {
         });
         let app_limiters = limiters.clone();
         let server = HttpServer::new(move || {
-            let settings = &app_state.settings;
             App::new()
                 .app_data(app_state.clone())
                 .app_data(app_limiters.clone())
-                .wrap(cors(&settings.cors_origins))
-                .wrap(security_headers(settings.hsts))
+                .app_data(http_settings.clone())
+                .wrap(cors(&http_settings.cors_origins))
+                .wrap(security_headers(http_settings.hsts))
                 .wrap(from_fn(http::middleware::observe))
                 .configure(http::routes)
         })
-        .workers(settings.http_workers)
+        .workers(settings.server.http_workers)
         // Slow clients lose their slot: headers within 5 s, idle keep-alive 30 s.
         .client_request_timeout(Duration::from_secs(5))
         .client_disconnect_timeout(Duration::from_secs(2))
@@ -95,11 +98,11 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(
-            addr = %format!("{}:{port}", listener_host(&settings.bind)),
-            issuer = %settings.issuer,
+            addr = %format!("{}:{port}", listener_host(&settings.server.bind)),
+            issuer = %settings.tokens.issuer,
             kid = %state.keys().signer().kid,
             // Redacted: the URL's password never reaches a log.
-            rate_limits = %match (&settings.rate_limit_store, settings.rate_limits.enabled) {
+            rate_limits = %match (&settings.rate_limits.store, settings.rate_limits.enabled) {
                 (_, false) => "off".to_owned(),
                 (None, true) => "in memory (this process)".to_owned(),
                 (Some(url), true) => format!("in Redis at {url}"),
@@ -113,6 +116,7 @@ impl Application {
             limiters,
             hand_placed,
             serving,
+            settings,
         })
     }
 
@@ -126,9 +130,14 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM; in-flight requests are drained (up to 20 s).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let maintenance = tokio::spawn(maintain(self.state.clone(), self.limiters));
+        let maintenance = tokio::spawn(maintain(
+            self.state.clone(),
+            self.limiters,
+            self.settings.server.clone(),
+        ));
         let keys = tokio::spawn(watch_keys(
             self.state.clone(),
+            self.settings,
             self.hand_placed.into_iter().collect(),
         ));
         let result = self.server.await;
@@ -144,13 +153,13 @@ fn listener_host(bind: &str) -> &str {
 }
 
 /// Opens storage, loads (or creates) keys and the refresh secret, and self-tests signing.
-pub fn build_state(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+pub fn build_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
     build_state_reporting(settings, clock).map(|(state, _)| state)
 }
 
 /// `build_state`, and the key files it trusted that `keys.json` does not know.
 fn build_state_reporting(
-    settings: Settings,
+    settings: &Settings,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(AppState, Vec<HandPlaced>)> {
     settings.validate()?;
@@ -159,15 +168,23 @@ fn build_state_reporting(
     // Off this thread: on PostgreSQL the key source is a synchronous client, which must
     // not run on a thread that drives a runtime (the server builds its state in one).
     let (source, keys, hand_placed, secret) = off_runtime(|| {
-        let source = key_source(&settings)?;
-        let (keys, hand_placed) = load_or_create_keys(source.as_ref(), &settings, now)?;
-        self_test(&keys, &settings)?;
+        let source = key_source(settings)?;
+        let (keys, hand_placed) = load_or_create_keys(source.as_ref(), settings, now)?;
+        self_test(&keys, &settings.tokens)?;
         let secret = load_or_create_secret(source.as_ref())?;
         Ok::<_, anyhow::Error>((source, keys, hand_placed, secret))
     })?;
-    let hasher = PasswordHasher::new(settings.password_cost, settings.hash_workers)
+    let hasher = PasswordHasher::new(settings.password_cost, settings.server.hash_workers)
         .context("cannot set up password hashing")?;
-    let state = AppState::new(settings, store, keys, source, hasher, secret, clock);
+    let state = AppState::new(
+        settings.policy(),
+        store,
+        keys,
+        source,
+        hasher,
+        secret,
+        clock,
+    );
     Ok((state, hand_placed))
 }
 
@@ -175,20 +192,21 @@ fn build_state_reporting(
 /// the key-encryption key) with PostgreSQL, so that replicas share them without a
 /// shared file system. Blocking: call it off the async executor (see `off_runtime`).
 pub fn key_source(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
-    match &settings.database_url {
-        None => Ok(Arc::new(FileKeyStore::new(
-            &settings.keys_dir,
+    match &settings.storage.database {
+        Database::Sqlite(_) => Ok(Arc::new(FileKeyStore::new(
+            &settings.server.keys_dir,
             &settings.refresh_secret_path(),
         ))),
-        Some(url) => {
+        Database::Postgres(url) => {
             let kek = settings
+                .storage
                 .key_encryption_key_file
                 .as_deref()
                 .context("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE is required on PostgreSQL")?;
             Ok(Arc::new(DatabaseKeyStore::open(
                 url,
-                settings.db_connect_timeout,
-                settings.db_start_timeout,
+                settings.storage.db_connect_timeout,
+                settings.storage.db_start_timeout,
                 kek,
             )?))
         }
@@ -227,12 +245,12 @@ pub fn load_or_create_keys(
 /// Hand-placed keys stay trusted, as operators rely on, but never silently: anyone who
 /// could write the keys directory could otherwise mint tokens that every verifier
 /// accepts. A warning and an audit event per key; never any key material.
-async fn report_hand_placed(state: &AppState, hand_placed: &[HandPlaced]) {
+async fn report_hand_placed(state: &AppState, keys_dir: &Path, hand_placed: &[HandPlaced]) {
     for key in hand_placed {
         tracing::warn!(
             file = %key.file,
             kid = %key.kid,
-            dir = %state.settings.keys_dir.display(),
+            dir = %keys_dir.display(),
             "trusting a key file that keys.json does not know (placed by hand?); \
              if nobody meant to add it, delete it and rotate"
         );
@@ -249,10 +267,15 @@ async fn report_hand_placed(state: &AppState, hand_placed: &[HandPlaced]) {
 /// the new ring when it differs. A directory that fails to load keeps the old ring.
 /// A hand-placed key is reported once, when a reload first finds it (again if it
 /// leaves and comes back).
-async fn watch_keys(state: web::Data<AppState>, mut reported: HashSet<HandPlaced>) {
+async fn watch_keys(
+    state: web::Data<AppState>,
+    settings: Settings,
+    mut reported: HashSet<HandPlaced>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(state.settings.keys_reload_interval);
+    let mut tick = tokio::time::interval(settings.server.keys_reload_interval);
+    let timing = settings.key_timing();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let by_signal = match hangup.as_mut() {
@@ -265,12 +288,12 @@ async fn watch_keys(state: web::Data<AppState>, mut reported: HashSet<HandPlaced
                 false
             }
         };
-        let settings = state.settings.clone();
+        let tokens = settings.tokens.clone();
         let source = Arc::clone(&state.key_source);
         let now = state.now();
         let loaded = tokio::task::spawn_blocking(move || {
-            let (ring, hand_placed) = source.load(now, settings.key_timing())?;
-            self_test(&ring, &settings)?;
+            let (ring, hand_placed) = source.load(now, timing)?;
+            self_test(&ring, &tokens)?;
             Ok::<_, anyhow::Error>((ring, hand_placed))
         })
         .await;
@@ -281,7 +304,7 @@ async fn watch_keys(state: web::Data<AppState>, mut reported: HashSet<HandPlaced
                     .filter(|k| !reported.contains(*k))
                     .cloned()
                     .collect();
-                report_hand_placed(&state, &new).await;
+                report_hand_placed(&state, &settings.server.keys_dir, &new).await;
                 reported = hand_placed.into_iter().collect();
                 let old = state.keys();
                 if ring.jwks().etag != old.jwks().etag || ring.signer().kid != old.signer().kid {
@@ -313,7 +336,7 @@ fn load_or_create_secret(source: &dyn KeyStore) -> anyhow::Result<RefreshSecret>
 
 /// Signs and verifies one token with the loaded keys before serving, so a broken crypto
 /// backend or key stops the start instead of failing every login.
-fn self_test(keys: &KeyRing, settings: &Settings) -> anyhow::Result<()> {
+fn self_test(keys: &KeyRing, settings: &TokenSettings) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let claims = AccessClaims {
         iss: settings.issuer.clone(),
@@ -373,17 +396,20 @@ fn security_headers(hsts: bool) -> DefaultHeaders {
 
 /// Background upkeep: prunes expired families, stale lockout windows and old audit
 /// events, and lets idle rate-limit buckets go. Each pass runs off the executor.
-async fn maintain(state: web::Data<AppState>, limiters: web::Data<RateLimiters>) {
-    let mut tick = tokio::time::interval(state.settings.prune_interval);
+async fn maintain(
+    state: web::Data<AppState>,
+    limiters: web::Data<RateLimiters>,
+    server: ServerSettings,
+) {
+    let mut tick = tokio::time::interval(server.prune_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         limiters.forget_idle();
         let now = state.now();
-        let window = state.settings.lockout.window.as_secs() as i64;
+        let window = state.policy.lockout.window.as_secs() as i64;
         let before = now
-            - chrono::Duration::from_std(state.settings.audit_retention)
-                .unwrap_or(chrono::Duration::MAX);
+            - chrono::Duration::from_std(server.audit_retention).unwrap_or(chrono::Duration::MAX);
         match state.db(move |s| s.prune(now, window, before)).await {
             Ok(p) if p != Default::default() => tracing::info!(
                 families = p.families,

@@ -3,8 +3,9 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use actix_web::{HttpMessage as _, HttpRequest};
+use actix_web::{HttpMessage as _, HttpRequest, web};
 
+use super::settings::HttpSettings;
 use crate::service::AppState;
 
 /// Where trusted proxies put the client's address. Only this header is read: a proxy
@@ -103,8 +104,11 @@ pub fn client_ip(req: &HttpRequest, state: &AppState) -> Option<IpAddr> {
     if let Some(Resolved(ip)) = cached {
         return ip;
     }
-    let settings = &state.settings;
-    let found = resolve_client_ip(req, &settings.trusted_proxies, settings.client_ip_header);
+    // Without the HTTP settings no proxy is trusted: the TCP peer is the client.
+    let found = match req.app_data::<web::Data<HttpSettings>>() {
+        Some(http) => resolve_client_ip(req, &http.trusted_proxies, http.client_ip_header),
+        None => resolve_client_ip(req, &[], ClientIpHeader::XForwardedFor),
+    };
     if found.is_some_and(|f| f.malformed) {
         state.metrics.client_ip_header_malformed();
     }

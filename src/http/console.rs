@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
 use super::error::ApiError;
-use crate::service::AppState;
+use super::settings::HttpSettings;
 
 /// Scripts, styles, images and API calls only from this origin, nothing inline, and no
 /// framing (clickjacking an admin's revoke button). `form-action 'none'`: the forms are
@@ -46,8 +46,8 @@ static ASSETS: &[Asset] = &[
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
-fn serve(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
-    if !state.settings.admin_console {
+fn serve(http: &HttpSettings, name: &str) -> Result<HttpResponse, ApiError> {
+    if !http.admin_console {
         return Err(ApiError::not_found());
     }
     let asset = ASSETS
@@ -69,20 +69,20 @@ fn serve(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
         .body(asset.body))
 }
 
-pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    serve(&state, "index.html")
+pub async fn index(http: web::Data<HttpSettings>) -> Result<HttpResponse, ApiError> {
+    serve(&http, "index.html")
 }
 
 pub async fn file(
-    state: web::Data<AppState>,
+    http: web::Data<HttpSettings>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    serve(&state, &name)
+    serve(&http, &name)
 }
 
 /// `/admin` → `/admin/`, so relative module paths resolve under `/admin/`.
-pub async fn redirect(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if !state.settings.admin_console {
+pub async fn redirect(http: web::Data<HttpSettings>) -> Result<HttpResponse, ApiError> {
+    if !http.admin_console {
         return Err(ApiError::not_found());
     }
     Ok(HttpResponse::PermanentRedirect()

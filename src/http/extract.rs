@@ -9,6 +9,7 @@ use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 
 use super::client_ip::{client_bucket, client_ip};
 use super::error::ApiError;
+use super::settings::HttpSettings;
 use crate::service::caller::{self, Caller};
 use crate::service::{AppState, ClientMeta, ServiceError};
 
@@ -110,9 +111,9 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
                 && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
         });
         let body = web::Bytes::from_request(req, payload);
-        let timeout = state(req).map_or(std::time::Duration::from_secs(10), |s| {
-            s.settings.body_timeout
-        });
+        let timeout = req
+            .app_data::<web::Data<HttpSettings>>()
+            .map_or(std::time::Duration::from_secs(10), |s| s.body_timeout);
         Box::pin(async move {
             if !is_json {
                 return Err(ApiError::new(

@@ -12,7 +12,7 @@ use actix_web::{Error, ResponseError as _, web};
 
 use super::client_ip::{client_bucket, client_ip};
 use super::error::ApiError;
-use super::limiter::{LimitTier, RateLimiters, Verdict};
+use super::limiter::{LimitTier, LimitVerdict, RateLimiters};
 use crate::service::AppState;
 
 /// Which budget a route spends. Owning the middleware (rather than a limiter crate's)
@@ -66,12 +66,12 @@ async fn limit(
     let (tier, takes_password) = bucket.classify(req.method());
     let ip = client_ip(req.request(), &state).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let refusal = match limiters.check(tier, client_bucket(ip)).await {
-        Verdict::Allowed => None,
-        Verdict::Limited { retry_after_secs } => {
+        LimitVerdict::Allowed => None,
+        LimitVerdict::Limited { retry_after_secs } => {
             state.metrics.rate_limited(tier.name());
             Some(ApiError::rate_limited(retry_after_secs))
         }
-        Verdict::StoreUnavailable => {
+        LimitVerdict::StoreUnavailable => {
             let refused = limiters.on_store_error().refuses(takes_password);
             state
                 .metrics

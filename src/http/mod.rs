@@ -12,6 +12,7 @@ mod health;
 pub mod limiter;
 mod me;
 pub mod middleware;
+pub mod settings;
 mod wellknown;
 
 use actix_web::error::QueryPayloadError;

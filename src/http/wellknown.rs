@@ -4,14 +4,19 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
+use super::settings::HttpSettings;
 use crate::service::AppState;
 
 /// `GET /.well-known/jwks.json`: bytes serialized once per key change, with a strong
 /// ETag so caches revalidate with `If-None-Match` for a 304.
-pub async fn jwks(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn jwks(
+    state: web::Data<AppState>,
+    http: web::Data<HttpSettings>,
+    req: HttpRequest,
+) -> HttpResponse {
     let keys = state.keys();
     let jwks = keys.jwks();
-    let cache = format!("public, max-age={}", state.settings.jwks_max_age.as_secs());
+    let cache = format!("public, max-age={}", http.jwks_max_age.as_secs());
     let matches = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -37,7 +42,7 @@ pub async fn jwks(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
 /// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §3, the parts
 /// that describe how to verify our tokens).
 pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
-    let issuer = &state.settings.issuer;
+    let issuer = &state.policy.tokens.issuer;
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .json(json!({

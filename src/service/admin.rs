@@ -299,7 +299,7 @@ pub async fn update_user_view(
 pub async fn signing_keys(state: &AppState) -> Result<Vec<KeyStatus>, ServiceError> {
     let ring = state.keys();
     let source = Arc::clone(&state.key_source);
-    let timing = state.settings.key_timing();
+    let timing = state.policy.key_timing;
     tokio::task::spawn_blocking(move || {
         let life = source
             .lifecycle()

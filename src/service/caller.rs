@@ -36,8 +36,8 @@ pub async fn authenticate(state: &AppState, bearer: &str) -> Result<Caller, Serv
     let claims = jwt::verify(
         &state.keys(),
         bearer,
-        &state.settings.issuer,
-        &state.settings.audience,
+        &state.policy.tokens.issuer,
+        &state.policy.tokens.audience,
         now,
     )
     .map_err(|_| ServiceError::InvalidToken)?;

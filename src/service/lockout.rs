@@ -56,7 +56,7 @@ pub struct AttemptSignals {
 
 /// What the lockout rule says about the loads a reservation saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
+enum LockoutVerdict {
     Go,
     Wait,
     Locked { retry_after_secs: i64 },
@@ -65,7 +65,7 @@ enum Verdict {
 /// The rule, for keys with these limits and loads: locked while any key's stored
 /// failures reach its limit (until the longest such window ends); wait while the
 /// checks in flight could take any key there; go otherwise.
-fn verdict(limits: &[(String, u32)], loads: &[KeyLoad]) -> Verdict {
+fn verdict(limits: &[(String, u32)], loads: &[KeyLoad]) -> LockoutVerdict {
     let mut wait = false;
     let mut retry_after_secs = 0;
     for ((_, max), load) in limits.iter().zip(loads) {
@@ -76,11 +76,11 @@ fn verdict(limits: &[(String, u32)], loads: &[KeyLoad]) -> Verdict {
         }
     }
     if retry_after_secs > 0 {
-        Verdict::Locked { retry_after_secs }
+        LockoutVerdict::Locked { retry_after_secs }
     } else if wait {
-        Verdict::Wait
+        LockoutVerdict::Wait
     } else {
-        Verdict::Go
+        LockoutVerdict::Go
     }
 }
 
@@ -109,12 +109,13 @@ fn reserve(
         now,
         ttl: LEASE,
     };
-    let reservation =
-        store.reserve_attempt(&lease, &|loads| verdict(limits, loads) == Verdict::Go)?;
+    let reservation = store.reserve_attempt(&lease, &|loads| {
+        verdict(limits, loads) == LockoutVerdict::Go
+    })?;
     if !reservation.leased {
         return Ok(match verdict(limits, &reservation.loads) {
-            Verdict::Locked { retry_after_secs } => Admission::Locked { retry_after_secs },
-            Verdict::Wait | Verdict::Go => Admission::Wait,
+            LockoutVerdict::Locked { retry_after_secs } => Admission::Locked { retry_after_secs },
+            LockoutVerdict::Wait | LockoutVerdict::Go => Admission::Wait,
         });
     }
     let own_failures = reservation.loads.first().map_or(0, |l| l.stored.failures);
@@ -186,7 +187,7 @@ impl Attempt {
     /// The password was wrong (or the account disabled): one failure on every key,
     /// stored as the lease ends.
     pub async fn failed(self, state: &AppState) -> Result<(), ServiceError> {
-        let window_secs = state.settings.lockout.window.as_secs() as i64;
+        let window_secs = state.policy.lockout.window.as_secs() as i64;
         let now = state.now();
         state
             .db(move |_| self.record_failure(window_secs, now))
@@ -252,7 +253,7 @@ pub async fn begin(
     email: &Email,
     meta: &ClientMeta,
 ) -> Result<Attempt, ServiceError> {
-    let lockout = state.settings.lockout;
+    let lockout = state.policy.lockout;
     let limits = vec![
         (email_attempt_key(email), lockout.max_failures),
         (
@@ -276,7 +277,7 @@ pub async fn begin_password_check(
 ) -> Result<Attempt, ServiceError> {
     let limits = vec![(
         password_check_key(session),
-        state.settings.lockout.max_failures,
+        state.policy.lockout.max_failures,
     )];
     let refused = AuditEvent {
         family_id: Some(session),
@@ -290,7 +291,7 @@ async fn admit(
     limits: Vec<(String, u32)>,
     refused: AuditEvent,
 ) -> Result<Attempt, ServiceError> {
-    let window = state.settings.lockout.window.as_secs() as i64;
+    let window = state.policy.lockout.window.as_secs() as i64;
     let deadline = tokio::time::Instant::now() + WAIT_FOR_IN_FLIGHT;
     loop {
         // Registered before the check, so a check resolving in between still wakes us.
@@ -390,11 +391,15 @@ mod tests {
     }
 
     /// What a refused reservation was told, as the rule's verdict.
-    fn ruled(store: &Arc<dyn Store>, limits: &[(String, u32)], now: DateTime<Utc>) -> Verdict {
+    fn ruled(
+        store: &Arc<dyn Store>,
+        limits: &[(String, u32)],
+        now: DateTime<Utc>,
+    ) -> LockoutVerdict {
         match ask(store, limits, now) {
             Admission::Go(_) => panic!("admitted, expected a refusal"),
-            Admission::Wait => Verdict::Wait,
-            Admission::Locked { retry_after_secs } => Verdict::Locked { retry_after_secs },
+            Admission::Wait => LockoutVerdict::Wait,
+            Admission::Locked { retry_after_secs } => LockoutVerdict::Locked { retry_after_secs },
         }
     }
 
@@ -443,7 +448,7 @@ mod tests {
         let first = go(&store, &limits(5, 20), t(1));
         assert_eq!(first.own_failures, 3);
         let second = go(&store, &limits(5, 20), t(1));
-        assert_eq!(ruled(&store, &limits(5, 20), t(1)), Verdict::Wait);
+        assert_eq!(ruled(&store, &limits(5, 20), t(1)), LockoutVerdict::Wait);
 
         drop(second);
         go(&store, &limits(5, 20), t(1));
@@ -458,11 +463,11 @@ mod tests {
         let second = go(&store, &limits(5, 20), t(1));
         first.record_failure(WINDOW, t(1)).expect("fail");
         // 4 stored + 1 in flight: still a wait, never a slot.
-        assert_eq!(ruled(&store, &limits(5, 20), t(1)), Verdict::Wait);
+        assert_eq!(ruled(&store, &limits(5, 20), t(1)), LockoutVerdict::Wait);
         second.record_failure(WINDOW, t(1)).expect("fail");
         assert!(matches!(
             ruled(&store, &limits(5, 20), t(1)),
-            Verdict::Locked { .. }
+            LockoutVerdict::Locked { .. }
         ));
         assert_eq!(in_flight(&store, EMAIL, t(1)), 0);
     }
@@ -476,7 +481,7 @@ mod tests {
         ];
         let _first = go(&store, &limits(5, 2), t(0));
         let _second = go(&store, &other, t(0));
-        assert_eq!(ruled(&store, &limits(5, 2), t(0)), Verdict::Wait);
+        assert_eq!(ruled(&store, &limits(5, 2), t(0)), LockoutVerdict::Wait);
     }
 
     #[test]
@@ -485,7 +490,7 @@ mod tests {
         fail(&store, &[EMAIL], 5, t(0));
         assert_eq!(
             ruled(&store, &limits(5, 20), t(100)),
-            Verdict::Locked {
+            LockoutVerdict::Locked {
                 retry_after_secs: WINDOW - 100
             }
         );
@@ -504,23 +509,23 @@ mod tests {
         let limits = limits(5, 5);
         assert_eq!(
             verdict(&limits, &[load(4, 10, 1), load(5, 30, 0)]),
-            Verdict::Locked {
+            LockoutVerdict::Locked {
                 retry_after_secs: 30
             }
         );
         assert_eq!(
             verdict(&limits, &[load(5, 40, 0), load(6, 30, 0)]),
-            Verdict::Locked {
+            LockoutVerdict::Locked {
                 retry_after_secs: 40
             }
         );
         assert_eq!(
             verdict(&limits, &[load(4, 10, 1), load(0, 0, 0)]),
-            Verdict::Wait
+            LockoutVerdict::Wait
         );
         assert_eq!(
             verdict(&limits, &[load(3, 10, 1), load(0, 0, 4)]),
-            Verdict::Go
+            LockoutVerdict::Go
         );
     }
 
@@ -530,7 +535,7 @@ mod tests {
         let (store, _dir) = store();
         let held = go(&store, &limits(1, 20), t(0));
         std::mem::forget(held);
-        assert_eq!(ruled(&store, &limits(1, 20), t(1)), Verdict::Wait);
+        assert_eq!(ruled(&store, &limits(1, 20), t(1)), LockoutVerdict::Wait);
         let later = t(0) + LEASE;
         go(&store, &limits(1, 20), later);
     }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod caller;
 pub mod keystore;
 pub mod lockout;
+pub mod policy;
 pub mod rotation;
 pub mod sessions;
 pub mod tokens;
@@ -16,7 +17,6 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::config::Settings;
 use crate::crypto::keys::KeyRing;
 use crate::crypto::keystore::KeyStore;
 use crate::crypto::password::{HashError, PasswordHasher};
@@ -24,10 +24,13 @@ use crate::crypto::refresh::RefreshSecret;
 use crate::metrics::Metrics;
 use crate::storage::{Store, StoreError};
 
+pub use self::policy::Policy;
+
 /// Everything a request needs, built once at start and shared by every worker.
 /// No globals: two apps with different keys can run in one process.
 pub struct AppState {
-    pub settings: Settings,
+    /// What the rules read: lifetimes, audience, lockout limits, key timing.
+    pub policy: Policy,
     pub store: Arc<dyn Store>,
     keys: RwLock<Arc<KeyRing>>,
     /// Where the ring is kept (the keys directory, or the database), for reloads and
@@ -43,7 +46,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        settings: Settings,
+        policy: Policy,
         store: Arc<dyn Store>,
         keys: KeyRing,
         key_source: Arc<dyn KeyStore>,
@@ -60,7 +63,7 @@ impl AppState {
             clock,
             metrics: Metrics::default(),
             attempts: Arc::default(),
-            settings,
+            policy,
         }
     }
 

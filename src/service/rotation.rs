@@ -10,7 +10,7 @@ use crate::storage::{StoredToken, TokenHashBytes};
 
 /// What to do with a presented refresh token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum RotationVerdict {
     /// Live and unspent: claim it and issue a child expiring then.
     Rotate { child_expires_at: DateTime<Utc> },
     /// Spent inside the grace while its child is unused: hand out that same child again
@@ -25,7 +25,7 @@ pub enum Verdict {
 
 /// The settings the rule reads.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub struct Lifetimes {
     /// Idle lifetime of a child (capped by its family's absolute expiry).
     pub refresh_ttl: Duration,
     /// How long after a spend its unused child may be handed out again; zero = never.
@@ -39,16 +39,16 @@ pub fn judge(
     t: &StoredToken,
     child: &TokenHashBytes,
     now: DateTime<Utc>,
-    policy: Policy,
-) -> Verdict {
+    policy: Lifetimes,
+) -> RotationVerdict {
     if t.family_revoked || t.family_stale || t.family_expires_at <= now || t.user.disabled {
-        return Verdict::Invalid;
+        return RotationVerdict::Invalid;
     }
     let Some(spent_at) = t.spent_at else {
         if t.expires_at <= now {
-            return Verdict::Invalid;
+            return RotationVerdict::Invalid;
         }
-        return Verdict::Rotate {
+        return RotationVerdict::Rotate {
             child_expires_at: (now + policy.refresh_ttl).min(t.family_expires_at),
         };
     };
@@ -57,11 +57,11 @@ pub fn judge(
         Some(c)
             if in_grace && !c.spent && c.expires_at > now && constant_time_eq(&c.hash, child) =>
         {
-            Verdict::Replay {
+            RotationVerdict::Replay {
                 child_expires_at: c.expires_at,
             }
         }
-        _ => Verdict::Reuse,
+        _ => RotationVerdict::Reuse,
     }
 }
 
@@ -77,8 +77,8 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")
     }
 
-    fn policy(grace_secs: i64) -> Policy {
-        Policy {
+    fn policy(grace_secs: i64) -> Lifetimes {
+        Lifetimes {
             refresh_ttl: Duration::seconds(3600),
             reuse_grace: Duration::seconds(grace_secs),
         }
@@ -120,7 +120,7 @@ mod tests {
         let t = live();
         assert_eq!(
             judge(&t, &CHILD, at(100), policy(10)),
-            Verdict::Rotate {
+            RotationVerdict::Rotate {
                 child_expires_at: at(3700)
             }
         );
@@ -130,7 +130,7 @@ mod tests {
         };
         assert_eq!(
             judge(&t, &CHILD, at(100), policy(10)),
-            Verdict::Rotate {
+            RotationVerdict::Rotate {
                 child_expires_at: at(200)
             }
         );
@@ -174,14 +174,20 @@ mod tests {
             ),
         ];
         for (token, now) in cases {
-            assert_eq!(judge(&token, &CHILD, now, policy(10)), Verdict::Invalid);
+            assert_eq!(
+                judge(&token, &CHILD, now, policy(10)),
+                RotationVerdict::Invalid
+            );
         }
         // A revoked family stays revoked even for a spent token inside the grace.
         let t = StoredToken {
             family_revoked: true,
             ..spent_at(100, false)
         };
-        assert_eq!(judge(&t, &CHILD, at(101), policy(10)), Verdict::Invalid);
+        assert_eq!(
+            judge(&t, &CHILD, at(101), policy(10)),
+            RotationVerdict::Invalid
+        );
     }
 
     #[test]
@@ -190,7 +196,7 @@ mod tests {
         for now in [at(100), at(105), at(110)] {
             assert_eq!(
                 judge(&t, &CHILD, now, policy(10)),
-                Verdict::Replay {
+                RotationVerdict::Replay {
                     child_expires_at: at(3700)
                 }
             );
@@ -201,21 +207,21 @@ mod tests {
     fn after_the_grace_or_once_the_child_was_used_a_spent_token_is_reuse() {
         assert_eq!(
             judge(&spent_at(100, false), &CHILD, at(111), policy(10)),
-            Verdict::Reuse
+            RotationVerdict::Reuse
         );
         assert_eq!(
             judge(&spent_at(100, true), &CHILD, at(101), policy(10)),
-            Verdict::Reuse
+            RotationVerdict::Reuse
         );
         // Grace off: any second presentation is reuse.
         assert_eq!(
             judge(&spent_at(100, false), &CHILD, at(100), policy(0)),
-            Verdict::Reuse
+            RotationVerdict::Reuse
         );
         // A child that is not the one this token derives proves nothing.
         assert_eq!(
             judge(&spent_at(100, false), &[9; 32], at(101), policy(10)),
-            Verdict::Reuse
+            RotationVerdict::Reuse
         );
     }
 }

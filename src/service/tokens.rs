@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::audit::event;
-use super::rotation::{self, Verdict};
+use super::rotation::{self, RotationVerdict};
 use super::{AppState, ClientMeta, ServiceError};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::refresh::RefreshToken;
@@ -46,12 +46,12 @@ pub fn access_token(
 ) -> Result<String, ServiceError> {
     let iat = now.timestamp();
     let claims = AccessClaims {
-        iss: state.settings.issuer.clone(),
-        aud: state.settings.audience.clone(),
+        iss: state.policy.tokens.issuer.clone(),
+        aud: state.policy.tokens.audience.clone(),
         sub: user.id,
         iat,
         nbf: iat,
-        exp: iat + state.settings.access_ttl.as_secs() as i64,
+        exp: iat + state.policy.tokens.access_ttl.as_secs() as i64,
         jti: Uuid::new_v4(),
         sid,
         role: user.role,
@@ -70,7 +70,7 @@ fn pair(
     let access_token = access_token(state, &user, family_id, now)?;
     Ok(TokenPair {
         access_token,
-        expires_in: state.settings.access_ttl.as_secs(),
+        expires_in: state.policy.tokens.access_ttl.as_secs(),
         refresh_token,
         // Whole seconds on both sides: storage keeps whole seconds.
         refresh_expires_in: (refresh_expires_at.timestamp() - now.timestamp()).max(0) as u64,
@@ -90,8 +90,8 @@ pub fn new_family(
     opened_by: AuditKind,
 ) -> (NewFamily, RefreshToken) {
     let token = RefreshToken::generate();
-    let family_expires_at = now + dur(state.settings.family_ttl);
-    let token_expires_at = (now + dur(state.settings.refresh_ttl)).min(family_expires_at);
+    let family_expires_at = now + dur(state.policy.tokens.family_ttl);
+    let token_expires_at = (now + dur(state.policy.tokens.refresh_ttl)).min(family_expires_at);
     let family = NewFamily {
         id: FamilyId::random(),
         user_id: user.id,
@@ -173,9 +173,9 @@ pub async fn refresh(
     let now = state.now();
     let child = token.child(&state.refresh_secret);
     let (presented, child_hash) = (token.hash().0, child.hash().0);
-    let policy = rotation::Policy {
-        refresh_ttl: dur(state.settings.refresh_ttl),
-        reuse_grace: dur(state.settings.refresh_reuse_grace),
+    let policy = rotation::Lifetimes {
+        refresh_ttl: dur(state.policy.tokens.refresh_ttl),
+        reuse_grace: dur(state.policy.tokens.refresh_reuse_grace),
     };
     for _ in 0..CLAIMS {
         let Some(stored) = state.db(move |s| s.find_refresh_token(presented)).await? else {
@@ -183,16 +183,16 @@ pub async fn refresh(
             return Err(ServiceError::InvalidRefreshToken);
         };
         let child_expires_at = match rotation::judge(&stored, &child_hash, now, policy) {
-            Verdict::Invalid => {
+            RotationVerdict::Invalid => {
                 state.metrics.refresh("invalid");
                 return Err(ServiceError::InvalidRefreshToken);
             }
-            Verdict::Reuse => return Err(reuse_detected(state, &stored, now, meta).await),
-            Verdict::Replay { child_expires_at } => {
+            RotationVerdict::Reuse => return Err(reuse_detected(state, &stored, now, meta).await),
+            RotationVerdict::Replay { child_expires_at } => {
                 state.metrics.refresh("grace_replay");
                 child_expires_at
             }
-            Verdict::Rotate { child_expires_at } => {
+            RotationVerdict::Rotate { child_expires_at } => {
                 let spend = Spend {
                     presented,
                     child: child_hash,

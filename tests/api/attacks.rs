@@ -151,7 +151,7 @@ async fn fifty_concurrent_guesses_stop_at_the_limit() {
 async fn forty_concurrent_guesses_stop_at_the_limit_whatever_the_databases_default_isolation() {
     for level in ["repeatable read", "serializable"] {
         let app = spawn_app_on(Backend::Postgres, |settings| {
-            let Some(url) = settings.database_url.clone() else {
+            let Some(url) = settings.storage.database.postgres_url().cloned() else {
                 return; // GATEHOUSE_TEST_POSTGRES=off, said loudly by the kit
             };
             // Off this runtime's threads: the synchronous client runs one of its own.
@@ -346,7 +346,7 @@ async fn a_forged_x_forwarded_for_does_not_escape_the_limit() {
 async fn behind_a_trusted_proxy_only_the_hop_it_appended_counts() {
     let app = spawn_app_with(|s| {
         strict_limits(s);
-        s.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
+        s.http.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
     })
     .await;
     let signup = |xff: String| {
@@ -394,7 +394,7 @@ async fn behind_a_trusted_proxy_only_the_hop_it_appended_counts() {
 
 #[tokio::test]
 async fn cors_answers_only_the_configured_origin() {
-    let app = spawn_app_with(|s| s.cors_origins = vec!["https://app.example.com".into()]).await;
+    let app = spawn_app_with(|s| s.http.cors_origins = vec!["https://app.example.com".into()]).await;
     let preflight = |origin: &'static str| {
         let app = &app;
         async move {
@@ -435,7 +435,7 @@ async fn cors_answers_only_the_configured_origin() {
 
 #[tokio::test]
 async fn security_headers_are_on_every_response_and_hsts_when_configured() {
-    let app = spawn_app_with(|s| s.hsts = true).await;
+    let app = spawn_app_with(|s| s.http.hsts = true).await;
     let tokens = app.post_signup(&unique_email("hdr"), PASSWORD).await;
     assert_eq!(
         header(&tokens, "cache-control").as_deref(),
@@ -489,7 +489,7 @@ async fn oversized_bodies_and_headers_are_refused_without_5xx() {
 
 #[tokio::test]
 async fn a_body_that_trickles_in_times_out_with_408() {
-    let app = spawn_app_with(|s| s.body_timeout = Duration::from_secs(1)).await;
+    let app = spawn_app_with(|s| s.http.body_timeout = Duration::from_secs(1)).await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
         .await
         .expect("connect");

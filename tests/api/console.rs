@@ -116,7 +116,7 @@ async fn the_console_files_are_rate_limited_like_reads() {
 
 #[tokio::test]
 async fn gatehouse_admin_console_off_serves_nothing_under_admin() {
-    let app = spawn_app_with(|s| s.admin_console = false).await;
+    let app = spawn_app_with(|s| s.http.admin_console = false).await;
     for (name, _) in FILES {
         let r = app.get(&format!("/admin/{name}")).await;
         assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
@@ -425,7 +425,7 @@ async fn the_audit_log_pages_and_a_reuse_detection_stands_out_at_phone_width() {
 #[tokio::test]
 async fn the_console_refreshes_in_the_background_and_signs_out_when_its_session_is_revoked() {
     // The shortest access-token lifetime allowed: the console refreshes after 30 s.
-    let app = spawn_app_with(|s| s.access_ttl = std::time::Duration::from_secs(60)).await;
+    let app = spawn_app_with(|s| s.tokens.access_ttl = std::time::Duration::from_secs(60)).await;
     let email = unique_email("refresher");
     let admin = app.create_admin(&email, ADMIN_PASSWORD).await;
     let browser = Browser::launch(1280, 800).await;

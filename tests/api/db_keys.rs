@@ -6,12 +6,12 @@
 //! Real processes on a database of the test's own; PostgreSQL only (the `api_postgres`
 //! binary alone includes this module).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse::clock::SystemClock;
-use gatehouse::config::Settings;
+use gatehouse::config::{Database, Settings};
 use gatehouse::crypto::keystore::{FileKeyStore, KeyStore};
 use gatehouse::crypto::password::PasswordHasher;
 use gatehouse::crypto::refresh::{RefreshSecret, RefreshToken};
@@ -478,14 +478,13 @@ fn concurrent_first_starts_make_one_key_and_one_secret() {
 /// directory made by the (SQLite-mode) CLI. Issues tokens through the service layer.
 async fn tokens_from_the_file_layout(db: &TestDatabase, keys_dir: &Path) -> (String, String) {
     let mut settings = Settings::for_tests(keys_dir);
-    settings.keys_dir = keys_dir.to_owned();
-    settings.database_url = Some(db.url());
-    settings.database = PathBuf::new();
-    settings.issuer = ISSUER.into();
-    settings.audience = AUDIENCE.into();
+    settings.server.keys_dir = keys_dir.to_owned();
+    settings.storage.database = Database::Postgres(db.url().into());
+    settings.tokens.issuer = ISSUER.into();
+    settings.tokens.audience = AUDIENCE.into();
     let job = move || {
         let store = gatehouse::storage::open(&settings.database_settings()).expect("store");
-        let files = FileKeyStore::new(&settings.keys_dir, &settings.refresh_secret_path());
+        let files = FileKeyStore::new(&settings.server.keys_dir, &settings.refresh_secret_path());
         let (ring, _) = files
             .load(chrono::Utc::now(), settings.key_timing())
             .expect("file keys");
@@ -493,7 +492,7 @@ async fn tokens_from_the_file_layout(db: &TestDatabase, keys_dir: &Path) -> (Str
         let hasher = PasswordHasher::new(settings.password_cost, 1).expect("hasher");
         let source: Arc<dyn KeyStore> = Arc::new(files);
         AppState::new(
-            settings,
+            settings.policy(),
             store,
             ring,
             source,

@@ -73,7 +73,7 @@ async fn made_up_methods_and_paths_add_no_metrics_series() {
 
 /// The test client connects from 127.0.0.1, which these apps trust as their proxy.
 fn behind_proxy(s: &mut Settings) {
-    s.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
+    s.http.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
 }
 
 /// A login as relayed by the trusted proxy for a client at `client`.
@@ -154,7 +154,7 @@ async fn one_ipv6_64_shares_one_lockout_count_and_sessions_keep_the_full_address
 async fn with_forwarded_configured_a_client_written_x_forwarded_for_is_ignored() {
     let app = spawn_app_with(|s| {
         behind_proxy(s);
-        s.client_ip_header = ClientIpHeader::Forwarded;
+        s.http.client_ip_header = ClientIpHeader::Forwarded;
         s.rate_limits.enabled = true;
         s.rate_limits.auth = Tier {
             per_minute: 6,
@@ -252,7 +252,7 @@ async fn config_check_names_the_header_and_warns_about_trusting_whole_ranges() {
 async fn config_check_prints_every_declared_setting_and_refuses_a_misspelt_switch() {
     let (code, text) = config_check(&[]).await;
     assert_eq!(code, 0, "{text}");
-    for setting in gatehouse::config::SETTINGS {
+    for setting in gatehouse::config::settings() {
         let line = format!("\n{}=", setting.env);
         assert!(
             format!("\n{text}").contains(&line),

@@ -402,7 +402,7 @@ async fn nothing_ever_answers_5xx() {
 #[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
     let allowed = "https://app.example.com";
-    let app = crate::helpers::spawn_app_with(|s| s.cors_origins = vec![allowed.to_owned()]).await;
+    let app = crate::helpers::spawn_app_with(|s| s.http.cors_origins = vec![allowed.to_owned()]).await;
 
     let response = app
         .api_client

@@ -249,7 +249,7 @@ async fn a_hand_placed_key_found_at_start_is_audited() {
 #[tokio::test]
 async fn a_hand_placed_key_found_by_a_reload_is_audited_once() {
     let app = spawn_app_on(Backend::Sqlite, |s| {
-        s.keys_reload_interval = Duration::from_secs(1)
+        s.server.keys_reload_interval = Duration::from_secs(1)
     })
     .await;
     let admin = app.create_admin(&unique_email("keeper"), PASSWORD).await;

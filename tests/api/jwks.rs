@@ -141,7 +141,7 @@ async fn if_none_match_accepts_a_list_of_etags() {
 
 #[tokio::test]
 async fn jwks_max_age_follows_the_settings() {
-    let app = spawn_app_with(|s| s.jwks_max_age = Duration::from_secs(60)).await;
+    let app = spawn_app_with(|s| s.http.jwks_max_age = Duration::from_secs(60)).await;
 
     let response = app.get("/.well-known/jwks.json").await;
 
@@ -166,10 +166,10 @@ async fn openid_configuration_describes_the_issuer() {
     let response = app.get("/.well-known/openid-configuration").await;
 
     let config = expect_json(response, StatusCode::OK).await;
-    assert_eq!(config["issuer"], app.settings.issuer.as_str());
+    assert_eq!(config["issuer"], app.settings.tokens.issuer.as_str());
     assert_eq!(
         config["jwks_uri"],
-        format!("{}/.well-known/jwks.json", app.settings.issuer)
+        format!("{}/.well-known/jwks.json", app.settings.tokens.issuer)
     );
     assert_eq!(
         config["id_token_signing_alg_values_supported"],
@@ -200,8 +200,8 @@ async fn an_access_token_verifies_offline_with_the_jwks() {
         DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
             .unwrap();
     let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&[&app.settings.audience]);
-    validation.set_issuer(&[&app.settings.issuer]);
+    validation.set_audience(&[&app.settings.tokens.audience]);
+    validation.set_issuer(&[&app.settings.tokens.issuer]);
     validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
     validation.validate_nbf = true;
     validation.leeway = 0;
@@ -221,8 +221,8 @@ async fn an_access_token_verifies_offline_with_the_jwks() {
         ]),
         "{claims}"
     );
-    assert_eq!(claims["iss"], app.settings.issuer.as_str());
-    assert_eq!(claims["aud"], app.settings.audience.as_str());
+    assert_eq!(claims["iss"], app.settings.tokens.issuer.as_str());
+    assert_eq!(claims["aud"], app.settings.tokens.audience.as_str());
     assert_eq!(claims["sub"], tokens["user"]["id"]);
     for uuid_claim in ["sub", "sid", "jti"] {
         let value = claims[uuid_claim].as_str().unwrap();
@@ -251,7 +251,7 @@ async fn an_access_token_verifies_offline_with_the_jwks() {
 
 #[tokio::test]
 async fn access_ttl_follows_the_settings() {
-    let app = spawn_app_with(|s| s.access_ttl = Duration::from_secs(5 * 60)).await;
+    let app = spawn_app_with(|s| s.tokens.access_ttl = Duration::from_secs(5 * 60)).await;
 
     let tokens = app.signup_ok(&unique_email("ttl"), PASSWORD).await;
 

@@ -81,7 +81,7 @@ async fn after_a_rotation_old_tokens_still_verify_and_new_ones_use_the_new_key()
     assert!(published.contains(&new_kid));
 
     // Both verify offline against the one published set, and on the service itself.
-    let (issuer, audience) = (&app.settings.issuer, &app.settings.audience);
+    let (issuer, audience) = (&app.settings.tokens.issuer, &app.settings.tokens.audience);
     verify_with(&jwks, access_of(&before), issuer, audience);
     verify_with(&jwks, access_of(&after), issuer, audience);
     for token in [access_of(&before), access_of(&after)] {

@@ -22,8 +22,8 @@ fn replica(store: Option<RedisUrl>, prefix: String) -> impl FnOnce(&mut Settings
             per_minute: 6,
             burst: BURST,
         };
-        s.rate_limit_store = store;
-        s.rate_limit_key_prefix = prefix;
+        s.rate_limits.store = store;
+        s.rate_limits.key_prefix = prefix;
     }
 }
 
@@ -146,7 +146,7 @@ async fn with_redis_unreachable_each_direction_does_what_it_says() {
                 per_minute: 600,
                 burst: 100,
             };
-            s.rate_limit_on_store_error = mode;
+            s.rate_limits.on_store_error = mode;
         })
         .await;
         let token = signed_up_behind_the_limiter(&app).await;

@@ -164,7 +164,7 @@ async fn reuse_revokes_the_whole_family_including_the_newest_token() {
 #[tokio::test]
 async fn replay_inside_the_grace_returns_the_same_child_and_a_fresh_access_token() {
     let app = spawn_app().await;
-    assert_eq!(app.settings.refresh_reuse_grace, Duration::from_secs(10));
+    assert_eq!(app.settings.tokens.refresh_reuse_grace, Duration::from_secs(10));
     let (_, tokens) = logged_in(&app).await;
     let r0 = refresh_of(&tokens).to_owned();
     let first = app.refresh_ok(&r0).await;
@@ -229,7 +229,7 @@ async fn replay_after_the_grace_has_passed_is_reuse() {
 
 #[tokio::test]
 async fn with_the_grace_off_any_replay_is_reuse() {
-    let app = spawn_app_with(|s| s.refresh_reuse_grace = Duration::ZERO).await;
+    let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
     let (_, tokens) = logged_in(&app).await;
     let r0 = refresh_of(&tokens).to_owned();
     let child = app.refresh_ok(&r0).await;
@@ -276,7 +276,7 @@ async fn concurrent_refreshes_inside_the_grace_all_get_the_same_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refreshes_with_the_grace_off_have_exactly_one_winner() {
-    let app = spawn_app_with(|s| s.refresh_reuse_grace = Duration::ZERO).await;
+    let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
     let (_, tokens) = logged_in(&app).await;
     let r0 = refresh_of(&tokens).to_owned();
 

@@ -73,7 +73,7 @@ async fn a_password_change_ends_the_other_sessions_access_tokens_at_once() {
 
 #[tokio::test]
 async fn reuse_detection_ends_the_family_access_tokens_at_once() {
-    let app = spawn_app_with(|s| s.refresh_reuse_grace = Duration::ZERO).await;
+    let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
     let (_, first) = user(&app, "reuse").await;
     let second = app.refresh_ok(refresh_of(&first)).await;
     assert_error(
@@ -119,9 +119,9 @@ async fn an_admin_token_of_a_revoked_session_cannot_promote_anyone() {
 #[tokio::test]
 async fn an_access_token_outliving_its_family_is_refused() {
     let app = spawn_app_with(|s| {
-        s.access_ttl = Duration::from_secs(15 * 60);
-        s.refresh_ttl = Duration::from_secs(60);
-        s.family_ttl = Duration::from_secs(120);
+        s.tokens.access_ttl = Duration::from_secs(15 * 60);
+        s.tokens.refresh_ttl = Duration::from_secs(60);
+        s.tokens.family_ttl = Duration::from_secs(120);
     })
     .await;
     let (_, tokens) = user(&app, "expiry").await;
@@ -139,7 +139,7 @@ fn slow_hashing(s: &mut gatehouse::config::Settings) {
         iterations: 12,
         parallelism: 1,
     };
-    s.hash_workers = 1;
+    s.server.hash_workers = 1;
 }
 
 /// How long one Argon2 job takes on this app, measured with a wrong login.

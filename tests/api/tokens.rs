@@ -342,7 +342,7 @@ async fn wrong_audience_or_issuer_is_refused() {
         ("aud", json!(["some-other-service"])),
         ("aud", json!("")),
         ("iss", json!("https://evil.example")),
-        ("iss", json!(format!("{}/", f.app.settings.issuer))),
+        ("iss", json!(format!("{}/", f.app.settings.tokens.issuer))),
         ("iss", json!("")),
     ];
     for (claim, value) in cases {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use actix_web::web;
 use chrono::{DateTime, Utc};
 use gatehouse::clock::{Clock, ManualClock};
-use gatehouse::config::Settings;
+use gatehouse::config::{Database, Settings};
 use gatehouse::domain::{Email, NewPassword, Role};
 use gatehouse::domain::{FamilyId, Session, UserId};
 use gatehouse::service::{AppState, accounts};
@@ -82,10 +82,9 @@ impl Backend {
                     });
                     return (settings, None);
                 };
-                settings.database_url = Some(database.url());
-                settings.database = PathBuf::new();
+                settings.storage.database = Database::Postgres(database.url().into());
                 // On PostgreSQL the keys live in the database, sealed under this.
-                settings.key_encryption_key_file = Some(write_kek(dir));
+                settings.storage.key_encryption_key_file = Some(write_kek(dir));
                 (settings, Some(database))
             }
         }
@@ -130,8 +129,8 @@ impl LimiterStore {
         if self == LimiterStore::Redis
             && let Some(url) = super::redis::shared()
         {
-            settings.rate_limit_store = Some(url);
-            settings.rate_limit_key_prefix = super::redis::unique_prefix();
+            settings.rate_limits.store = Some(url);
+            settings.rate_limits.key_prefix = super::redis::unique_prefix();
         }
     }
 }
@@ -423,11 +422,13 @@ impl TestApp {
     /// The real binary on this app's database and keys directory.
     pub fn binary(&self) -> Binary {
         let binary = Binary {
-            database: self.settings.database.clone(),
-            keys_dir: self.settings.keys_dir.clone(),
+            // On PostgreSQL the URL is set below, after this placeholder.
+            database: (self.settings.storage.database.sqlite_path())
+                .map_or_else(PathBuf::new, Path::to_path_buf),
+            keys_dir: self.settings.server.keys_dir.clone(),
             ..Binary::in_dir(self.dir.path())
         };
-        let binary = match &self.settings.key_encryption_key_file {
+        let binary = match &self.settings.storage.key_encryption_key_file {
             Some(kek) => binary.with(
                 "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE",
                 &kek.display().to_string(),
@@ -457,7 +458,7 @@ impl TestApp {
     // ---------------------------------------------------------------- keys and tokens
 
     pub fn keys_dir(&self) -> PathBuf {
-        PathBuf::from(&self.settings.keys_dir)
+        PathBuf::from(&self.settings.server.keys_dir)
     }
 
     /// The PEM bytes of the access-token signing key, as the running app holds it
@@ -497,8 +498,8 @@ impl TestApp {
     pub fn valid_claims(&self, sub: &str, sid: &str, role: &str) -> Value {
         let now = self.now().timestamp();
         json!({
-            "iss": self.settings.issuer,
-            "aud": self.settings.audience,
+            "iss": self.settings.tokens.issuer,
+            "aud": self.settings.tokens.audience,
             "sub": sub,
             "iat": now,
             "nbf": now,

@@ -163,8 +163,8 @@ async fn redis_killed_restarted_and_frozen_under_load() {
                 per_minute: 6000,
                 burst: 1000,
             };
-            s.rate_limit_store = Some(url);
-            s.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
+            s.rate_limits.store = Some(url);
+            s.http.trusted_proxies = vec![Cidr::parse("127.0.0.1/32").expect("cidr")];
         })
         .await,
     );

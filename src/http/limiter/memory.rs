@@ -9,8 +9,8 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::{LimitTier, Verdict, whole_secs};
-use crate::config::Tier;
+use super::Tier;
+use super::{LimitTier, LimitVerdict, whole_secs};
 
 pub struct MemoryLimiter {
     /// In [`LimitTier::ALL`]'s order.
@@ -36,12 +36,12 @@ impl MemoryLimiter {
         &self.tiers[i]
     }
 
-    pub fn check(&self, tier: LimitTier, client: IpAddr) -> Verdict {
+    pub fn check(&self, tier: LimitTier, client: IpAddr) -> LimitVerdict {
         match self.tier(tier).check_key(&client) {
-            Ok(()) => Verdict::Allowed,
+            Ok(()) => LimitVerdict::Allowed,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Verdict::Limited {
+                LimitVerdict::Limited {
                     retry_after_secs: whole_secs(wait),
                 }
             }

@@ -11,7 +11,124 @@ mod redis_gcra;
 use std::net::IpAddr;
 
 pub use self::redis_gcra::{RedisUrl, STORE_TIMEOUT, probe};
-use crate::config::{Settings, Tier};
+use crate::declare::{self, Fallback, group};
+
+group! {
+    /// Per-IP request budgets, per tier (each allows `per_minute` on average and `burst`
+    /// at once), and where they are counted.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct RateLimits {
+        pub enabled: bool {
+            env: "GATEHOUSE_RATE_LIMITS",
+            default: Fallback::Value("on"),
+            meaning: "`off` disables the per-IP limiter (behind a gateway that limits, or for \
+                      load tests)",
+            parse: declare::switch,
+            show: declare::on_off,
+        },
+        /// signup, login, refresh, logout.
+        pub auth: Tier {
+            env: "GATEHOUSE_RATE_LIMIT_AUTH",
+            default: Fallback::Value("10/5"),
+            meaning: "per IP: requests per minute / burst, for each of signup, login, refresh, \
+                      logout",
+            parse: Tier::parse,
+            show: Tier::show,
+        },
+        /// Authenticated writes (password change, revocations, admin changes).
+        pub writes: Tier {
+            env: "GATEHOUSE_RATE_LIMIT_WRITES",
+            default: Fallback::Value("30/10"),
+            meaning: "per IP, authenticated writes",
+            parse: Tier::parse,
+            show: Tier::show,
+        },
+        /// Authenticated reads.
+        pub reads: Tier {
+            env: "GATEHOUSE_RATE_LIMIT_READS",
+            default: Fallback::Value("300/60"),
+            meaning: "per IP, authenticated reads",
+            parse: Tier::parse,
+            show: Tier::show,
+        },
+        /// Where the limiter counts: Redis, shared by replicas; `None` is this process.
+        pub store: Option<RedisUrl> {
+            env: "GATEHOUSE_RATE_LIMIT_STORE",
+            default: Fallback::Value(""),
+            meaning: "where the per-IP limits are counted: unset is this process (one \
+                      replica); `redis://[:PASSWORD@]HOST[:PORT][/DB]` counts every replica's \
+                      requests in one Redis (see deploy/README.md *Rate limits across \
+                      replicas*); `config check` hides the password",
+            parse: |v| {
+                let v = v.trim();
+                if v.is_empty() { Ok(None) } else { RedisUrl::parse(v).map(Some) }
+            },
+            // Redacted by `RedisUrl`'s Display.
+            show: |v| v.as_ref().map_or_else(String::new, |u| u.to_string()),
+        },
+        /// The first part of every limiter key in Redis.
+        pub key_prefix: String {
+            env: "GATEHOUSE_RATE_LIMIT_KEY_PREFIX",
+            default: Fallback::Value("gatehouse:rl"),
+            meaning: "Redis keys are `PREFIX:TIER:CLIENT` and expire by themselves; give each \
+                      gatehouse deployment sharing one Redis its own prefix",
+            parse: declare::text,
+            check: |s| {
+                let p = &s.key_prefix;
+                if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err("must be 1–64 printable characters without spaces".into());
+                }
+                Ok(())
+            },
+            show: Clone::clone,
+        },
+        /// Which limited requests pass while the Redis store does not answer.
+        pub on_store_error: OnStoreError {
+            env: "GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR",
+            default: Fallback::Value("by-endpoint"),
+            meaning: "when Redis does not answer within 250 ms: `by-endpoint` refuses the \
+                      endpoints that take a password (signup, login, password change, account \
+                      deletion) with 503 and lets the rest through unlimited; `open` lets all \
+                      through; `closed` refuses every limited request with 503",
+            parse: |v| {
+                OnStoreError::parse(v)
+                    .ok_or_else(|| format!("{v:?} is not `by-endpoint`, `open` or `closed`"))
+            },
+            show: |v| v.as_str().into(),
+        },
+    }
+}
+
+/// One tier's budget: `per_minute` on average, `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tier {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Tier {
+    /// `PER_MINUTE/BURST`, or `PER_MINUTE` alone (the burst is then half of it).
+    pub fn parse(v: &str) -> Result<Tier, String> {
+        let parsed = || -> Option<Tier> {
+            let (rate, burst) = match v.trim().split_once('/') {
+                Some((r, b)) => (r.trim().parse().ok()?, b.trim().parse().ok()?),
+                None => {
+                    let r: u32 = v.trim().parse().ok()?;
+                    (r, r.div_ceil(2).max(1))
+                }
+            };
+            (rate > 0 && burst > 0).then_some(Tier {
+                per_minute: rate,
+                burst,
+            })
+        };
+        parsed().ok_or_else(|| format!("{v:?} is not PER_MINUTE or PER_MINUTE/BURST, e.g. 10/5"))
+    }
+
+    fn show(&self) -> String {
+        format!("{}/min, burst {}", self.per_minute, self.burst)
+    }
+}
 
 /// What a limited request is counted under: one budget per strict endpoint and one per
 /// general tier, so a flood of one kind (logins) never spends another's (refreshes).
@@ -47,8 +164,7 @@ impl LimitTier {
         }
     }
 
-    fn quota(self, s: &Settings) -> Tier {
-        let limits = &s.rate_limits;
+    fn quota(self, limits: &RateLimits) -> Tier {
         match self {
             LimitTier::Signup | LimitTier::Login | LimitTier::Refresh | LimitTier::Logout => {
                 limits.auth
@@ -61,7 +177,7 @@ impl LimitTier {
 
 /// The limiter's answer for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum LimitVerdict {
     Allowed,
     /// Over budget: the client may retry after this many whole seconds (at least 1).
     Limited {
@@ -149,28 +265,28 @@ impl StoreStatus {
 impl RateLimiters {
     /// Never connects: a replica starts (and serves reads) while Redis is down, and
     /// connects on the first limited request.
-    pub fn new(settings: &Settings) -> Self {
-        let store = if !settings.rate_limits.enabled {
+    pub fn new(limits: &RateLimits) -> Self {
+        let store = if !limits.enabled {
             Store::Off
-        } else if let Some(url) = &settings.rate_limit_store {
+        } else if let Some(url) = &limits.store {
             Store::Redis(Box::new(redis_gcra::RedisLimiter::new(
                 url,
-                &settings.rate_limit_key_prefix,
-                |tier| tier.quota(settings),
+                &limits.key_prefix,
+                |tier| tier.quota(limits),
             )))
         } else {
-            Store::Memory(memory::MemoryLimiter::new(|tier| tier.quota(settings)))
+            Store::Memory(memory::MemoryLimiter::new(|tier| tier.quota(limits)))
         };
         Self {
             store,
-            on_store_error: settings.rate_limit_on_store_error,
+            on_store_error: limits.on_store_error,
         }
     }
 
     /// Counts one request of `client` (its bucket: an IPv4 address or an IPv6 /64).
-    pub async fn check(&self, tier: LimitTier, client: IpAddr) -> Verdict {
+    pub async fn check(&self, tier: LimitTier, client: IpAddr) -> LimitVerdict {
         match &self.store {
-            Store::Off => Verdict::Allowed,
+            Store::Off => LimitVerdict::Allowed,
             Store::Memory(m) => m.check(tier, client),
             Store::Redis(r) => r.check(tier, client).await,
         }

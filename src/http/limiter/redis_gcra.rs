@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{LimitTier, Verdict, whole_secs};
-use crate::config::Tier;
+use super::Tier;
+use super::{LimitTier, LimitVerdict, whole_secs};
 
 /// The longest a request waits on Redis before the store counts as unavailable: a hung
 /// Redis must cost requests a fraction of a second, not hang them.
@@ -160,9 +160,9 @@ impl RedisLimiter {
             .cloned()
     }
 
-    pub async fn check(&self, tier: LimitTier, client: IpAddr) -> Verdict {
+    pub async fn check(&self, tier: LimitTier, client: IpAddr) -> LimitVerdict {
         if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
-            return Verdict::StoreUnavailable;
+            return LimitVerdict::StoreUnavailable;
         }
         let i = LimitTier::ALL.iter().position(|t| *t == tier).unwrap_or(0);
         let (interval, tolerance) = self.quotas[i];
@@ -182,20 +182,20 @@ impl RedisLimiter {
             Ok(Ok(wait)) => {
                 self.mark_reachable();
                 if wait == 0 {
-                    Verdict::Allowed
+                    LimitVerdict::Allowed
                 } else {
-                    Verdict::Limited {
+                    LimitVerdict::Limited {
                         retry_after_secs: whole_secs(Duration::from_micros(wait)),
                     }
                 }
             }
             Ok(Err(e)) => {
                 self.mark_unreachable(&e.to_string());
-                Verdict::StoreUnavailable
+                LimitVerdict::StoreUnavailable
             }
             Err(_) => {
                 self.mark_unreachable("no answer within the timeout");
-                Verdict::StoreUnavailable
+                LimitVerdict::StoreUnavailable
             }
         }
     }
