@@ -18,7 +18,7 @@ use crate::service::{AppState, ClientMeta, ServiceError};
 use crate::startup::{self, Application};
 use crate::storage::postgres::PostgresUrl;
 use crate::storage::transfer::{self, TransferError};
-use crate::storage::{AuditEvent, AuditFilter, BackupError};
+use crate::storage::{AuditEvent, AuditFilter, BackupError, DatabaseSettings, Store, StoreError};
 
 #[derive(Parser)]
 #[command(
@@ -74,7 +74,7 @@ enum Command {
     },
     /// Copy a SQLite install into PostgreSQL, in one transaction: users, sessions, token
     /// hashes, lockout counters, audit events; then, with --keys-from, its keys. Stop the
-    /// service first.
+    /// service first: the copy is refused (exit 1) while a server uses the SQLite file.
     MigrateData {
         /// The SQLite database to copy; opened read-only, never changed.
         #[arg(long, value_name = "FILE")]
@@ -292,6 +292,9 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                          under the key-encryption key (32 bytes, private)"
                     );
                 }
+                _ if !settings.keys_dir.exists() => {
+                    println!("# no keys directory yet: `serve` will create it and a signing key")
+                }
                 _ => match keys::load_dir(&settings.keys_dir) {
                     Ok(k) if k.is_empty() => {
                         println!("# no signing key yet: `serve` will generate one")
@@ -320,7 +323,7 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
         }
         Command::Keys(command) => keys_tool(&settings, command),
         Command::Backup { to } => {
-            let store = startup::open_store(&settings)?;
+            let store = existing_store(&settings)?;
             if to.exists() {
                 return Err(Failure::User(format!("{} already exists", to.display())));
             }
@@ -339,6 +342,16 @@ fn run_tool(settings: Settings, command: Command) -> Result<(), Failure> {
                 to.display()
             );
             Ok(())
+        }
+        Command::Users(UsersCommand::List { email, limit }) => {
+            read_tool(&settings, Read::Users { email, limit })
+        }
+        Command::Users(UsersCommand::Show { email }) => read_tool(&settings, Read::User(email)),
+        Command::Sessions(SessionsCommand::List { user }) => {
+            read_tool(&settings, Read::Sessions(user))
+        }
+        Command::Audit { user, kind, limit } => {
+            read_tool(&settings, Read::Audit { user, kind, limit })
         }
         Command::MigrateData {
             from,
@@ -434,6 +447,9 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
     if let KeysCommand::Import { from, replace } = command {
         return import_keys(settings, &from, replace);
     }
+    if matches!(command, KeysCommand::List) && settings.database_url.is_none() {
+        no_keys_yet(&settings.keys_dir)?;
+    }
     // The database's client runs a runtime of its own; this thread runs none, but
     // `key_source` is called the one way that is safe from any thread.
     let source = startup::off_runtime(|| startup::key_source(settings)).map_err(user_error)?;
@@ -485,6 +501,134 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Import { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// `keys list` on a keys directory that holds no key yet says so, rather than failing on
+/// a missing directory or listing nothing.
+fn no_keys_yet(dir: &std::path::Path) -> Result<(), Failure> {
+    let has_key = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "pem"))
+    });
+    if has_key || (dir.exists() && std::fs::read_dir(dir).is_err()) {
+        // Keys to list, or a directory that cannot be read: `list` says which.
+        return Ok(());
+    }
+    Err(Failure::User(format!(
+        "no signing key in {} yet: nothing to list (the first `gatehouse serve`, or \
+         `gatehouse keys generate`, creates one)",
+        dir.display()
+    )))
+}
+
+/// The store of an install that already has a database. Reads and backups must create
+/// nothing: a database they created could only be empty, and a mistyped
+/// GATEHOUSE_DATABASE would then look like an install without users.
+fn existing_store(settings: &Settings) -> Result<Arc<dyn Store>, Failure> {
+    if let DatabaseSettings::Sqlite { path, .. } = settings.database_settings()
+        && !path.exists()
+    {
+        return Err(Failure::User(format!(
+            "no database at {} yet: nothing to read (the first `gatehouse serve` or \
+             `gatehouse migrate` creates it; check GATEHOUSE_DATABASE)",
+            path.display()
+        )));
+    }
+    Ok(startup::open_store(settings)?)
+}
+
+/// The read-only commands over the database.
+enum Read {
+    Users {
+        email: Option<String>,
+        limit: u32,
+    },
+    User(String),
+    Sessions(String),
+    Audit {
+        user: Option<String>,
+        kind: Option<String>,
+        limit: u32,
+    },
+}
+
+/// The read-only commands run on the store alone, so that reading neither generates a
+/// signing key nor a refresh secret, as building the whole service state would.
+fn read_tool(settings: &Settings, command: Read) -> Result<(), Failure> {
+    let store = existing_store(settings)?;
+    let store = store.as_ref();
+    let read = |e: StoreError| Failure::from(ServiceError::from(e));
+    match command {
+        Read::Users { email, limit } => {
+            let users = admin::search_users(store, email, limit.clamp(1, 1000)).map_err(read)?;
+            for u in users {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    u.id,
+                    u.email.as_str(),
+                    u.role.as_str(),
+                    if u.disabled { "disabled" } else { "active" },
+                    u.created_at.to_rfc3339()
+                );
+            }
+        }
+        Read::User(email) => {
+            let u = find_user(store, &email)?;
+            println!(
+                "id:         {}\nemail:      {}\nrole:       {}\ndisabled:   {}\ncreated_at: {}",
+                u.id,
+                u.email.as_str(),
+                u.role.as_str(),
+                u.disabled,
+                u.created_at.to_rfc3339()
+            );
+            print_sessions(store, u.id)?;
+        }
+        Read::Sessions(user) => {
+            let u = find_user(store, &user)?;
+            print_sessions(store, u.id)?;
+        }
+        Read::Audit { user, kind, limit } => {
+            let user_id = match user {
+                Some(e) => Some(find_user(store, &e)?.id),
+                None => None,
+            };
+            let filter = AuditFilter {
+                user_id,
+                kind,
+                limit: limit.clamp(1, 10_000),
+                before: None,
+            };
+            for e in store.list_audit(&filter).map_err(read)? {
+                println!(
+                    "{}\t{}\t{}\tuser={}\tfamily={}\tactor={}\tip={}\t{}",
+                    e.at.to_rfc3339(),
+                    e.kind,
+                    e.outcome,
+                    e.user_id
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.family_id
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.actor_id
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    e.ip.as_deref().unwrap_or("-"),
+                    e.detail.as_deref().unwrap_or(""),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find_user(store: &dyn Store, raw: &str) -> Result<crate::domain::User, Failure> {
+    let email = Email::parse(raw).map_err(|m| Failure::User(format!("email {m}")))?;
+    admin::user_with_email(store, &email)
+        .map_err(|e| Failure::from(ServiceError::from(e)))?
+        .ok_or_else(|| Failure::User(format!("no user with email {raw}")))
 }
 
 /// `keys import`: a keys directory into the database, as one transaction.
@@ -615,31 +759,6 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 role.as_str()
             );
         }
-        Command::Users(UsersCommand::List { email, limit }) => {
-            let users = admin::find_users(state, email, limit.clamp(1, 1000)).await?;
-            for u in users {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    u.id,
-                    u.email.as_str(),
-                    u.role.as_str(),
-                    if u.disabled { "disabled" } else { "active" },
-                    u.created_at.to_rfc3339()
-                );
-            }
-        }
-        Command::Users(UsersCommand::Show { email }) => {
-            let u = user_by_email(state, &email).await?;
-            println!(
-                "id:         {}\nemail:      {}\nrole:       {}\ndisabled:   {}\ncreated_at: {}",
-                u.id,
-                u.email.as_str(),
-                u.role.as_str(),
-                u.disabled,
-                u.created_at.to_rfc3339()
-            );
-            print_sessions(state, u.id).await?;
-        }
         Command::Users(UsersCommand::Promote { email }) => {
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, Some(Role::Admin), None, &cli).await?;
@@ -649,10 +768,6 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, None, Some(true), &cli).await?;
             println!("{} is disabled and every session revoked", u.email.as_str());
-        }
-        Command::Sessions(SessionsCommand::List { user }) => {
-            let u = user_by_email(state, &user).await?;
-            print_sessions(state, u.id).await?;
         }
         Command::Sessions(SessionsCommand::Revoke { family, user }) => {
             if let Some(family) = family {
@@ -672,52 +787,25 @@ async fn admin_tool(state: &AppState, command: Command) -> Result<(), Failure> {
                 println!("every session of {} revoked", u.email.as_str());
             }
         }
-        Command::Audit { user, kind, limit } => {
-            let user_id = match user {
-                Some(e) => Some(user_by_email(state, &e).await?.id),
-                None => None,
-            };
-            let filter = AuditFilter {
-                user_id,
-                kind,
-                limit: limit.clamp(1, 10_000),
-                before: None,
-            };
-            let events = admin::audit_log(state, filter).await?;
-            for e in events {
-                println!(
-                    "{}\t{}\t{}\tuser={}\tfamily={}\tactor={}\tip={}\t{}",
-                    e.at.to_rfc3339(),
-                    e.kind,
-                    e.outcome,
-                    e.user_id
-                        .map(|u| u.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    e.family_id
-                        .map(|u| u.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    e.actor_id
-                        .map(|u| u.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    e.ip.as_deref().unwrap_or("-"),
-                    e.detail.as_deref().unwrap_or(""),
-                );
-            }
-        }
         Command::Serve
         | Command::Migrate
         | Command::Keys(_)
         | Command::Config(_)
         | Command::Backup { .. }
-        | Command::MigrateData { .. } => {
+        | Command::MigrateData { .. }
+        | Command::Users(UsersCommand::List { .. } | UsersCommand::Show { .. })
+        | Command::Sessions(SessionsCommand::List { .. })
+        | Command::Audit { .. } => {
             unreachable!("handled before the state is built")
         }
     }
     Ok(())
 }
 
-async fn print_sessions(state: &AppState, user: UserId) -> Result<(), Failure> {
-    let sessions = admin::user_sessions(state, user).await?;
+fn print_sessions(store: &dyn Store, user: UserId) -> Result<(), Failure> {
+    let sessions = admin::sessions_of(store, user, chrono::Utc::now())
+        .map_err(|e| Failure::from(ServiceError::from(e)))?
+        .ok_or_else(|| Failure::from(ServiceError::NotFound))?;
     for s in sessions {
         println!(
             "{}\tcreated {}\tlast used {}\texpires {}\t{}",

@@ -27,7 +27,8 @@ use crate::http;
 use crate::http::limiter::RateLimiters;
 use crate::service::AppState;
 use crate::service::keystore::DatabaseKeys;
-use crate::storage::{self, AuditEvent, Store};
+use crate::storage::serving::{self, Serving};
+use crate::storage::{self, AuditEvent, DatabaseSettings, Store};
 
 pub struct Application {
     port: u16,
@@ -36,6 +37,8 @@ pub struct Application {
     limiters: web::Data<RateLimiters>,
     /// Reported at start; the key watcher reports only files added after this.
     hand_placed: Vec<HandPlaced>,
+    /// Held until the server has stopped, so `migrate-data` refuses to copy under it.
+    serving: Option<Serving>,
 }
 
 impl Application {
@@ -48,6 +51,10 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let (state, hand_placed) = build_state_reporting(settings, clock)?;
+        let serving = match state.settings.database_settings() {
+            DatabaseSettings::Sqlite { path, .. } => Some(serving::serve(&path)?),
+            DatabaseSettings::Postgres { .. } => None,
+        };
         // Only a serving process may: the CLI runs beside a server whose leases are live.
         let store = Arc::clone(&state.store);
         tokio::task::spawn_blocking(move || store.release_orphaned_leases())
@@ -105,6 +112,7 @@ impl Application {
             state,
             limiters,
             hand_placed,
+            serving,
         })
     }
 
@@ -126,6 +134,7 @@ impl Application {
         let result = self.server.await;
         maintenance.abort();
         keys.abort();
+        drop(self.serving);
         result
     }
 }

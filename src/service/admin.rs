@@ -14,7 +14,7 @@ use crate::crypto::lifecycle::{self, KeyStatus};
 use crate::domain::{
     AuditKind, Email, FamilyId, NewPassword, RevokeReason, Role, Session, User, UserId, email,
 };
-use crate::storage::{AuditEvent, AuditFilter, AuditRecord};
+use crate::storage::{AuditEvent, AuditFilter, AuditRecord, Store, StoreError};
 
 /// Who performs an admin action. The audit log tells the two apart.
 #[derive(Clone, Copy)]
@@ -59,20 +59,43 @@ pub async fn find_users(
     email_query: Option<String>,
     limit: u32,
 ) -> Result<Vec<User>, ServiceError> {
-    let query = email_query
-        .map(|q| email::normalize(&q))
-        .filter(|q| !q.is_empty());
-    state
-        .db(move |s| s.search_users(query.as_deref(), limit))
-        .await
+    state.db(move |s| search_users(s, email_query, limit)).await
 }
 
 /// The user with this email, if any.
 pub async fn user_by_email(state: &AppState, email: Email) -> Result<Option<User>, ServiceError> {
-    Ok(state
-        .db(move |s| s.account_by_email(&email))
-        .await?
-        .map(|a| a.user))
+    state.db(move |s| user_with_email(s, &email)).await
+}
+
+// The reads on a store alone, for the CLI's read-only commands: they need no keys and no
+// refresh secret, and must not create them (nor a database) on an install that has none.
+
+/// Users whose email starts with `email_query` (normalized as an email is), or all.
+pub fn search_users(
+    store: &dyn Store,
+    email_query: Option<String>,
+    limit: u32,
+) -> Result<Vec<User>, StoreError> {
+    let query = email_query
+        .map(|q| email::normalize(&q))
+        .filter(|q| !q.is_empty());
+    store.search_users(query.as_deref(), limit)
+}
+
+pub fn user_with_email(store: &dyn Store, email: &Email) -> Result<Option<User>, StoreError> {
+    Ok(store.account_by_email(email)?.map(|a| a.user))
+}
+
+/// Every session of the user, ended ones included; `None` when there is no such user.
+pub fn sessions_of(
+    store: &dyn Store,
+    id: UserId,
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<Session>>, StoreError> {
+    if store.account_by_id(id)?.is_none() {
+        return Ok(None);
+    }
+    store.list_sessions(id, true, now).map(Some)
 }
 
 /// Creates a user with a role (the CLI's way to make the first admin).
@@ -149,12 +172,7 @@ pub async fn update_user(
 pub async fn user_sessions(state: &AppState, id: UserId) -> Result<Vec<Session>, ServiceError> {
     let now = state.now();
     state
-        .db(move |s| {
-            if s.account_by_id(id)?.is_none() {
-                return Ok(None);
-            }
-            s.list_sessions(id, true, now).map(Some)
-        })
+        .db(move |s| sessions_of(s, id, now))
         .await?
         .ok_or(ServiceError::NotFound)
 }

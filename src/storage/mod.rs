@@ -5,6 +5,7 @@
 //! service layer calls them on the blocking pool.
 
 pub mod postgres;
+pub mod serving;
 pub mod sqlite;
 pub mod transfer;
 

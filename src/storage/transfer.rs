@@ -7,7 +7,10 @@
 //! same token after it: live ones refresh, spent ones are reuse, revoked ones stay dead.
 //!
 //! The source is opened read-only and read in one transaction, so the copy is one
-//! consistent snapshot even if a server still writes the file. The target receives
+//! consistent snapshot. A snapshot is not enough: whatever a server wrote after it
+//! (a revocation, a rotation) would be lost, so the copy refuses to run while a
+//! `gatehouse serve` holds the file (`storage::serving`), and keeps servers from
+//! starting on it until it is done. The target receives
 //! everything in one transaction that first locks the tables against writers, and
 //! commits only after the counts in the target match what was read: a failure at any
 //! point leaves the target as it was.
@@ -22,6 +25,7 @@ use uuid::Uuid;
 
 use super::DatabaseSettings;
 use super::postgres::PostgresUrl;
+use super::serving;
 
 /// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004). A
 /// new SQLite migration must teach this module its columns, then raise this.
@@ -97,6 +101,7 @@ use TransferError::{Failed, Refused};
 pub fn copy(from: &Path, to: &PostgresUrl, options: &Options) -> Result<Report, TransferError> {
     let started = Instant::now();
     let mut source = open_source(from)?;
+    let _quiet = serving::quiet(from).map_err(Refused)?;
     // Connected first: a wrong host, port or password fails here with the server's own
     // words, before the pool's retries would blur them into a timeout.
     let mut client = connect(to, options.connect_timeout)?;

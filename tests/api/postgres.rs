@@ -7,3 +7,5 @@ include!("suite.rs");
 
 // PostgreSQL alone: keys and the refresh secret in the database.
 mod db_keys;
+// PostgreSQL alone: what the server says in the log.
+mod postgres_logs;

@@ -295,3 +295,125 @@ async fn cli_manages_users_and_sessions_with_documented_exit_codes() {
     assert_eq!(code, 1, "an unknown flag is a user error");
     server.stop_and_collect().await;
 }
+
+/// `serve` in a fresh directory on a port already taken: it generates a key (an INFO line
+/// in the log) and then exits 1, so the whole log of a start is one finite command.
+fn failing_start(dir: &Path, taken: &std::net::TcpListener) -> Binary {
+    let port = taken.local_addr().expect("port").port();
+    Binary::in_dir(dir)
+        .with("RUST_LOG", "info")
+        .with("GATEHOUSE_BIND", &format!("127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn logs_carry_colours_only_on_a_terminal_and_never_with_no_color() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let run = |env: Option<(&'static str, &'static str)>, terminal: bool| {
+        let taken = &taken;
+        async move {
+            let dir = tempfile::tempdir().expect("tmp");
+            let mut binary = failing_start(dir.path(), taken);
+            if let Some((k, v)) = env {
+                binary = binary.with(k, v);
+            }
+            let (code, text) = if terminal {
+                binary.cli_in_terminal(&["serve"]).await
+            } else {
+                binary.cli(&["serve"]).await
+            };
+            assert_eq!(code, 1, "{text}");
+            assert!(text.contains("cannot listen"), "{text}");
+            assert!(
+                text.contains("generated an RSA-2048 key"),
+                "the INFO line to look at is missing:\n{text}"
+            );
+            text
+        }
+    };
+    // Piped, as under systemd, Docker or `2>file`: plain text.
+    let piped = run(None, false).await;
+    assert!(!piped.contains('\x1b'), "escape codes in piped logs:\n{piped:?}");
+    // The server's own log file (the kit's `start` writes it) too.
+    let dir = tempfile::tempdir().expect("tmp");
+    let logs = Binary::in_dir(dir.path())
+        .with("RUST_LOG", "info")
+        .start()
+        .await
+        .stop_and_collect()
+        .await;
+    assert!(logs.contains("gatehouse listening"), "{logs}");
+    assert!(!logs.contains('\x1b'), "escape codes in the log file:\n{logs:?}");
+    // A person at a terminal gets colours, unless they set NO_COLOR.
+    let coloured = run(None, true).await;
+    assert!(coloured.contains('\x1b'), "no colours on a terminal:\n{coloured:?}");
+    let plain = run(Some(("NO_COLOR", "1")), true).await;
+    assert!(!plain.contains('\x1b'), "colours despite NO_COLOR:\n{plain:?}");
+}
+
+/// Every entry of `dir`, by name, but SQLite's `-wal` and `-shm` side files, which come
+/// and go with its connections.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with("-wal") && !name.ends_with("-shm"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn read_only_commands_create_neither_keys_nor_a_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let binary = Binary::in_dir(dir.path());
+    let backup = dir.path().join("copy.db");
+    let backup = backup.to_str().expect("utf-8");
+    let reads: [&[&str]; 5] = [
+        &["users", "list"],
+        &["users", "show", "ada@example.com"],
+        &["sessions", "list", "--user", "ada@example.com"],
+        &["audit"],
+        &["audit", "--user", "ada@example.com"],
+    ];
+
+    // A fresh directory: each read says there is nothing yet, exits 1, creates nothing.
+    for args in reads.iter().copied().chain([&["backup", "--to", backup][..]]) {
+        let (code, text) = binary.cli(args).await;
+        assert_eq!(code, 1, "`{}`: {text}", args.join(" "));
+        assert!(
+            text.contains("no database at") && text.contains("yet"),
+            "`{}` does not say the database is not there: {text}",
+            args.join(" ")
+        );
+        assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+        assert_eq!(entries(dir.path()), Vec::<String>::new(), "`{}`", args.join(" "));
+    }
+    let (code, text) = binary.cli(&["keys", "list"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no signing key in"), "{text}");
+    let (code, text) = binary.cli(&["config", "check"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no keys directory yet"), "{text}");
+    assert!(text.contains("# configuration OK"), "{text}");
+    assert_eq!(entries(dir.path()), Vec::<String>::new(), "keys list / config check");
+
+    // A database without keys (as `migrate` leaves it): reads answer, and still
+    // generate no key and no refresh secret.
+    binary.cli_ok(&["migrate"], None).await;
+    let made = entries(dir.path());
+    assert!(made.contains(&"gatehouse.db".to_owned()), "{made:?}");
+    for args in [&["users", "list"][..], &["audit"]] {
+        let (code, text) = binary.cli(args).await;
+        assert_eq!(code, 0, "`{}`: {text}", args.join(" "));
+    }
+    let (code, text) = binary.cli(&["users", "show", "ada@example.com"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no user with email"), "{text}");
+    assert!(
+        !binary.keys_dir.exists(),
+        "a read created {}: {:?}",
+        binary.keys_dir.display(),
+        std::fs::read_dir(&binary.keys_dir).map(|d| d.count())
+    );
+    assert_eq!(entries(dir.path()), made, "a read added files");
+}

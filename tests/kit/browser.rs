@@ -36,6 +36,24 @@ fn program(var: &str, default: &str) -> PathBuf {
 /// the suite's timing tests (equal work for unknown emails) must not starve beside it.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Wraps the page's `fetch` once: a request whose URL contains a held pattern is sent at
+/// once, but its answer reaches the page only when released.
+const HOLD_SCRIPT: &str = "
+    if (!window.__held) {
+      const held = (window.__held = { patterns: [], waiting: [] });
+      const send = window.fetch.bind(window);
+      window.fetch = (input, init) => {
+        const answer = send(input, init);
+        const url = String(input instanceof Request ? input.url : input);
+        const pattern = held.patterns.find((p) => url.includes(p));
+        if (pattern === undefined) return answer;
+        return new Promise((resolve, reject) => {
+          held.waiting.push({ pattern, release: () => answer.then(resolve, reject) });
+        });
+      };
+    }
+    window.__held.patterns.push(arguments[0]);";
+
 pub struct Browser {
     http: reqwest::Client,
     /// `http://127.0.0.1:<port>/session/<id>`
@@ -103,12 +121,34 @@ impl Browser {
         let id = created["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("chromedriver refused a session: {created}; {INSTALL}"));
-        Browser {
+        let browser = Browser {
             http,
             session: format!("{base}/session/{id}"),
             _driver: driver,
             _turn: turn,
+        };
+        browser.emulate_phone(width, height).await;
+        browser
+    }
+
+    /// Headless Chromium keeps a window at least 500 px wide, so a phone's width (390 px)
+    /// is emulated through the DevTools protocol (chromedriver's `goog/cdp/execute`),
+    /// as the browser's own device mode does; it lasts for the whole session.
+    async fn emulate_phone(&self, width: u32, height: u32) {
+        if width >= 500 {
+            return;
         }
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/goog/cdp/execute",
+                Some(json!({
+                    "cmd": "Emulation.setDeviceMetricsOverride",
+                    "params": { "width": width, "height": height, "deviceScaleFactor": 1, "mobile": true },
+                })),
+            )
+            .await;
+        assert!(!Self::failed(&v), "emulating a {width} px screen: {v}");
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -162,6 +202,84 @@ impl Browser {
             .await;
         assert!(!Self::failed(&v), "script {script}: {v}");
         v
+    }
+
+    /// Runs an asynchronous `script`: it ends by calling `arguments[arguments.length - 1]`
+    /// with its value (W3C WebDriver "Execute Async Script").
+    pub async fn run_async(&self, script: &str, args: Value) -> Value {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/async",
+                Some(json!({ "script": script, "args": args })),
+            )
+            .await;
+        assert!(!Self::failed(&v), "async script {script}: {v}");
+        v
+    }
+
+    /// Polls `script` (a function body returning a boolean) until it returns true, for at
+    /// most `limit`; says whether it did. The caller decides what a timeout means, so a
+    /// test can report everything it saw instead of stopping at the first wait.
+    pub async fn wait_until(&self, script: &str, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.run(script, json!([])).await == true {
+                return true;
+            }
+            if started.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether `script` keeps returning true for the whole of `span` (polled every 50 ms).
+    pub async fn stays_true(&self, script: &str, span: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < span {
+            if self.run(script, json!([])).await != true {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    /// From now on, answers to requests whose URL contains `pattern` are held back in the
+    /// page (the page's `fetch` is wrapped) until [`Browser::release_responses`]: a slow
+    /// server, made deterministic. Holds last until the page is reloaded.
+    pub async fn hold_responses(&self, pattern: &str) {
+        self.run(HOLD_SCRIPT, json!([pattern])).await;
+    }
+
+    /// Waits until at least `count` requests matching `pattern` are being held.
+    pub async fn wait_held(&self, pattern: &str, count: usize) {
+        let script = format!(
+            "return (window.__held?.waiting ?? []).filter((h) => h.pattern === {}).length >= {count}",
+            json!(pattern)
+        );
+        assert!(
+            self.wait_until(&script, Duration::from_secs(10)).await,
+            "no {count} request(s) to {pattern:?} were made within 10 s"
+        );
+    }
+
+    /// Lets the held answers for `pattern` through and stops holding new ones; returns
+    /// how many were released.
+    pub async fn release_responses(&self, pattern: &str) -> u64 {
+        let released = self
+            .run(
+                "const held = window.__held;
+                 held.patterns = held.patterns.filter((p) => p !== arguments[0]);
+                 const go = held.waiting.filter((h) => h.pattern === arguments[0]);
+                 held.waiting = held.waiting.filter((h) => h.pattern !== arguments[0]);
+                 go.forEach((h) => h.release());
+                 return go.length;",
+                json!([pattern]),
+            )
+            .await;
+        released.as_u64().expect("a count")
     }
 
     async fn try_find(&self, css: &str) -> Option<String> {

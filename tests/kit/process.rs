@@ -100,7 +100,12 @@ impl Binary {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.program);
+        self.command_of(&self.program, args)
+    }
+
+    /// `program` with this binary's environment (the binary itself, or a wrapper of it).
+    fn command_of(&self, program: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(program);
         command
             .args(args)
             .env_clear()
@@ -130,6 +135,40 @@ impl Binary {
                     "`gatehouse {}` did not finish within {timeout:?}",
                     args.join(" ")
                 ),
+            ),
+        }
+    }
+
+    /// [`Binary::cli`] on a terminal: a pseudo-terminal from util-linux's `script`
+    /// holds stdin, stdout and stderr, as when a person runs the command. Its exit code,
+    /// and everything the terminal showed.
+    pub async fn cli_in_terminal(&self, args: &[&str]) -> (i32, String) {
+        let quote = |word: &str| format!("'{}'", word.replace('\'', r#"'\''"#));
+        let line = std::iter::once(self.program.to_str().expect("a UTF-8 path"))
+            .chain(args.iter().copied())
+            .map(quote)
+            .collect::<Vec<_>>()
+            .join(" ");
+        // -e: script exits with the command's code; /dev/null: no typescript file.
+        let run = self
+            .command_of(Path::new("script"), &["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output();
+        match tokio::time::timeout(CLI_TIMEOUT, run).await {
+            Ok(Ok(out)) => (
+                out.status.code().unwrap_or(-1),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ),
+            Ok(Err(e)) => panic!("cannot run `script` (util-linux) for a terminal: {e}"),
+            Err(_) => (
+                -1,
+                format!("`gatehouse {}` hung on a terminal", args.join(" ")),
             ),
         }
     }

@@ -578,3 +578,46 @@ async fn into_non_empty_adds_a_second_install_after_the_first() {
     }
     server.stop_and_collect().await;
 }
+
+/// A server still serving the SQLite file would take revocations (and logins, and
+/// rotations) after the copy's snapshot, which the new database would never see: a
+/// revoked session would live again there. So the copy refuses while one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_data_refuses_while_a_server_uses_the_source() {
+    let Some(db) = TestDatabase::new("migrate_data_in_use") else {
+        return;
+    };
+    let to = db.url_text();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = Binary::in_dir(dir.path());
+    let server = bin.start().await;
+    let (s, body) = post(
+        &server,
+        "/v1/signup",
+        json!({"email": ALICE, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let from = bin.database.to_str().expect("utf-8").to_owned();
+
+    let (code, out) = bin
+        .cli(&["migrate-data", "--from", &from, "--to", &to])
+        .await;
+    assert_eq!(code, 1, "copied under a running server:\n{out}");
+    assert!(
+        out.contains("in use by a running gatehouse server") && out.contains("Stop the service"),
+        "the refusal does not say why:\n{out}"
+    );
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    assert!(
+        pg_counts(&db).iter().all(|(_, n)| *n == 0),
+        "the refused copy wrote to the target"
+    );
+
+    // Stopped, the same command copies.
+    server.stop_and_collect().await;
+    let out = bin
+        .cli_ok(&["migrate-data", "--from", &from, "--to", &to], None)
+        .await;
+    assert_eq!(reported(&out), sqlite_counts(&bin.database), "{out}");
+}

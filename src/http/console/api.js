@@ -6,16 +6,19 @@ const session = { access: null, refresh: null, user: null, timer: null };
 let listeners = { signedOut: () => {}, notice: () => {} };
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfter) {
+  /** `details`: for `validation_failed`, every failing field as `{ field, message }`. */
+  constructor(status, code, message, retryAfter, details = []) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter;
+    this.details = details;
   }
 }
 
-/** `signedOut(reason)` when the session ends by itself; `notice(text|null)` for transient
- * trouble such as "service unavailable, retrying". */
+/** `signedOut(reason, kind)` when the session ends: `kind` is "info" when the admin
+ * signed out, "error" when it ended by itself; `notice(text|null)` for transient trouble
+ * such as "service unavailable, retrying". */
 export function configure(callbacks) {
   listeners = { ...listeners, ...callbacks };
 }
@@ -50,7 +53,8 @@ async function send(method, path, body, token) {
   if (!response.ok) {
     const retry = Number(response.headers.get("retry-after")) || undefined;
     throw new ApiError(response.status, json?.error ?? "unknown",
-      json?.message ?? `HTTP ${response.status}`, retry);
+      json?.message ?? `HTTP ${response.status}`, retry,
+      Array.isArray(json?.details) ? json.details : []);
   }
   return json;
 }
@@ -84,9 +88,17 @@ function refreshNow() {
 }
 
 async function doRefresh() {
-  if (!session.refresh) throw new ApiError(401, "signed_out", "Signed out.");
+  const presented = session.refresh;
+  if (!presented) throw new ApiError(401, "signed_out", "Signed out.");
   try {
-    adopt(await send("POST", "/v1/refresh", { refresh_token: session.refresh }));
+    const tokens = await send("POST", "/v1/refresh", { refresh_token: presented });
+    if (session.refresh !== presented) {
+      // Signed out or in again meanwhile: this answer belongs to a session nobody holds
+      // any more, so end it rather than adopt it.
+      await send("POST", "/v1/logout", { refresh_token: tokens.refresh_token }).catch(() => {});
+      return;
+    }
+    adopt(tokens);
     listeners.notice(null);
   } catch (e) {
     if (e.code === "refresh_token_reused") {
@@ -112,18 +124,21 @@ function forget() {
 
 function end(reason) {
   forget();
-  listeners.signedOut(reason);
+  listeners.signedOut(reason, "error");
 }
 
 /** Logs in; refuses (and logs the new session out again) when the account is not an
- * admin, so a non-admin's console holds no token at all. */
+ * admin, so a non-admin's console holds no token at all. A session this one replaces is
+ * logged out: dropping its tokens alone would leave it live on the server, unseen. */
 export async function signIn(email, password) {
   const tokens = await send("POST", "/v1/login", { email, password });
   if (tokens.user.role !== "admin") {
     await send("POST", "/v1/logout", { refresh_token: tokens.refresh_token }).catch(() => {});
     throw new ApiError(403, "not_admin", "This account is not an admin.");
   }
+  const replaced = session.refresh;
   adopt(tokens);
+  if (replaced) await send("POST", "/v1/logout", { refresh_token: replaced }).catch(() => {});
   return tokens.user;
 }
 
@@ -132,7 +147,7 @@ export async function signOut(reason) {
   const refresh = session.refresh;
   forget();
   if (refresh) await send("POST", "/v1/logout", { refresh_token: refresh }).catch(() => {});
-  listeners.signedOut(reason);
+  listeners.signedOut(reason, "info");
 }
 
 /** Closing or leaving the tab: the tokens die with the page, and the session is revoked
@@ -155,9 +170,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * repeated; reads that meet 429/503 or a network failure are retried a few times while
  * the page says so. */
 export async function api(method, path, body) {
-  if (!session.access) throw new ApiError(401, "signed_out", "Signed out.");
   const attempts = method === "GET" ? 4 : 1;
   for (let attempt = 1; ; attempt++) {
+    // Checked on every attempt: the admin may have signed out during a retry's wait.
+    if (!session.access) throw new ApiError(401, "signed_out", "Signed out.");
     try {
       const result = await send(method, path, body, session.access);
       listeners.notice(null);

@@ -16,27 +16,28 @@ function notice(message, kind = "info") {
 
 api.configure({
   notice: (m) => notice(m, "warn"),
-  signedOut: (reason) => {
+  // The URL stays as it was, so signing in again returns to the same page.
+  signedOut: (reason, kind) => {
     bar.hidden = true;
-    location.hash = "#/sign-in";
+    pages.forgetNames();
     render();
-    if (reason) notice(reason, "error");
+    if (reason) notice(reason, kind);
   },
 });
 
 const routes = {
-  "sign-in": () => pages.signIn(main, { onSignedIn }),
-  overview: () => pages.overview(main),
-  users: (q) => pages.users(main, q),
-  user: (q, id) => pages.user(main, id, { notice }),
-  audit: (q) => pages.audit(main, q),
+  "sign-in": (view) => pages.signIn(view, { onSignedIn }),
+  overview: (view) => pages.overview(view),
+  users: (view, q) => pages.users(view, q),
+  user: (view, q, id) => pages.user(view, id, { notice }),
+  audit: (view, q) => pages.audit(view, q),
 };
 
 function onSignedIn(user) {
   notice(null);
   fill(document.getElementById("who"), user.email);
   bar.hidden = false;
-  location.hash = "#/overview";
+  render();
 }
 
 function parse() {
@@ -46,8 +47,15 @@ function parse() {
 }
 
 async function render() {
-  let { name, args, query } = parse();
-  if (!api.currentUser() || !routes[name]) name = api.currentUser() ? "overview" : "sign-in";
+  const { args, query } = parse();
+  let { name } = parse();
+  if (api.currentUser() && (name === "sign-in" || !Object.hasOwn(routes, name))) {
+    // Signed in, the sign-in form never shows; replacing the entry keeps Back from
+    // returning to it. The hashchange renders the overview.
+    location.replace("#/overview");
+    return;
+  }
+  if (!api.currentUser()) name = "sign-in";
   for (const link of document.querySelectorAll("[data-nav]")) {
     if (link.dataset.nav === name || (name === "user" && link.dataset.nav === "users")) {
       link.setAttribute("aria-current", "page");
@@ -56,11 +64,16 @@ async function render() {
     }
   }
   document.title = `gatehouse admin · ${name}`;
+  // Every render draws into an element of its own. A page still waiting for an answer
+  // when the admin moves on keeps drawing into its element, which is no longer in the
+  // document: a late answer can never paint over the page now shown.
+  const view = h("div", { class: "view" });
+  fill(main, view);
   try {
-    await routes[name](query, ...args);
+    await routes[name](view, query, ...args);
   } catch (e) {
     if (e.status === 401 || e.status === 403) return;
-    fill(main, h("h1", {}, "Something went wrong"),
+    fill(view, h("h1", {}, "Something went wrong"),
       h("p", { class: "error", role: "alert" }, e.message || String(e)),
       h("button", { type: "button", onclick: render }, "Try again"));
   }

@@ -33,6 +33,12 @@ export function fill(el, ...children) {
   return el;
 }
 
+/** An email (or any address) that wraps after a dot, @, hyphen or underscore rather than
+ * mid-word: a long one in a heading breaks where a reader expects it to. */
+export function breakable(value) {
+  return String(value).split(/(?<=[.@_-])/).flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
+}
+
 /** A time as the operator reads it: local, to the second, with the UTC value on hover. */
 export function when(iso) {
   if (!iso) return h("span", { class: "muted" }, "—");
@@ -50,10 +56,10 @@ export function text(value) {
 }
 
 /** A table with a caption, header row and rows; `empty` when there are no rows. */
-export function table(caption, headers, rows, empty) {
+export function table(caption, headers, rows, empty, cls) {
   if (rows.length === 0) return h("p", { class: "empty" }, empty);
   return h("div", { class: "scroll" },
-    h("table", {},
+    h("table", { class: cls },
       h("caption", {}, caption),
       h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))),
       h("tbody", {}, rows)));

@@ -1,8 +1,9 @@
-// The pages. Each one renders into `main` from API answers, as text only (see dom.js).
+// The pages. Each one renders into its own `view` element (see app.js) from API answers,
+// as text only (see dom.js).
 
 import * as api from "./api.js";
 import { lineChart } from "./chart.js";
-import { confirm, fill, h, table, text, when } from "./dom.js";
+import { breakable, confirm, fill, h, table, text, when } from "./dom.js";
 
 const KINDS = [
   "signup", "login_succeeded", "login_failed", "login_locked", "refresh_reuse_detected",
@@ -12,21 +13,32 @@ const KINDS = [
 
 const enc = encodeURIComponent;
 
-function loading(main, title) {
-  fill(main, h("h1", {}, title), h("p", { class: "muted", role: "status" }, "Loading…"));
+function loading(view, title) {
+  fill(view, h("h1", {}, title), h("p", { class: "muted", role: "status" }, "Loading…"));
+}
+
+// The API's field names, as the forms label them.
+const FIELDS = { email: "Email", password: "Password", user_id: "User id" };
+
+/** A validation failure names each field and what is wrong with it ("Email is not a
+ * valid email address"); anything else is its message. */
+function explain(e) {
+  if (!e.details?.length) return e.message;
+  return h("ul", { class: "details" },
+    e.details.map((d) => h("li", {}, `${FIELDS[d.field] ?? d.field} ${d.message}.`)));
 }
 
 function errorBox(e) {
-  return h("p", { class: "error", role: "alert" },
+  return h("div", { class: "error", role: "alert" },
     e.status === 503 || e.status === 0 || e.status === 429
       ? `Service unavailable, try again shortly (${e.message})`
-      : e.message);
+      : explain(e));
 }
 
 // ------------------------------------------------------------------ sign in
 
-export function signIn(main, { onSignedIn }) {
-  const error = h("p", { class: "error", role: "alert", id: "sign-in-error" });
+export function signIn(view, { onSignedIn }) {
+  const error = h("div", { class: "error", role: "alert", id: "sign-in-error" });
   const button = h("button", { type: "submit" }, "Sign in");
   const form = h("form", { class: "card sign-in", "aria-labelledby": "sign-in-title", novalidate: true },
     h("h1", { id: "sign-in-title" }, "gatehouse admin"),
@@ -50,12 +62,12 @@ export function signIn(main, { onSignedIn }) {
         : e.code === "invalid_credentials" ? "Wrong email or password."
         : e.code === "too_many_attempts" ? `Too many failed attempts; try again in ${e.retryAfter ?? "a few"} seconds.`
         : e.status === 503 || e.status === 0 ? "Service unavailable, try again shortly."
-        : e.message);
+        : explain(e));
     } finally {
       button.disabled = false;
     }
   });
-  fill(main, form);
+  fill(view, form);
   form.email.focus();
 }
 
@@ -68,8 +80,8 @@ const CHARTED = [
   { key: "refresh_reuse_detected", label: "Reuse detected" },
 ];
 
-export async function overview(main) {
-  loading(main, "Overview");
+export async function overview(view) {
+  loading(view, "Overview");
   const [keys, stats] = await Promise.allSettled([
     api.api("GET", "/v1/admin/keys"),
     api.api("GET", "/v1/admin/stats"),
@@ -104,12 +116,12 @@ export async function overview(main) {
   } else {
     statSection.append(errorBox(stats.reason));
   }
-  fill(main, h("h1", {}, "Overview"), statSection, keySection);
+  fill(view, h("h1", {}, "Overview"), statSection, keySection);
 }
 
 // ------------------------------------------------------------------ users
 
-export async function users(main, query) {
+export async function users(view, query) {
   const q = query.get("email") ?? "";
   const results = h("div", { id: "results", "aria-live": "polite" });
   const form = h("form", { class: "search", role: "search" },
@@ -120,7 +132,7 @@ export async function users(main, query) {
     event.preventDefault();
     location.hash = `#/users?email=${enc(form.email.value.trim())}`;
   });
-  fill(main, h("h1", {}, "Users"), form, results);
+  fill(view, h("h1", {}, "Users"), form, results);
   form.email.focus();
   fill(results, h("p", { class: "muted", role: "status" }, "Searching…"));
   try {
@@ -148,8 +160,8 @@ function sessionState(s) {
   return { live: true, label: "live" };
 }
 
-export async function user(main, id, { notice }) {
-  loading(main, "User");
+export async function user(view, id, { notice }) {
+  loading(view, "User");
   let u;
   let sessions;
   try {
@@ -159,7 +171,7 @@ export async function user(main, id, { notice }) {
     ]);
   } catch (e) {
     if (e.status === 404) {
-      fill(main, h("h1", {}, "User"), h("p", { class: "empty" }, "No such user (deleted?)."),
+      fill(view, h("h1", {}, "User"), h("p", { class: "empty" }, "No such user (deleted?)."),
         h("a", { href: "#/users" }, "Back to users"));
       return;
     }
@@ -176,14 +188,20 @@ export async function user(main, id, { notice }) {
     }
     try {
       await api.api(method, path, body);
-      await user(main, id, { notice });
-      fill(document.getElementById("result"), done);
-      document.getElementById("result").className = "ok";
+      await user(view, id, { notice });
+      // The page was drawn anew: its own result line, not one of whatever page shows now.
+      // (None when the user was deleted meanwhile: the page then says so.)
+      const redrawn = view.querySelector("#result");
+      if (redrawn) {
+        fill(redrawn, done);
+        redrawn.className = "ok";
+      }
     } catch (e) {
       fill(result, errorBox(e));
     }
   }
 
+  const anyLive = sessions.some((s) => sessionState(s).live);
   const actions = h("div", { class: "actions" },
     h("button", {
       type: "button", id: "toggle-disabled", class: u.disabled ? "" : "danger", disabled: self,
@@ -204,16 +222,20 @@ export async function user(main, id, { notice }) {
     }, u.role === "admin" ? "Demote to user" : "Promote to admin"),
     h("button", {
       type: "button", id: "revoke-all", class: "danger",
+      disabled: !anyLive, title: anyLive ? undefined : "No live session to revoke",
       onclick: () => act("Revoke every session", `Revoke every session of ${u.email}? Their refresh tokens stop at once; access tokens already issued stay valid for other services until they expire.`,
         "Revoke all", "DELETE", `/v1/admin/users/${enc(id)}/sessions`, undefined,
         `Every session of ${u.email} is revoked.`),
     }, "Revoke all sessions"),
     h("a", { href: `#/audit?user_id=${enc(id)}`, class: "button" }, "Audit entries"));
 
+  // The server's order, kept: the times shown are to the second, too coarse to order two
+  // logins in one second, so re-sorting by them would shuffle the newest.
   const rows = sessions.map((s) => {
     const state = sessionState(s);
     return h("tr", { class: state.live ? "live" : "ended", "data-session": s.id },
-      h("td", {}, h("span", { class: `badge ${state.live ? "ok" : "muted"}` }, state.label)),
+      h("td", {}, h("span", { class: `badge ${state.live ? "ok" : "muted"}` }, state.label),
+        s.revoked_at ? h("div", { class: "when" }, when(s.revoked_at)) : null),
       h("td", { class: "ua" }, text(s.user_agent)),
       h("td", { class: "mono" }, text(s.ip)),
       h("td", {}, when(s.created_at)),
@@ -226,9 +248,9 @@ export async function user(main, id, { notice }) {
       }, "Revoke") : ""));
   });
 
-  fill(main,
+  fill(view,
     h("p", {}, h("a", { href: "#/users" }, "← Users")),
-    h("h1", {}, u.email),
+    h("h1", {}, breakable(u.email)),
     h("dl", { class: "facts" },
       h("dt", {}, "Role"), h("dd", { id: "role" }, u.role),
       h("dt", {}, "Status"), h("dd", { id: "status" }, u.disabled ? h("span", { class: "badge danger" }, "disabled") : "active"),
@@ -240,14 +262,67 @@ export async function user(main, id, { notice }) {
     h("h2", {}, "Sessions"),
     table("Sessions, newest first (live and ended)",
       ["state", "device (user agent)", "IP", "created", "last used", "expires", ""],
-      rows, "No sessions."));
+      rows, "No sessions.", "sessions"));
 }
 
 // ------------------------------------------------------------------ audit log
 
 const PAGE = 50;
 
-export async function audit(main, query) {
+// Emails by user id, for the audit log, which names users by id only. Most pages name the
+// same few users, so answers are kept (a bounded number, dropped at sign-out).
+const names = new Map();
+const NAMES_KEPT = 500;
+
+export function forgetNames() {
+  names.clear();
+}
+
+/** The email of user `id`, null when the user is deleted, undefined when unknown now. */
+function nameOf(id) {
+  if (!names.has(id)) {
+    if (names.size >= NAMES_KEPT) names.delete(names.keys().next().value);
+    names.set(id, api.api("GET", `/v1/admin/users/${enc(id)}`).then((u) => u.email, (e) => {
+      if (e.status === 404) return null;
+      names.delete(id);
+      return undefined;
+    }));
+  }
+  return names.get(id);
+}
+
+/** A cell naming a user: the id's start at first, then the email, linked to their page. */
+function userCell(id) {
+  const cell = h("td", { class: "mono" });
+  if (!id) return fill(cell, text(null));
+  fill(cell, h("a", { href: `#/user/${enc(id)}`, title: id }, id.slice(0, 8)));
+  cell.dataset.userId = id;
+  return cell;
+}
+
+/** Fills in the emails of the users `view` names, a few requests at a time (the rate
+ * limit on reads is shared with the rest of the console), while `view` is shown. */
+async function nameUsers(view) {
+  const cells = [...view.querySelectorAll("td[data-user-id]")];
+  const queue = [...new Set(cells.map((c) => c.dataset.userId))];
+  const worker = async () => {
+    while (queue.length && view.isConnected) {
+      const id = queue.shift();
+      const email = await nameOf(id);
+      for (const cell of cells.filter((c) => c.dataset.userId === id)) {
+        if (email) {
+          cell.className = "";
+          fill(cell, h("a", { href: `#/user/${enc(id)}`, title: id }, breakable(email)));
+        } else if (email === null) {
+          fill(cell, h("span", { title: id }, id.slice(0, 8)), " ", h("span", { class: "muted" }, "(deleted)"));
+        }
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+}
+
+export async function audit(view, query) {
   const userId = query.get("user_id") ?? "";
   const kind = query.get("type") ?? "";
   const before = query.get("before") ?? "";
@@ -267,7 +342,7 @@ export async function audit(main, query) {
     location.hash = `#/audit?${q}`;
   });
   const results = h("div", { id: "results", "aria-live": "polite" }, h("p", { class: "muted", role: "status" }, "Loading…"));
-  fill(main, h("h1", {}, "Audit log"), form, results);
+  fill(view, h("h1", {}, "Audit log"), form, results);
 
   const q = new URLSearchParams({ limit: String(PAGE) });
   if (userId) q.set("user_id", userId);
@@ -298,8 +373,8 @@ export async function audit(main, query) {
         h("td", {}, e.type === "refresh_reuse_detected"
           ? h("strong", { class: "badge danger" }, "⚠ reuse detected") : e.type),
         h("td", {}, e.outcome),
-        h("td", { class: "mono" }, e.user_id ? h("a", { href: `#/user/${enc(e.user_id)}` }, e.user_id.slice(0, 8)) : text(null)),
-        h("td", { class: "mono" }, e.actor_id ? e.actor_id.slice(0, 8) : text(null)),
+        userCell(e.user_id),
+        userCell(e.actor_id),
         h("td", { class: "mono" }, text(e.ip)),
         h("td", { class: "ua" }, text(e.user_agent)),
         h("td", {}, e.family_id
@@ -307,4 +382,5 @@ export async function audit(main, query) {
           : text(e.detail)))),
       before ? "No older events." : "No events match."),
     nav);
+  await nameUsers(view);
 }

@@ -16,6 +16,29 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// Where the server's NOTICE and WARNING messages go. The driver's default logs every
+/// one at INFO, so each start printed `relation "schema_migrations" already exists,
+/// skipping` (every `CREATE … IF NOT EXISTS` the migrations run says so) as if it
+/// mattered. A WARNING may (a setting the server ignores, say): it stays visible.
+fn log_notice(notice: ::postgres::error::DbError) {
+    use ::postgres::error::Severity;
+    match notice.parsed_severity() {
+        Some(Severity::Warning) => {
+            tracing::warn!(
+                code = notice.code().code(),
+                "PostgreSQL: {}",
+                notice.message()
+            )
+        }
+        _ => tracing::debug!(
+            code = notice.code().code(),
+            severity = notice.severity(),
+            "PostgreSQL: {}",
+            notice.message()
+        ),
+    }
+}
+
 /// libpq's `sslmode`, with libpq's meaning for each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
@@ -103,6 +126,7 @@ impl PostgresUrl {
                 ::postgres::config::SslMode::Require
             }
         });
+        config.notice_callback(log_notice);
         if root_cert.is_some() && !matches!(tls, TlsMode::VerifyCa | TlsMode::VerifyFull) {
             return Err("sslrootcert is used only with sslmode=verify-ca or verify-full".into());
         }
