@@ -9,6 +9,7 @@
 #   bash bench/run.sh --no-node  # skip the Node.js comparison
 #   bash bench/run.sh --no-postgres    # skip the PostgreSQL column
 #   bash bench/run.sh --postgres-only  # only the PostgreSQL column (and its table)
+#   bash bench/run.sh --postgres-unprepared  # the PostgreSQL column also with statements unnamed
 #   bash bench/run.sh --replicas-only  # only the replicas row (and its table)
 #   bash bench/run.sh --no-replicas    # skip the replicas row
 #   bash bench/run.sh --quick --debug  # smoke test on the debug build (CI: no release build)
@@ -20,6 +21,8 @@
 # user must be allowed to CREATE DATABASE) and drops at the end, also on failure or
 # Ctrl-C. No other database is touched. GATEHOUSE_BENCH_POSTGRES_ROUNDS sets the rounds;
 # GATEHOUSE_BENCH_POSTGRES=off skips the column (said loudly), as --no-postgres does.
+# --postgres-unprepared adds a third invocation to each round, PostgreSQL with
+# GATEHOUSE_DB_PREPARED_STATEMENTS=off, and a second table beside the first.
 #
 # The replicas row runs login, refresh and /v1/me on 1 and on 2 replicas sharing one fresh
 # PostgreSQL database, without and with the Redis limiter (a private redis-server on a
@@ -45,6 +48,7 @@ SOAK=0
 NODE=1
 POSTGRES=1
 ONLY_POSTGRES=0
+UNPREPARED=0
 REPLICAS=1
 ONLY_REPLICAS=0
 PROFILE=release
@@ -57,11 +61,12 @@ for arg in "$@"; do
     --no-node) NODE=0 ;;
     --no-postgres) POSTGRES=0 ;;
     --postgres-only) ONLY_POSTGRES=1 REPLICAS=0 NODE=0 GROWTH=0 SOAK=0 ;;
+    --postgres-unprepared) UNPREPARED=1 ;;
     --replicas-only) ONLY_REPLICAS=1 NODE=0 GROWTH=0 SOAK=0 ;;
     --no-replicas) REPLICAS=0 ;;
     --debug) PROFILE=debug ;;
     -h | --help)
-      sed -n '2,38p' "$0"
+      sed -n '2,41p' "$0"
       exit 0
       ;;
     *)
@@ -177,6 +182,9 @@ if [ "$POSTGRES" = 1 ] && [ "$ONLY_REPLICAS" = 0 ]; then
     [ "$round" != "$PG_ROUNDS" ] || trips=(--round-trips "$TRIPS")
     load --label pg-postgres "${PG_COMMON[@]}" --postgres "$PG_URL" "${trips[@]}" \
       --json-out "$OUT/pg-postgres-$n.json"
+    [ "$UNPREPARED" = 0 ] || load --label pg-noprep "${PG_COMMON[@]}" \
+      --env GATEHOUSE_DB_PREPARED_STATEMENTS=off --postgres "$PG_URL" "${trips[@]}" \
+      --json-out "$OUT/pg-noprep-$n.json"
   done
 elif [ "$POSTGRES" = 0 ]; then
   echo "bench/run.sh: the PostgreSQL column is SKIPPED (--no-postgres or GATEHOUSE_BENCH_POSTGRES=off)" >&2

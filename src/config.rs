@@ -53,6 +53,8 @@ pub struct Settings {
     pub db_connect_timeout: Duration,
     /// How long start-up waits for a PostgreSQL server that cannot be reached yet.
     pub db_start_timeout: Duration,
+    /// Prepare PostgreSQL statements once per connection.
+    pub db_prepared_statements: bool,
     pub rate_limits: RateLimits,
     /// Where the limiter counts: Redis, shared by replicas; `None` is this process.
     pub rate_limit_store: Option<RedisUrl>,
@@ -635,6 +637,17 @@ pub static SETTINGS: &[Setting] = &[
         show: |s| secs(s.db_start_timeout),
     },
     Setting {
+        env: "GATEHOUSE_DB_PREPARED_STATEMENTS",
+        default: Fallback::Value("on"),
+        meaning: "PostgreSQL: prepare each statement once per connection, then run it by \
+                  name; `off` sends every statement unnamed (parsed and planned each time), \
+                  for PgBouncer before 1.21 in transaction pooling (see deploy/README.md \
+                  *PostgreSQL*)",
+        parse: |s, v| set(&mut s.db_prepared_statements, switch(v)),
+        check: fine,
+        show: |s| on_off(s.db_prepared_statements),
+    },
+    Setting {
         env: "GATEHOUSE_AUDIT_RETENTION",
         default: Fallback::Value("90d"),
         meaning: "audit events older than this are pruned",
@@ -804,6 +817,7 @@ impl Settings {
             db_pool_size: 0,
             db_connect_timeout: Duration::ZERO,
             db_start_timeout: Duration::ZERO,
+            db_prepared_statements: false,
             rate_limits: RateLimits {
                 enabled: true,
                 auth: Tier {
@@ -970,6 +984,7 @@ impl Settings {
                 pool_size: self.db_pool_size,
                 connect_timeout: self.db_connect_timeout,
                 start_timeout: self.db_start_timeout,
+                prepared_statements: self.db_prepared_statements,
             },
             None => DatabaseSettings::Sqlite {
                 path: self.database.clone(),
@@ -1152,10 +1167,26 @@ mod tests {
                 kek,
             ])
             .expect(url);
-            let DatabaseSettings::Postgres { pool_size, .. } = s.database_settings() else {
+            let DatabaseSettings::Postgres {
+                pool_size,
+                prepared_statements,
+                ..
+            } = s.database_settings()
+            else {
                 panic!("{url} is PostgreSQL");
             };
             assert_eq!(pool_size, 3);
+            assert!(prepared_statements, "prepared by default");
+            let unprepared = ("GATEHOUSE_DB_PREPARED_STATEMENTS", "off");
+            let off = from(&[("GATEHOUSE_DATABASE", url), unprepared, kek]).expect(url);
+            let DatabaseSettings::Postgres {
+                prepared_statements,
+                ..
+            } = off.database_settings()
+            else {
+                panic!("{url} is PostgreSQL");
+            };
+            assert!(!prepared_statements, "off for a pooler");
             let shown = s.describe();
             let printed = format!("{shown:?} {s:?} {}", s.database_settings());
             assert!(!printed.contains("s3cret"), "{printed}");

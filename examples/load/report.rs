@@ -172,11 +172,16 @@ pub(crate) fn report(paths: &[PathBuf]) -> anyhow::Result<()> {
 /// round, alternating, so that each PostgreSQL round has a SQLite round beside it.
 const PG_SQLITE: &str = "pg-sqlite";
 const PG_POSTGRES: &str = "pg-postgres";
+/// The same rounds' PostgreSQL invocation with `GATEHOUSE_DB_PREPARED_STATEMENTS=off`
+/// (`bench/run.sh --postgres-unprepared`). Short: the label is part of every email the
+/// signup scenario makes, and a local part over 64 characters is refused.
+const PG_UNPREPARED: &str = "pg-noprep";
 const PG_SCENARIOS: [&str; 4] = ["signup", "login", "refresh", "me"];
 
-/// The SQLite and PostgreSQL documents of the same round, in the order they ran.
-fn pg_pairs(docs: &Docs) -> Vec<(&Value, &Value)> {
-    round_pairs(docs, PG_SQLITE, PG_POSTGRES)
+/// The SQLite and PostgreSQL (`pg`: one of the PostgreSQL labels) documents of the same
+/// round, in the order they ran.
+fn pg_pairs<'d>(docs: &'d Docs, pg: &str) -> Vec<(&'d Value, &'d Value)> {
+    round_pairs(docs, PG_SQLITE, pg)
 }
 
 /// The documents of labels `a` and `b` of the same round of an alternation: the first
@@ -199,18 +204,16 @@ pub(crate) fn doc_median(d: &Value, sc: &str, field: &str) -> Option<f64> {
 }
 
 /// PostgreSQL ÷ SQLite throughput of `sc`: the median of the per-round ratios.
-fn pg_ratio(docs: &Docs, sc: &str) -> Option<f64> {
-    let v: Vec<f64> = pg_pairs(docs)
+fn pg_ratio(docs: &Docs, pg: &str, sc: &str) -> Option<f64> {
+    let v: Vec<f64> = pg_pairs(docs, pg)
         .iter()
         .filter_map(|(s, p)| div(doc_median(p, sc, "rps"), doc_median(s, sc, "rps")))
         .collect();
     (!v.is_empty()).then(|| median(&v))
 }
 
-fn pg_round_trips(docs: &Docs, sc: &str) -> Option<f64> {
-    docs.pick(PG_POSTGRES, &|d| {
-        d["round_trips"][sc]["per_request"].as_f64()
-    })
+fn pg_round_trips(docs: &Docs, pg: &str, sc: &str) -> Option<f64> {
+    docs.pick(pg, &|d| d["round_trips"][sc]["per_request"].as_f64())
 }
 
 /// The targets of the PostgreSQL column: refresh at least 0.8 × SQLite's, login equal.
@@ -237,55 +240,72 @@ fn postgres_rows(docs: &Docs) -> Vec<Row> {
             docs.server_cpu(PG_SQLITE, sc).unwrap_or(f64::NAN),
             docs.pick(PG_POSTGRES, &|d| doc_median(d, sc, "db_cpu_us_per_req"))
                 .unwrap_or(f64::NAN),
-            pg_round_trips(docs, sc).map_or("n/a".into(), |t| format!("{t:.2}")),
+            pg_round_trips(docs, PG_POSTGRES, sc).map_or("n/a".into(), |t| format!("{t:.2}")),
         );
         let name = format!("7. postgres: {sc} PostgreSQL / SQLite");
         rows.push(if min > 0.0 {
-            Row::at_least(name, min, pg_ratio(docs, sc), figures)
+            Row::at_least(name, min, pg_ratio(docs, PG_POSTGRES, sc), figures)
         } else {
-            Row::reported(name, pg_ratio(docs, sc), figures)
+            Row::reported(name, pg_ratio(docs, PG_POSTGRES, sc), figures)
         });
     }
     rows
 }
 
-/// The PostgreSQL column as BENCHMARKS.md shows it.
+/// The PostgreSQL column as BENCHMARKS.md shows it: statements prepared (the default),
+/// and, when the run has them, the same rounds with them sent unnamed. `PG sum us` is
+/// gatehouse's and PostgreSQL's CPU per request together, what SQLite's `srv us` does
+/// alone in one process.
 fn print_postgres_table(docs: &Docs) {
-    let pairs = pg_pairs(docs);
-    if pairs.is_empty() {
-        return;
-    }
-    println!(
-        "\nPostgreSQL vs SQLite, {} alternating rounds (medians; ratio: median of the rounds' ratios)",
-        pairs.len()
-    );
-    println!(
-        "{:<10} {:>12} {:>12} {:>9} {:>14} {:>14} {:>12} {:>12}",
-        "scenario",
-        "SQLite req/s",
-        "PG req/s",
-        "PG/SQLite",
-        "SQLite srv us",
-        "PG srv us",
-        "PG db us",
-        "round trips"
-    );
-    for sc in PG_SCENARIOS {
-        let (s, p) = (docs.rps(PG_SQLITE, sc), docs.rps(PG_POSTGRES, sc));
-        if s.is_none() && p.is_none() {
+    for (pg, how) in [
+        (PG_POSTGRES, "statements prepared"),
+        (
+            PG_UNPREPARED,
+            "statements unnamed (GATEHOUSE_DB_PREPARED_STATEMENTS=off)",
+        ),
+    ] {
+        let pairs = pg_pairs(docs, pg);
+        if pairs.is_empty() {
             continue;
         }
         println!(
-            "{:<10} {:>12} {:>12} {:>9} {:>14} {:>14} {:>12} {:>12}",
-            sc,
-            fmt(s),
-            fmt(p),
-            pg_ratio(docs, sc).map_or("n/a".into(), |r| format!("{r:.2}")),
-            fmt(docs.server_cpu(PG_SQLITE, sc)),
-            fmt(docs.server_cpu(PG_POSTGRES, sc)),
-            fmt(docs.pick(PG_POSTGRES, &|d| doc_median(d, sc, "db_cpu_us_per_req"))),
-            pg_round_trips(docs, sc).map_or("n/a".into(), |t| format!("{t:.2}")),
+            "\nPostgreSQL ({how}) vs SQLite, {} alternating rounds (medians; ratio: median of the rounds' ratios)",
+            pairs.len()
         );
+        println!(
+            "{:<10} {:>12} {:>12} {:>9} {:>14} {:>14} {:>12} {:>12} {:>12}",
+            "scenario",
+            "SQLite req/s",
+            "PG req/s",
+            "PG/SQLite",
+            "SQLite srv us",
+            "PG srv us",
+            "PG db us",
+            "PG sum us",
+            "round trips"
+        );
+        for sc in PG_SCENARIOS {
+            let (s, p) = (docs.rps(PG_SQLITE, sc), docs.rps(pg, sc));
+            if s.is_none() && p.is_none() {
+                continue;
+            }
+            let (srv, db) = (
+                docs.server_cpu(pg, sc),
+                docs.pick(pg, &|d| doc_median(d, sc, "db_cpu_us_per_req")),
+            );
+            println!(
+                "{:<10} {:>12} {:>12} {:>9} {:>14} {:>14} {:>12} {:>12} {:>12}",
+                sc,
+                fmt(s),
+                fmt(p),
+                pg_ratio(docs, pg, sc).map_or("n/a".into(), |r| format!("{r:.2}")),
+                fmt(docs.server_cpu(PG_SQLITE, sc)),
+                fmt(srv),
+                fmt(db),
+                fmt(srv.zip(db).map(|(a, b)| a + b)),
+                pg_round_trips(docs, pg, sc).map_or("n/a".into(), |t| format!("{t:.2}")),
+            );
+        }
     }
 }
 

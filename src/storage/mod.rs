@@ -318,6 +318,9 @@ pub enum DatabaseSettings {
         connect_timeout: Duration,
         /// How long opening keeps retrying a server that cannot be reached yet.
         start_timeout: Duration,
+        /// Prepare statements once per connection (off: unnamed, for poolers that
+        /// cannot carry named statements).
+        prepared_statements: bool,
     },
 }
 
@@ -359,12 +362,11 @@ fn open_here(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
             pool_size,
             connect_timeout,
             start_timeout,
-        } => Arc::new(postgres::PgStore::connect(
-            url,
-            *pool_size,
-            *connect_timeout,
-            *start_timeout,
-        )?),
+            prepared_statements,
+        } => Arc::new(
+            postgres::PgStore::connect(url, *pool_size, *connect_timeout, *start_timeout)?
+                .prepared_statements(*prepared_statements),
+        ),
     };
     store
         .migrate()

@@ -282,6 +282,8 @@ fn migrate_target(to: &PostgresUrl, connect_timeout: Duration) -> Result<String,
         connect_timeout,
         // The operator is at the terminal: an unreachable target fails at once.
         start_timeout: Duration::ZERO,
+        // It migrates and reads the version, on connections of its own.
+        prepared_statements: false,
     };
     let store = super::open(&settings).map_err(|e| Refused(format!("{e:#}")))?;
     let version = store

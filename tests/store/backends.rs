@@ -32,14 +32,15 @@ pub fn sqlite() -> Backend {
 }
 
 /// A store on a new database of the test server, or `None` (said loudly) when
-/// `GATEHOUSE_TEST_POSTGRES=off`.
-pub fn postgres(test: &str) -> Option<Backend> {
+/// `GATEHOUSE_TEST_POSTGRES=off`; `prepared` as `GATEHOUSE_DB_PREPARED_STATEMENTS`.
+pub fn postgres(test: &str, prepared: bool) -> Option<Backend> {
     let database = TestDatabase::new(test)?;
     let store = storage::open(&DatabaseSettings::Postgres {
         url: Box::new(database.url()),
         pool_size: 8,
         connect_timeout: Duration::from_secs(10),
         start_timeout: Duration::ZERO,
+        prepared_statements: prepared,
     })
     .unwrap_or_else(|e| panic!("cannot open the test database {}: {e:#}", database.name));
     Some(Backend {

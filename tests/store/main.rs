@@ -1,6 +1,7 @@
 //! One conformance suite for `Store`: every case is written once, in `cases`, and runs
-//! on each backend (`sqlite::*` and `postgres::*`). A backend is done when it passes
-//! them all.
+//! on each backend (`sqlite::*` and `postgres::*`), and on PostgreSQL a second time with
+//! statements sent unnamed (`postgres_unprepared::*`, `GATEHOUSE_DB_PREPARED_STATEMENTS=off`).
+//! A backend is done when it passes them all.
 //!
 //! PostgreSQL cases use the server at `GATEHOUSE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), each in a database of its own that is
@@ -29,7 +30,21 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $case() {
-                    let Some(backend) = crate::backends::postgres(stringify!($case)) else {
+                    let Some(backend) = crate::backends::postgres(stringify!($case), true)
+                    else {
+                        return;
+                    };
+                    crate::cases::$case(&backend.store);
+                }
+            )*
+        }
+
+        mod postgres_unprepared {
+            $(
+                #[test]
+                fn $case() {
+                    let Some(backend) = crate::backends::postgres(stringify!($case), false)
+                    else {
                         return;
                     };
                     crate::cases::$case(&backend.store);

@@ -33,6 +33,7 @@ fn open(url: &PostgresUrl) -> anyhow::Result<()> {
         // Short: the refused handshakes are retried until it runs out.
         connect_timeout: Duration::from_secs(2),
         start_timeout: Duration::ZERO,
+        prepared_statements: true,
     })?;
     store.ping()?;
     Ok(())
@@ -273,6 +274,7 @@ fn killed_connections_are_replaced_before_use() {
         pool_size: 1,
         connect_timeout: Duration::from_secs(5),
         start_timeout: Duration::ZERO,
+        prepared_statements: true,
     })
     .expect("open");
     let mut admin = admin_client(&db.url()).expect("connect");
@@ -330,6 +332,7 @@ fn the_store_opens_and_closes_inside_an_async_runtime() {
             pool_size: 2,
             connect_timeout: Duration::from_secs(5),
             start_timeout: Duration::ZERO,
+            prepared_statements: true,
         })
         .expect("open inside a runtime");
         let on_pool = std::sync::Arc::clone(&store);
@@ -397,13 +400,24 @@ impl CountingProxy {
 
 /// The round trips the hot paths cost on PostgreSQL (issue 12: at most two per refresh): a refresh
 /// is a read and a claim, a login's family one statement, an access check one read.
+/// Prepared, the first call of each statement on a connection takes one more, to prepare
+/// it, and no later call does.
 #[test]
 fn hot_paths_take_one_round_trip_per_store_call() {
+    round_trips_of_the_hot_paths("hot_paths_take_one_round_trip_per_store_call", true);
+}
+
+#[test]
+fn hot_paths_take_one_round_trip_per_store_call_unprepared() {
+    round_trips_of_the_hot_paths("hot_paths_unprepared", false);
+}
+
+fn round_trips_of_the_hot_paths(test: &str, prepared: bool) {
     use chrono::{Duration as Days, Utc};
     use gatehouse::domain::{AuditKind, Email, FamilyId, Role, UserId};
     use gatehouse::storage::{AuditEvent, Lease, LeaseId, NewFamily, NewUser, Settle, Spend};
 
-    let Some(db) = TestDatabase::new("hot_paths_take_one_round_trip_per_store_call") else {
+    let Some(db) = TestDatabase::new(test) else {
         return;
     };
     let url = db.url();
@@ -436,99 +450,287 @@ fn hot_paths_take_one_round_trip_per_store_call() {
         pool_size: 1,
         connect_timeout: Duration::from_secs(5),
         start_timeout: Duration::ZERO,
+        prepared_statements: prepared,
     })
     .expect("open through the proxy");
 
-    let now = Utc::now();
-    let email = Email::parse("trips@example.com").expect("email");
+    // The same calls twice on the pool's one connection: the first round prepares.
+    for round in 0..2u8 {
+        let first = round == 0;
+        let now = Utc::now();
+        let email = Email::parse(&format!("trips{round}@example.com")).expect("email");
+        let user = store
+            .create_user(NewUser {
+                id: UserId::random(),
+                email: &email,
+                password_hash: "x",
+                role: Role::User,
+                now,
+            })
+            .expect("user");
+        proxy.take();
+
+        // `statements`: how many texts the call runs, each prepared on its first call.
+        let count = |what: &str, expected: usize, statements: usize| {
+            let taken = proxy.take();
+            let prepares = if prepared && first { statements } else { 0 };
+            assert_eq!(
+                taken,
+                expected + prepares,
+                "{what}: round trips (round {round}, prepared: {prepared})"
+            );
+        };
+        let keys = [
+            format!("email:trips{round}@example.com"),
+            "ip:unknown".to_owned(),
+        ];
+        let lease = Lease {
+            id: LeaseId::random(),
+            keys: keys.to_vec(),
+            window_secs: 600,
+            now,
+            ttl: Days::seconds(60),
+        };
+        assert!(
+            store
+                .reserve_attempt(&lease, &|_| true)
+                .expect("reserve")
+                .leased
+        );
+        // BEGIN, the per-key locks, the read, the lease's insert, COMMIT.
+        count("reserve_attempt", 5, 3);
+        store.login_failures(&keys, 600, now).expect("lockout");
+        count("login_failures", 1, 1);
+        store.account_by_email(&email).expect("account");
+        count("account_by_email", 1, 1);
+        let family = FamilyId::random();
+        let (token, child) = ([1 + 2 * round; 32], [2 + 2 * round; 32]);
+        assert!(
+            store
+                .create_family(NewFamily {
+                    id: family,
+                    user_id: user.id,
+                    first_token: token,
+                    now,
+                    token_expires_at: now + Days::hours(1),
+                    family_expires_at: now + Days::days(1),
+                    user_agent: None,
+                    ip: None,
+                    password_generation: 0,
+                    opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
+                    forgives: None,
+                    settles: Some(lease.id),
+                })
+                .expect("family")
+        );
+        count("create_family", 1, 1);
+        store
+            .record_audit(AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"))
+            .expect("audit");
+        count("record_audit", 1, 1);
+        store.find_refresh_token(token).expect("find");
+        count("find_refresh_token", 1, 1);
+        assert!(
+            store
+                .spend_refresh_token(Spend {
+                    presented: token,
+                    child,
+                    family_id: family,
+                    now,
+                    child_expires_at: now + Days::hours(1),
+                })
+                .expect("spend")
+        );
+        count("spend_refresh_token", 1, 1);
+        store
+            .account_for_session(user.id, family, now)
+            .expect("session");
+        count("account_for_session", 1, 1);
+        let failing = LeaseId::random();
+        let failed = Settle::Failed {
+            keys: &keys,
+            window_secs: 600,
+            now,
+        };
+        store.settle_attempt(failing, failed).expect("settle");
+        count("settle_attempt", 1, 1);
+    }
+}
+
+/// A store on `db` with a pool of one connection, so that every statement it runs and
+/// every look at the session (`with_pooled_client`) share one server session.
+fn one_connection(db: &TestDatabase, prepared: bool) -> gatehouse::storage::postgres::PgStore {
+    use gatehouse::storage::Store as _;
+    let store = gatehouse::storage::postgres::PgStore::connect(
+        &db.url(),
+        1,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
+    .expect("connect")
+    .prepared_statements(prepared);
+    store.migrate().expect("migrate");
+    store
+}
+
+/// The session's prepared statements: (text, when prepared), by text.
+fn prepared_in_session(
+    store: &gatehouse::storage::postgres::PgStore,
+) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    store
+        .with_pooled_client(|c| {
+            c.query_typed(
+                // Typed: the driver prepares an untyped text under a name of its own,
+                // which would list this very query.
+                "SELECT statement, prepare_time FROM pg_prepared_statements ORDER BY statement",
+                &[],
+            )
+        })
+        .expect("a pooled connection")
+        .expect("pg_prepared_statements")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn lease_on(keys: &[&str]) -> gatehouse::storage::Lease {
+    let now = chrono::Utc::now();
+    gatehouse::storage::Lease {
+        id: gatehouse::storage::LeaseId::random(),
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        window_secs: 600,
+        now,
+        ttl: chrono::Duration::seconds(60),
+    }
+}
+
+/// Each statement is prepared on its connection's first call and run by name after: one
+/// prepared statement per text in the server session, prepared once whatever the calls.
+/// Off, the session holds none.
+#[test]
+fn statements_are_prepared_once_per_connection_and_reused() {
+    use gatehouse::domain::{Email, Role, UserId};
+    use gatehouse::storage::{NewUser, Store as _};
+
+    for prepared in [true, false] {
+        let Some(db) = TestDatabase::new("statements_are_prepared_once") else {
+            return;
+        };
+        let store = one_connection(&db, prepared);
+        let email = Email::parse("prepared@example.com").expect("email");
+        store
+            .create_user(NewUser {
+                id: UserId::random(),
+                email: &email,
+                password_hash: "x",
+                role: Role::User,
+                now: chrono::Utc::now(),
+            })
+            .expect("user");
+        store
+            .account_by_email(&email)
+            .expect("read")
+            .expect("found");
+        store.find_refresh_token([7; 32]).expect("find");
+        let after_first = prepared_in_session(&store);
+        if !prepared {
+            assert_eq!(after_first, [], "off: nothing prepared");
+            continue;
+        }
+        assert_eq!(after_first.len(), 3, "one per text: {after_first:?}");
+        for (text, _) in &after_first {
+            assert!(
+                text.contains("INSERT INTO users")
+                    || text.contains("WHERE u.email = $1")
+                    || text.contains("FROM refresh_tokens t"),
+                "an unexpected statement: {text}"
+            );
+        }
+        // Sleeps so that a statement prepared again would show a later prepare_time.
+        std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..5 {
+            store
+                .account_by_email(&email)
+                .expect("read")
+                .expect("found");
+            store.find_refresh_token([7; 32]).expect("find");
+        }
+        assert_eq!(
+            prepared_in_session(&store),
+            after_first,
+            "the same statements, not prepared again"
+        );
+    }
+}
+
+/// A server that dropped the session's statements (`DEALLOCATE ALL`; a pooler's
+/// `DISCARD ALL` does the same) costs no request an error: a statement outside a
+/// transaction is prepared again and run, a transaction runs again from its start.
+#[test]
+fn statements_the_server_forgot_are_prepared_again() {
+    use gatehouse::domain::{Email, Role, UserId};
+    use gatehouse::storage::{NewUser, Store as _};
+
+    let Some(db) = TestDatabase::new("statements_the_server_forgot") else {
+        return;
+    };
+    let store = one_connection(&db, true);
+    let forget = || {
+        store
+            .with_pooled_client(|c| c.batch_execute("DEALLOCATE ALL"))
+            .expect("a pooled connection")
+            .expect("DEALLOCATE ALL");
+        assert_eq!(prepared_in_session(&store), [], "forgotten");
+    };
+    let email = Email::parse("forgot@example.com").expect("email");
     let user = store
         .create_user(NewUser {
             id: UserId::random(),
             email: &email,
             password_hash: "x",
             role: Role::User,
-            now,
+            now: chrono::Utc::now(),
         })
         .expect("user");
-    proxy.take();
-
-    let count = |what: &str, expected: usize| {
-        let taken = proxy.take();
-        assert_eq!(taken, expected, "{what}: round trips");
-    };
-    let keys = [
-        "email:trips@example.com".to_owned(),
-        "ip:unknown".to_owned(),
-    ];
-    let lease = Lease {
-        id: LeaseId::random(),
-        keys: keys.to_vec(),
-        window_secs: 600,
-        now,
-        ttl: Days::seconds(60),
-    };
+    store
+        .account_by_email(&email)
+        .expect("read")
+        .expect("found");
     assert!(
         store
-            .reserve_attempt(&lease, &|_| true)
+            .reserve_attempt(&lease_on(&["a"]), &|_| true)
             .expect("reserve")
             .leased
     );
-    // BEGIN, the per-key locks, the read, the lease's insert, COMMIT.
-    count("reserve_attempt", 5);
-    store.login_failures(&keys, 600, now).expect("lockout");
-    count("login_failures", 1);
-    store.account_by_email(&email).expect("account");
-    count("account_by_email", 1);
-    let family = FamilyId::random();
+
+    forget();
+    let found = store
+        .account_by_email(&email)
+        .expect("a read after DEALLOCATE ALL");
+    assert_eq!(found.map(|a| a.user.id), Some(user.id));
+    assert!(
+        !prepared_in_session(&store).is_empty(),
+        "prepared again, not sent unnamed from now on"
+    );
+
+    // The reservation's statements were dropped with the rest: cached again first.
     assert!(
         store
-            .create_family(NewFamily {
-                id: family,
-                user_id: user.id,
-                first_token: [1; 32],
-                now,
-                token_expires_at: now + Days::hours(1),
-                family_expires_at: now + Days::days(1),
-                user_agent: None,
-                ip: None,
-                password_generation: 0,
-                opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
-                forgives: None,
-                settles: Some(lease.id),
-            })
-            .expect("family")
+            .reserve_attempt(&lease_on(&["b"]), &|_| true)
+            .expect("reserve")
+            .leased
     );
-    count("create_family", 1);
-    store
-        .record_audit(AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"))
-        .expect("audit");
-    count("record_audit", 1);
-    store.find_refresh_token([1; 32]).expect("find");
-    count("find_refresh_token", 1);
-    assert!(
-        store
-            .spend_refresh_token(Spend {
-                presented: [1; 32],
-                child: [2; 32],
-                family_id: family,
-                now,
-                child_expires_at: now + Days::hours(1),
-            })
-            .expect("spend")
+    forget();
+    // The first statement of the reservation's transaction fails and aborts it.
+    let reserved = store
+        .reserve_attempt(&lease_on(&["c"]), &|_| true)
+        .expect("a transaction after DEALLOCATE ALL");
+    assert!(reserved.leased);
+    assert_eq!(reserved.loads.len(), 1);
+    assert_eq!(
+        reserved.loads[0].in_flight, 0,
+        "no lease from the aborted attempt"
     );
-    count("spend_refresh_token", 1);
-    store
-        .account_for_session(user.id, family, now)
-        .expect("session");
-    count("account_for_session", 1);
-    let failing = LeaseId::random();
-    let failed = Settle::Failed {
-        keys: &keys,
-        window_secs: 600,
-        now,
-    };
-    store.settle_attempt(failing, failed).expect("settle");
-    count("settle_attempt", 1);
 }
 
 /// A store on `db` with room for the threads of a race.
@@ -538,6 +740,7 @@ fn store_on(db: &TestDatabase) -> std::sync::Arc<dyn gatehouse::storage::Store> 
         pool_size: 8,
         connect_timeout: Duration::from_secs(10),
         start_timeout: Duration::ZERO,
+        prepared_statements: true,
     })
     .expect("open the store")
 }

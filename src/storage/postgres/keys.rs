@@ -83,7 +83,10 @@ impl PgKeyStore {
         connect_timeout: std::time::Duration,
         start_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
-        let store = PgStore::connect(url, 2, connect_timeout, start_timeout)?;
+        // Unprepared: a reload every half minute gains nothing from keeping statements,
+        // and this pool then works behind any pooler whatever the setting says.
+        let store =
+            PgStore::connect(url, 2, connect_timeout, start_timeout)?.prepared_statements(false);
         // The server has migrated already (`storage::open`); a CLI run may come first.
         if super::migrate::current(&mut *store.connection()?)? < super::migrate::latest() {
             crate::storage::Store::migrate(&store)?;
@@ -94,7 +97,7 @@ impl PgKeyStore {
     /// Every stored key, by name.
     pub fn keys(&self) -> Result<Vec<KeyRow>, StoreError> {
         self.store
-            .read(|c| c.query(SELECT_KEYS, &[]))?
+            .read(|c| c.query_typed(SELECT_KEYS, &[]))?
             .iter()
             .map(row)
             .collect()
@@ -116,11 +119,14 @@ impl PgKeyStore {
     /// Stores `sealed` for `purpose` unless a value is there already; either way returns
     /// the stored one, so replicas racing to create a secret all end up using one.
     pub fn secret_or_insert(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        // Typed, so sent unnamed in one round trip: an untyped call makes the driver
+        // prepare a named statement first, which a transaction pooler may not carry to
+        // the connection that runs it.
         self.store.write(|c| {
-            c.execute(
+            c.query_typed(
                 "INSERT INTO sealed_secrets (purpose, sealed) VALUES ($1, $2) \
                  ON CONFLICT (purpose) DO NOTHING",
-                &[&purpose, &sealed],
+                &[(&purpose, Type::TEXT), (&sealed, Type::BYTEA)],
             )
         })?;
         self.secret(purpose)?

@@ -4,13 +4,15 @@
 //! Safe under READ COMMITTED by construction: every decision that races is one
 //! conditional statement whose row count is the answer (the spend, the password change),
 //! or takes the row lock it depends on (`FOR SHARE` on the user when a family opens), so
-//! no rule relies on a single writer. Hot statements are one round trip each: sent with
-//! their parameter types (`query_typed`), so the driver needs no prepare step, and
-//! written as one statement (data-modifying CTEs) where SQLite runs a transaction.
+//! no rule relies on a single writer. Hot statements are one round trip each: prepared
+//! once per connection and run by name after (`statements`; or, with the setting off,
+//! sent unnamed with their parameter types), and written as one statement
+//! (data-modifying CTEs) where SQLite runs a transaction.
 
 pub mod keys;
 mod migrate;
 mod pool;
+mod statements;
 pub mod url;
 
 use std::path::Path;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::postgres::error::SqlState;
-use ::postgres::types::{ToSql, Type};
+use ::postgres::types::Type;
 use ::postgres::{Client, Row};
 use chrono::{DateTime, Utc};
 use r2d2::Pool;
@@ -30,6 +32,7 @@ use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 pub use url::{PostgresUrl, TlsMode};
 
 use pool::{Check, Manager, Reachability};
+use statements::{Conn, Connection, Driver, Params, Statements, Tx};
 
 /// Attempts of one operation that PostgreSQL aborted as a serialization failure or a
 /// deadlock: each is safe to repeat (it rolled back), and a few tries settle any
@@ -48,6 +51,8 @@ pub struct PgStore {
     pool: Option<Pool<Manager>>,
     reach: Arc<Reachability>,
     connect_timeout: Duration,
+    /// Prepare each statement once per connection (`GATEHOUSE_DB_PREPARED_STATEMENTS`).
+    prepared: bool,
 }
 
 /// Closing a connection blocks on the driver's own runtime, which panics on a thread
@@ -108,7 +113,23 @@ impl PgStore {
             pool: Some(pool),
             reach,
             connect_timeout,
+            prepared: true,
         })
+    }
+
+    /// Whether statements are prepared once per connection (the default) or sent unnamed
+    /// every time, for a pooler that cannot carry named statements between transactions.
+    pub fn prepared_statements(mut self, on: bool) -> Self {
+        self.prepared = on;
+        self
+    }
+
+    /// Runs `f` on a connection of the pool, as the store's statements use it: for
+    /// tests that look at the server session a store's statements ran in (with a pool
+    /// of one, always the same).
+    #[doc(hidden)]
+    pub fn with_pooled_client<T>(&self, f: impl FnOnce(&mut Client) -> T) -> Result<T, StoreError> {
+        Ok(f(&mut *self.connection()?))
     }
 
     fn pool(&self) -> Result<&Pool<Manager>, StoreError> {
@@ -151,13 +172,23 @@ impl PgStore {
     fn run<T>(
         &self,
         kind: Kind,
-        mut f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>,
+        mut f: impl FnMut(&mut Conn<'_>) -> Result<T, ::postgres::Error>,
     ) -> Result<T, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut conn = self.connection()?;
-            let error = match f(&mut conn) {
+            // Taken out for the call and put back after, so that `Connection` can borrow
+            // it beside the client; lost with the connection when that is dropped.
+            let mut statements = self
+                .prepared
+                .then(|| r2d2::PooledConnection::extensions_mut(&mut conn).remove())
+                .map(Option::unwrap_or_default);
+            let result = f(&mut Connection::new(&mut conn, statements.as_mut()));
+            if let Some(statements) = statements {
+                r2d2::PooledConnection::extensions_mut(&mut conn).insert::<Statements>(statements);
+            }
+            let error = match result {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -166,6 +197,10 @@ impl PgStore {
                 // A read changed nothing, so it may run again on another connection; a
                 // write may have committed before the connection died, so it may not.
                 Class::Connection => kind == Kind::Read && attempt < 2,
+                // The session lost its prepared statements: one run outside a transaction
+                // prepares again by itself (`statements`), but in one the failure aborted
+                // it, and it rolled back: it may run again, prepared anew.
+                Class::Forgotten => kind == Kind::Transaction && attempt < ATTEMPTS,
                 _ => false,
             };
             if !retry {
@@ -180,7 +215,7 @@ impl PgStore {
 
     fn read<T>(
         &self,
-        f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, ::postgres::Error>,
     ) -> Result<T, StoreError> {
         self.run(Kind::Read, f)
     }
@@ -188,7 +223,7 @@ impl PgStore {
     /// One statement: atomic without BEGIN/COMMIT round trips.
     fn write<T>(
         &self,
-        f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, ::postgres::Error>,
     ) -> Result<T, StoreError> {
         self.run(Kind::Write, f)
     }
@@ -198,17 +233,11 @@ impl PgStore {
     /// `change_password`).
     fn transaction<T>(
         &self,
-        mut f: impl FnMut(&mut ::postgres::Transaction<'_>) -> Result<T, ::postgres::Error>,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, ::postgres::Error>,
     ) -> Result<T, StoreError> {
-        self.run(Kind::Write, |c| {
-            // Explicit, whatever the role's or the database's default: these transactions
-            // rely on each statement reading what committed before it began (READ
-            // COMMITTED); under REPEATABLE READ a read after a lock wait would see the
-            // snapshot from before the wait.
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(::postgres::IsolationLevel::ReadCommitted)
-                .start()?;
+        self.run(Kind::Transaction, |c| {
+            // READ COMMITTED, named in the BEGIN (see `Conn::transaction`).
+            let mut tx = c.transaction()?;
             let out = f(&mut tx)?;
             tx.commit()?;
             Ok(out)
@@ -250,6 +279,8 @@ fn wait_for_server(
 enum Kind {
     Read,
     Write,
+    /// Writes, in one transaction: all of it committed, or none.
+    Transaction,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -262,6 +293,10 @@ enum Class {
     /// and not retried, which would only double the wait on a database that is busy.
     Busy,
     EmailTaken,
+    /// 26000: a prepared statement the session no longer has (see `statements`); 42P05:
+    /// a name the session has already, which only a pooler sharing one server session
+    /// between clients causes.
+    Forgotten,
     Other,
 }
 
@@ -278,6 +313,9 @@ fn classify(e: &::postgres::Error) -> Class {
     };
     if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
         return Class::Contention;
+    }
+    if *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT {
+        return Class::Forgotten;
     }
     if *code == SqlState::UNIQUE_VIOLATION
         && e.as_db_error().and_then(|d| d.constraint()) == Some(EMAIL_CONSTRAINT)
@@ -309,6 +347,14 @@ fn map_err(e: &::postgres::Error) -> StoreError {
         Class::Connection | Class::Busy | Class::Contention => {
             StoreError::Unavailable(e.to_string())
         }
+        // Once is a server that dropped the session's statements (retried); again and
+        // again is a pooler that moves sessions between server connections.
+        Class::Forgotten => StoreError::Internal(format!(
+            "{}: behind a pooler that cannot carry prepared statements (PgBouncer before \
+             1.21 in transaction pooling), set GATEHOUSE_DB_PREPARED_STATEMENTS=off",
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+        )),
         Class::Other => StoreError::Internal(e.to_string()),
     }
 }
@@ -352,8 +398,6 @@ fn account(row: &Row) -> Result<Account, StoreError> {
         password_generation: col(row, 6)?,
     })
 }
-
-type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
 
 fn one_account(
     store: &PgStore,
@@ -1219,8 +1263,8 @@ fn in_window(
 /// enabled and is at `generation`: `FOR SHARE` holds the user's row until commit, so a
 /// password change, disable or delete either committed first (and the re-checked row no
 /// longer matches: nothing is inserted) or waits for this login and then ends its family.
-fn insert_family<C: ::postgres::GenericClient>(
-    c: &mut C,
+fn insert_family<C: Driver>(
+    c: &mut Connection<'_, C>,
     family: &NewFamily,
     generation: i64,
     lock_user: bool,
