@@ -13,7 +13,7 @@ use crate::crypto::lifecycle::Stage;
 use crate::crypto::sealing::KeyEncryptionKey;
 use crate::domain::{AuditKind, Email, FamilyId, NewPassword, Role, UserId};
 use crate::service::admin::{self, Actor};
-use crate::service::keystore::DatabaseKeys;
+use crate::service::keystore::DatabaseKeyStore;
 use crate::service::{AppState, ClientMeta, ServiceError};
 use crate::startup::{self, Application};
 use crate::storage::postgres::PostgresUrl;
@@ -645,7 +645,7 @@ fn import_keys(settings: &Settings, from: &std::path::Path, replace: bool) -> Re
     let secret_file = from.join("refresh.secret");
     let now = chrono::Utc::now();
     let imported = startup::off_runtime(|| {
-        let keys = DatabaseKeys::open(
+        let keys = DatabaseKeyStore::open(
             url,
             settings.db_connect_timeout,
             settings.db_start_timeout,

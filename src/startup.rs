@@ -18,15 +18,15 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::keys::KeyRing;
+use crate::crypto::keystore::{FileKeyStore, KeyStore};
 use crate::crypto::lifecycle::HandPlaced;
 use crate::crypto::password::PasswordHasher;
 use crate::crypto::refresh::RefreshSecret;
-use crate::crypto::source::{FileKeys, KeySource};
 use crate::domain::{AuditKind, Role};
 use crate::http;
 use crate::http::limiter::RateLimiters;
 use crate::service::AppState;
-use crate::service::keystore::DatabaseKeys;
+use crate::service::keystore::DatabaseKeyStore;
 use crate::storage::serving::{self, Serving};
 use crate::storage::{self, AuditEvent, DatabaseSettings, Store};
 
@@ -174,9 +174,9 @@ fn build_state_reporting(
 /// Where the keys are kept: the keys directory with SQLite, the database (sealed under
 /// the key-encryption key) with PostgreSQL, so that replicas share them without a
 /// shared file system. Blocking: call it off the async executor (see `off_runtime`).
-pub fn key_source(settings: &Settings) -> anyhow::Result<Arc<dyn KeySource>> {
+pub fn key_source(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
     match &settings.database_url {
-        None => Ok(Arc::new(FileKeys::new(
+        None => Ok(Arc::new(FileKeyStore::new(
             &settings.keys_dir,
             &settings.refresh_secret_path(),
         ))),
@@ -185,7 +185,7 @@ pub fn key_source(settings: &Settings) -> anyhow::Result<Arc<dyn KeySource>> {
                 .key_encryption_key_file
                 .as_deref()
                 .context("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE is required on PostgreSQL")?;
-            Ok(Arc::new(DatabaseKeys::open(
+            Ok(Arc::new(DatabaseKeyStore::open(
                 url,
                 settings.db_connect_timeout,
                 settings.db_start_timeout,
@@ -214,7 +214,7 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 /// Loads the key ring in force, and names the key files `keys.json` does not know;
 /// when there is no key, generates an RSA-2048 key that signs at once, and says so.
 pub fn load_or_create_keys(
-    source: &dyn KeySource,
+    source: &dyn KeyStore,
     settings: &Settings,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<(KeyRing, Vec<HandPlaced>)> {
@@ -303,7 +303,7 @@ async fn watch_keys(state: web::Data<AppState>, mut reported: HashSet<HandPlaced
     }
 }
 
-fn load_or_create_secret(source: &dyn KeySource) -> anyhow::Result<RefreshSecret> {
+fn load_or_create_secret(source: &dyn KeyStore) -> anyhow::Result<RefreshSecret> {
     let (secret, created) = source.refresh_secret()?;
     if created {
         tracing::info!(place = %source.describe_place(), "generated the refresh-token secret");

@@ -3,11 +3,11 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod keystore;
 pub mod lifecycle;
 pub mod password;
 pub mod refresh;
 pub mod sealing;
-pub mod source;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

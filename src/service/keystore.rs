@@ -1,6 +1,7 @@
-//! The key ring and the refresh secret in the database (PostgreSQL installs): the
-//! lifecycle rules of `crypto::lifecycle` over rows of `storage::postgres::keys`, every
-//! private byte sealed under the key-encryption key before it leaves this process.
+//! `DatabaseKeyStore`: the key ring and the refresh secret in the database (PostgreSQL
+//! installs). The lifecycle rules of `crypto::lifecycle` over the rows of a
+//! `storage::keystore::SealedKeyStore`, every private byte sealed under the
+//! key-encryption key before it leaves this process.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,12 +10,12 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::crypto::keys::{self, KeyRing, SigningKey};
+use crate::crypto::keystore::{Generated, KeyLine, KeyStore};
 use crate::crypto::lifecycle::{self, HandPlaced, KeyRecord, Lifecycle, Stage, Timing};
 use crate::crypto::refresh::RefreshSecret;
 use crate::crypto::sealing::KeyEncryptionKey;
-use crate::crypto::source::{Generated, KeyLine, KeySource};
+use crate::storage::keystore::{self as sealed, KeyChanges, KeyRow, SealedKeyStore};
 use crate::storage::postgres::PostgresUrl;
-use crate::storage::postgres::keys::{KeyChanges, KeyRow, PgKeyStore};
 
 const REFRESH: &str = "refresh";
 const KEK_CHECK: &str = "kek-check";
@@ -34,8 +35,8 @@ fn secret_label(purpose: &str) -> String {
     format!("secret:{purpose}")
 }
 
-pub struct DatabaseKeys {
-    rows: PgKeyStore,
+pub struct DatabaseKeyStore {
+    rows: Box<dyn SealedKeyStore>,
     kek: KeyEncryptionKey,
 }
 
@@ -49,7 +50,7 @@ pub struct Imported {
     pub replaced: usize,
 }
 
-impl DatabaseKeys {
+impl DatabaseKeyStore {
     /// Reads the KEK file, connects, and proves the KEK is the one this database's rows
     /// are sealed under: the first process to get here stores a check value, every later
     /// one must open it.
@@ -60,7 +61,7 @@ impl DatabaseKeys {
         kek_file: &Path,
     ) -> anyhow::Result<Self> {
         let kek = KeyEncryptionKey::load(kek_file)?;
-        let rows = PgKeyStore::connect(url, connect_timeout, start_timeout)?;
+        let rows = sealed::connect(url, connect_timeout, start_timeout)?;
         let check = rows.secret_or_insert(KEK_CHECK, &kek.check_value())?;
         anyhow::ensure!(kek.opens_check_value(&check), "{WRONG_KEK}");
         Ok(Self { rows, kek })
@@ -112,7 +113,7 @@ impl DatabaseKeys {
         &self,
         edit: impl FnOnce(Vec<SigningKey>, &mut Lifecycle) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        self.rows.edit(|rows| {
+        sealed::edit(self.rows.as_ref(), |rows| {
             let (found, before) = self.unseal(&rows)?;
             let mut after = before.clone();
             edit(found, &mut after)?;
@@ -130,7 +131,7 @@ impl DatabaseKeys {
         now: DateTime<Utc>,
         only_if_empty: bool,
     ) -> anyhow::Result<Option<Generated>> {
-        self.rows.edit(|rows| {
+        sealed::edit(self.rows.as_ref(), |rows| {
             if only_if_empty && !rows.is_empty() {
                 return Ok((KeyChanges::default(), None));
             }
@@ -208,7 +209,7 @@ impl DatabaseKeys {
             )],
             None => Vec::new(),
         };
-        let replaced = self.rows.edit(|rows| {
+        let replaced = sealed::edit(self.rows.as_ref(), |rows| {
             let held = rows.len() + usize::from(had_secret);
             anyhow::ensure!(
                 held == 0 || replace,
@@ -281,7 +282,7 @@ fn records(rows: &[KeyRow]) -> anyhow::Result<Lifecycle> {
     Ok(life)
 }
 
-impl KeySource for DatabaseKeys {
+impl KeyStore for DatabaseKeyStore {
     fn describe_place(&self) -> String {
         "the database".into()
     }

@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::keys::KeyRing;
+use crate::crypto::keystore::KeyStore;
 use crate::crypto::password::{HashError, PasswordHasher};
 use crate::crypto::refresh::RefreshSecret;
-use crate::crypto::source::KeySource;
 use crate::metrics::Metrics;
 use crate::storage::{Store, StoreError};
 
@@ -32,7 +32,7 @@ pub struct AppState {
     keys: RwLock<Arc<KeyRing>>,
     /// Where the ring is kept (the keys directory, or the database), for reloads and
     /// the admin view of the stages.
-    pub key_source: Arc<dyn KeySource>,
+    pub key_source: Arc<dyn KeyStore>,
     pub hasher: PasswordHasher,
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
@@ -46,7 +46,7 @@ impl AppState {
         settings: Settings,
         store: Arc<dyn Store>,
         keys: KeyRing,
-        key_source: Arc<dyn KeySource>,
+        key_source: Arc<dyn KeyStore>,
         hasher: PasswordHasher,
         refresh_secret: RefreshSecret,
         clock: Arc<dyn Clock>,
@@ -147,8 +147,8 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => ServiceError::EmailTaken,
-            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
-            StoreError::Internal(m) => ServiceError::Internal(m),
+            e @ StoreError::Unavailable { .. } => ServiceError::Unavailable(e.chain()),
+            e @ StoreError::Internal { .. } => ServiceError::Internal(e.chain()),
         }
     }
 }

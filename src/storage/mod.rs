@@ -3,12 +3,40 @@
 //! Handlers and services never see SQL. `sqlite` and `postgres` each implement `Store`;
 //! [`open`] is the one place that picks between them. Every method is blocking: the
 //! service layer calls them on the blocking pool.
+//!
+//! The two backends mirror each other file by file, so they read side by side: `mod.rs`
+//! (connections, errors, the `Store` impl, which only calls a table module) and one
+//! file per table: `accounts` (users), `families` (refresh families and tokens),
+//! `lockout` (login attempts and leases), `audit`; PostgreSQL adds `keys` (the key ring)
+//! and its plumbing (`pool`, `statements`, `migrate`, `url`). SQL both dialects share is
+//! written once in `sql` (column lists, the session predicates); each backend has one
+//! row → domain mapping per type, and both parse stored values the same way
+//! (`stored_role`).
+//!
+//! A new table or query touches:
+//! - the `Store` trait here: the method, with the guarantee it makes in its doc;
+//! - a conformance case in `tests/store/cases/` (and its name in the `conformance!` list
+//!   of `tests/store/main.rs`), which runs on every backend;
+//! - both backends' table files, `sqlite/<table>.rs` and `postgres/<table>.rs`, and a
+//!   line in each `Store` impl;
+//! - a migration for each backend, `migrations/sqlite/` and `migrations/postgres/`
+//!   (listed in `sqlite::migrations` and `postgres/migrate.rs`);
+//! - `transfer.rs`, which copies every table for `gatehouse migrate-data`: its
+//!   `TABLES`, the column mapping, and `SOURCE_SCHEMA`/`TARGET_SCHEMA`;
+//! - for key material, `keystore` (the `SealedKeyStore` trait) and `postgres/keys.rs`.
+//!
+//! A new backend implements `Store` (and `SealedKeyStore`, if it keeps keys), gets its
+//! own migrations, an arm in [`open`] and in `DatabaseSettings`, and a module in
+//! `tests/store/main.rs`'s `conformance!` macro; it is done when it passes them all.
 
+pub mod keystore;
 pub mod postgres;
 pub mod serving;
+mod sql;
 pub mod sqlite;
 pub mod transfer;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +48,12 @@ use crate::domain::{AuditKind, Email, FamilyId, RevokeReason, Role, Session, Use
 /// SHA-256 of a refresh token; storage never sees a token in plaintext.
 pub type TokenHashBytes = [u8; 32];
 
+/// What went wrong underneath a `StoreError`, kept for the log (`StoreError::chain`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The three outcomes a caller branches on. `Unavailable` and `Internal` carry a fixed
+/// reason and the driver's error as their source, so the log shows the whole chain;
+/// neither ever holds SQL text, a token hash or a password (see `DriverError`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The email is already registered (a unique-key violation).
@@ -27,10 +61,94 @@ pub enum StoreError {
     EmailTaken,
     /// The database cannot answer now (locked, full, read-only, pool exhausted). Retrying
     /// later may succeed; it is never a reason to tell a client its token is invalid.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Internal(String),
+    #[error("database unavailable: {reason}")]
+    Unavailable {
+        reason: Cow<'static, str>,
+        #[source]
+        source: Option<Cause>,
+    },
+    #[error("database error: {reason}")]
+    Internal {
+        reason: Cow<'static, str>,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    pub fn unavailable(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub fn unavailable_because(
+        reason: impl Into<Cow<'static, str>>,
+        source: impl Into<Cause>,
+    ) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn internal(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Internal {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal_because(
+        reason: impl Into<Cow<'static, str>>,
+        source: impl Into<Cause>,
+    ) -> Self {
+        Self::Internal {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// This error and each of its causes, outermost first, joined by ": ": for a log
+    /// line, or a caller whose own error holds text.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+}
+
+/// A database's error as kept in a `StoreError`'s chain: its code and its message only.
+/// What else a driver carries stays out of logs and `Debug`: PostgreSQL's DETAIL quotes
+/// the failing row (a password hash, a token hash), SQLite's input errors quote the
+/// statement.
+#[derive(Debug)]
+pub struct DriverError {
+    /// SQLSTATE on PostgreSQL, the extended result code on SQLite.
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// A role as stored. An unknown one is a row this code did not write (a hand edit, or a
+/// newer gatehouse): an internal error on every backend, never a silent `user`, which
+/// could hand a tampered row a role nobody gave it.
+pub(crate) fn stored_role(text: &str) -> Result<Role, StoreError> {
+    Role::parse(text)
+        .ok_or_else(|| StoreError::internal("users.role holds a role gatehouse does not know"))
 }
 
 /// A user with the hash its password is checked against.
@@ -540,6 +658,20 @@ pub trait Store: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cause survives to the log line: the reason, then each source in turn.
+    #[test]
+    fn a_store_error_keeps_its_cause_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = StoreError::unavailable_because("PostgreSQL cannot be reached", io);
+        assert_eq!(
+            e.chain(),
+            "database unavailable: PostgreSQL cannot be reached: refused"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let bare = StoreError::internal("no cause");
+        assert_eq!(bare.chain(), "database error: no cause");
+    }
 
     #[test]
     fn debug_output_never_carries_a_password_hash() {

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use gatehouse::clock::SystemClock;
 use gatehouse::config::Settings;
+use gatehouse::crypto::keystore::{FileKeyStore, KeyStore};
 use gatehouse::crypto::password::PasswordHasher;
 use gatehouse::crypto::refresh::{RefreshSecret, RefreshToken};
-use gatehouse::crypto::source::{FileKeys, KeySource};
 use gatehouse::domain::{Email, NewPassword};
-use gatehouse::service::keystore::DatabaseKeys;
+use gatehouse::service::keystore::DatabaseKeyStore;
 use gatehouse::service::{AppState, ClientMeta, accounts};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -443,7 +443,7 @@ fn concurrent_first_starts_make_one_key_and_one_secret() {
         let racers: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| {
-                    let keys = DatabaseKeys::open(
+                    let keys = DatabaseKeyStore::open(
                         &url,
                         Duration::from_secs(10),
                         Duration::from_secs(10),
@@ -485,13 +485,13 @@ async fn tokens_from_the_file_layout(db: &TestDatabase, keys_dir: &Path) -> (Str
     settings.audience = AUDIENCE.into();
     let job = move || {
         let store = gatehouse::storage::open(&settings.database_settings()).expect("store");
-        let files = FileKeys::new(&settings.keys_dir, &settings.refresh_secret_path());
+        let files = FileKeyStore::new(&settings.keys_dir, &settings.refresh_secret_path());
         let (ring, _) = files
             .load(chrono::Utc::now(), settings.key_timing())
             .expect("file keys");
         let (secret, _) = files.refresh_secret().expect("secret");
         let hasher = PasswordHasher::new(settings.password_cost, 1).expect("hasher");
-        let source: Arc<dyn KeySource> = Arc::new(files);
+        let source: Arc<dyn KeyStore> = Arc::new(files);
         AppState::new(
             settings,
             store,

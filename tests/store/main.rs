@@ -1,4 +1,5 @@
-//! One conformance suite for `Store`: every case is written once, in `cases`, and runs
+//! One conformance suite for `Store`: every case is written once, in `cases/` (one file
+//! per part of the store), and runs
 //! on each backend (`sqlite::*` and `postgres::*`), and on PostgreSQL a second time with
 //! statements sent unnamed (`postgres_unprepared::*`, `GATEHOUSE_DB_PREPARED_STATEMENTS=off`).
 //! A backend is done when it passes them all.
@@ -21,7 +22,7 @@ macro_rules! conformance {
                 #[test]
                 fn $case() {
                     let backend = crate::backends::sqlite();
-                    crate::cases::$case(&backend.store);
+                    crate::cases::$case(&backend);
                 }
             )*
         }
@@ -34,7 +35,7 @@ macro_rules! conformance {
                     else {
                         return;
                     };
-                    crate::cases::$case(&backend.store);
+                    crate::cases::$case(&backend);
                 }
             )*
         }
@@ -47,7 +48,7 @@ macro_rules! conformance {
                     else {
                         return;
                     };
-                    crate::cases::$case(&backend.store);
+                    crate::cases::$case(&backend);
                 }
             )*
         }
@@ -57,6 +58,7 @@ macro_rules! conformance {
 conformance!(
     schema_is_migrated_and_the_store_answers,
     users_are_created_found_and_unique,
+    an_unknown_role_in_the_database_is_an_internal_error,
     search_matches_a_prefix_with_wildcards_as_plain_characters,
     update_user_sets_role_and_disabling_revokes_every_family,
     a_token_is_found_with_its_family_user_and_child,

@@ -1,63 +1,26 @@
-//! The key ring's rows (migrations/postgres/0003_keys.sql): sealed signing keys with
-//! their stages, and sealed secrets. Storage sees only sealed bytes; sealing, the
-//! lifecycle rules and the KEK belong to the caller (`service::keystore`).
+//! `signing_keys` and `sealed_secrets` (migrations/postgres/0003_keys.sql): the
+//! PostgreSQL `SealedKeyStore`. Storage sees only sealed bytes; sealing, the lifecycle
+//! rules and the KEK belong to the caller (`service::keystore`).
 //!
-//! A separate type rather than `Store` methods: only PostgreSQL installs keep keys in
-//! the database, and no request path touches them, so `Store` stays what every backend
-//! offers. It shares the PostgreSQL pool code, on a small pool of its own.
+//! It shares the PostgreSQL pool code, on a small pool of its own.
 
 use ::postgres::types::Type;
 use chrono::{DateTime, Utc};
 
 use super::{PgStore, PostgresUrl, StoreError, col, map_err};
+use crate::storage::keystore::{Decide, KeyChanges, KeyRow, SealedKeyStore};
 
 /// Serializes changes to the ring across replicas and operators ("gatekeys" in ASCII),
 /// so a read-decide-write (rotate, first key at start) is never interleaved.
 const LOCK: i64 = 0x6761_7465_6b65_7973;
 
-/// One stored signing key. Times are unix seconds.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyRow {
-    pub kid: String,
-    pub name: String,
-    /// `next`, `current` or `retired`.
-    pub stage: String,
-    pub published_at: i64,
-    pub activated_at: Option<i64>,
-    pub retired_at: Option<i64>,
-    /// The private key, sealed.
-    pub sealed_key: Vec<u8>,
-}
-
-impl std::fmt::Debug for KeyRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRow")
-            .field("kid", &self.kid)
-            .field("name", &self.name)
-            .field("stage", &self.stage)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What an edit of the ring writes: new rows, and new stages and times of existing ones.
-#[derive(Debug, Default)]
-pub struct KeyChanges {
-    pub insert: Vec<KeyRow>,
-    /// Rows (by kid) whose stage and times become these; `sealed_key` is ignored.
-    pub update: Vec<KeyRow>,
-    /// Delete every stored key and secret (but the KEK check) first: `keys import
-    /// --replace`.
-    pub replace_all: bool,
-    /// Secrets to store by purpose (insert, or overwrite with `replace_all`).
-    pub secrets: Vec<(String, Vec<u8>)>,
-}
-
+/// The key store of a PostgreSQL install.
 pub struct PgKeyStore {
     store: PgStore,
 }
 
 fn ts(secs: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp(secs, 0).ok_or_else(|| StoreError::Internal("a key time".into()))
+    DateTime::from_timestamp(secs, 0).ok_or_else(|| StoreError::internal("a key time out of range"))
 }
 
 fn row(r: &::postgres::Row) -> Result<KeyRow, StoreError> {
@@ -93,9 +56,10 @@ impl PgKeyStore {
         }
         Ok(Self { store })
     }
+}
 
-    /// Every stored key, by name.
-    pub fn keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+impl SealedKeyStore for PgKeyStore {
+    fn keys(&self) -> Result<Vec<KeyRow>, StoreError> {
         self.store
             .read(|c| c.query_typed(SELECT_KEYS, &[]))?
             .iter()
@@ -103,8 +67,7 @@ impl PgKeyStore {
             .collect()
     }
 
-    /// The sealed secret stored for `purpose`.
-    pub fn secret(&self, purpose: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn secret(&self, purpose: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.store
             .read(|c| {
                 c.query_typed_opt(
@@ -116,9 +79,7 @@ impl PgKeyStore {
             .transpose()
     }
 
-    /// Stores `sealed` for `purpose` unless a value is there already; either way returns
-    /// the stored one, so replicas racing to create a secret all end up using one.
-    pub fn secret_or_insert(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    fn secret_or_insert(&self, purpose: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         // Typed, so sent unnamed in one round trip: an untyped call makes the driver
         // prepare a named statement first, which a transaction pooler may not carry to
         // the connection that runs it.
@@ -130,16 +91,10 @@ impl PgKeyStore {
             )
         })?;
         self.secret(purpose)?
-            .ok_or_else(|| StoreError::Internal(format!("secret {purpose} vanished")))
+            .ok_or_else(|| StoreError::internal(format!("secret {purpose} vanished")))
     }
 
-    /// Runs `decide` on the stored keys under the ring's lock, then writes what it
-    /// returns, all in one transaction: a concurrent edit waits, then sees this one.
-    /// `decide` may run slow work (generating a key): only other edits wait for it.
-    pub fn edit<T>(
-        &self,
-        decide: impl FnOnce(Vec<KeyRow>) -> anyhow::Result<(KeyChanges, T)>,
-    ) -> anyhow::Result<T> {
+    fn edit(&self, decide: Decide<'_>) -> anyhow::Result<()> {
         let mut conn = self.store.connection()?;
         // READ COMMITTED whatever the database's default: the read after the lock must
         // see the edit that held it.
@@ -147,24 +102,24 @@ impl PgKeyStore {
             .build_transaction()
             .isolation_level(::postgres::IsolationLevel::ReadCommitted)
             .start()
-            .map_err(|e| map_err(&e))?;
+            .map_err(map_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
-            .map_err(|e| map_err(&e))?;
+            .map_err(map_err)?;
         let rows = tx
             .query(SELECT_KEYS, &[])
-            .map_err(|e| map_err(&e))?
+            .map_err(map_err)?
             .iter()
             .map(row)
             .collect::<Result<Vec<_>, _>>()?;
-        let (changes, out) = decide(rows)?;
+        let changes = decide(rows)?;
         apply(&mut tx, changes)?;
-        tx.commit().map_err(|e| map_err(&e))?;
-        Ok(out)
+        tx.commit().map_err(map_err)?;
+        Ok(())
     }
 }
 
 fn apply(tx: &mut ::postgres::Transaction<'_>, changes: KeyChanges) -> Result<(), StoreError> {
-    let e = |e: ::postgres::Error| map_err(&e);
+    let e = map_err;
     if changes.replace_all {
         tx.execute("DELETE FROM signing_keys", &[]).map_err(e)?;
         tx.execute(

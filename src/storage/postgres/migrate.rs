@@ -52,7 +52,7 @@ pub(super) fn to_latest(conn: &mut Client) -> Result<String, StoreError> {
         tx.commit()?;
         Ok(Ok(i64::from(known)))
     };
-    run(conn).map_err(|e| map_err(&e))?.map(|v| v.to_string())
+    run(conn).map_err(map_err)?.map(|v| v.to_string())
 }
 
 /// The version `to_latest` brings a database to.
@@ -76,11 +76,11 @@ pub(super) fn current(conn: &mut Client) -> Result<i64, StoreError> {
         )?
         .try_get(0)
     };
-    read(conn).map(i64::from).map_err(|e| map_err(&e))
+    read(conn).map(i64::from).map_err(map_err)
 }
 
 fn newer(current: i32, known: i32) -> StoreError {
-    StoreError::Internal(format!(
+    StoreError::internal(format!(
         "the database is at schema {current}, newer than this gatehouse knows ({known}): \
          run the newer gatehouse, or restore a backup taken before it migrated"
     ))

@@ -9,7 +9,11 @@
 //! sent unnamed with their parameter types), and written as one statement
 //! (data-modifying CTEs) where SQLite runs a transaction.
 
+mod accounts;
+mod audit;
+mod families;
 pub mod keys;
+mod lockout;
 mod migrate;
 mod pool;
 mod statements;
@@ -20,19 +24,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::postgres::error::SqlState;
-use ::postgres::types::Type;
 use ::postgres::{Client, Row};
 use chrono::{DateTime, Utc};
 use r2d2::Pool;
 use r2d2_postgres::PostgresConnectionManager;
-use uuid::Uuid;
 
 use super::*;
 use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+use families::UserCheck;
 pub use url::{PostgresUrl, TlsMode};
 
 use pool::{Check, Manager, Reachability};
-use statements::{Conn, Connection, Driver, Params, Statements, Tx};
+use statements::{Conn, Connection, Statements, Tx};
 
 /// Attempts of one operation that PostgreSQL aborted as a serialization failure or a
 /// deadlock: each is safe to repeat (it rolled back), and a few tries settle any
@@ -135,7 +138,7 @@ impl PgStore {
     fn pool(&self) -> Result<&Pool<Manager>, StoreError> {
         self.pool
             .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))
+            .ok_or_else(|| StoreError::unavailable("the store is closing"))
     }
 
     /// A pooled connection the server has not closed: each stale one found is dropped
@@ -151,28 +154,28 @@ impl PgStore {
                 pool.get()
             };
             let mut conn =
-                got.map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+                got.map_err(|e| StoreError::unavailable_because("no database connection", e))?;
             match pool::check(&mut conn, self.connect_timeout) {
                 Check::Usable => return Ok(conn),
                 Check::Stale => continue,
                 Check::Unresponsive => {
-                    return Err(StoreError::Unavailable(
-                        "the database did not answer a liveness check in time".into(),
+                    return Err(StoreError::unavailable(
+                        "the database did not answer a liveness check in time",
                     ));
                 }
             }
         }
-        Err(StoreError::Unavailable(
-            "every pooled connection was closed by the server".into(),
+        Err(StoreError::unavailable(
+            "every pooled connection was closed by the server",
         ))
     }
 
     /// Runs `f` on a pooled connection, retrying serialization failures and deadlocks
     /// within `ATTEMPTS`, and, for `Reads`, a connection lost under it once.
-    fn run<T>(
+    fn run<T, E: Into<Failure>>(
         &self,
         kind: Kind,
-        mut f: impl FnMut(&mut Conn<'_>) -> Result<T, ::postgres::Error>,
+        mut f: impl FnMut(&mut Conn<'_>) -> Result<T, E>,
     ) -> Result<T, StoreError> {
         let mut attempt = 0;
         loop {
@@ -184,13 +187,15 @@ impl PgStore {
                 .prepared
                 .then(|| r2d2::PooledConnection::extensions_mut(&mut conn).remove())
                 .map(Option::unwrap_or_default);
-            let result = f(&mut Connection::new(&mut conn, statements.as_mut()));
+            let result =
+                f(&mut Connection::new(&mut conn, statements.as_mut())).map_err(Into::into);
             if let Some(statements) = statements {
                 r2d2::PooledConnection::extensions_mut(&mut conn).insert::<Statements>(statements);
             }
             let error = match result {
                 Ok(v) => return Ok(v),
-                Err(e) => e,
+                Err(Failure::Row(e)) => return Err(e),
+                Err(Failure::Db(e)) => e,
             };
             let retry = match classify(&error) {
                 Class::Contention => attempt < ATTEMPTS,
@@ -204,7 +209,7 @@ impl PgStore {
                 _ => false,
             };
             if !retry {
-                return Err(map_err(&error));
+                return Err(map_err(error));
             }
             drop(conn);
             if classify(&error) == Class::Contention {
@@ -213,17 +218,17 @@ impl PgStore {
         }
     }
 
-    fn read<T>(
+    fn read<T, E: Into<Failure>>(
         &self,
-        f: impl FnMut(&mut Conn<'_>) -> Result<T, ::postgres::Error>,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, E>,
     ) -> Result<T, StoreError> {
         self.run(Kind::Read, f)
     }
 
     /// One statement: atomic without BEGIN/COMMIT round trips.
-    fn write<T>(
+    fn write<T, E: Into<Failure>>(
         &self,
-        f: impl FnMut(&mut Conn<'_>) -> Result<T, ::postgres::Error>,
+        f: impl FnMut(&mut Conn<'_>) -> Result<T, E>,
     ) -> Result<T, StoreError> {
         self.run(Kind::Write, f)
     }
@@ -231,14 +236,14 @@ impl PgStore {
     /// Several statements in one transaction, for the rare writes whose later statement
     /// must see rows committed while an earlier one waited for a lock (see
     /// `change_password`).
-    fn transaction<T>(
+    fn transaction<T, E: Into<Failure>>(
         &self,
-        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, ::postgres::Error>,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, StoreError> {
-        self.run(Kind::Transaction, |c| {
+        self.run(Kind::Transaction, |c| -> Result<T, Failure> {
             // READ COMMITTED, named in the BEGIN (see `Conn::transaction`).
             let mut tx = c.transaction()?;
-            let out = f(&mut tx)?;
+            let out = f(&mut tx).map_err(Into::into)?;
             tx.commit()?;
             Ok(out)
         })
@@ -341,21 +346,41 @@ fn classify(e: &::postgres::Error) -> Class {
     Class::Other
 }
 
-fn map_err(e: &::postgres::Error) -> StoreError {
-    match classify(e) {
+fn map_err(e: ::postgres::Error) -> StoreError {
+    match classify(&e) {
         Class::EmailTaken => StoreError::EmailTaken,
-        Class::Connection | Class::Busy | Class::Contention => {
-            StoreError::Unavailable(e.to_string())
+        Class::Connection => {
+            StoreError::unavailable_because("PostgreSQL cannot be reached", cause(e))
         }
+        Class::Busy => StoreError::unavailable_because(
+            "a PostgreSQL statement or lock timeout ended a wait",
+            cause(e),
+        ),
+        Class::Contention => StoreError::unavailable_because(
+            "PostgreSQL kept aborting the transaction for contention",
+            cause(e),
+        ),
         // Once is a server that dropped the session's statements (retried); again and
         // again is a pooler that moves sessions between server connections.
-        Class::Forgotten => StoreError::Internal(format!(
-            "{}: behind a pooler that cannot carry prepared statements (PgBouncer before \
-             1.21 in transaction pooling), set GATEHOUSE_DB_PREPARED_STATEMENTS=off",
-            e.as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-        )),
-        Class::Other => StoreError::Internal(e.to_string()),
+        Class::Forgotten => StoreError::internal_because(
+            "a prepared statement went missing: behind a pooler that cannot carry prepared \
+             statements (PgBouncer before 1.21 in transaction pooling), set \
+             GATEHOUSE_DB_PREPARED_STATEMENTS=off",
+            cause(e),
+        ),
+        Class::Other => StoreError::internal_because("a PostgreSQL statement failed", cause(e)),
+    }
+}
+
+/// The server's error by its SQLSTATE and message: its DETAIL would quote the row that
+/// failed (hashes included). Errors without one (a socket, a conversion) quote nothing.
+fn cause(e: ::postgres::Error) -> Cause {
+    match e.as_db_error() {
+        Some(db) => Box::new(DriverError {
+            code: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+        }),
+        None => Box::new(e),
     }
 }
 
@@ -365,12 +390,13 @@ fn sec(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
-fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
+fn internal(reason: &'static str) -> StoreError {
+    StoreError::internal(reason)
 }
 
 fn col<'a, T: ::postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StoreError> {
-    row.try_get(idx).map_err(internal)
+    row.try_get(idx)
+        .map_err(|e| StoreError::internal_because("a stored value cannot be read", e))
 }
 
 fn hash_col(row: &Row, idx: usize) -> Result<TokenHashBytes, StoreError> {
@@ -380,37 +406,50 @@ fn hash_col(row: &Row, idx: usize) -> Result<TokenHashBytes, StoreError> {
         .map_err(|_| internal("a stored token hash is not 32 bytes"))
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "u.id, u.email, u.role, u.disabled, u.created_at, u.password_hash, u.password_generation";
-
-/// A row that starts with `ACCOUNT_COLUMNS`.
-fn account(row: &Row) -> Result<Account, StoreError> {
-    let role: String = col(row, 2)?;
-    Ok(Account {
-        user: User {
-            id: UserId::from(col::<Uuid>(row, 0)?),
-            email: Email::from_trusted(col(row, 1)?),
-            role: Role::parse(&role).ok_or_else(|| internal("unknown role in users.role"))?,
-            disabled: col(row, 3)?,
-            created_at: col(row, 4)?,
-        },
-        password_hash: col(row, 5)?,
-        password_generation: col(row, 6)?,
-    })
+/// What a statement closure given to `PgStore::run` fails with: the server's error,
+/// which `classify` judges (retried, or mapped to a `StoreError`), or a row this code
+/// cannot read back, final at once.
+enum Failure {
+    Db(::postgres::Error),
+    Row(StoreError),
 }
 
-fn one_account(
-    store: &PgStore,
-    sql: &str,
-    params: &Params<'_>,
-) -> Result<Option<Account>, StoreError> {
-    store
-        .read(|c| c.query_typed_opt(sql, params))?
-        .as_ref()
-        .map(account)
-        .transpose()
+impl From<::postgres::Error> for Failure {
+    fn from(e: ::postgres::Error) -> Self {
+        Self::Db(e)
+    }
 }
 
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Row(e)
+    }
+}
+
+/// Small batches, each its own statement, so pruning a backlog never holds locks long
+/// enough to stall a login or refresh.
+const PRUNE_BATCH: i64 = 500;
+
+impl PgStore {
+    /// Runs `step` (one batch of a prune) until a batch deletes fewer than
+    /// `PRUNE_BATCH`; returns how many it deleted in all.
+    fn in_batches(
+        &self,
+        mut step: impl FnMut(&mut Conn<'_>) -> Result<usize, Failure>,
+    ) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.write(&mut step)?;
+            total += n;
+            if (n as i64) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Each method is one call of a table module, on a connection the way it needs it:
+/// `read` (retried once on a lost connection), `write` (one statement) or `transaction`.
 impl Store for PgStore {
     fn ping(&self) -> Result<(), StoreError> {
         let standby: bool = self
@@ -418,8 +457,8 @@ impl Store for PgStore {
             .and_then(|r| col(&r, 0))?;
         if standby {
             // Reads would work, but every login and refresh writes.
-            return Err(StoreError::Unavailable(
-                "the database is a read-only standby".into(),
+            return Err(StoreError::unavailable(
+                "the database is a read-only standby",
             ));
         }
         Ok(())
@@ -453,46 +492,15 @@ impl Store for PgStore {
     }
 
     fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
-        let (id, now) = (new.id.as_uuid(), sec(new.now));
-        let (email, role) = (new.email.as_str(), new.role.as_str());
-        self.write(|c| {
-            c.query_typed(
-                "INSERT INTO users (id, email, password_hash, role, disabled, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, false, $5, $5)",
-                &[
-                    (&id, Type::UUID),
-                    (&email, Type::TEXT),
-                    (&new.password_hash, Type::TEXT),
-                    (&role, Type::TEXT),
-                    (&now, Type::TIMESTAMPTZ),
-                ],
-            )
-        })?;
-        Ok(User {
-            id: new.id,
-            email: new.email.clone(),
-            role: new.role,
-            disabled: false,
-            created_at: now,
-        })
+        self.write(|c| accounts::insert(c, &new))
     }
 
     fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
-        let email = email.as_str();
-        one_account(
-            self,
-            &format!("SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.email = $1"),
-            &[(&email, Type::TEXT)],
-        )
+        self.read(|c| accounts::by_email(c, email))
     }
 
     fn account_by_id(&self, id: UserId) -> Result<Option<Account>, StoreError> {
-        let id = id.as_uuid();
-        one_account(
-            self,
-            &format!("SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.id = $1"),
-            &[(&id, Type::UUID)],
-        )
+        self.read(|c| accounts::by_id(c, id))
     }
 
     fn account_for_session(
@@ -501,58 +509,11 @@ impl Store for PgStore {
         session: FamilyId,
         now: DateTime<Utc>,
     ) -> Result<Option<Account>, StoreError> {
-        let (user_id, session, now) = (user_id.as_uuid(), session.as_uuid(), sec(now));
-        one_account(
-            self,
-            &format!(
-                "SELECT {ACCOUNT_COLUMNS}
-                 FROM refresh_families f JOIN users u ON u.id = f.user_id
-                 WHERE f.id = $1 AND f.user_id = $2 AND f.revoked_at IS NULL
-                       AND f.expires_at > $3
-                       AND f.password_generation = u.password_generation"
-            ),
-            &[
-                (&session, Type::UUID),
-                (&user_id, Type::UUID),
-                (&now, Type::TIMESTAMPTZ),
-            ],
-        )
+        self.read(|c| accounts::by_session(c, user_id, session, now))
     }
 
     fn search_users(&self, query: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let limit = i64::from(limit);
-        let rows = match query {
-            // PostgreSQL text cannot hold NUL, so no stored email has this prefix; and the
-            // server would refuse the parameter (a 500 where SQLite finds nobody).
-            Some(q) if q.contains('\0') => Vec::new(),
-            // A prefix as a range on the unique index (byte-ordered, see the migration):
-            // every string starting with `q` sorts in [q, q || U+10FFFF). No LIKE, so `%`
-            // and `_` are plain characters.
-            Some(q) => {
-                let upper = format!("{q}\u{10FFFF}");
-                self.read(|c| {
-                    c.query_typed(
-                        &format!(
-                            "SELECT {ACCOUNT_COLUMNS} FROM users u
-                             WHERE u.email >= $1 AND u.email < $2
-                                   AND left(u.email, length($1)) = $1
-                             ORDER BY u.email LIMIT $3"
-                        ),
-                        &[(&q, Type::TEXT), (&upper, Type::TEXT), (&limit, Type::INT8)],
-                    )
-                })?
-            }
-            None => self.read(|c| {
-                c.query_typed(
-                    &format!(
-                        "SELECT {ACCOUNT_COLUMNS} FROM users u
-                         ORDER BY u.created_at DESC, u.email LIMIT $1"
-                    ),
-                    &[(&limit, Type::INT8)],
-                )
-            })?,
-        };
-        rows.iter().map(|r| account(r).map(|a| a.user)).collect()
+        self.read(|c| accounts::search(c, query, limit))
     }
 
     fn update_user(
@@ -562,45 +523,19 @@ impl Store for PgStore {
         disabled: Option<bool>,
         now: DateTime<Utc>,
     ) -> Result<Option<User>, StoreError> {
-        let (id, now) = (id.as_uuid(), sec(now));
-        let role = role.map(Role::as_str);
-        let reason = RevokeReason::Admin.as_str();
         // Two statements in one transaction, not one: the UPDATE waits for a login that
         // holds the row `FOR SHARE` while it opens a family, and only a later statement
         // sees that family once it committed (READ COMMITTED), so the revocation ends it.
         // A login that comes after the UPDATE re-reads the row and finds it disabled.
-        let row = self.transaction(|tx| {
-            let row = tx.query_typed_opt(
-                &format!(
-                    "WITH u AS (
-                         UPDATE users SET role = COALESCE($2, role),
-                                disabled = COALESCE($3, disabled), updated_at = $4
-                         WHERE id = $1
-                         RETURNING *
-                     )
-                     SELECT {ACCOUNT_COLUMNS} FROM u"
-                ),
-                &[
-                    (&id, Type::UUID),
-                    (&role, Type::TEXT),
-                    (&disabled, Type::BOOL),
-                    (&now, Type::TIMESTAMPTZ),
-                ],
-            )?;
-            if row.is_some() && disabled == Some(true) {
-                tx.query_typed(
-                    "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
-                     WHERE user_id = $1 AND revoked_at IS NULL",
-                    &[
-                        (&id, Type::UUID),
-                        (&now, Type::TIMESTAMPTZ),
-                        (&reason, Type::TEXT),
-                    ],
-                )?;
+        self.transaction(|tx| {
+            let Some(user) = accounts::update(tx, id, role, disabled, now)? else {
+                return Ok(None);
+            };
+            if disabled == Some(true) {
+                families::revoke_all(tx, id, RevokeReason::Admin, now)?;
             }
-            Ok(row)
-        })?;
-        row.as_ref().map(|r| account(r).map(|a| a.user)).transpose()
+            Ok::<_, Failure>(Some(user))
+        })
     }
 
     fn change_password(
@@ -609,166 +544,36 @@ impl Store for PgStore {
         password_hash: &str,
         family: NewFamily,
     ) -> Result<bool, StoreError> {
-        let user = user_id.as_uuid();
-        let now = sec(family.now);
         let generation = family.password_generation;
-        let reason = RevokeReason::PasswordChange.as_str();
         // A transaction of separate statements, not one: the revocation must see every
         // family committed while the UPDATE waited for the user's row (a login holding
         // it `FOR SHARE`), and under READ COMMITTED only a later statement does.
         self.transaction(|tx| {
-            let changed = tx.query_typed(
-                "UPDATE users SET password_hash = $2, updated_at = $3,
-                        password_generation = password_generation + 1
-                 WHERE id = $1 AND password_generation = $4
-                 RETURNING id",
-                &[
-                    (&user, Type::UUID),
-                    (&password_hash, Type::TEXT),
-                    (&now, Type::TIMESTAMPTZ),
-                    (&generation, Type::INT8),
-                ],
-            )?;
-            if changed.len() != 1 {
+            if !accounts::set_password(tx, user_id, password_hash, generation, family.now)? {
                 return Ok(false);
             }
-            tx.query_typed(
-                "UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
-                 WHERE user_id = $1 AND revoked_at IS NULL",
-                &[
-                    (&user, Type::UUID),
-                    (&now, Type::TIMESTAMPTZ),
-                    (&reason, Type::TEXT),
-                ],
-            )?;
-            insert_family(
-                tx,
-                &family,
-                generation + 1,
-                // The user's row is ours until commit: no need to lock it again.
-                false,
-            )?;
-            Ok(true)
+            families::revoke_all(tx, user_id, RevokeReason::PasswordChange, family.now)?;
+            families::open(tx, &family, generation + 1, UserCheck::HeldByCaller)?;
+            Ok::<_, Failure>(true)
         })
     }
 
     fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError> {
-        let id = id.as_uuid();
         let key = email_attempt_key(email);
-        // Families and token hashes go with the user (ON DELETE CASCADE). Audit events
-        // keep the bare user id and lose what could identify the person. The DELETE comes
-        // first: it waits for a login holding the row `FOR SHARE`, and the scrub, a later
-        // statement, then sees the event that login committed.
-        self.transaction(|tx| {
-            let deleted = tx.query_typed(
-                "DELETE FROM users WHERE id = $1 RETURNING 1",
-                &[(&id, Type::UUID)],
-            )?;
-            if deleted.is_empty() {
-                return Ok(false);
-            }
-            tx.query_typed(
-                "WITH lockout AS (DELETE FROM login_attempts WHERE key = $2)
-                 UPDATE audit_events SET ip = NULL, user_agent = NULL, detail = NULL
-                 WHERE user_id = $1",
-                &[(&id, Type::UUID), (&key, Type::TEXT)],
-            )?;
-            Ok(true)
-        })
+        self.transaction(|tx| accounts::delete(tx, id, &key))
     }
 
     fn create_family(&self, family: NewFamily) -> Result<bool, StoreError> {
-        self.write(|c| insert_family(c, &family, family.password_generation, true))
+        let generation = family.password_generation;
+        self.write(|c| families::open(c, &family, generation, UserCheck::Lock))
     }
 
     fn find_refresh_token(&self, hash: TokenHashBytes) -> Result<Option<StoredToken>, StoreError> {
-        let hash = &hash[..];
-        let row = self.read(|c| {
-            c.query_typed_opt(
-                "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at,
-                        f.revoked_at IS NOT NULL,
-                        u.id, u.email, u.role, u.disabled, u.created_at,
-                        f.password_generation <> u.password_generation,
-                        c.hash, c.spent_at IS NOT NULL, c.expires_at
-                 FROM refresh_tokens t
-                 JOIN refresh_families f ON f.id = t.family_id
-                 JOIN users u ON u.id = f.user_id
-                 -- `$1`, not `t.hash`: the same value, but a constant the planner
-                 -- looks up in the parent index instead of filtering a join.
-                 LEFT JOIN refresh_tokens c ON c.parent_hash = $1
-                 WHERE t.hash = $1",
-                &[(&hash, Type::BYTEA)],
-            )
-        })?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let role: String = col(&row, 7)?;
-        let child = match col::<Option<Vec<u8>>>(&row, 11)? {
-            Some(_) => Some(StoredChild {
-                hash: hash_col(&row, 11)?,
-                spent: col(&row, 12)?,
-                expires_at: col(&row, 13)?,
-            }),
-            None => None,
-        };
-        Ok(Some(StoredToken {
-            family_id: FamilyId::from(col::<Uuid>(&row, 0)?),
-            expires_at: col(&row, 1)?,
-            spent_at: col(&row, 2)?,
-            family_expires_at: col(&row, 3)?,
-            family_revoked: col(&row, 4)?,
-            user: User {
-                id: UserId::from(col::<Uuid>(&row, 5)?),
-                email: Email::from_trusted(col(&row, 6)?),
-                role: Role::parse(&role).ok_or_else(|| internal("unknown role in users.role"))?,
-                disabled: col(&row, 8)?,
-                created_at: col(&row, 9)?,
-            },
-            family_stale: col(&row, 10)?,
-            child,
-        }))
+        self.read(|c| families::find(c, &hash))
     }
 
     fn spend_refresh_token(&self, spend: Spend) -> Result<bool, StoreError> {
-        let (presented, child) = (&spend.presented[..], &spend.child[..]);
-        let family = spend.family_id.as_uuid();
-        let (now, child_expires) = (sec(spend.now), sec(spend.child_expires_at));
-        // The claim in one round trip. `family` locks the family row, so a revocation
-        // committed meanwhile is seen (the lock waits for it, then re-reads the row);
-        // `claimed` is the compare-and-set: under READ COMMITTED a second claim waits for
-        // the first's row lock, re-checks `spent_at IS NULL` on the row it committed, and
-        // matches nothing. Only a claim that changed the row inserts the child.
-        let row = self.write(|c| {
-            c.query_typed_one(
-                "WITH family AS (
-                     SELECT id FROM refresh_families
-                     WHERE id = $3 AND revoked_at IS NULL
-                     FOR NO KEY UPDATE
-                 ), claimed AS (
-                     UPDATE refresh_tokens SET spent_at = $2
-                     WHERE hash = $1 AND spent_at IS NULL
-                           AND family_id IN (SELECT id FROM family)
-                     RETURNING family_id
-                 ), child AS (
-                     INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
-                     SELECT $4, family_id, $1, $2, $5 FROM claimed
-                     RETURNING family_id
-                 ), touched AS (
-                     UPDATE refresh_families SET last_used_at = $2
-                     WHERE id IN (SELECT family_id FROM child)
-                 )
-                 SELECT count(*) FROM claimed",
-                &[
-                    (&presented, Type::BYTEA),
-                    (&now, Type::TIMESTAMPTZ),
-                    (&family, Type::UUID),
-                    (&child, Type::BYTEA),
-                    (&child_expires, Type::TIMESTAMPTZ),
-                ],
-            )
-        })?;
-        Ok(col::<i64>(&row, 0)? == 1)
+        self.write(|c| families::spend(c, &spend))
     }
 
     fn revoke_family_of_token(
@@ -777,32 +582,7 @@ impl Store for PgStore {
         reason: RevokeReason,
         now: DateTime<Utc>,
     ) -> Result<Option<(UserId, FamilyId)>, StoreError> {
-        let (token, now, reason) = (&token[..], sec(now), reason.as_str());
-        let row = self.write(|c| {
-            c.query_typed_opt(
-                "WITH found AS (
-                     SELECT f.id, f.user_id FROM refresh_tokens t
-                     JOIN refresh_families f ON f.id = t.family_id
-                     WHERE t.hash = $1
-                 ), revoked AS (
-                     UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
-                     WHERE id IN (SELECT id FROM found) AND revoked_at IS NULL
-                 )
-                 SELECT user_id, id FROM found",
-                &[
-                    (&token, Type::BYTEA),
-                    (&now, Type::TIMESTAMPTZ),
-                    (&reason, Type::TEXT),
-                ],
-            )
-        })?;
-        row.map(|r| {
-            Ok((
-                UserId::from(col::<Uuid>(&r, 0)?),
-                FamilyId::from(col::<Uuid>(&r, 1)?),
-            ))
-        })
-        .transpose()
+        self.write(|c| families::revoke_by_token(c, &token, reason, now))
     }
 
     fn revoke_family(
@@ -812,30 +592,7 @@ impl Store for PgStore {
         reason: RevokeReason,
         now: DateTime<Utc>,
     ) -> Result<Option<UserId>, StoreError> {
-        let (family, owner) = (family_id.as_uuid(), owner.map(UserId::as_uuid));
-        let (now, reason) = (sec(now), reason.as_str());
-        // A revoked family keeps its first revocation: only `revoked_at IS NULL` rows
-        // change, but a revoked one still counts as found.
-        let row = self.write(|c| {
-            c.query_typed_opt(
-                "WITH found AS (
-                     SELECT id, user_id FROM refresh_families
-                     WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)
-                 ), revoked AS (
-                     UPDATE refresh_families SET revoked_at = $3, revoked_reason = $4
-                     WHERE id IN (SELECT id FROM found) AND revoked_at IS NULL
-                 )
-                 SELECT user_id FROM found",
-                &[
-                    (&family, Type::UUID),
-                    (&owner, Type::UUID),
-                    (&now, Type::TIMESTAMPTZ),
-                    (&reason, Type::TEXT),
-                ],
-            )
-        })?;
-        row.map(|r| Ok(UserId::from(col::<Uuid>(&r, 0)?)))
-            .transpose()
+        self.write(|c| families::revoke_one(c, family_id, owner, reason, now))
     }
 
     fn revoke_user_families(
@@ -844,22 +601,7 @@ impl Store for PgStore {
         reason: RevokeReason,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let (user, now, reason) = (user_id.as_uuid(), sec(now), reason.as_str());
-        let row = self.write(|c| {
-            c.query_typed_one(
-                "WITH revoked AS (
-                     UPDATE refresh_families SET revoked_at = $2, revoked_reason = $3
-                     WHERE user_id = $1 AND revoked_at IS NULL
-                 )
-                 SELECT count(*) FROM users WHERE id = $1",
-                &[
-                    (&user, Type::UUID),
-                    (&now, Type::TIMESTAMPTZ),
-                    (&reason, Type::TEXT),
-                ],
-            )
-        })?;
-        Ok(col::<i64>(&row, 0)? > 0)
+        self.write(|c| families::revoke_all_of_existing(c, user_id, reason, now))
     }
 
     fn list_sessions(
@@ -868,40 +610,7 @@ impl Store for PgStore {
         include_ended: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<Session>, StoreError> {
-        let (user, now) = (user_id.as_uuid(), sec(now));
-        // Live: not revoked, before its absolute expiry, and holding an unspent token
-        // that has not idled out.
-        let rows = self.read(|c| {
-            c.query_typed(
-                "SELECT id, created_at, last_used_at, expires_at, revoked_at, revoked_reason,
-                        user_agent, ip
-                 FROM refresh_families f
-                 WHERE user_id = $1 AND ($2 OR (revoked_at IS NULL AND expires_at > $3 AND EXISTS (
-                     SELECT 1 FROM refresh_tokens t
-                     WHERE t.family_id = f.id AND t.spent_at IS NULL AND t.expires_at > $3)))
-                 ORDER BY created_at DESC, opened_seq DESC",
-                &[
-                    (&user, Type::UUID),
-                    (&include_ended, Type::BOOL),
-                    (&now, Type::TIMESTAMPTZ),
-                ],
-            )
-        })?;
-        rows.iter()
-            .map(|row| {
-                let reason: Option<String> = col(row, 5)?;
-                Ok(Session {
-                    id: FamilyId::from(col::<Uuid>(row, 0)?),
-                    created_at: col(row, 1)?,
-                    last_used_at: col(row, 2)?,
-                    expires_at: col(row, 3)?,
-                    revoked_at: col(row, 4)?,
-                    revoked_reason: reason.as_deref().and_then(RevokeReason::parse),
-                    user_agent: col(row, 6)?,
-                    ip: col(row, 7)?,
-                })
-            })
-            .collect()
+        self.read(|c| families::list(c, user_id, include_ended, now))
     }
 
     fn reserve_attempt(
@@ -909,111 +618,17 @@ impl Store for PgStore {
         lease: &Lease,
         admit: &(dyn Fn(&[KeyLoad]) -> bool + Sync),
     ) -> Result<Reservation, StoreError> {
-        let locks = sorted_distinct(&lease.keys);
-        let (id, now) = (lease.id.0, sec(lease.now));
-        // Lease times are the server's (see `Lease`): microseconds, as an interval.
-        let ttl = lease.ttl.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-        self.transaction(|tx| {
-            // A lock per key, held to the commit, taken in one order (no deadlock
-            // between two logins sharing both keys). The read is a later statement, so
-            // under READ COMMITTED it sees every lease committed before the lock was
-            // granted; one statement would read from before it waited.
-            tx.query_typed(
-                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))
-                 FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
-                &[(&locks, Type::TEXT_ARRAY)],
-            )?;
-            let rows = tx.query_typed(
-                "SELECT t.k, a.window_start, a.failures,
-                        (SELECT count(*) FROM login_leases l
-                         WHERE l.key = t.k AND l.expires_at > statement_timestamp())
-                 FROM unnest($1::text[]) AS t(k)
-                 LEFT JOIN login_attempts a ON a.key = t.k",
-                &[(&locks, Type::TEXT_ARRAY)],
-            )?;
-            let mut found = std::collections::HashMap::new();
-            for row in &rows {
-                let key: String = row.try_get(0)?;
-                let start: Option<DateTime<Utc>> = row.try_get(1)?;
-                let failures: Option<i32> = row.try_get(2)?;
-                let leases: i64 = row.try_get(3)?;
-                let stored = match (start, failures) {
-                    (Some(start), Some(n)) => in_window(start, n, lease.window_secs, now),
-                    _ => AttemptCount::default(),
-                };
-                let in_flight = u32::try_from(leases).unwrap_or(u32::MAX);
-                found.insert(key, KeyLoad { stored, in_flight });
-            }
-            let loads: Vec<KeyLoad> = lease
-                .keys
-                .iter()
-                .map(|k| found.get(k).copied().unwrap_or_default())
-                .collect();
-            let leased = admit(&loads);
-            if leased {
-                tx.query_typed(
-                    "WITH expired AS (
-                         DELETE FROM login_leases
-                         WHERE key = ANY($2) AND expires_at <= statement_timestamp()
-                     )
-                     INSERT INTO login_leases (key, id, expires_at)
-                     SELECT k, $1, statement_timestamp() + make_interval(secs => $3)
-                     FROM unnest($2::text[]) AS k",
-                    &[
-                        (&id, Type::UUID),
-                        (&locks, Type::TEXT_ARRAY),
-                        (&ttl, Type::FLOAT8),
-                    ],
-                )?;
-            }
-            Ok(Reservation { loads, leased })
-        })
+        self.transaction(|tx| lockout::reserve(tx, lease, admit))
     }
 
     fn settle_attempt(&self, lease: LeaseId, how: Settle<'_>) -> Result<(), StoreError> {
-        let id = lease.0;
-        self.write(|c| match how {
-            Settle::Failed {
-                keys,
-                window_secs,
-                now,
-            } => {
-                let (keys, now, window) = (sorted_distinct(keys), sec(now), window_secs as f64);
-                c.query_typed(
-                    &format!(
-                        "WITH released AS (DELETE FROM login_leases WHERE id = $4)
-                         {RECORD_FAILURES}"
-                    ),
-                    &[
-                        (&keys, Type::TEXT_ARRAY),
-                        (&now, Type::TIMESTAMPTZ),
-                        (&window, Type::FLOAT8),
-                        (&id, Type::UUID),
-                    ],
-                )
-            }
-            Settle::Succeeded { forgive } => c.query_typed(
-                "WITH released AS (DELETE FROM login_leases WHERE id = $1)
-                 DELETE FROM login_attempts WHERE key = $2",
-                &[(&id, Type::UUID), (&forgive, Type::TEXT)],
-            ),
-            Settle::Abandoned => c.query_typed(
-                "DELETE FROM login_leases WHERE id = $1",
-                &[(&id, Type::UUID)],
-            ),
-        })?;
-        Ok(())
+        self.write(|c| lockout::settle(c, lease, how))
     }
 
     fn release_orphaned_leases(&self) -> Result<(), StoreError> {
         // Other replicas may hold live leases: only the expired ones are nobody's, and
         // only the server's clock, which they all share, says which those are.
-        self.write(|c| {
-            c.query_typed(
-                "DELETE FROM login_leases WHERE expires_at <= statement_timestamp()",
-                &[],
-            )
-        })?;
+        self.write(|c| lockout::delete_expired_leases(c, None))?;
         Ok(())
     }
 
@@ -1023,91 +638,15 @@ impl Store for PgStore {
         window_secs: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<AttemptCount>, StoreError> {
-        let now = sec(now);
-        let rows = self.read(|c| {
-            c.query_typed(
-                "SELECT key, window_start, failures FROM login_attempts WHERE key = ANY($1)",
-                &[(&keys, Type::TEXT_ARRAY)],
-            )
-        })?;
-        let mut found = std::collections::HashMap::new();
-        for row in &rows {
-            let key: String = col(row, 0)?;
-            found.insert(key, in_window(col(row, 1)?, col(row, 2)?, window_secs, now));
-        }
-        Ok(keys
-            .iter()
-            .map(|key| found.get(key).copied().unwrap_or_default())
-            .collect())
+        self.read(|c| lockout::failures(c, keys, window_secs, now))
     }
 
-    fn record_audit(&self, e: AuditEvent) -> Result<(), StoreError> {
-        let at = sec(e.at);
-        let kind = e.kind.as_str();
-        let (user, family, actor) = (
-            e.user_id.map(UserId::as_uuid),
-            e.family_id.map(FamilyId::as_uuid),
-            e.actor_id.map(UserId::as_uuid),
-        );
-        self.write(|c| {
-            c.query_typed(
-                "INSERT INTO audit_events
-                     (at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    (&at, Type::TIMESTAMPTZ),
-                    (&kind, Type::TEXT),
-                    (&user, Type::UUID),
-                    (&family, Type::UUID),
-                    (&actor, Type::UUID),
-                    (&e.ip, Type::TEXT),
-                    (&e.user_agent, Type::TEXT),
-                    (&e.outcome, Type::TEXT),
-                    (&e.detail, Type::TEXT),
-                ],
-            )
-        })?;
-        Ok(())
+    fn record_audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.write(|c| audit::insert(c, &event))
     }
 
     fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        // As in `search_users`: no stored type holds NUL, and the server would refuse it.
-        if filter.kind.as_deref().is_some_and(|k| k.contains('\0')) {
-            return Ok(Vec::new());
-        }
-        let user = filter.user_id.map(UserId::as_uuid);
-        let limit = i64::from(filter.limit);
-        let rows = self.read(|c| {
-            c.query_typed(
-                "SELECT id, at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail
-                 FROM audit_events
-                 WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR type = $2)
-                   AND ($4::int8 IS NULL OR id < $4)
-                 ORDER BY id DESC LIMIT $3",
-                &[
-                    (&user, Type::UUID),
-                    (&filter.kind, Type::TEXT),
-                    (&limit, Type::INT8),
-                    (&filter.before, Type::INT8),
-                ],
-            )
-        })?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: col(r, 0)?,
-                    at: col(r, 1)?,
-                    kind: col(r, 2)?,
-                    user_id: col::<Option<Uuid>>(r, 3)?.map(UserId::from),
-                    family_id: col::<Option<Uuid>>(r, 4)?.map(FamilyId::from),
-                    actor_id: col::<Option<Uuid>>(r, 5)?.map(UserId::from),
-                    ip: col(r, 6)?,
-                    user_agent: col(r, 7)?,
-                    outcome: col(r, 8)?,
-                    detail: col(r, 9)?,
-                })
-            })
-            .collect()
+        self.read(|c| audit::list(c, filter))
     }
 
     fn count_audit_by_hour(
@@ -1115,40 +654,11 @@ impl Store for PgStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<AuditCount>, StoreError> {
-        // The three-argument date_trunc truncates in UTC whatever the session's TimeZone.
-        let rows = self.read(|c| {
-            c.query_typed(
-                "SELECT date_trunc('hour', at, 'UTC') AS hour, type, COUNT(*)
-                 FROM audit_events
-                 WHERE at >= $1 AND at < $2
-                 GROUP BY 1, 2
-                 ORDER BY 1, 2",
-                &[(&from, Type::TIMESTAMPTZ), (&to, Type::TIMESTAMPTZ)],
-            )
-        })?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditCount {
-                    hour: col(r, 0)?,
-                    kind: col(r, 1)?,
-                    count: col::<i64>(r, 2)?.max(0) as u64,
-                })
-            })
-            .collect()
+        self.read(|c| audit::count_by_hour(c, from, to))
     }
 
     fn last_logins(&self, users: &[UserId]) -> Result<Vec<Option<DateTime<Utc>>>, StoreError> {
-        let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
-        // One statement; each user's newest family by the (user_id, created_at) index.
-        let rows = self.read(|c| {
-            c.query_typed(
-                "SELECT (SELECT max(f.created_at) FROM refresh_families f WHERE f.user_id = x.u)
-                 FROM unnest($1::uuid[]) WITH ORDINALITY AS x(u, n)
-                 ORDER BY x.n",
-                &[(&ids, Type::UUID_ARRAY)],
-            )
-        })?;
-        rows.iter().map(|r| col(r, 0)).collect()
+        self.read(|c| families::last_opened(c, users))
     }
 
     fn prune(
@@ -1157,173 +667,17 @@ impl Store for PgStore {
         lockout_window_secs: i64,
         audit_before: DateTime<Utc>,
     ) -> Result<Pruned, StoreError> {
-        // Small batches, each its own statement, so pruning a backlog never holds locks
-        // long enough to stall a login or refresh.
-        const BATCH: i64 = 500;
-        let (now, audit_before) = (sec(now), sec(audit_before));
-        let stale_before = now - chrono::Duration::seconds(lockout_window_secs);
-        let batch = |sql: &str, at: &DateTime<Utc>| -> Result<usize, StoreError> {
-            let mut total = 0;
-            loop {
-                let n = self.write(|c| {
-                    c.query_typed_one(sql, &[(at, Type::TIMESTAMPTZ), (&BATCH, Type::INT8)])
-                })?;
-                let n: i64 = col(&n, 0)?;
-                total += usize::try_from(n).unwrap_or(0);
-                if n < BATCH {
-                    return Ok(total);
-                }
-            }
-        };
+        let stale_before = sec(now) - chrono::Duration::seconds(lockout_window_secs);
         let pruned = Pruned {
-            families: batch(
-                "WITH gone AS (DELETE FROM refresh_families WHERE id IN
-                     (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)
-                     RETURNING 1)
-                 SELECT count(*) FROM gone",
-                &now,
-            )?,
-            login_attempts: batch(
-                "WITH gone AS (DELETE FROM login_attempts WHERE key IN
-                     (SELECT key FROM login_attempts WHERE window_start <= $1 LIMIT $2)
-                     RETURNING 1)
-                 SELECT count(*) FROM gone",
-                &stale_before,
-            )?,
-            audit_events: batch(
-                "WITH gone AS (DELETE FROM audit_events WHERE id IN
-                     (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)
-                     RETURNING 1)
-                 SELECT count(*) FROM gone",
-                &audit_before,
-            )?,
+            families: self.in_batches(|c| families::delete_expired(c, now, PRUNE_BATCH))?,
+            login_attempts: self
+                .in_batches(|c| lockout::delete_stale(c, stale_before, PRUNE_BATCH))?,
+            audit_events: self
+                .in_batches(|c| audit::delete_before(c, audit_before, PRUNE_BATCH))?,
         };
         // Not reported: each lease lives for one check, and a reservation on its key
         // drops it once expired anyway. Expired by the server's clock, like every lease.
-        loop {
-            let n = self.write(|c| {
-                c.query_typed_one(
-                    "WITH gone AS (DELETE FROM login_leases WHERE (key, id) IN
-                         (SELECT key, id FROM login_leases
-                          WHERE expires_at <= statement_timestamp() LIMIT $1)
-                         RETURNING 1)
-                     SELECT count(*) FROM gone",
-                    &[(&BATCH, Type::INT8)],
-                )
-            })?;
-            if col::<i64>(&n, 0)? < BATCH {
-                break;
-            }
-        }
+        self.in_batches(|c| lockout::delete_expired_leases(c, Some(PRUNE_BATCH)))?;
         Ok(pruned)
     }
-}
-
-/// One failure on each of `$1`'s keys at `$2`, opening a new window of `$3` seconds where
-/// the last one has ended. The keys must be sorted and distinct: one upsert may touch a
-/// row once, and concurrent upserts that lock the same keys in the same order cannot
-/// deadlock.
-const RECORD_FAILURES: &str = "INSERT INTO login_attempts (key, window_start, failures)
-     SELECT k, $2, 1 FROM unnest($1::text[]) AS k ORDER BY k
-     ON CONFLICT (key) DO UPDATE SET
-         failures = CASE
-             WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
-             THEN 1 ELSE login_attempts.failures + 1 END,
-         window_start = CASE
-             WHEN login_attempts.window_start + make_interval(secs => $3) <= $2
-             THEN $2 ELSE login_attempts.window_start END";
-
-fn sorted_distinct(keys: &[String]) -> Vec<String> {
-    let mut keys = keys.to_vec();
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
-/// A key's failures as counted at `now`: none once its window has ended.
-fn in_window(
-    start: DateTime<Utc>,
-    failures: i32,
-    window_secs: i64,
-    now: DateTime<Utc>,
-) -> AttemptCount {
-    let (start, now) = (start.timestamp(), now.timestamp());
-    if start.saturating_add(window_secs) > now {
-        AttemptCount {
-            failures: u32::try_from(failures).unwrap_or(0),
-            window_left_secs: start.saturating_add(window_secs) - now,
-        }
-    } else {
-        AttemptCount::default()
-    }
-}
-
-/// Opens `family` and its first token, records the event that opened it and forgives
-/// its key's failures: one statement, so one round trip and one transaction. With `lock_user`, only while its user exists, is
-/// enabled and is at `generation`: `FOR SHARE` holds the user's row until commit, so a
-/// password change, disable or delete either committed first (and the re-checked row no
-/// longer matches: nothing is inserted) or waits for this login and then ends its family.
-fn insert_family<C: Driver>(
-    c: &mut Connection<'_, C>,
-    family: &NewFamily,
-    generation: i64,
-    lock_user: bool,
-) -> Result<bool, ::postgres::Error> {
-    let (id, user) = (family.id.as_uuid(), family.user_id.as_uuid());
-    let now = sec(family.now);
-    let (token_expires, family_expires) =
-        (sec(family.token_expires_at), sec(family.family_expires_at));
-    let first = &family.first_token[..];
-    let e = &family.opened_by;
-    let (at, kind, actor) = (sec(e.at), e.kind.as_str(), e.actor_id.map(UserId::as_uuid));
-    let user_check = if lock_user {
-        "SELECT id FROM users WHERE id = $2 AND password_generation = $7 AND NOT disabled
-         FOR SHARE"
-    } else {
-        "SELECT id FROM users WHERE id = $2"
-    };
-    let rows = c.query_typed(
-        &format!(
-            "WITH u AS ({user_check}), f AS (
-                 INSERT INTO refresh_families
-                     (id, user_id, created_at, last_used_at, expires_at, user_agent, ip,
-                      password_generation)
-                 SELECT $1, u.id, $3, $3, $4, $5, $6, $7 FROM u
-                 RETURNING id
-             ), opened AS (
-                 INSERT INTO audit_events
-                     (at, type, user_id, family_id, actor_id, ip, user_agent, outcome, detail)
-                 SELECT $10, $11, $2, f.id, $12, $13, $14, $15, $16 FROM f
-             ), forgiven AS (
-                 -- A NULL key matches nothing: no failures to forgive.
-                 DELETE FROM login_attempts WHERE key = $17 AND EXISTS (SELECT 1 FROM f)
-             ), released AS (
-                 DELETE FROM login_leases WHERE id = $18 AND EXISTS (SELECT 1 FROM f)
-             )
-             INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
-             SELECT $8, f.id, NULL, $3, $9 FROM f
-             RETURNING 1"
-        ),
-        &[
-            (&id, Type::UUID),
-            (&user, Type::UUID),
-            (&now, Type::TIMESTAMPTZ),
-            (&family_expires, Type::TIMESTAMPTZ),
-            (&family.user_agent, Type::TEXT),
-            (&family.ip, Type::TEXT),
-            (&generation, Type::INT8),
-            (&first, Type::BYTEA),
-            (&token_expires, Type::TIMESTAMPTZ),
-            (&at, Type::TIMESTAMPTZ),
-            (&kind, Type::TEXT),
-            (&actor, Type::UUID),
-            (&e.ip, Type::TEXT),
-            (&e.user_agent, Type::TEXT),
-            (&e.outcome, Type::TEXT),
-            (&e.detail, Type::TEXT),
-            (&family.forgives, Type::TEXT),
-            (&family.settles.map(|l| l.0), Type::UUID),
-        ],
-    )?;
-    Ok(rows.len() == 1)
 }

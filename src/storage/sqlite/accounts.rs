@@ -3,21 +3,32 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{time, ts, uuid_col};
 use crate::domain::{Email, FamilyId, Role, User, UserId};
-use crate::storage::{Account, NewUser};
+use crate::storage::sql::{ACCOUNT_COLUMNS, session_current};
+use crate::storage::{Account, NewUser, stored_role};
 
-const COLUMNS: &str = "id, email, role, disabled, created_at, password_hash, password_generation";
+/// The user in a row's columns `at..`, in `sql::USER_COLUMNS` order: the one mapping of
+/// a `users` row, wherever it is read.
+pub(super) fn user_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<User> {
+    let role: String = row.get(at + 2)?;
+    Ok(User {
+        id: uuid_col(row, at)?,
+        email: Email::from_trusted(row.get(at + 1)?),
+        role: stored_role(&role).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                at + 2,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })?,
+        disabled: row.get(at + 3)?,
+        created_at: time(row.get(at + 4)?),
+    })
+}
 
+/// A row in `sql::ACCOUNT_COLUMNS` order.
 fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
-    let role: String = row.get(2)?;
     Ok(Account {
-        user: User {
-            id: uuid_col(row, 0)?,
-            email: Email::from_trusted(row.get(1)?),
-            // The CHECK constraint admits only these two values.
-            role: Role::parse(&role).unwrap_or(Role::User),
-            disabled: row.get(3)?,
-            created_at: time(row.get(4)?),
-        },
+        user: user_at(row, 0)?,
         password_hash: row.get(5)?,
         password_generation: row.get(6)?,
     })
@@ -50,15 +61,19 @@ pub(super) fn insert(conn: &Connection, new: &NewUser<'_>) -> rusqlite::Result<O
 }
 
 pub(super) fn by_email(conn: &Connection, email: &Email) -> rusqlite::Result<Option<Account>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE email = ?1"))?
-        .query_row([email.as_str()], account)
-        .optional()
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.email = ?1"
+    ))?
+    .query_row([email.as_str()], account)
+    .optional()
 }
 
 pub(super) fn by_id(conn: &Connection, id: UserId) -> rusqlite::Result<Option<Account>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
-        .query_row([id.to_string()], account)
-        .optional()
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.id = ?1"
+    ))?
+    .query_row([id.to_string()], account)
+    .optional()
 }
 
 /// One read by two primary keys: the family decides, the user rides along.
@@ -68,13 +83,12 @@ pub(super) fn by_session(
     session: FamilyId,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Option<Account>> {
-    conn.prepare_cached(
-        "SELECT u.id, u.email, u.role, u.disabled, u.created_at, u.password_hash,
-                u.password_generation
+    conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS}
          FROM refresh_families f JOIN users u ON u.id = f.user_id
-         WHERE f.id = ?1 AND f.user_id = ?2 AND f.revoked_at IS NULL AND f.expires_at > ?3
-               AND f.password_generation = u.password_generation",
-    )?
+         WHERE f.id = ?1 AND f.user_id = ?2 AND {}",
+        session_current("?3")
+    ))?
     .query_row(
         params![session.to_string(), id.to_string(), ts(now)],
         account,
@@ -106,16 +120,16 @@ pub(super) fn search(
         Some(q) => {
             let upper = format!("{q}\u{10FFFF}");
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM users
-                 WHERE email >= ?1 AND email < ?2 AND substr(email, 1, length(?1)) = ?1
-                 ORDER BY email LIMIT ?3"
+                "SELECT {ACCOUNT_COLUMNS} FROM users u
+                 WHERE u.email >= ?1 AND u.email < ?2 AND substr(u.email, 1, length(?1)) = ?1
+                 ORDER BY u.email LIMIT ?3"
             ))?;
             stmt.query_map(params![q, upper, limit], account)?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         }
         None => {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM users ORDER BY created_at DESC, email LIMIT ?1"
+                "SELECT {ACCOUNT_COLUMNS} FROM users u ORDER BY u.created_at DESC, u.email LIMIT ?1"
             ))?;
             stmt.query_map(params![limit], account)?
                 .collect::<rusqlite::Result<Vec<_>>>()?

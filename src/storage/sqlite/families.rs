@@ -1,8 +1,10 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+use super::accounts::user_at;
 use super::{time, ts, uuid_col};
-use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+use crate::domain::{FamilyId, RevokeReason, Session, UserId};
+use crate::storage::sql::{USER_COLUMNS, revoke_user_families, sessions_of_user};
 use crate::storage::{NewFamily, Spend, StoredChild, StoredToken, TokenHashBytes};
 
 pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
@@ -39,19 +41,18 @@ pub(super) fn find(
     conn: &Connection,
     hash: &TokenHashBytes,
 ) -> rusqlite::Result<Option<StoredToken>> {
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at, f.revoked_at,
-                u.id, u.email, u.role, u.disabled, u.created_at,
+                {USER_COLUMNS},
                 f.password_generation <> u.password_generation,
                 c.hash, c.spent_at, c.expires_at
          FROM refresh_tokens t
          JOIN refresh_families f ON f.id = t.family_id
          JOIN users u ON u.id = f.user_id
          LEFT JOIN refresh_tokens c ON c.parent_hash = t.hash
-         WHERE t.hash = ?1",
-    )?
+         WHERE t.hash = ?1"
+    ))?
     .query_row([&hash[..]], |row| {
-        let role: String = row.get(7)?;
         let child_hash: Option<Vec<u8>> = row.get(11)?;
         let child = match child_hash {
             Some(bytes) => Some(StoredChild {
@@ -74,14 +75,7 @@ pub(super) fn find(
             family_expires_at: time(row.get(3)?),
             family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
             family_stale: row.get(10)?,
-            user: User {
-                id: uuid_col(row, 5)?,
-                email: Email::from_trusted(row.get(6)?),
-                // The CHECK constraint admits only these two values.
-                role: Role::parse(&role).unwrap_or(Role::User),
-                disabled: row.get(8)?,
-                created_at: time(row.get(9)?),
-            },
+            user: user_at(row, 5)?,
             child,
         })
     })
@@ -179,11 +173,8 @@ pub(super) fn revoke_all(
     reason: RevokeReason,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "UPDATE refresh_families SET revoked_at = ?2, revoked_reason = ?3
-         WHERE user_id = ?1 AND revoked_at IS NULL",
-    )?
-    .execute(params![user_id.to_string(), ts(now), reason.as_str()])
+    conn.prepare_cached(&revoke_user_families("?1", "?2", "?3"))?
+        .execute(params![user_id.to_string(), ts(now), reason.as_str()])
 }
 
 pub(super) fn last_opened(
@@ -208,19 +199,9 @@ pub(super) fn list(
     include_ended: bool,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Vec<Session>> {
-    // Live: not revoked, before its absolute expiry, and holding an unspent token that
-    // has not idled out.
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, created_at, last_used_at, expires_at, revoked_at, revoked_reason,
-                user_agent, ip
-         FROM refresh_families f
-         WHERE user_id = ?1 AND (?2 OR (revoked_at IS NULL AND expires_at > ?3 AND EXISTS (
-             SELECT 1 FROM refresh_tokens t
-             WHERE t.family_id = f.id AND t.spent_at IS NULL AND t.expires_at > ?3)))
-         -- Within one second, newest first by the rowid SQLite gives each new row (one
-         -- above the largest): the order the families were opened in.
-         ORDER BY created_at DESC, rowid DESC",
-    )?;
+    // Within one second, newest first by the rowid SQLite gives each new row (one above
+    // the largest): the order the families were opened in.
+    let mut stmt = conn.prepare_cached(&sessions_of_user("?1", "?2", "?3", "f.rowid"))?;
     stmt.query_map(
         params![user_id.to_string(), include_ended, ts(now)],
         |row| {

@@ -168,7 +168,7 @@ impl SqliteStore {
         let conn = self
             .readers
             .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            .map_err(|e| StoreError::unavailable_because("no database connection", e))?;
         f(&conn).map_err(map_err)
     }
 
@@ -179,9 +179,10 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         use std::sync::atomic::Ordering;
-        let mut conn = self.writer.try_lock_for(WAIT).ok_or_else(|| {
-            StoreError::Unavailable("timed out waiting for the database writer".into())
-        })?;
+        let mut conn = self
+            .writer
+            .try_lock_for(WAIT)
+            .ok_or_else(|| StoreError::unavailable("timed out waiting for the database writer"))?;
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
@@ -191,7 +192,9 @@ impl SqliteStore {
         .map_err(map_err);
         match &result {
             Ok(_) => self.write_failing.store(false, Ordering::Relaxed),
-            Err(StoreError::Unavailable(_)) => self.write_failing.store(true, Ordering::Relaxed),
+            Err(StoreError::Unavailable { .. }) => {
+                self.write_failing.store(true, Ordering::Relaxed)
+            }
             Err(_) => {}
         }
         result
@@ -262,8 +265,27 @@ fn map_err(e: rusqlite::Error) -> StoreError {
             | ErrorCode::CannotOpen
             | ErrorCode::SystemIoFailure
             | ErrorCode::OutOfMemory,
-        ) => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Internal(e.to_string()),
+        ) => StoreError::unavailable_because("SQLite cannot answer", cause(e)),
+        _ => StoreError::internal_because("a SQLite statement failed", cause(e)),
+    }
+}
+
+/// The error without what it may quote: an input error's statement text.
+fn cause(e: rusqlite::Error) -> Cause {
+    match e {
+        rusqlite::Error::SqlInputError { error, msg, .. } => Box::new(DriverError {
+            code: error.extended_code.to_string(),
+            message: msg,
+        }),
+        other => Box::new(other),
+    }
+}
+
+/// A migration's error without the statement text it quotes.
+fn migration_cause(e: rusqlite_migration::Error) -> Cause {
+    match e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => cause(err),
+        other => Box::new(other),
     }
 }
 
@@ -328,8 +350,8 @@ impl Store for SqliteStore {
         // Some writes still fit in room the WAL already holds (see `disk`), so a full
         // file system is asked about directly rather than inferred from one write.
         if disk::free_bytes(&self.path).is_some_and(|free| free < disk::MIN_FREE_BYTES) {
-            return Err(StoreError::Unavailable(
-                "the database's file system is full".into(),
+            return Err(StoreError::unavailable(
+                "the database's file system is full",
             ));
         }
         if self
@@ -359,12 +381,13 @@ impl Store for SqliteStore {
     }
 
     fn migrate(&self) -> Result<String, StoreError> {
-        let mut writer = self.writer.try_lock_for(WAIT).ok_or_else(|| {
-            StoreError::Unavailable("timed out waiting for the database writer".into())
-        })?;
+        let mut writer = self
+            .writer
+            .try_lock_for(WAIT)
+            .ok_or_else(|| StoreError::unavailable("timed out waiting for the database writer"))?;
         migrations()
             .to_latest(&mut writer)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::internal_because("cannot migrate", migration_cause(e)))?;
         drop(writer);
         self.schema_version()
     }
@@ -373,11 +396,13 @@ impl Store for SqliteStore {
         let conn = self
             .readers
             .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            .map_err(|e| StoreError::unavailable_because("no database connection", e))?;
         migrations()
             .current_version(&conn)
             .map(|v| v.to_string())
-            .map_err(|e| StoreError::Internal(e.to_string()))
+            .map_err(|e| {
+                StoreError::internal_because("cannot read the schema version", migration_cause(e))
+            })
     }
 
     fn backup_to(&self, to: &Path) -> Result<(), BackupError> {

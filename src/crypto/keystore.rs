@@ -1,7 +1,9 @@
-//! Where the key ring and the refresh secret are kept: the keys directory (SQLite
-//! installs), or the database (PostgreSQL, sealed under a key-encryption key; see
-//! `service::keystore`). Both follow the same lifecycle rules (`lifecycle`); only the
-//! reading and writing differ.
+//! `KeyStore`: where the key ring and the refresh secret are kept. `FileKeyStore` is
+//! the keys directory (SQLite installs); `service::keystore::DatabaseKeyStore` is the
+//! database (PostgreSQL, sealed under a key-encryption key, over the rows of a
+//! `storage::keystore::SealedKeyStore`). Both follow the same lifecycle rules
+//! (`lifecycle`); only the reading and writing differ. (A `KeyRing` is the keys in force
+//! in memory; a key store is where they live.)
 
 use std::path::{Path, PathBuf};
 
@@ -31,7 +33,7 @@ pub struct KeyLine {
 
 /// The key ring's storage. Every method blocks (files or the database): call them off
 /// the async executor. Each change is atomic: a reader sees the ring before or after it.
-pub trait KeySource: Send + Sync {
+pub trait KeyStore: Send + Sync {
     /// Where the keys are, for messages ("keys dir ./keys", "the database").
     fn describe_place(&self) -> String;
     /// The ring in force at `now`, and the keys trusted without a lifecycle record.
@@ -69,12 +71,12 @@ pub trait KeySource: Send + Sync {
 }
 
 /// The keys directory: `*.pem`, `keys.json` and `refresh.secret`.
-pub struct FileKeys {
+pub struct FileKeyStore {
     pub dir: PathBuf,
     pub secret_path: PathBuf,
 }
 
-impl FileKeys {
+impl FileKeyStore {
     pub fn new(dir: &Path, secret_path: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
@@ -96,7 +98,7 @@ impl FileKeys {
     }
 }
 
-impl KeySource for FileKeys {
+impl KeyStore for FileKeyStore {
     fn describe_place(&self) -> String {
         format!("keys dir {}", self.dir.display())
     }
