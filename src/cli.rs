@@ -449,8 +449,8 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
     let timing = settings.key_timing();
     let user_error = |e: anyhow::Error| Failure::User(format!("{e:#}"));
     // The database's client runs a runtime of its own; this thread runs none, but
-    // `key_source` is called the one way that is safe from any thread.
-    let source = || startup::off_runtime(|| startup::key_source(settings)).map_err(user_error);
+    // `key_store` is called the one way that is safe from any thread.
+    let source = || startup::off_runtime(|| startup::key_store(settings)).map_err(user_error);
     match command {
         KeysCommand::Import { from, replace } => import_keys(settings, &from, replace)?,
         KeysCommand::Generate => {

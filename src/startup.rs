@@ -168,7 +168,7 @@ fn build_state_reporting(
     // Off this thread: on PostgreSQL the key source is a synchronous client, which must
     // not run on a thread that drives a runtime (the server builds its state in one).
     let (source, keys, hand_placed, secret) = off_runtime(|| {
-        let source = key_source(settings)?;
+        let source = key_store(settings)?;
         let (keys, hand_placed) = load_or_create_keys(source.as_ref(), settings, now)?;
         self_test(&keys, &settings.tokens)?;
         let secret = load_or_create_secret(source.as_ref())?;
@@ -191,7 +191,7 @@ fn build_state_reporting(
 /// Where the keys are kept: the keys directory with SQLite, the database (sealed under
 /// the key-encryption key) with PostgreSQL, so that replicas share them without a
 /// shared file system. Blocking: call it off the async executor (see `off_runtime`).
-pub fn key_source(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
+pub fn key_store(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
     match &settings.storage.database {
         Database::Sqlite(_) => Ok(Arc::new(FileKeyStore::new(
             &settings.server.keys_dir,
@@ -289,7 +289,7 @@ async fn watch_keys(
             }
         };
         let tokens = settings.tokens.clone();
-        let source = Arc::clone(&state.key_source);
+        let source = Arc::clone(&state.key_store);
         let now = state.now();
         let loaded = tokio::task::spawn_blocking(move || {
             let (ring, hand_placed) = source.load(now, timing)?;

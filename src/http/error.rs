@@ -5,6 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::domain::error_chain;
 use crate::service::{FieldError, ServiceError};
 
 #[derive(Debug)]
@@ -188,12 +189,14 @@ impl From<ServiceError> for ApiError {
                 "This endpoint needs the admin role.",
             ),
             ServiceError::NotFound => ApiError::not_found(),
-            ServiceError::Unavailable(reason) => {
-                tracing::warn!(%reason, "database unavailable");
+            // Logged here, once, with the whole chain of causes; the client is told
+            // only the contract's error.
+            e @ ServiceError::Unavailable { .. } => {
+                tracing::warn!(error = %error_chain(&e), "answering 503");
                 ApiError::unavailable()
             }
-            ServiceError::Internal(reason) => {
-                tracing::error!(%reason, "internal error");
+            e @ ServiceError::Internal { .. } => {
+                tracing::error!(error = %error_chain(&e), "answering 500");
                 ApiError::internal()
             }
         }
@@ -206,9 +209,40 @@ mod tests {
 
     use super::*;
 
+    /// The cause reaches the log line whole, and the client not at all.
+    #[test]
+    fn a_cause_is_kept_for_the_log_and_never_sent() {
+        let cause = std::io::Error::other("relation users: disk quota exceeded");
+        let e = ServiceError::internal_because("storage", cause);
+        let logged = error_chain(&e);
+        assert_eq!(
+            logged,
+            "internal error: storage: relation users: disk quota exceeded"
+        );
+        let response = ApiError::from(e).error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = body_text(body);
+        assert!(
+            !body.contains("quota") && !body.contains("storage"),
+            "{body}"
+        );
+    }
+
+    /// The body of a finished response (its bytes are all there: no I/O to wait for).
+    fn body_text(
+        body: impl std::future::Future<Output = Result<actix_web::web::Bytes, impl std::fmt::Debug>>,
+    ) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let bytes = runtime.block_on(body).expect("the body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     #[test]
     fn unavailable_answers_503_with_retry_after() {
-        let response = ApiError::from(ServiceError::Unavailable("queue".into())).error_response();
+        let response = ApiError::from(ServiceError::unavailable("queue")).error_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response

@@ -298,16 +298,16 @@ pub async fn update_user_view(
 /// reload.
 pub async fn signing_keys(state: &AppState) -> Result<Vec<KeyStatus>, ServiceError> {
     let ring = state.keys();
-    let source = Arc::clone(&state.key_source);
+    let source = Arc::clone(&state.key_store);
     let timing = state.policy.key_timing;
     tokio::task::spawn_blocking(move || {
         let life = source
             .lifecycle()
-            .map_err(|e| ServiceError::Internal(format!("{e:#}")))?;
+            .map_err(|e| ServiceError::internal_because("reading the key lifecycle", e))?;
         Ok(lifecycle::status(&ring, &life, timing))
     })
     .await
-    .map_err(|e| ServiceError::Internal(format!("key status task failed: {e}")))?
+    .map_err(|e| ServiceError::internal_because("the key status task failed", e))?
 }
 
 /// The farthest back the stats reach: a month of hours keeps a response small.

@@ -325,8 +325,8 @@ async fn admit(
                     () = tokio::time::sleep_until(next) => {}
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(ServiceError::Unavailable(
-                        "timed out waiting for login attempts in flight".into(),
+                    return Err(ServiceError::unavailable(
+                        "timed out waiting for login attempts in flight",
                     ));
                 }
             }

@@ -12,6 +12,7 @@ pub mod rotation;
 pub mod sessions;
 pub mod tokens;
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -35,7 +36,7 @@ pub struct AppState {
     keys: RwLock<Arc<KeyRing>>,
     /// Where the ring is kept (the keys directory, or the database), for reloads and
     /// the admin view of the stages.
-    pub key_source: Arc<dyn KeyStore>,
+    pub key_store: Arc<dyn KeyStore>,
     pub hasher: PasswordHasher,
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
@@ -49,7 +50,7 @@ impl AppState {
         policy: Policy,
         store: Arc<dyn Store>,
         keys: KeyRing,
-        key_source: Arc<dyn KeyStore>,
+        key_store: Arc<dyn KeyStore>,
         hasher: PasswordHasher,
         refresh_secret: RefreshSecret,
         clock: Arc<dyn Clock>,
@@ -57,7 +58,7 @@ impl AppState {
         Self {
             store,
             keys: RwLock::new(Arc::new(keys)),
-            key_source,
+            key_store,
             hasher,
             refresh_secret,
             clock,
@@ -89,7 +90,7 @@ impl AppState {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || job(store.as_ref()))
             .await
-            .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
+            .map_err(|e| ServiceError::internal_because("the storage task failed", e))?
             .map_err(ServiceError::from)
     }
 }
@@ -140,18 +141,61 @@ pub enum ServiceError {
     Forbidden,
     #[error("not found")]
     NotFound,
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal: {0}")]
-    Internal(String),
+    /// A part the answer needs cannot serve now (the database, the hashing queue): 503,
+    /// to retry. `source` is the cause, for the log only.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        reason: Cow<'static, str>,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A bug or a broken invariant: 500. `source` is the cause, for the log only.
+    #[error("internal error: {reason}")]
+    Internal {
+        reason: Cow<'static, str>,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+/// The cause an `Unavailable` or `Internal` carries to the log.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+impl ServiceError {
+    pub fn unavailable(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Internal {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub fn internal_because(
+        reason: impl Into<Cow<'static, str>>,
+        source: impl Into<Cause>,
+    ) -> Self {
+        Self::Internal {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => ServiceError::EmailTaken,
-            e @ StoreError::Unavailable { .. } => ServiceError::Unavailable(e.chain()),
-            e @ StoreError::Internal { .. } => ServiceError::Internal(e.chain()),
+            e @ StoreError::Unavailable { .. } => ServiceError::Unavailable {
+                reason: "storage".into(),
+                source: Some(Box::new(e)),
+            },
+            e @ StoreError::Internal { .. } => ServiceError::internal_because("storage", e),
         }
     }
 }
@@ -159,8 +203,11 @@ impl From<StoreError> for ServiceError {
 impl From<HashError> for ServiceError {
     fn from(e: HashError) -> Self {
         match e {
-            HashError::Busy | HashError::TooLate => ServiceError::Unavailable(e.to_string()),
-            other => ServiceError::Internal(other.to_string()),
+            HashError::Busy | HashError::TooLate => ServiceError::Unavailable {
+                reason: "password hashing".into(),
+                source: Some(Box::new(e)),
+            },
+            other => ServiceError::internal_because("password hashing", other),
         }
     }
 }
@@ -176,7 +223,7 @@ mod tests {
         for e in [HashError::TooLate, HashError::Busy] {
             assert!(matches!(
                 ServiceError::from(e),
-                ServiceError::Unavailable(_)
+                ServiceError::Unavailable { .. }
             ));
         }
     }

@@ -56,7 +56,8 @@ pub fn access_token(
         sid,
         role: user.role,
     };
-    jwt::mint(&state.keys(), &claims).map_err(|e| ServiceError::Internal(e.to_string()))
+    jwt::mint(&state.keys(), &claims)
+        .map_err(|e| ServiceError::internal_because("signing an access token", e))
 }
 
 fn pair(
@@ -216,8 +217,8 @@ pub async fn refresh(
             now,
         );
     }
-    Err(ServiceError::Internal(
-        "a refresh token kept changing under its claims".into(),
+    Err(ServiceError::internal(
+        "a refresh token kept changing under its claims",
     ))
 }
 

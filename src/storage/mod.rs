@@ -113,14 +113,7 @@ impl StoreError {
     /// This error and each of its causes, outermost first, joined by ": ": for a log
     /// line, or a caller whose own error holds text.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut next = std::error::Error::source(self);
-        while let Some(cause) = next {
-            out.push_str(": ");
-            out.push_str(&cause.to_string());
-            next = cause.source();
-        }
-        out
+        crate::domain::error_chain(self)
     }
 }
 

@@ -130,7 +130,7 @@ async fn keys_show_each_published_key_with_its_stage_and_times() {
     // database), once a reload has found it.
     let later = app.now() + chrono::Duration::seconds(5);
     let timing = app.settings.key_timing();
-    let source = app.state.key_source.clone();
+    let source = app.state.key_store.clone();
     let ring = tokio::task::spawn_blocking(move || {
         source.generate(later).expect("generate");
         source.load(later, timing).expect("ring").0
@@ -151,7 +151,7 @@ async fn keys_show_each_published_key_with_its_stage_and_times() {
 
     // Rotated: the old key is retired and says when it leaves the JWKS.
     let rotated = later + chrono::Duration::seconds(3600);
-    let source = app.state.key_source.clone();
+    let source = app.state.key_store.clone();
     let ring = tokio::task::spawn_blocking(move || {
         source.rotate(rotated, timing, false).expect("rotate");
         source.load(rotated, timing).expect("ring").0
