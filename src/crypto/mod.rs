@@ -17,9 +17,10 @@ use subtle::ConstantTimeEq as _;
 /// `N` bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    // SystemRandom reads getrandom(2); it only fails if the kernel cannot supply entropy,
-    // and then no token may be issued at all. Still a panic, for now: a typed error
-    // reaches every token, salt and seal (#18: left open).
+    // SystemRandom reads getrandom(2), which fails only when the kernel cannot supply
+    // entropy at all. An auth service must then issue nothing, anywhere: stopping is the
+    // answer, not an error each of the many callers (tokens, salts, nonces, ids) would
+    // have to turn into a 500 while the process goes on.
     #[allow(clippy::expect_used)]
     ring::rand::SystemRandom::new()
         .fill(&mut out)

@@ -37,7 +37,7 @@ impl fmt::Debug for KeyEncryptionKey {
 /// A sealed value did not open: wrong KEK, altered bytes, or sealed for another record.
 /// GCM cannot tell these apart, by design; the check value can tell the first.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the sealed value does not open under this key-encryption key")]
+#[error("the value does not seal or open under this key-encryption key")]
 pub struct SealError;
 
 impl KeyEncryptionKey {
@@ -67,28 +67,26 @@ impl KeyEncryptionKey {
         Ok(Self::from_bytes(&bytes))
     }
 
-    /// `format || nonce || ciphertext || tag`, bound to `label`.
-    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Vec<u8> {
+    /// `format || nonce || ciphertext || tag`, bound to `label`. Refused only for a
+    /// plaintext past AES-GCM's 64 GiB per message (what is sealed is a key or a secret
+    /// of a few KiB).
+    pub fn seal(&self, label: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         // A random nonce: with 2^-32 collision odds after 2^32 seals (NIST SP 800-38D
         // §8.3), far beyond the few keys and secrets ever sealed under one KEK.
         let nonce = random_bytes::<NONCE_LEN>();
         let mut in_out = plaintext.to_vec();
-        // Fails only past 64 GiB per message; what is sealed is a key or a secret of a
-        // few KiB. A typed error would change `seal`'s signature under keystore.rs,
-        // which is being reworked elsewhere (#18: left for that change).
-        #[allow(clippy::expect_used)]
         self.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(label)),
                 &mut in_out,
             )
-            .expect("AES-GCM sealing fails only past 64 GiB per message");
+            .map_err(|_| SealError)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + in_out.len());
         out.push(FORMAT_V1);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&in_out);
-        out
+        Ok(out)
     }
 
     /// The plaintext sealed for `label`, if this KEK sealed it and nothing changed since.
@@ -109,7 +107,7 @@ impl KeyEncryptionKey {
 
     /// A value to store beside the sealed records, so that a replica with another KEK
     /// is told so at start, before (and whether or not) any key is stored.
-    pub fn check_value(&self) -> Vec<u8> {
+    pub fn check_value(&self) -> Result<Vec<u8>, SealError> {
         self.seal(CHECK_LABEL, CHECK_PLAINTEXT)
     }
 
@@ -137,8 +135,8 @@ mod tests {
     #[test]
     fn opens_what_it_sealed_and_never_repeats_a_ciphertext() {
         let k = kek(7);
-        let a = k.seal("key:abc", b"private material");
-        let b = k.seal("key:abc", b"private material");
+        let a = k.seal("key:abc", b"private material").expect("seal");
+        let b = k.seal("key:abc", b"private material").expect("seal");
         assert_ne!(a, b, "a fresh nonce per seal");
         assert_eq!(k.open("key:abc", &a).expect("open"), b"private material");
         assert_eq!(k.open("key:abc", &b).expect("open"), b"private material");
@@ -150,16 +148,16 @@ mod tests {
 
     #[test]
     fn a_wrong_kek_opens_nothing() {
-        let sealed = kek(1).seal("secret:refresh", b"s3cret");
+        let sealed = kek(1).seal("secret:refresh", b"s3cret").expect("seal");
         assert_eq!(kek(2).open("secret:refresh", &sealed), Err(SealError));
-        assert!(kek(1).opens_check_value(&kek(1).check_value()));
-        assert!(!kek(2).opens_check_value(&kek(1).check_value()));
+        assert!(kek(1).opens_check_value(&kek(1).check_value().expect("seal")));
+        assert!(!kek(2).opens_check_value(&kek(1).check_value().expect("seal")));
     }
 
     #[test]
     fn any_altered_byte_is_refused() {
         let k = kek(3);
-        let sealed = k.seal("key:k1", b"0123456789abcdef");
+        let sealed = k.seal("key:k1", b"0123456789abcdef").expect("seal");
         for i in 0..sealed.len() {
             let mut tampered = sealed.clone();
             tampered[i] ^= 0x01;
@@ -176,13 +174,16 @@ mod tests {
     #[test]
     fn a_value_sealed_for_one_record_does_not_open_as_another() {
         let k = kek(4);
-        let first = k.seal("key:first", b"first key");
-        let second = k.seal("key:second", b"second key");
+        let first = k.seal("key:first", b"first key").expect("seal");
+        let second = k.seal("key:second", b"second key").expect("seal");
         assert_eq!(k.open("key:second", &first), Err(SealError));
         assert_eq!(k.open("key:first", &second), Err(SealError));
         assert_eq!(k.open("secret:refresh", &first), Err(SealError));
         // The check value cannot stand in for a record either, nor a record for it.
-        assert_eq!(k.open("key:first", &k.check_value()), Err(SealError));
+        assert_eq!(
+            k.open("key:first", &k.check_value().expect("seal")),
+            Err(SealError)
+        );
         assert!(!k.opens_check_value(&first));
     }
 
@@ -192,7 +193,10 @@ mod tests {
         let path = dir.path().join("kek");
         fs::write(&path, [9u8; KEK_BYTES]).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-        let sealed = KeyEncryptionKey::load(&path).expect("load").seal("x", b"y");
+        let sealed = KeyEncryptionKey::load(&path)
+            .expect("load")
+            .seal("x", b"y")
+            .expect("seal");
         assert_eq!(kek(9).open("x", &sealed).expect("same key"), b"y");
 
         for mode in [0o644, 0o640, 0o604] {

@@ -62,13 +62,13 @@ impl DatabaseKeyStore {
     ) -> anyhow::Result<Self> {
         let kek = KeyEncryptionKey::load(kek_file)?;
         let rows = sealed::connect(url, connect_timeout, start_timeout)?;
-        let check = rows.secret_or_insert(KEK_CHECK, &kek.check_value())?;
+        let check = rows.secret_or_insert(KEK_CHECK, &kek.check_value()?)?;
         anyhow::ensure!(kek.opens_check_value(&check), "{WRONG_KEK}");
         Ok(Self { rows, kek })
     }
 
     fn seal_key(&self, key: &SigningKey) -> anyhow::Result<Vec<u8>> {
-        Ok(self.kek.seal(&key_label(&key.kid), &key.pkcs8_der()?))
+        Ok(self.kek.seal(&key_label(&key.kid), &key.pkcs8_der()?)?)
     }
 
     /// Opens every row: the keys, and their stages by name.
@@ -205,7 +205,7 @@ impl DatabaseKeyStore {
         let secrets = match &secret {
             Some(bytes) => vec![(
                 REFRESH.to_owned(),
-                self.kek.seal(&secret_label(REFRESH), bytes),
+                self.kek.seal(&secret_label(REFRESH), bytes)?,
             )],
             None => Vec::new(),
         };
@@ -360,7 +360,7 @@ impl KeyStore for DatabaseKeyStore {
         let (stored, created) = match self.rows.secret(REFRESH)? {
             Some(sealed) => (sealed, false),
             None => {
-                let mine = self.kek.seal(&label, &RefreshSecret::new_bytes());
+                let mine = self.kek.seal(&label, &RefreshSecret::new_bytes())?;
                 let stored = self.rows.secret_or_insert(REFRESH, &mine)?;
                 let created = stored == mine;
                 (stored, created)
