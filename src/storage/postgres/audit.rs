@@ -103,13 +103,13 @@ pub(super) fn delete_before(
     before: DateTime<Utc>,
     batch: i64,
 ) -> Result<usize, Failure> {
-    let before = sec(before);
-    let row = c.query_typed_one(
+    super::deleted_in_batch(
+        c,
         "WITH gone AS (DELETE FROM audit_events WHERE id IN
              (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)
              RETURNING 1)
          SELECT count(*) FROM gone",
-        &[(&before, Type::TIMESTAMPTZ), (&batch, Type::INT8)],
-    )?;
-    Ok(usize::try_from(col::<i64>(&row, 0)?).unwrap_or(0))
+        before,
+        batch,
+    )
 }

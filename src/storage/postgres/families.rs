@@ -342,13 +342,13 @@ pub(super) fn delete_expired(
     now: DateTime<Utc>,
     batch: i64,
 ) -> Result<usize, Failure> {
-    let now = sec(now);
-    let row = c.query_typed_one(
+    super::deleted_in_batch(
+        c,
         "WITH gone AS (DELETE FROM refresh_families WHERE id IN
              (SELECT id FROM refresh_families WHERE expires_at <= $1 LIMIT $2)
              RETURNING 1)
          SELECT count(*) FROM gone",
-        &[(&now, Type::TIMESTAMPTZ), (&batch, Type::INT8)],
-    )?;
-    Ok(usize::try_from(col::<i64>(&row, 0)?).unwrap_or(0))
+        now,
+        batch,
+    )
 }

@@ -194,13 +194,13 @@ pub(super) fn delete_stale(
     before: DateTime<Utc>,
     batch: i64,
 ) -> Result<usize, Failure> {
-    let before = sec(before);
-    let row = c.query_typed_one(
+    super::deleted_in_batch(
+        c,
         "WITH gone AS (DELETE FROM login_attempts WHERE key IN
              (SELECT key FROM login_attempts WHERE window_start <= $1 LIMIT $2)
              RETURNING 1)
          SELECT count(*) FROM gone",
-        &[(&before, Type::TIMESTAMPTZ), (&batch, Type::INT8)],
-    )?;
-    Ok(usize::try_from(col::<i64>(&row, 0)?).unwrap_or(0))
+        before,
+        batch,
+    )
 }

@@ -384,6 +384,25 @@ fn cause(e: ::postgres::Error) -> Cause {
     }
 }
 
+/// Runs a batch delete written as `WITH gone AS (DELETE … LIMIT $2 RETURNING 1) SELECT
+/// count(*) FROM gone`, whose `$1` is a time: how many rows it deleted.
+fn deleted_in_batch(
+    c: &mut Conn<'_>,
+    sql: &str,
+    at: DateTime<Utc>,
+    batch: i64,
+) -> Result<usize, Failure> {
+    let at = sec(at);
+    let row = c.query_typed_one(
+        sql,
+        &[
+            (&at, ::postgres::types::Type::TIMESTAMPTZ),
+            (&batch, ::postgres::types::Type::INT8),
+        ],
+    )?;
+    Ok(usize::try_from(col::<i64>(&row, 0)?).unwrap_or(0))
+}
+
 /// Times are stored in whole seconds, as SQLite stores them, so both backends answer
 /// with the same values.
 fn sec(t: DateTime<Utc>) -> DateTime<Utc> {
