@@ -159,6 +159,36 @@ check "nginx: nginx -t accepts nginx/gatehouse.conf" nginx_parses
 check "nginx: X-Forwarded-For is overwritten with \$remote_addr, never appended" \
     grep -qE '^\s*proxy_set_header X-Forwarded-For \$remote_addr;' "$here/nginx/gatehouse.conf"
 
+# Only the API and the published keys are public: a catch-all `location /` that proxies
+# would put the admin console (and whatever gatehouse serves next) on the internet, and
+# the console must be reachable from an allowlist only (`deny all` after the `allow`s).
+nginx_public_paths() {
+    awk '
+        /^[[:space:]]*location[[:space:]]/ {
+            path = $2; if (path == "=" || path == "^~") path = $3
+            inside = 1; proxied = 0; denied = 0; depth = 0
+        }
+        inside { n = gsub(/\{/, "{"); m = gsub(/\}/, "}"); depth += n - m }
+        inside && /proxy_pass/ { proxied = 1 }
+        inside && /deny[[:space:]]+all;/ { denied = 1 }
+        inside && depth <= 0 {
+            inside = 0
+            if (path == "/" && proxied) { print "location / proxies to gatehouse: everything it serves is public"; bad = 1 }
+            if (proxied && path != "/" && path != "/v1/" && path != "/.well-known/" && path != "/admin/") { print "location " path " proxies to gatehouse"; bad = 1 }
+            if (path == "/admin/" && proxied && !denied) { print "location /admin/ has no deny all: the console is public"; bad = 1 }
+            if (path == "/" && !proxied) catchall = 1
+            if (path == "/admin/" && proxied) console = 1
+        }
+        END {
+            if (!catchall) { print "no location / answering 404"; bad = 1 }
+            if (!console) { print "no location /admin/ for the allowlisted console"; bad = 1 }
+            exit bad
+        }
+    ' "$1"
+}
+check "nginx: only /v1/ and /.well-known/ are public; /admin/ only from an allowlist" \
+    nginx_public_paths "$here/nginx/gatehouse.conf"
+
 # gatehouse refuses key files that group or others can read, and its first start
 # generates one.
 check "systemd: UMask=0077" grep -qx 'UMask=0077' "$unit"
