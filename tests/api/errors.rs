@@ -281,7 +281,7 @@ async fn no_cors_headers_without_configured_origins() {
 
 /// Throws odd requests at every route, as a user, as an admin and anonymously:
 /// nothing may answer 5xx, and every error keeps the contract's shape.
-#[tokio::test]
+#[both_backends]
 async fn nothing_ever_answers_5xx() {
     let app = spawn_app().await;
     let admin = app
