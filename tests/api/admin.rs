@@ -69,7 +69,7 @@ async fn call_every_admin_endpoint(
     responses
 }
 
-#[tokio::test]
+#[both_backends]
 async fn non_admins_get_403_forbidden_everywhere() {
     let app = spawn_app().await;
     let user = app.signup_ok(&unique_email("plain"), PASSWORD).await;
@@ -85,7 +85,7 @@ async fn non_admins_get_403_forbidden_everywhere() {
     assert_eq!(me["role"], "user");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn admin_endpoints_without_a_token_are_401() {
     let app = spawn_app().await;
     let user = app.signup_ok(&unique_email("anon"), PASSWORD).await;
@@ -99,7 +99,7 @@ async fn admin_endpoints_without_a_token_are_401() {
 
 /// The one test that creates its admin as an operator does, with the CLI (production
 /// Argon2, so slow); every other test seeds admins in-process.
-#[tokio::test]
+#[both_backends]
 async fn the_cli_admin_is_an_admin_in_the_token() {
     let app = spawn_app().await;
     let email = unique_email("admin");
@@ -120,7 +120,7 @@ async fn the_cli_admin_is_an_admin_in_the_token() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn find_users_by_exact_and_prefix_email() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -158,7 +158,7 @@ async fn find_users_by_exact_and_prefix_email() {
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn find_users_treats_sql_wildcards_literally() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -201,7 +201,7 @@ async fn find_users_treats_sql_wildcards_literally() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn listing_users_without_a_query_returns_them() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -220,7 +220,7 @@ async fn listing_users_without_a_query_returns_them() {
     assert_admin_user(found, &alice, "user");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn admin_lists_a_users_sessions_including_revoked_ones() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -248,7 +248,7 @@ async fn admin_lists_a_users_sessions_including_revoked_ones() {
     assert_eq!(sessions[2]["revoked_at"], Value::Null);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn admin_revokes_one_family() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -288,7 +288,7 @@ async fn admin_revokes_one_family() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn admin_revokes_every_family_of_a_user() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -327,7 +327,7 @@ async fn admin_revokes_every_family_of_a_user() {
     app.login_ok(&email, PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_password() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -405,7 +405,7 @@ async fn disabling_a_user_revokes_everything_and_refuses_login_like_a_wrong_pass
     app.login_ok(&email, PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_disabled_admin_loses_admin_access_at_once() {
     let app = spawn_app().await;
     let root = admin(&app).await;
@@ -427,7 +427,7 @@ async fn a_disabled_admin_loses_admin_access_at_once() {
     assert_invalid_token(response, true).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn promoting_a_user_makes_them_an_admin() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -471,7 +471,7 @@ async fn promoting_a_user_makes_them_an_admin() {
     assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn patch_validates_its_body() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -498,7 +498,7 @@ async fn patch_validates_its_body() {
     assert_eq!(me["disabled"], false);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn an_admin_cannot_demote_or_disable_themself() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -521,7 +521,7 @@ async fn an_admin_cannot_demote_or_disable_themself() {
     app.refresh_ok(refresh_of(&admin)).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn unknown_or_malformed_ids_are_404() {
     let app = spawn_app().await;
     let admin = admin(&app).await;
@@ -548,7 +548,7 @@ async fn unknown_or_malformed_ids_are_404() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn listing_users_honours_the_limit() {
     let app = spawn_app().await;
     let admin = admin(&app).await;

@@ -22,7 +22,7 @@ fn time(v: &Value) -> DateTime<Utc> {
         .to_utc()
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_user_shows_their_last_login_in_search_in_get_and_after_a_change() {
     let app = spawn_app().await;
     let email = unique_email("seen");
@@ -79,7 +79,7 @@ async fn a_user_shows_their_last_login_in_search_in_get_and_after_a_change() {
     assert_eq!(found["users"][0]["last_login_at"], Value::Null, "{found}");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn getting_an_unknown_or_malformed_user_is_404_and_non_admins_get_403() {
     let app = spawn_app().await;
     let admin = app
@@ -104,7 +104,7 @@ async fn getting_an_unknown_or_malformed_user_is_404_and_non_admins_get_403() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn keys_show_each_published_key_with_its_stage_and_times() {
     let app = spawn_app().await;
     let admin = app
@@ -183,7 +183,7 @@ async fn keys_show_each_published_key_with_its_stage_and_times() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn stats_count_audited_events_per_hour_and_kind() {
     let app = spawn_app().await;
     let email = unique_email("counted");
@@ -266,7 +266,7 @@ async fn stats_count_audited_events_per_hour_and_kind() {
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn stats_refuse_a_since_that_is_malformed_in_the_future_or_over_a_month_ago() {
     let app = spawn_app().await;
     let admin = app
@@ -287,7 +287,7 @@ async fn stats_refuse_a_since_that_is_malformed_in_the_future_or_over_a_month_ag
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn the_audit_log_pages_backwards_with_before() {
     let app = spawn_app().await;
     let admin = app

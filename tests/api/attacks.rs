@@ -49,7 +49,7 @@ async fn login_status(app: &TestApp, email: &str, password: &str) -> (StatusCode
     (status, body)
 }
 
-#[tokio::test]
+#[both_backends]
 async fn brute_force_hits_the_lockout_even_for_the_right_password() {
     let app = spawn_app().await;
     let email = unique_email("brute");
@@ -74,7 +74,7 @@ async fn brute_force_hits_the_lockout_even_for_the_right_password() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn unknown_emails_are_counted_and_locked_like_known_ones() {
     let app = spawn_app().await;
     let ghost = unique_email("ghost");
@@ -87,7 +87,7 @@ async fn unknown_emails_are_counted_and_locked_like_known_ones() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_success_resets_the_email_count_but_refresh_does_not() {
     let app = spawn_app().await;
     let email = unique_email("reset");
@@ -113,7 +113,7 @@ async fn a_success_resets_the_email_count_but_refresh_does_not() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[both_backends(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_guesses_stop_at_the_limit() {
     let app = spawn_app().await;
     let email = unique_email("parallel");
@@ -193,7 +193,7 @@ async fn forty_concurrent_guesses_stop_at_the_limit_whatever_the_databases_defau
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn concurrent_right_passwords_above_the_limit_all_log_in() {
     // Checks in flight hold the limit's places but are not failures: the logins beyond
     // the limit wait for them instead of being refused.
@@ -222,7 +222,7 @@ async fn concurrent_right_passwords_above_the_limit_all_log_in() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn one_address_guessing_across_many_emails_is_locked_out() {
     let app = spawn_app_with(|s| s.lockout.max_failures_per_ip = 8).await;
     for i in 0..8 {
@@ -234,7 +234,7 @@ async fn one_address_guessing_across_many_emails_is_locked_out() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn unknown_email_and_wrong_password_are_indistinguishable() {
     // Production Argon2 cost, so that skipping the dummy verify would show as a gap of
     // tens of milliseconds; lockout off the path so every try does the full work.
@@ -289,7 +289,7 @@ fn strict_limits(s: &mut gatehouse::config::Settings) {
     };
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_signup_flood_hits_the_rate_limit_and_jwks_keeps_answering() {
     let app = spawn_app_with(strict_limits).await;
     for i in 0..3 {
@@ -317,7 +317,7 @@ async fn a_signup_flood_hits_the_rate_limit_and_jwks_keeps_answering() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_forged_x_forwarded_for_does_not_escape_the_limit() {
     let app = spawn_app_with(strict_limits).await;
     let mut statuses = Vec::new();
@@ -342,7 +342,7 @@ async fn a_forged_x_forwarded_for_does_not_escape_the_limit() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn behind_a_trusted_proxy_only_the_hop_it_appended_counts() {
     let app = spawn_app_with(|s| {
         strict_limits(s);
@@ -392,9 +392,10 @@ async fn behind_a_trusted_proxy_only_the_hop_it_appended_counts() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn cors_answers_only_the_configured_origin() {
-    let app = spawn_app_with(|s| s.http.cors_origins = vec!["https://app.example.com".into()]).await;
+    let app =
+        spawn_app_with(|s| s.http.cors_origins = vec!["https://app.example.com".into()]).await;
     let preflight = |origin: &'static str| {
         let app = &app;
         async move {
@@ -433,7 +434,7 @@ async fn cors_answers_only_the_configured_origin() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn security_headers_are_on_every_response_and_hsts_when_configured() {
     let app = spawn_app_with(|s| s.http.hsts = true).await;
     let tokens = app.post_signup(&unique_email("hdr"), PASSWORD).await;
@@ -470,7 +471,7 @@ async fn security_headers_are_on_every_response_and_hsts_when_configured() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn oversized_bodies_and_headers_are_refused_without_5xx() {
     let app = spawn_app().await;
     let big = json!({"email": unique_email("big"), "password": "x".repeat(17 * 1024)});
@@ -487,7 +488,7 @@ async fn oversized_bodies_and_headers_are_refused_without_5xx() {
     assert_no_server_errors(&app).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_body_that_trickles_in_times_out_with_408() {
     let app = spawn_app_with(|s| s.http.body_timeout = Duration::from_secs(1)).await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))

@@ -20,7 +20,7 @@ fn kinds(events: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test]
+#[both_backends]
 async fn security_events_are_recorded_with_who_what_and_where() {
     let app = spawn_app().await;
     let admin_email = unique_email("auditor");
@@ -116,7 +116,7 @@ async fn security_events_are_recorded_with_who_what_and_where() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn the_audit_log_is_for_admins_and_validates_its_query() {
     let app = spawn_app().await;
     let user = app.signup_ok(&unique_email("curious"), PASSWORD).await;
@@ -141,7 +141,7 @@ async fn the_audit_log_is_for_admins_and_validates_its_query() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn deleting_an_account_keeps_only_the_user_id_in_the_audit_log() {
     let app = spawn_app().await;
     let admin = app.create_admin(&unique_email("keeper"), PASSWORD).await;
@@ -175,7 +175,7 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
 }
 
-#[tokio::test]
+#[both_backends]
 async fn metrics_count_logins_refreshes_reuse_revocations_and_rate_limits() {
     let app = spawn_app_with(|s| {
         s.rate_limits.enabled = true;
@@ -241,7 +241,7 @@ async fn metrics_count_logins_refreshes_reuse_revocations_and_rate_limits() {
     assert!(text.contains(r#"route="/v1/admin/users/{id}/sessions""#));
 }
 
-#[tokio::test]
+#[both_backends]
 async fn an_admin_revoking_one_session_shows_in_the_owners_audit_view() {
     let app = spawn_app().await;
     let admin = app.create_admin(&unique_email("revoker"), PASSWORD).await;

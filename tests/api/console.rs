@@ -584,7 +584,10 @@ async fn a_late_answer_never_paints_over_the_page_the_admin_moved_to() {
         )
         .await;
     let shown = browser
-        .run("return document.querySelector('main h1')?.textContent", json!([]))
+        .run(
+            "return document.querySelector('main h1')?.textContent",
+            json!([]),
+        )
         .await;
     assert_eq!(
         (users_kept, b_kept),
@@ -618,7 +621,10 @@ async fn signing_out_and_in_again_returns_to_the_page_and_never_leaves_two_sessi
     browser.find("form.sign-in").await;
     browser.wait_text("#banner", "Signed out").await;
     let banner = browser
-        .run("return document.getElementById('banner').className", json!([]))
+        .run(
+            "return document.getElementById('banner').className",
+            json!([]),
+        )
         .await;
 
     // Back after signing in again shows a page of the console, not the sign-in form.
@@ -661,7 +667,10 @@ async fn signing_out_and_in_again_returns_to_the_page_and_never_leaves_two_sessi
     assert_eq!(again, json!(email));
     let sessions = console_sessions(&app, &admin).await;
     let old = sessions.iter().find(|s| s["id"] == old_id).unwrap();
-    let live_after = sessions.iter().filter(|s| s["revoked_at"].is_null()).count();
+    let live_after = sessions
+        .iter()
+        .filter(|s| s["revoked_at"].is_null())
+        .count();
 
     assert_eq!(
         json!({
@@ -810,7 +819,11 @@ async fn the_console_polish_chart_ticks_audit_emails_revoked_times_and_revoke_al
     let gone = app.signup_ok(&unique_email("gone"), PASSWORD).await;
     let gone_id = user_id_of(&gone).to_owned();
     let r = app
-        .delete_with_token("/v1/me", access_of(&gone), Some(json!({ "password": PASSWORD })))
+        .delete_with_token(
+            "/v1/me",
+            access_of(&gone),
+            Some(json!({ "password": PASSWORD })),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 

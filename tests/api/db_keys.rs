@@ -3,8 +3,8 @@
 //! exposed key-encryption key stops the start, `keys import` moves a keys directory in,
 //! and no private byte is stored in the clear.
 //!
-//! Real processes on a database of the test's own; PostgreSQL only (the `api_postgres`
-//! binary alone includes this module).
+//! Real processes on a database of the test's own; PostgreSQL only whatever the suite's
+//! backend, so these are plain tests that run once.
 
 use std::path::Path;
 use std::sync::Arc;

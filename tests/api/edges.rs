@@ -91,7 +91,7 @@ async fn login_from(app: &TestApp, client: &str, email: &str, password: &str) ->
     login_via(app, ("x-forwarded-for", client.to_owned()), email, password).await
 }
 
-#[tokio::test]
+#[both_backends]
 async fn one_ipv6_64_shares_one_rate_limit_bucket() {
     let app = spawn_app_with(|s| {
         behind_proxy(s);
@@ -122,7 +122,7 @@ async fn one_ipv6_64_shares_one_rate_limit_bucket() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn one_ipv6_64_shares_one_lockout_count_and_sessions_keep_the_full_address() {
     let app = spawn_app_with(|s| {
         behind_proxy(s);
@@ -150,7 +150,7 @@ async fn one_ipv6_64_shares_one_lockout_count_and_sessions_keep_the_full_address
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn with_forwarded_configured_a_client_written_x_forwarded_for_is_ignored() {
     let app = spawn_app_with(|s| {
         behind_proxy(s);
@@ -241,7 +241,10 @@ async fn config_check_names_the_header_and_warns_about_trusting_whole_ranges() {
         text.contains("GATEHOUSE_CLIENT_IP_HEADER=x-forwarded-for"),
         "{text}"
     );
-    assert!(!text.contains("warning: GATEHOUSE_TRUSTED_PROXIES"), "{text}");
+    assert!(
+        !text.contains("warning: GATEHOUSE_TRUSTED_PROXIES"),
+        "{text}"
+    );
 
     let (code, text) = config_check(&[("GATEHOUSE_CLIENT_IP_HEADER", "x-real-ip")]).await;
     assert_eq!(code, 1, "{text}");

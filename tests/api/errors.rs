@@ -281,7 +281,7 @@ async fn no_cors_headers_without_configured_origins() {
 
 /// Throws odd requests at every route, as a user, as an admin and anonymously:
 /// nothing may answer 5xx, and every error keeps the contract's shape.
-#[tokio::test]
+#[both_backends]
 async fn nothing_ever_answers_5xx() {
     let app = spawn_app().await;
     let admin = app
@@ -402,7 +402,8 @@ async fn nothing_ever_answers_5xx() {
 #[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
     let allowed = "https://app.example.com";
-    let app = crate::helpers::spawn_app_with(|s| s.http.cors_origins = vec![allowed.to_owned()]).await;
+    let app =
+        crate::helpers::spawn_app_with(|s| s.http.cors_origins = vec![allowed.to_owned()]).await;
 
     let response = app
         .api_client

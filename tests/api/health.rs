@@ -3,7 +3,7 @@ use serde_json::json;
 
 use crate::helpers::{PASSWORD, expect_json, header, spawn_app, unique_email};
 
-#[tokio::test]
+#[both_backends]
 async fn healthz_is_200_ok() {
     let app = spawn_app().await;
 
@@ -15,7 +15,7 @@ async fn healthz_is_200_ok() {
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn readyz_is_200_ready_when_the_database_answers() {
     let app = spawn_app().await;
 
@@ -54,7 +54,7 @@ fn is_sample_line(line: &str) -> bool {
     name_ok && value_ok && timestamp_ok && fields.next().is_none()
 }
 
-#[tokio::test]
+#[both_backends]
 async fn metrics_are_prometheus_text() {
     let app = spawn_app().await;
     // Some traffic first, so there is something to count.
@@ -95,7 +95,7 @@ async fn metrics_are_prometheus_text() {
     assert!(!text.contains(PASSWORD));
 }
 
-#[tokio::test]
+#[both_backends]
 async fn jwks_and_health_answer_while_logins_fail() {
     // With the per-IP limiter on, a flood of bad logins must not starve JWKS or discovery.
     let app = crate::helpers::spawn_app_with(|s| s.rate_limits.enabled = true).await;

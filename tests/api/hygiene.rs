@@ -44,7 +44,7 @@ async fn assert_one_account(app: &TestApp, first: &str, twin: &str, stored: &str
     assert_eq!(login["user"]["email"], stored);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_full_width_domain_is_the_same_account() {
     let app = spawn_app().await;
     let local = local_part("victim");
@@ -52,7 +52,7 @@ async fn a_full_width_domain_is_the_same_account() {
     assert_one_account(&app, &plain, &format!("{local}@ｅｘａｍｐｌｅ.com"), &plain).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_u_label_and_its_punycode_are_the_same_account_either_way_round() {
     let app = spawn_app().await;
     let local = local_part("a");
@@ -64,7 +64,7 @@ async fn a_u_label_and_its_punycode_are_the_same_account_either_way_round() {
     assert_one_account(&app, &format!("{local}@BÜCHER.example"), &a_label, &a_label).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn admin_search_finds_an_account_by_either_spelling_of_its_domain() {
     let app = spawn_app().await;
     let admin = app.create_admin(&unique_email("searcher"), PASSWORD).await;

@@ -21,7 +21,7 @@ fn thumbprint(n: &str, e: &str) -> String {
     ))
 }
 
-#[tokio::test]
+#[both_backends]
 async fn jwks_publishes_the_signing_key() {
     let app = spawn_app().await;
 
@@ -151,7 +151,7 @@ async fn jwks_max_age_follows_the_settings() {
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn two_apps_have_different_keys() {
     let one = spawn_app().await;
     let two = spawn_app().await;
@@ -177,7 +177,7 @@ async fn openid_configuration_describes_the_issuer() {
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn an_access_token_verifies_offline_with_the_jwks() {
     let app = spawn_app().await;
     let email = unique_email("offline");

@@ -35,7 +35,7 @@ fn verify_with(jwks: &Value, token: &str, issuer: &str, audience: &str) -> Value
         .claims
 }
 
-#[tokio::test]
+#[both_backends]
 async fn after_a_rotation_old_tokens_still_verify_and_new_ones_use_the_new_key() {
     let app = spawn_app().await;
     let email = unique_email("rotation");
@@ -106,7 +106,7 @@ async fn after_a_rotation_old_tokens_still_verify_and_new_ones_use_the_new_key()
     assert_ne!(new_etag, old_etag, "a different key set kept its ETag");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_generated_next_key_is_published_before_it_signs() {
     let app = spawn_app().await;
     let old_kid = app.current_kid().await;

@@ -51,7 +51,7 @@ fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
-#[tokio::test]
+#[both_backends]
 async fn two_replicas_on_one_redis_limit_a_flood_at_the_configured_rate_not_twice_it() {
     let Some(url) = redis::shared() else { return };
     let prefix = redis::unique_prefix();
@@ -82,7 +82,7 @@ async fn two_replicas_on_one_redis_limit_a_flood_at_the_configured_rate_not_twic
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn redis_keys_are_namespaced_per_tier_and_client_and_expire() {
     let Some(url) = redis::shared() else { return };
     let prefix = redis::unique_prefix();
@@ -133,7 +133,7 @@ fn nowhere() -> RedisUrl {
     RedisUrl::parse(&format!("redis://127.0.0.1:{}", free_port())).expect("url")
 }
 
-#[tokio::test]
+#[both_backends]
 async fn with_redis_unreachable_each_direction_does_what_it_says() {
     for mode in [
         OnStoreError::ByEndpoint,
@@ -161,7 +161,11 @@ async fn with_redis_unreachable_each_direction_does_what_it_says() {
                 StatusCode::SERVICE_UNAVAILABLE,
                 StatusCode::OK,
             ),
-            OnStoreError::Open => (StatusCode::UNAUTHORIZED, StatusCode::CREATED, StatusCode::OK),
+            OnStoreError::Open => (
+                StatusCode::UNAUTHORIZED,
+                StatusCode::CREATED,
+                StatusCode::OK,
+            ),
             OnStoreError::Closed => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -178,29 +182,44 @@ async fn with_redis_unreachable_each_direction_does_what_it_says() {
                 .await;
             assert_eq!(change.status(), StatusCode::SERVICE_UNAVAILABLE);
             let delete = app
-                .delete_with_token("/v1/me", &token, Some(serde_json::json!({"password": PASSWORD})))
+                .delete_with_token(
+                    "/v1/me",
+                    &token,
+                    Some(serde_json::json!({"password": PASSWORD})),
+                )
                 .await;
             assert_eq!(delete.status(), StatusCode::SERVICE_UNAVAILABLE);
             let revoke = app
-                .delete_with_token(&format!("/v1/me/sessions/{}", uuid::Uuid::new_v4()), &token, None)
+                .delete_with_token(
+                    &format!("/v1/me/sessions/{}", uuid::Uuid::new_v4()),
+                    &token,
+                    None,
+                )
                 .await;
             assert_eq!(revoke.status(), StatusCode::NOT_FOUND);
         }
         if mode != OnStoreError::Open {
             let wait = header(&login, "retry-after").expect("503 carries Retry-After");
             assert!(wait.parse::<u64>().is_ok_and(|w| w >= 1), "{wait}");
-            assert_error(login, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+            assert_error(
+                login,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+            )
+            .await;
         }
         // JWKS is never limited, and readiness reports the store without failing.
-        assert_eq!(app.get("/.well-known/jwks.json").await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get("/.well-known/jwks.json").await.status(),
+            StatusCode::OK
+        );
         let ready = expect_json(app.get("/readyz").await, StatusCode::OK).await;
         assert_eq!(ready["rate_limit_store"], "unreachable", "{ready}");
         let metrics = app.get("/metrics").await.text().await.expect("metrics");
         assert!(
-            !metrics
-                .lines()
-                .any(|l| l.starts_with("gatehouse_http_request_duration_seconds_count")
-                    && l.contains("status=\"500\"")),
+            !metrics.lines().any(|l| l
+                .starts_with("gatehouse_http_request_duration_seconds_count")
+                && l.contains("status=\"500\"")),
             "{mode:?}: a 500\n{metrics}"
         );
         assert!(
@@ -234,11 +253,15 @@ async fn config_check_warns_about_per_process_limits_and_probes_redis() {
     let (code, text) = config_check(&[("GATEHOUSE_RATE_LIMIT_STORE", &nowhere)]).await;
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("s3cret-pw"), "{text}");
-    assert!(text.contains("GATEHOUSE_RATE_LIMIT_STORE=redis://:***@127.0.0.1:"), "{text}");
     assert!(
-        text.lines().any(|l| l.starts_with("# warning: GATEHOUSE_RATE_LIMIT_STORE:")
-            && l.contains("does not answer")
-            && l.contains("GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR=by-endpoint")),
+        text.contains("GATEHOUSE_RATE_LIMIT_STORE=redis://:***@127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("# warning: GATEHOUSE_RATE_LIMIT_STORE:")
+                && l.contains("does not answer")
+                && l.contains("GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR=by-endpoint")),
         "{text}"
     );
     assert!(!text.contains("N times the configured"), "{text}");
@@ -248,13 +271,15 @@ async fn config_check_warns_about_per_process_limits_and_probes_redis() {
     assert!(text.contains("GATEHOUSE_RATE_LIMIT_STORE"), "{text}");
 
     let Some(url) = redis::shared() else { return };
-    let (code, text) =
-        config_check(&[("GATEHOUSE_RATE_LIMIT_STORE", &url.to_string())]).await;
+    let (code, text) = config_check(&[("GATEHOUSE_RATE_LIMIT_STORE", &url.to_string())]).await;
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("# rate-limit store {url} answers")), "{text}");
+    assert!(
+        text.contains(&format!("# rate-limit store {url} answers")),
+        "{text}"
+    );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn limits_too_high_to_reach_count_without_errors_in_redis() {
     // A rate above a million a second made the script's key expiry 0 ms, which Redis
     // refuses: every request then counted as "store down". The benchmark raises limits so.

@@ -8,7 +8,7 @@ use crate::helpers::{
     assert_validation_failed, header, jwt_claims, sid_of, spawn_app, unique_email,
 };
 
-#[tokio::test]
+#[both_backends]
 async fn login_returns_200_and_a_token_response_for_a_new_family() {
     let app = spawn_app().await;
     let email = unique_email("login");
@@ -32,7 +32,7 @@ async fn login_returns_200_and_a_token_response_for_a_new_family() {
     assert_eq!(jwt_claims(access_of(&body))["sub"], signup["user"]["id"]);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn login_email_is_trimmed_and_case_insensitive() {
     let app = spawn_app().await;
     let email = unique_email("case");
@@ -45,7 +45,7 @@ async fn login_email_is_trimmed_and_case_insensitive() {
     assert_eq!(body["user"]["email"], email.as_str());
 }
 
-#[tokio::test]
+#[both_backends]
 async fn wrong_password_is_401_invalid_credentials() {
     let app = spawn_app().await;
     let email = unique_email("wrong");
@@ -56,7 +56,7 @@ async fn wrong_password_is_401_invalid_credentials() {
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn the_password_is_case_sensitive() {
     let app = spawn_app().await;
     let email = unique_email("pwcase");
@@ -67,7 +67,7 @@ async fn the_password_is_case_sensitive() {
     assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn unknown_email_is_answered_exactly_as_a_wrong_password() {
     let app = spawn_app().await;
     let email = unique_email("known");
@@ -94,7 +94,7 @@ async fn unknown_email_is_answered_exactly_as_a_wrong_password() {
     assert_eq!(body["error"], "invalid_credentials");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn login_with_missing_fields_is_400_listing_each_field() {
     let app = spawn_app().await;
 
@@ -112,7 +112,7 @@ async fn login_with_missing_fields_is_400_listing_each_field() {
     assert_validation_failed(response, &["email"]).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn five_failures_lock_the_email_with_429_and_retry_after() {
     let app = spawn_app().await;
     let email = unique_email("lock");
@@ -151,7 +151,7 @@ async fn five_failures_lock_the_email_with_429_and_retry_after() {
     app.login_ok(&email, PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn lockout_is_still_in_force_just_before_the_window_ends() {
     let app = spawn_app().await;
     let email = unique_email("window");
@@ -167,7 +167,7 @@ async fn lockout_is_still_in_force_just_before_the_window_ends() {
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn failures_for_an_unknown_email_are_counted_too() {
     let app = spawn_app().await;
     let email = unique_email("ghost");
@@ -188,7 +188,7 @@ async fn failures_for_an_unknown_email_are_counted_too() {
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn lockout_counts_the_normalized_email() {
     let app = spawn_app().await;
     let email = unique_email("normlock");
@@ -209,7 +209,7 @@ async fn lockout_counts_the_normalized_email() {
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn failures_are_also_counted_per_client_ip() {
     let app = crate::helpers::spawn_app_with(|s| s.lockout.max_failures_per_ip = 3).await;
     let victim = unique_email("ip-victim");

@@ -6,7 +6,7 @@ use crate::helpers::{
     spawn_app, unique_email, user_id_of,
 };
 
-#[tokio::test]
+#[both_backends]
 async fn logout_revokes_the_family_and_answers_204() {
     let app = spawn_app().await;
     let email = unique_email("logout");
@@ -38,7 +38,7 @@ async fn logout_revokes_the_family_and_answers_204() {
     assert_eq!(session.revoked_reason.map(|r| r.as_str()), Some("logout"));
 }
 
-#[tokio::test]
+#[both_backends]
 async fn logout_with_an_earlier_token_of_the_family_revokes_it_too() {
     let app = spawn_app().await;
     let email = unique_email("logout-old");
@@ -52,7 +52,7 @@ async fn logout_with_an_earlier_token_of_the_family_revokes_it_too() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn logout_is_idempotent_and_tells_nothing() {
     let app = spawn_app().await;
     let tokens = app.signup_ok(&unique_email("idem"), PASSWORD).await;
@@ -68,7 +68,7 @@ async fn logout_is_idempotent_and_tells_nothing() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn logout_without_a_token_is_400() {
     let app = spawn_app().await;
 
@@ -79,7 +79,7 @@ async fn logout_without_a_token_is_400() {
     assert_validation_failed(response, &["refresh_token"]).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn logout_leaves_the_access_token_to_expire_on_its_own() {
     // Documented limitation: revocation does not kill issued access tokens, but the
     // user is still loaded from the database, so this only checks logout is not global.

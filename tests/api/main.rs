@@ -1,5 +1,40 @@
-//! HTTP integration tests: one binary, so the crate links once. They run on the backend
-//! `GATEHOUSE_TEST_BACKEND` names (SQLite by default); `api_postgres` runs the same suite
-//! on PostgreSQL, so `cargo test` covers both.
+//! The HTTP suite, one binary on both backends. A test that depends on storage is written
+//! once and marked `#[both_backends]` (`tests/macros`): it runs as `<name>::sqlite` and
+//! `<name>::postgres`, the latter on a database of its own on the server at
+//! `GATEHOUSE_TEST_POSTGRES_URL` and counting its rate limits in Redis. A test that does
+//! not (the browser, the HTTP surface, SQLite's files) is a plain `#[tokio::test]` and
+//! runs once, on the backend `GATEHOUSE_TEST_BACKEND` names (SQLite by default).
+//! `backends` checks that the variants really run where their names say.
 
-include!("suite.rs");
+// So that every module may write `#[both_backends]` without importing it.
+#[macro_use]
+extern crate gatehouse_test_macros;
+
+#[path = "../kit/mod.rs"]
+mod kit;
+
+mod admin;
+mod admin_views;
+mod attacks;
+mod audit;
+mod backends;
+mod console;
+// PostgreSQL alone: keys and the refresh secret in the database.
+mod db_keys;
+mod edges;
+mod errors;
+mod health;
+mod helpers;
+mod hygiene;
+mod jwks;
+mod keys;
+mod limits_shared;
+mod login;
+mod logout;
+mod me;
+mod process;
+mod refresh;
+mod session_bound;
+mod signup;
+mod sqlite_only;
+mod tokens;

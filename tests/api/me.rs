@@ -13,7 +13,7 @@ use crate::helpers::{
     sid_of, spawn_app, unique_email, user_id_of,
 };
 
-#[tokio::test]
+#[both_backends]
 async fn me_returns_the_caller() {
     let app = spawn_app().await;
     let email = unique_email("me");
@@ -28,7 +28,7 @@ async fn me_returns_the_caller() {
     assert_eq!(me["disabled"], false);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn me_without_a_token_is_401_with_a_bearer_challenge() {
     let app = spawn_app().await;
 
@@ -37,7 +37,7 @@ async fn me_without_a_token_is_401_with_a_bearer_challenge() {
     assert_invalid_token(response, false).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn sessions_lists_the_live_families_newest_first() {
     let app = spawn_app().await;
     let email = unique_email("sessions");
@@ -72,7 +72,7 @@ async fn sessions_lists_the_live_families_newest_first() {
 
 /// Logins within one second (the test clock stands still) are listed in the order they
 /// happened, newest first, by the API as by the console that shows its order.
-#[tokio::test]
+#[both_backends]
 async fn sessions_opened_within_one_second_are_listed_newest_first() {
     let app = spawn_app().await;
     let email = unique_email("same-second");
@@ -91,7 +91,7 @@ async fn sessions_opened_within_one_second_are_listed_newest_first() {
     assert_eq!(listed, opened);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn sessions_report_last_use() {
     let app = spawn_app().await;
     let tokens = app.signup_ok(&unique_email("lastused"), PASSWORD).await;
@@ -107,7 +107,7 @@ async fn sessions_report_last_use() {
     assert_eq!(after[0]["created_at"], before[0]["created_at"]);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn deleting_an_own_session_revokes_it() {
     let app = spawn_app().await;
     let email = unique_email("del-own");
@@ -145,7 +145,7 @@ async fn deleting_an_own_session_revokes_it() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn deleting_another_users_session_is_404_and_leaves_it_alone() {
     let app = spawn_app().await;
     let mallory = app.signup_ok(&unique_email("mallory"), PASSWORD).await;
@@ -163,7 +163,7 @@ async fn deleting_another_users_session_is_404_and_leaves_it_alone() {
     app.refresh_ok(refresh_of(&victim)).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn deleting_an_unknown_or_malformed_session_is_404() {
     let app = spawn_app().await;
     let tokens = app
@@ -178,7 +178,7 @@ async fn deleting_an_unknown_or_malformed_session_is_404() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn session_endpoints_need_a_token() {
     let app = spawn_app().await;
     let response = app.get("/v1/me/sessions").await;
@@ -190,7 +190,7 @@ async fn session_endpoints_need_a_token() {
     assert_invalid_token(response, false).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn password_change_revokes_other_families_and_returns_a_new_one() {
     let app = spawn_app().await;
     let email = unique_email("pwchange");
@@ -237,7 +237,7 @@ async fn password_change_revokes_other_families_and_returns_a_new_one() {
     app.login_ok(&email, OTHER_PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn password_change_with_a_wrong_current_password_is_401_and_changes_nothing() {
     let app = spawn_app().await;
     let email = unique_email("pw-wrong");
@@ -256,7 +256,7 @@ async fn password_change_with_a_wrong_current_password_is_401_and_changes_nothin
     app.login_ok(&email, PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn password_change_validates_the_new_password() {
     let app = spawn_app().await;
     let tokens = app.signup_ok(&unique_email("pw-policy"), PASSWORD).await;
@@ -287,7 +287,7 @@ async fn password_change_validates_the_new_password() {
     assert_invalid_token(response, false).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
     let app = spawn_app().await;
     let email = unique_email("delete-me");
@@ -331,7 +331,7 @@ async fn deleting_the_account_removes_the_user_and_kills_its_tokens() {
     assert_ne!(user_id_of(&again), user_id);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_deleted_account_leaves_no_trace_of_its_email() {
     let app = spawn_app().await;
     let email = unique_email("forget-me");
@@ -388,7 +388,7 @@ async fn a_deleted_account_leaves_no_trace_of_its_email() {
     assert!(sessions.is_empty(), "sessions left behind: {sessions:?}");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn deleting_the_account_needs_the_right_password() {
     let app = spawn_app().await;
     let email = unique_email("delete-wrong");
@@ -413,7 +413,7 @@ async fn deleting_the_account_needs_the_right_password() {
     app.login_ok(&email, PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn wrong_current_passwords_lock_the_session_not_the_login() {
     let app = spawn_app().await;
     let email = unique_email("pw-lock");
@@ -464,7 +464,7 @@ async fn wrong_current_passwords_lock_the_session_not_the_login() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn wrong_passwords_on_account_delete_count_towards_the_session_lockout() {
     let app = spawn_app().await;
     let email = unique_email("del-lock");
@@ -497,7 +497,7 @@ async fn wrong_passwords_on_account_delete_count_towards_the_session_lockout() {
     app.login_ok(&email, PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn sessions_leave_out_families_past_their_absolute_expiry() {
     let app = spawn_app().await;
     let email = unique_email("expired-family");

@@ -332,7 +332,10 @@ async fn logs_carry_colours_only_on_a_terminal_and_never_with_no_color() {
     };
     // Piped, as under systemd, Docker or `2>file`: plain text.
     let piped = run(None, false).await;
-    assert!(!piped.contains('\x1b'), "escape codes in piped logs:\n{piped:?}");
+    assert!(
+        !piped.contains('\x1b'),
+        "escape codes in piped logs:\n{piped:?}"
+    );
     // The server's own log file (the kit's `start` writes it) too.
     let dir = tempfile::tempdir().expect("tmp");
     let logs = Binary::in_dir(dir.path())
@@ -342,12 +345,21 @@ async fn logs_carry_colours_only_on_a_terminal_and_never_with_no_color() {
         .stop_and_collect()
         .await;
     assert!(logs.contains("gatehouse listening"), "{logs}");
-    assert!(!logs.contains('\x1b'), "escape codes in the log file:\n{logs:?}");
+    assert!(
+        !logs.contains('\x1b'),
+        "escape codes in the log file:\n{logs:?}"
+    );
     // A person at a terminal gets colours, unless they set NO_COLOR.
     let coloured = run(None, true).await;
-    assert!(coloured.contains('\x1b'), "no colours on a terminal:\n{coloured:?}");
+    assert!(
+        coloured.contains('\x1b'),
+        "no colours on a terminal:\n{coloured:?}"
+    );
     let plain = run(Some(("NO_COLOR", "1")), true).await;
-    assert!(!plain.contains('\x1b'), "colours despite NO_COLOR:\n{plain:?}");
+    assert!(
+        !plain.contains('\x1b'),
+        "colours despite NO_COLOR:\n{plain:?}"
+    );
 }
 
 /// Every entry of `dir`, by name, but SQLite's `-wal` and `-shm` side files, which come
@@ -377,7 +389,11 @@ async fn read_only_commands_create_neither_keys_nor_a_database() {
     ];
 
     // A fresh directory: each read says there is nothing yet, exits 1, creates nothing.
-    for args in reads.iter().copied().chain([&["backup", "--to", backup][..]]) {
+    for args in reads
+        .iter()
+        .copied()
+        .chain([&["backup", "--to", backup][..]])
+    {
         let (code, text) = binary.cli(args).await;
         assert_eq!(code, 1, "`{}`: {text}", args.join(" "));
         assert!(
@@ -386,7 +402,12 @@ async fn read_only_commands_create_neither_keys_nor_a_database() {
             args.join(" ")
         );
         assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
-        assert_eq!(entries(dir.path()), Vec::<String>::new(), "`{}`", args.join(" "));
+        assert_eq!(
+            entries(dir.path()),
+            Vec::<String>::new(),
+            "`{}`",
+            args.join(" ")
+        );
     }
     let (code, text) = binary.cli(&["keys", "list"]).await;
     assert_eq!(code, 1, "{text}");
@@ -395,7 +416,11 @@ async fn read_only_commands_create_neither_keys_nor_a_database() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("no keys directory yet"), "{text}");
     assert!(text.contains("# configuration OK"), "{text}");
-    assert_eq!(entries(dir.path()), Vec::<String>::new(), "keys list / config check");
+    assert_eq!(
+        entries(dir.path()),
+        Vec::<String>::new(),
+        "keys list / config check"
+    );
 
     // A database without keys (as `migrate` leaves it): reads answer, and still
     // generate no key and no refresh secret.

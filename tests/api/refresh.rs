@@ -51,7 +51,7 @@ fn unspent(chain: &[StoredToken]) -> usize {
     chain.iter().filter(|t| t.spent_at.is_none()).count()
 }
 
-#[tokio::test]
+#[both_backends]
 async fn refresh_rotates_the_token_within_the_same_family() {
     let app = spawn_app().await;
     let (email, tokens) = logged_in(&app).await;
@@ -91,7 +91,7 @@ async fn refresh_rotates_the_token_within_the_same_family() {
     assert_ne!(refresh_of(&again), refresh_of(&rotated));
 }
 
-#[tokio::test]
+#[both_backends]
 async fn refresh_with_an_unknown_token_is_401_invalid_refresh_token() {
     let app = spawn_app().await;
     logged_in(&app).await;
@@ -104,7 +104,7 @@ async fn refresh_with_an_unknown_token_is_401_invalid_refresh_token() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn refresh_with_a_missing_or_empty_token_is_400() {
     let app = spawn_app().await;
 
@@ -115,7 +115,7 @@ async fn refresh_with_a_missing_or_empty_token_is_400() {
     assert_validation_failed(response, &["refresh_token"]).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn an_access_token_is_not_a_refresh_token() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -123,7 +123,7 @@ async fn an_access_token_is_not_a_refresh_token() {
     assert_refresh_fails(&app, access_of(&tokens), "invalid_refresh_token").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn reuse_revokes_the_whole_family_including_the_newest_token() {
     let app = spawn_app().await;
     let (email, tokens) = logged_in(&app).await;
@@ -161,10 +161,13 @@ async fn reuse_revokes_the_whole_family_including_the_newest_token() {
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn replay_inside_the_grace_returns_the_same_child_and_a_fresh_access_token() {
     let app = spawn_app().await;
-    assert_eq!(app.settings.tokens.refresh_reuse_grace, Duration::from_secs(10));
+    assert_eq!(
+        app.settings.tokens.refresh_reuse_grace,
+        Duration::from_secs(10)
+    );
     let (_, tokens) = logged_in(&app).await;
     let r0 = refresh_of(&tokens).to_owned();
     let first = app.refresh_ok(&r0).await;
@@ -200,7 +203,7 @@ async fn replay_inside_the_grace_returns_the_same_child_and_a_fresh_access_token
     assert_eq!(sid_of(&next), sid_of(&tokens));
 }
 
-#[tokio::test]
+#[both_backends]
 async fn replay_after_the_child_was_used_is_reuse() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -213,7 +216,7 @@ async fn replay_after_the_child_was_used_is_reuse() {
     assert_refresh_fails(&app, refresh_of(&grandchild), "invalid_refresh_token").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn replay_after_the_grace_has_passed_is_reuse() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -227,7 +230,7 @@ async fn replay_after_the_grace_has_passed_is_reuse() {
     assert_refresh_fails(&app, refresh_of(&child), "invalid_refresh_token").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn with_the_grace_off_any_replay_is_reuse() {
     let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
     let (_, tokens) = logged_in(&app).await;
@@ -238,7 +241,7 @@ async fn with_the_grace_off_any_replay_is_reuse() {
     assert_refresh_fails(&app, refresh_of(&child), "invalid_refresh_token").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[both_backends(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refreshes_inside_the_grace_all_get_the_same_child() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -274,7 +277,7 @@ async fn concurrent_refreshes_inside_the_grace_all_get_the_same_child() {
     app.refresh_ok(&children[0]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[both_backends(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refreshes_with_the_grace_off_have_exactly_one_winner() {
     let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
     let (_, tokens) = logged_in(&app).await;
@@ -315,7 +318,7 @@ async fn concurrent_refreshes_with_the_grace_off_have_exactly_one_winner() {
     assert_refresh_fails(&app, &winners[0], "invalid_refresh_token").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn refresh_expires_after_12_hours_idle() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -331,7 +334,7 @@ async fn refresh_expires_after_12_hours_idle() {
     assert_refresh_fails(&app, refresh_of(&rotated), "invalid_refresh_token").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_family_ends_7_days_after_login_whatever_its_use() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -360,7 +363,7 @@ async fn a_family_ends_7_days_after_login_whatever_its_use() {
     assert_refresh_fails(&app, &current, "invalid_refresh_token").await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn refresh_tokens_are_stored_only_as_hashes() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -391,7 +394,7 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_family_never_has_two_unspent_tokens() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;
@@ -407,7 +410,7 @@ async fn a_family_never_has_two_unspent_tokens() {
     assert_eq!(newest.spent_at, None);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_revoked_family_stays_revoked_for_a_late_replay() {
     let app = spawn_app().await;
     let (_, tokens) = logged_in(&app).await;

@@ -18,7 +18,7 @@ async fn user(app: &TestApp, tag: &str) -> (String, Tokens) {
     (email, tokens)
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_logged_out_session_access_token_reads_and_revokes_nothing() {
     let app = spawn_app().await;
     let (email, old) = user(&app, "logout").await;
@@ -42,7 +42,7 @@ async fn a_logged_out_session_access_token_reads_and_revokes_nothing() {
     app.refresh_ok(refresh_of(&new)).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_password_change_ends_the_other_sessions_access_tokens_at_once() {
     let app = spawn_app().await;
     let (_, old) = user(&app, "pwchange").await;
@@ -71,7 +71,7 @@ async fn a_password_change_ends_the_other_sessions_access_tokens_at_once() {
     assert_eq!(app.get_me(access_of(&new)).await.status(), 200);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn reuse_detection_ends_the_family_access_tokens_at_once() {
     let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
     let (_, first) = user(&app, "reuse").await;
@@ -86,7 +86,7 @@ async fn reuse_detection_ends_the_family_access_tokens_at_once() {
     assert_invalid_token(app.get_me(access_of(&first)).await, true).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn an_admin_token_of_a_revoked_session_cannot_promote_anyone() {
     let app = spawn_app().await;
     let admin_email = unique_email("admin");
@@ -116,7 +116,7 @@ async fn an_admin_token_of_a_revoked_session_cannot_promote_anyone() {
     assert_eq!(me["role"], "user", "the revoked admin token promoted: {me}");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn an_access_token_outliving_its_family_is_refused() {
     let app = spawn_app_with(|s| {
         s.tokens.access_ttl = Duration::from_secs(15 * 60);
@@ -150,7 +150,7 @@ async fn hash_time(app: &TestApp, email: &str) -> Duration {
     started.elapsed()
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_login_verified_before_a_password_change_opens_no_session_after_it() {
     let app = spawn_app_with(slow_hashing).await;
     let (email, first) = user(&app, "race").await;
@@ -190,7 +190,7 @@ async fn a_login_verified_before_a_password_change_opens_no_session_after_it() {
     );
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_login_racing_account_deletion_gets_a_clean_401() {
     let app = spawn_app_with(slow_hashing).await;
     let (email, tokens) = user(&app, "deleted").await;
@@ -218,7 +218,7 @@ async fn a_login_racing_account_deletion_gets_a_clean_401() {
     .await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn strangers_wrong_logins_do_not_block_the_owners_password_change() {
     let app = spawn_app().await;
     let (email, tokens) = user(&app, "blocked").await;
@@ -241,7 +241,7 @@ async fn strangers_wrong_logins_do_not_block_the_owners_password_change() {
     expect_json(changed, StatusCode::OK).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn guessing_through_a_stolen_access_token_is_limited_without_blocking_the_owner() {
     let app = spawn_app().await;
     let (email, stolen) = user(&app, "guessing").await;

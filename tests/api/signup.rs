@@ -7,7 +7,7 @@ use crate::helpers::{
     jwt_claims, spawn_app, unique_email,
 };
 
-#[tokio::test]
+#[both_backends]
 async fn signup_returns_201_and_a_token_response() {
     let app = spawn_app().await;
     let email = unique_email("signup");
@@ -30,7 +30,7 @@ async fn signup_returns_201_and_a_token_response() {
     assert_eq!(claims["role"], "user");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_token_works_on_me() {
     let app = spawn_app().await;
     let email = unique_email("signup-me");
@@ -44,7 +44,7 @@ async fn signup_token_works_on_me() {
     assert_eq!(me["id"], tokens["user"]["id"]);
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_normalizes_the_email() {
     let app = spawn_app().await;
     let email = unique_email("Norm");
@@ -57,7 +57,7 @@ async fn signup_normalizes_the_email() {
     app.login_ok(&email.to_lowercase(), PASSWORD).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_with_a_taken_email_is_409_even_with_different_case() {
     let app = spawn_app().await;
     let email = unique_email("taken");
@@ -69,7 +69,7 @@ async fn signup_with_a_taken_email_is_409_even_with_different_case() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_rejects_passwords_that_break_the_policy() {
     let app = spawn_app().await;
     let cases = [
@@ -92,7 +92,7 @@ async fn signup_rejects_passwords_that_break_the_policy() {
     assert_validation_failed(response, &["password"]).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_accepts_passwords_at_the_length_bounds() {
     let app = spawn_app().await;
     let twelve = "Abcdefgh1!xy";
@@ -104,7 +104,7 @@ async fn signup_accepts_passwords_at_the_length_bounds() {
     app.signup_ok(&unique_email("len128"), &max).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_rejects_invalid_emails() {
     let app = spawn_app().await;
     let too_long = format!(
@@ -130,7 +130,7 @@ async fn signup_rejects_invalid_emails() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_accepts_an_email_of_254_characters() {
     let app = spawn_app().await;
     let email = format!(
@@ -147,7 +147,7 @@ async fn signup_accepts_an_email_of_254_characters() {
     assert_eq!(tokens["user"]["email"], email.as_str());
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_reports_every_failing_field_at_once() {
     let app = spawn_app().await;
 
@@ -166,7 +166,7 @@ async fn signup_reports_every_failing_field_at_once() {
     assert_validation_failed(response, &["password"]).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn signup_ignores_unknown_fields() {
     let app = spawn_app().await;
     let email = unique_email("extra");
@@ -184,7 +184,7 @@ async fn signup_ignores_unknown_fields() {
     assert_eq!(body["user"]["role"], "user");
 }
 
-#[tokio::test]
+#[both_backends]
 async fn the_password_hash_is_argon2id_and_never_returned() {
     let app = spawn_app().await;
     let email = unique_email("hash");

@@ -166,7 +166,10 @@ async fn rotations_replays_and_races_store_one_row_per_issued_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_refreshes_with_the_grace_off_store_at_most_one_child() {
-    let app = spawn_app_on(Backend::Sqlite, |s| s.tokens.refresh_reuse_grace = Duration::ZERO).await;
+    let app = spawn_app_on(Backend::Sqlite, |s| {
+        s.tokens.refresh_reuse_grace = Duration::ZERO
+    })
+    .await;
     let email = unique_email("rows-race");
     app.signup_ok(&email, PASSWORD).await;
     let tokens = app.login_ok(&email, PASSWORD).await;

@@ -102,7 +102,7 @@ fn attacker() -> Attacker {
     Attacker { key, n, kid }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_token_minted_with_the_service_key_is_accepted() {
     // The control for everything below: the minting code itself is right.
     let f = Fixture::new().await;
@@ -151,7 +151,7 @@ async fn a_tampered_payload_is_refused() {
     f.assert_refused("spliced signature", &spliced).await;
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_role_edited_to_admin_is_refused() {
     let f = Fixture::new().await;
     let real = f.real_token();
@@ -364,7 +364,7 @@ async fn tokens_missing_a_required_claim_are_refused() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_valid_signature_for_an_unknown_user_is_refused() {
     let f = Fixture::new().await;
     for sub in [Uuid::new_v4().to_string(), "not-a-uuid".to_owned()] {
@@ -435,7 +435,7 @@ async fn malformed_authorization_headers_are_refused() {
     }
 }
 
-#[tokio::test]
+#[both_backends]
 async fn a_real_access_token_expires_on_the_service_clock() {
     let f = Fixture::new().await;
     let token = f.real_token();

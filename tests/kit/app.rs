@@ -35,23 +35,45 @@ use super::process::Binary;
 /// The User-Agent every test request carries.
 pub const USER_AGENT: &str = "gatehouse-api-tests/1.0";
 
-/// The storage backend an app runs on. `GATEHOUSE_TEST_BACKEND` (`sqlite`, the default,
-/// or `postgres`) picks it for the whole suite, so CI runs the same tests once per
-/// backend; a test that is about one backend's files names it with [`spawn_app_on`].
+/// The storage backend an app runs on. A test of the HTTP suite that depends on storage
+/// runs once per backend (`#[both_backends]`, from `tests/macros`), with the backend in
+/// [`Backend::scope`]; any other test runs on what `GATEHOUSE_TEST_BACKEND` names
+/// (`sqlite`, the default, or `postgres`); a test that is about one backend's files names
+/// it with [`spawn_app_on`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
 }
 
+tokio::task_local! {
+    /// The backend of the `#[both_backends]` variant running in this task. A task-local rather than an environment variable: both variants of a
+    /// test run at the same time in one process.
+    static SCOPED: Backend;
+}
+
 impl Backend {
-    /// The suite's backend: PostgreSQL in a test binary whose name ends in `_postgres`
-    /// (`api_postgres`, the HTTP suite again, so `cargo test` covers both backends),
-    /// else what `GATEHOUSE_TEST_BACKEND` says (`sqlite`, the default, or `postgres`).
+    /// Runs `test` with `spawn_app()` (and everything else that asks [`Backend::from_env`])
+    /// on this backend: what `#[both_backends]` expands to.
+    pub async fn scope<F: std::future::Future>(self, test: F) -> F::Output {
+        SCOPED.scope(self, test).await
+    }
+
+    /// The backend of this test: its variant's in [`Backend::scope`], else what
+    /// `GATEHOUSE_TEST_BACKEND` says (`sqlite`, the default, or `postgres`).
     pub fn from_env() -> Self {
-        if env!("CARGO_CRATE_NAME").ends_with("_postgres") {
-            return Backend::Postgres;
+        if let Ok(backend) = SCOPED.try_with(|backend| *backend) {
+            return backend;
         }
+        // A task spawned by a per-backend test does not inherit the scope: an app started
+        // there would quietly run on the default backend, so refuse instead.
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or_default();
+        assert!(
+            !(test.ends_with("::postgres") || test.ends_with("::sqlite")),
+            "{test}: an app was started outside the test's backend scope (in a spawned task?); \
+             start it in the test's own task, or name its backend with spawn_app_on"
+        );
         match std::env::var("GATEHOUSE_TEST_BACKEND") {
             Err(std::env::VarError::NotPresent) => Backend::Sqlite,
             Ok(name) => match name.as_str() {
@@ -91,10 +113,11 @@ impl Backend {
     }
 }
 
-/// Where an app's rate limiter counts. `api_postgres` runs on Redis, the configuration of
-/// several replicas (PostgreSQL and Redis), so `cargo test` runs every rate-limit test on
-/// both stores; `GATEHOUSE_TEST_RATE_LIMIT_STORE` (`memory` or `redis`) picks it for any
-/// binary. An app on Redis counts under a key prefix of its own on the shared server.
+/// Where an app's rate limiter counts. An app asked for on PostgreSQL counts in Redis, the
+/// configuration of several replicas (PostgreSQL and Redis), one on SQLite in memory, so
+/// `#[both_backends]` runs every rate-limit test on both stores;
+/// `GATEHOUSE_TEST_RATE_LIMIT_STORE` (`memory` or `redis`) picks it for every test. An app
+/// on Redis counts under a key prefix of its own on the shared server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimiterStore {
     Memory,
@@ -102,25 +125,31 @@ pub enum LimiterStore {
 }
 
 impl LimiterStore {
+    /// The store for the current test's backend ([`Backend::from_env`]).
     pub fn from_env() -> Self {
+        Self::for_backend(Backend::from_env())
+    }
+
+    /// The store for an app asked for on `backend` (before `GATEHOUSE_TEST_POSTGRES=off`
+    /// moves it to SQLite: the variant keeps counting where its configuration would).
+    pub fn for_backend(backend: Backend) -> Self {
         match std::env::var("GATEHOUSE_TEST_RATE_LIMIT_STORE") {
             Ok(name) => match name.as_str() {
                 "memory" => LimiterStore::Memory,
                 "redis" => LimiterStore::Redis,
-                "" => Self::by_binary(),
+                "" => Self::by_backend(backend),
                 other => {
                     panic!("GATEHOUSE_TEST_RATE_LIMIT_STORE={other:?}: expected memory or redis")
                 }
             },
-            Err(_) => Self::by_binary(),
+            Err(_) => Self::by_backend(backend),
         }
     }
 
-    fn by_binary() -> Self {
-        if env!("CARGO_CRATE_NAME").ends_with("_postgres") {
-            LimiterStore::Redis
-        } else {
-            LimiterStore::Memory
+    fn by_backend(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => LimiterStore::Memory,
+            Backend::Postgres => LimiterStore::Redis,
         }
     }
 
@@ -166,6 +195,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// Spawns the app on `backend`, whatever `GATEHOUSE_TEST_BACKEND` says.
 pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("failed to create a temporary directory");
+    let limiter = LimiterStore::for_backend(backend);
     let (mut settings, database) = backend.settings(dir.path());
     // The backend the app really runs on (PostgreSQL falls back to SQLite when it is off).
     let backend = if database.is_some() {
@@ -173,7 +203,7 @@ pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings
     } else {
         Backend::Sqlite
     };
-    LimiterStore::from_env().apply(&mut settings);
+    limiter.apply(&mut settings);
     configure(&mut settings);
     let clock = ManualClock::starting_now();
     let (port, state) = start(&settings, &clock).await;
