@@ -23,7 +23,7 @@ enum Bucket {
     Login,
     Refresh,
     Logout,
-    /// Reads for GET, writes for everything else.
+    /// Reads for GET and HEAD, writes for everything else.
     ByMethod,
     /// As `ByMethod`, on a resource whose writes take the account's password.
     ByMethodPasswordWrites,
@@ -33,7 +33,9 @@ impl Bucket {
     /// The tier, and whether the request takes a password: those are refused while the
     /// shared store is down (see `OnStoreError`), since the limit is what bounds guessing.
     fn classify(self, method: &Method) -> (LimitTier, bool) {
-        let read = method == Method::GET;
+        // HEAD is a GET without the body: an uptime checker's probe is a read, and must
+        // not spend (or be refused by) the writes budget.
+        let read = method == Method::GET || method == Method::HEAD;
         match self {
             Bucket::Signup => (LimitTier::Signup, true),
             Bucket::Login => (LimitTier::Login, true),
@@ -233,6 +235,17 @@ mod tests {
         for raw in ["get", "FOO", "PROPFIND", "X-1"] {
             let m = Method::from_bytes(raw.as_bytes()).expect("a token");
             assert_eq!(method_label(&m), "other", "{raw}");
+        }
+    }
+
+    #[test]
+    fn head_spends_the_reads_budget_like_get() {
+        for bucket in [Bucket::ByMethod, Bucket::ByMethodPasswordWrites] {
+            assert_eq!(
+                bucket.classify(&Method::HEAD),
+                bucket.classify(&Method::GET)
+            );
+            assert_eq!(bucket.classify(&Method::HEAD), (LimitTier::Reads, false));
         }
     }
 }

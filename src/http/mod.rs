@@ -18,7 +18,7 @@ mod wellknown;
 use actix_web::error::QueryPayloadError;
 use actix_web::http::header;
 use actix_web::middleware::from_fn;
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, guard, web};
 use serde::Serialize;
 use validator::Validate;
 
@@ -70,18 +70,25 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move || async move { method_not_allowed(allow) }))
 }
 
+/// GET and HEAD on one handler (RFC 9110 §9.3.2: HEAD is GET without the body), so uptime
+/// checkers that probe with HEAD get the GET's status and headers instead of a 405. actix
+/// drops the body of a response to HEAD itself and keeps the GET's `Content-Length`.
+fn read() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// Every route of the contract.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(wellknown::jwks)))
+        .service(resource("/.well-known/jwks.json", "GET, HEAD").route(read().to(wellknown::jwks)))
         .service(
-            resource("/.well-known/openid-configuration", "GET")
-                .route(web::get().to(wellknown::openid_configuration)),
+            resource("/.well-known/openid-configuration", "GET, HEAD")
+                .route(read().to(wellknown::openid_configuration)),
         )
-        .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
-        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
-        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
+        .service(resource("/healthz", "GET, HEAD").route(read().to(health::healthz)))
+        .service(resource("/readyz", "GET, HEAD").route(read().to(health::readyz)))
+        .service(resource("/metrics", "GET, HEAD").route(read().to(health::metrics)))
         .service(
             resource("/v1/signup", "POST")
                 .wrap(from_fn(middleware::limit_signup))
@@ -103,15 +110,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(auth::logout)),
         )
         .service(
-            resource("/v1/me", "GET, DELETE")
+            resource("/v1/me", "GET, HEAD, DELETE")
                 .wrap(from_fn(middleware::limit_by_method_password_writes))
-                .route(web::get().to(me::me))
+                .route(read().to(me::me))
                 .route(web::delete().to(me::delete_account)),
         )
         .service(
-            resource("/v1/me/sessions", "GET")
+            resource("/v1/me/sessions", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(me::list_sessions)),
+                .route(read().to(me::list_sessions)),
         )
         .service(
             resource("/v1/me/sessions/{id}", "DELETE")
@@ -124,20 +131,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(me::change_password)),
         )
         .service(
-            resource("/v1/admin/users", "GET")
+            resource("/v1/admin/users", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(admin::find_users)),
+                .route(read().to(admin::find_users)),
         )
         .service(
-            resource("/v1/admin/users/{id}", "GET, PATCH")
+            resource("/v1/admin/users/{id}", "GET, HEAD, PATCH")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(admin::get_user))
+                .route(read().to(admin::get_user))
                 .route(web::patch().to(admin::update_user)),
         )
         .service(
-            resource("/v1/admin/users/{id}/sessions", "GET, DELETE")
+            resource("/v1/admin/users/{id}/sessions", "GET, HEAD, DELETE")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(admin::user_sessions))
+                .route(read().to(admin::user_sessions))
                 .route(web::delete().to(admin::revoke_user_sessions)),
         )
         .service(
@@ -146,34 +153,34 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(admin::revoke_family)),
         )
         .service(
-            resource("/v1/admin/audit", "GET")
+            resource("/v1/admin/audit", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(admin::audit)),
+                .route(read().to(admin::audit)),
         )
         .service(
-            resource("/v1/admin/keys", "GET")
+            resource("/v1/admin/keys", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(admin::keys)),
+                .route(read().to(admin::keys)),
         )
         .service(
-            resource("/v1/admin/stats", "GET")
+            resource("/v1/admin/stats", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(admin::stats)),
+                .route(read().to(admin::stats)),
         )
         .service(
-            resource("/admin", "GET")
+            resource("/admin", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(console::redirect)),
+                .route(read().to(console::redirect)),
         )
         .service(
-            resource("/admin/", "GET")
+            resource("/admin/", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(console::index)),
+                .route(read().to(console::index)),
         )
         .service(
-            resource("/admin/{file}", "GET")
+            resource("/admin/{file}", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
-                .route(web::get().to(console::file)),
+                .route(read().to(console::file)),
         )
         .default_service(web::to(not_found));
 }

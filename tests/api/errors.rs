@@ -219,9 +219,13 @@ async fn a_wrong_method_is_405_method_not_allowed() {
         (Method::GET, "/v1/signup", "POST"),
         (Method::GET, "/v1/login", "POST"),
         (Method::PUT, "/v1/refresh", "POST"),
-        (Method::POST, "/.well-known/jwks.json", "GET"),
-        (Method::PUT, "/v1/me", "GET, DELETE"),
-        (Method::POST, "/v1/admin/users/x/sessions", "GET, DELETE"),
+        (Method::POST, "/.well-known/jwks.json", "GET, HEAD"),
+        (Method::PUT, "/v1/me", "GET, HEAD, DELETE"),
+        (
+            Method::POST,
+            "/v1/admin/users/x/sessions",
+            "GET, HEAD, DELETE",
+        ),
     ] {
         let response = app
             .api_client

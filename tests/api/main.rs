@@ -23,6 +23,7 @@ mod console;
 mod db_keys;
 mod edges;
 mod errors;
+mod head;
 mod health;
 mod helpers;
 mod hygiene;
