@@ -98,8 +98,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Generate an RSA-2048 key. It is published at once and signs after `keys rotate`
-    /// (the first key signs at once). On PostgreSQL it is stored in the database.
+    /// Generate an RSA-2048 key. Running servers publish it within the keys reload interval
+    /// (SIGHUP: at once); it signs after `keys rotate` (the first key signs at once). On PostgreSQL it is stored in the database.
     Generate,
     /// List the keys: kid, stage, size, file (or name in the database).
     List,
@@ -455,9 +455,19 @@ fn keys_tool(settings: &Settings, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Import { from, replace } => import_keys(settings, &from, replace)?,
         KeysCommand::Generate => {
             let generated = source()?.generate(now).map_err(user_error)?;
+            // Servers publish a key the CLI made at their next reload, not when it is
+            // written: every replica reads the database (PostgreSQL), the one server reads
+            // the keys directory (SQLite), each on its own interval or at once on SIGHUP.
+            // Saying "published now" invited a rotation before every server had it.
             let stage = match generated.stage {
-                Stage::Current => "current: it signs now",
-                _ => "next: published now; run `gatehouse keys rotate` once caches hold it",
+                Stage::Current => "current: it signs now".to_owned(),
+                _ => format!(
+                    "next: running servers publish it within {}s (GATEHOUSE_KEYS_RELOAD_INTERVAL; \
+                     SIGHUP: at once); `gatehouse keys rotate` is accepted {}s from now, once \
+                     verifiers' caches hold it too",
+                    settings.server.keys_reload_interval.as_secs(),
+                    timing.publish_before_signing
+                ),
             };
             println!(
                 "generated {} kid={} ({stage})",

@@ -213,7 +213,10 @@ async fn replicas_share_one_ring_through_the_database_and_rotate_together() {
 
     // A next key made by the CLI: A publishes it by itself, B on SIGHUP.
     let out = a_bin.cli_ok(&["keys", "generate"], None).await;
-    assert!(out.contains("next: published now"), "{out}");
+    assert!(
+        out.contains("next: running servers publish it within"),
+        "{out}"
+    );
     assert!(out.contains("in the database"), "{out}");
     let set_a = until_jwks(&a, "A after generate", |k| k.len() == 2).await;
     let next = jwks_kids(&set_a)

@@ -141,3 +141,23 @@ async fn a_generated_next_key_is_published_before_it_signs() {
         "a next key must not sign before `keys rotate`"
     );
 }
+
+#[both_backends]
+async fn keys_generate_says_servers_publish_the_next_key_within_the_reload_interval() {
+    // A running server publishes a key the CLI made at its next reload, not at once: the
+    // message must say so, naming the setting and its value, or an operator rotates
+    // before every replica (or the one SQLite server) publishes the key.
+    let app = spawn_app().await;
+
+    let out = app
+        .binary()
+        .with("GATEHOUSE_KEYS_RELOAD_INTERVAL", "45")
+        .cli_ok(&["keys", "generate"], None)
+        .await;
+
+    assert!(out.contains("next:"), "{out}");
+    assert!(!out.contains("published now"), "{out}");
+    for wanted in ["within 45s", "GATEHOUSE_KEYS_RELOAD_INTERVAL", "SIGHUP"] {
+        assert!(out.contains(wanted), "{wanted:?} missing: {out}");
+    }
+}
