@@ -244,6 +244,12 @@ pub fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> Result<(), Failure> {
     crate::memory::limit_malloc_arenas();
+    // Once, at start: the process's environment does not change while it runs.
+    for warning in
+        Settings::unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+    {
+        tracing::warn!("{warning}");
+    }
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)
             .await
@@ -298,7 +304,10 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
                     Err(e) => return Err(Failure::User(format!("keys: {e:#}"))),
                 },
             }
-            for warning in settings.warnings() {
+            let unknown = Settings::unknown_variables(
+                std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+            );
+            for warning in unknown.iter().chain(&settings.warnings()) {
                 println!("# warning: {warning}");
             }
             if let Some(url) = &settings.rate_limits.store {

@@ -115,3 +115,22 @@ async fn config_check_proves_the_kek_opens_the_keys_a_server_stored() {
     let (code, text) = other.cli(&["serve"]).await;
     assert_eq!(code, 1, "serve agrees: {text}");
 }
+
+#[tokio::test]
+async fn config_check_and_serve_warn_about_an_unknown_gatehouse_variable() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let binary = Binary::in_dir(dir.path()).with("GATEHOUSE_ACESS_TTL", "5m");
+    let (code, text) = binary.cli(&["config", "check"]).await;
+    assert_eq!(code, 0, "a warning, not an error: {text}");
+    assert!(
+        text.contains("# warning: GATEHOUSE_ACESS_TTL is not a gatehouse setting and is ignored: did you mean GATEHOUSE_ACCESS_TTL?"),
+        "{text}"
+    );
+    let log = binary.start().await.stop_and_collect().await;
+    assert_eq!(
+        log.matches("GATEHOUSE_ACESS_TTL is not a gatehouse setting")
+            .count(),
+        1,
+        "logged once at start: {log}"
+    );
+}
