@@ -10,7 +10,6 @@ use crate::clock::SystemClock;
 use crate::config::{Database, Settings};
 use crate::crypto::keys;
 use crate::crypto::lifecycle::Stage;
-use crate::crypto::sealing::KeyEncryptionKey;
 use crate::domain::{AuditKind, Email, FamilyId, NewPassword, Role, UserId};
 use crate::service::admin::{self, Actor};
 use crate::service::keystore::DatabaseKeyStore;
@@ -245,6 +244,12 @@ pub fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> Result<(), Failure> {
     crate::memory::limit_malloc_arenas();
+    // Once, at start: the process's environment does not change while it runs.
+    for warning in
+        Settings::unknown_variables(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+    {
+        tracing::warn!("{warning}");
+    }
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)
             .await
@@ -277,19 +282,17 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
+            // Before the values, so that a failure is the one line it prints.
+            let database = check_database(&settings)?;
             for (key, value) in settings.describe() {
                 println!("{key}={value}");
             }
+            for line in database {
+                println!("{line}");
+            }
             let keys_dir = &settings.server.keys_dir;
             match &settings.storage.key_encryption_key_file {
-                Some(kek) if settings.storage.database.postgres_url().is_some() => {
-                    KeyEncryptionKey::load(kek)
-                        .map_err(|e| Failure::User(format!("keys: {e:#}")))?;
-                    println!(
-                        "# signing keys and the refresh secret live in the database, sealed \
-                         under the key-encryption key (32 bytes, private)"
-                    );
-                }
+                Some(_) if settings.storage.database.postgres_url().is_some() => {}
                 _ if !keys_dir.exists() => {
                     println!("# no keys directory yet: `serve` will create it and a signing key")
                 }
@@ -301,7 +304,10 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
                     Err(e) => return Err(Failure::User(format!("keys: {e:#}"))),
                 },
             }
-            for warning in settings.warnings() {
+            let unknown = Settings::unknown_variables(
+                std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+            );
+            for warning in unknown.iter().chain(&settings.warnings()) {
                 println!("# warning: {warning}");
             }
             if let Some(url) = &settings.rate_limits.store {
@@ -376,6 +382,69 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
             admin_tool(&settings, Change::Revoke { family, user })
         }
     }
+}
+
+/// `config check`'s part about the database, as the lines to print: what `serve` would
+/// find there, read only
+/// (a check creates no file, migrates nothing and stores no key), so that "OK" means
+/// the start would get past the database and the keys stored in it.
+fn check_database(settings: &Settings) -> Result<Vec<String>, Failure> {
+    let mut found = Vec::new();
+    match &settings.storage.database {
+        Database::Sqlite(path) => {
+            crate::storage::sqlite::SqliteStore::probe(path)
+                .map_err(|e| Failure::User(format!("database: {e:#}")))?;
+            if path.exists() {
+                found.push(format!(
+                    "# SQLite database {} opens for writing",
+                    path.display()
+                ));
+            } else {
+                found.push(format!(
+                    "# no SQLite database at {} yet: `serve` will create it",
+                    path.display()
+                ));
+            }
+        }
+        Database::Postgres(url) => {
+            // `validate` refuses PostgreSQL without a KEK file, so this never fails.
+            let Some(kek) = settings.storage.key_encryption_key_file.as_deref() else {
+                return Err(Failure::User(
+                    "GATEHOUSE_KEY_ENCRYPTION_KEY_FILE is required on PostgreSQL".into(),
+                ));
+            };
+            let checked = DatabaseKeyStore::check(
+                url,
+                settings.storage.db_connect_timeout,
+                settings.storage.db_start_timeout,
+                kek,
+            )
+            .map_err(|e| Failure::User(format!("database: {e:#}")))?;
+            let schema = if checked.schema < checked.latest {
+                format!(
+                    "schema {} (`serve` migrates it to {})",
+                    checked.schema, checked.latest
+                )
+            } else {
+                format!("schema {}", checked.schema)
+            };
+            found.push(format!("# PostgreSQL {url}: connected, {schema}, writable"));
+            if checked.keys_stored {
+                found.push(
+                    "# signing keys and the refresh secret live in the database, sealed \
+                     under the key-encryption key, which opens them"
+                        .into(),
+                );
+            } else {
+                found.push(
+                    "# no keys in the database yet: the first `serve` generates them and \
+                     seals them under the key-encryption key (32 bytes, private)"
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn migrate_data(

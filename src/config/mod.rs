@@ -225,6 +225,39 @@ impl Settings {
             .collect()
     }
 
+    /// One warning per `GATEHOUSE_*` name in `names` that no setting reads, with the
+    /// declared name it is closest to when it looks like a typo of one. A warning, not
+    /// an error like an unknown key in the file: other tools may share the prefix in
+    /// the same environment, but `GATEHOUSE_ACESS_TTL=5m` must not pass unnoticed while
+    /// the default stays in force.
+    pub fn unknown_variables(names: impl IntoIterator<Item = String>) -> Vec<String> {
+        // Read before the settings (by clap and the log setup), so not declared here.
+        const OTHERS: [&str; 2] = ["GATEHOUSE_CONFIG", "GATEHOUSE_LOG_FORMAT"];
+        let mut unknown: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.starts_with("GATEHOUSE_"))
+            .filter(|n| !OTHERS.contains(&n.as_str()) && !settings().any(|s| s.env == n))
+            .collect();
+        unknown.sort();
+        unknown
+            .into_iter()
+            .map(|name| {
+                let near = settings()
+                    .map(|s| s.env)
+                    .chain(OTHERS)
+                    .map(|known| (edit_distance(&name, known), known))
+                    .min()
+                    .filter(|(d, _)| *d <= 2);
+                match near {
+                    Some((_, known)) => format!(
+                        "{name} is not a gatehouse setting and is ignored: did you mean {known}?"
+                    ),
+                    None => format!("{name} is not a gatehouse setting and is ignored"),
+                }
+            })
+            .collect()
+    }
+
     /// The store to open, from `GATEHOUSE_DATABASE` and the settings of its backend.
     pub fn database_settings(&self) -> DatabaseSettings {
         self.storage.database_settings()
@@ -252,4 +285,22 @@ impl Settings {
     pub fn refresh_secret_path(&self) -> PathBuf {
         self.server.keys_dir.join("refresh.secret")
     }
+}
+
+/// Levenshtein distance, for "did you mean" (names are short ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }

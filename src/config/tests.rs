@@ -458,3 +458,27 @@ fn the_k8s_configmap_names_only_declared_settings() {
         }
     }
 }
+
+#[test]
+fn an_unknown_gatehouse_variable_is_named_with_the_closest_setting() {
+    let names = [
+        "GATEHOUSE_ACESS_TTL",
+        "GATEHOUSE_ACCESS_TTL",
+        "GATEHOUSE_CONFIG",
+        "GATEHOUSE_LOG_FORMAT",
+        "GATEHOUSE_SOMETHING_ELSE",
+        "PATH",
+    ]
+    .map(String::from);
+    let warnings = Settings::unknown_variables(names);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("GATEHOUSE_ACESS_TTL ")
+            && warnings[0].ends_with("did you mean GATEHOUSE_ACCESS_TTL?"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("GATEHOUSE_SOMETHING_ELSE ") && !warnings[1].contains("mean"),
+        "{warnings:?}"
+    );
+}

@@ -15,7 +15,7 @@ use crate::crypto::lifecycle::{self, HandPlaced, KeyRecord, Lifecycle, Stage, Ti
 use crate::crypto::refresh::RefreshSecret;
 use crate::crypto::sealing::KeyEncryptionKey;
 use crate::storage::keystore::{self as sealed, KeyChanges, KeyRow, SealedKeyStore};
-use crate::storage::postgres::PostgresUrl;
+use crate::storage::postgres::{self, PostgresUrl};
 
 const REFRESH: &str = "refresh";
 const KEK_CHECK: &str = "kek-check";
@@ -38,6 +38,17 @@ fn secret_label(purpose: &str) -> String {
 pub struct DatabaseKeyStore {
     rows: Box<dyn SealedKeyStore>,
     kek: KeyEncryptionKey,
+}
+
+/// What [`DatabaseKeyStore::check`] found.
+#[derive(Debug)]
+pub struct Checked {
+    /// The schema version, and the one `serve` migrates to.
+    pub schema: i64,
+    pub latest: i64,
+    /// A server started on this database before: its keys are sealed under the KEK
+    /// that opened the check value.
+    pub keys_stored: bool,
 }
 
 /// What `keys import` moved in.
@@ -65,6 +76,27 @@ impl DatabaseKeyStore {
         let check = rows.secret_or_insert(KEK_CHECK, &kek.check_value()?)?;
         anyhow::ensure!(kek.opens_check_value(&check), "{WRONG_KEK}");
         Ok(Self { rows, kek })
+    }
+
+    /// What `config check` proves without changing the database: it answers, takes the
+    /// credentials, can be migrated and written (see [`postgres::probe`]), and the KEK
+    /// in `kek_file` opens the check value the first server stored, if one did.
+    pub fn check(
+        url: &PostgresUrl,
+        connect_timeout: Duration,
+        start_timeout: Duration,
+        kek_file: &Path,
+    ) -> anyhow::Result<Checked> {
+        let kek = KeyEncryptionKey::load(kek_file)?;
+        let probe = postgres::probe(url, connect_timeout, start_timeout, KEK_CHECK)?;
+        if let Some(check) = &probe.secret {
+            anyhow::ensure!(kek.opens_check_value(check), "{WRONG_KEK}");
+        }
+        Ok(Checked {
+            schema: probe.schema,
+            latest: probe.latest,
+            keys_stored: probe.secret.is_some(),
+        })
     }
 
     fn seal_key(&self, key: &SigningKey) -> anyhow::Result<Vec<u8>> {

@@ -18,6 +18,8 @@ mod admin_views;
 mod attacks;
 mod audit;
 mod backends;
+// `config check` says OK only where `serve` would start.
+mod config_check;
 mod console;
 // PostgreSQL alone: keys and the refresh secret in the database.
 mod db_keys;

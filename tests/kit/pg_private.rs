@@ -138,6 +138,20 @@ impl PrivatePostgres {
         self.run("pg_ctl", &["stop", "-w", "-m", mode, "-D", &data]);
     }
 
+    /// Roles other than `postgres` must give a password over TCP (SCRAM), so a test can
+    /// see a wrong one refused; `postgres` stays trusted for the kit's own connections.
+    /// initdb's `--auth=trust` would take any password.
+    pub fn require_passwords(&self) {
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all postgres trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write pg_hba.conf");
+        self.sql("SELECT pg_reload_conf()");
+    }
+
     /// One SQL batch on a fresh admin connection (off any async runtime).
     pub fn sql(&self, sql: &str) {
         let url = self.url();

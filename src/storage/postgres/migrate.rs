@@ -79,7 +79,7 @@ pub(super) fn current(conn: &mut Client) -> Result<i64, StoreError> {
     read(conn).map(i64::from).map_err(map_err)
 }
 
-fn newer(current: i32, known: i32) -> StoreError {
+pub(super) fn newer(current: i32, known: i32) -> StoreError {
     StoreError::internal(format!(
         "the database is at schema {current}, newer than this gatehouse knows ({known}): \
          run the newer gatehouse, or restore a backup taken before it migrated"

@@ -16,6 +16,7 @@ pub mod keys;
 mod lockout;
 mod migrate;
 mod pool;
+mod probe;
 mod statements;
 pub mod url;
 
@@ -32,6 +33,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::*;
 use crate::domain::{Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 use families::UserCheck;
+pub use probe::{Probe, probe};
 pub use url::{PostgresUrl, TlsMode};
 
 use pool::{Check, Manager, Reachability};
@@ -88,19 +90,9 @@ impl PgStore {
         connect_timeout: Duration,
         start_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let mut config = url.config().clone();
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(connect_timeout);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("gatehouse");
-        }
-        let inner = PostgresConnectionManager::new(config, url.connector()?);
         let reach = Arc::new(Reachability::default());
-        let manager = Manager::new(inner, reach.clone());
-        wait_for_server(&manager, url, start_timeout)
-            .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
+        let manager = manager(url, connect_timeout, reach.clone())?;
+        first_connection(&manager, url, start_timeout)?;
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(1))
@@ -250,19 +242,47 @@ impl PgStore {
     }
 }
 
+/// The connection manager for `url`: its connect timeout and application name unless
+/// the URL sets them.
+fn manager(
+    url: &PostgresUrl,
+    connect_timeout: Duration,
+    reach: Arc<Reachability>,
+) -> anyhow::Result<Manager> {
+    let mut config = url.config().clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("gatehouse");
+    }
+    let inner = PostgresConnectionManager::new(config, url.connector()?);
+    Ok(Manager::new(inner, reach))
+}
+
+/// [`wait_for_server`], naming the server in the error.
+fn first_connection(
+    manager: &Manager,
+    url: &PostgresUrl,
+    start_timeout: Duration,
+) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    wait_for_server(manager, url, start_timeout)
+        .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
+}
+
 /// The first connection, retried while the server cannot be reached and `start_timeout`
 /// lasts; every other failure is final at once.
 fn wait_for_server(
     manager: &Manager,
     url: &PostgresUrl,
     start_timeout: Duration,
-) -> anyhow::Result<()> {
-    use r2d2::ManageConnection as _;
+) -> anyhow::Result<Client> {
     let deadline = Instant::now() + start_timeout;
     let mut pause = Duration::from_millis(250);
     loop {
-        let error = match manager.connect() {
-            Ok(_) => return Ok(()),
+        let error = match manager.connect_unrecorded() {
+            Ok(client) => return Ok(client),
             Err(e) => e,
         };
         let left = deadline.saturating_duration_since(Instant::now());

@@ -38,19 +38,7 @@ impl ManageConnection for Manager {
     type Error = ::postgres::Error;
 
     fn connect(&self) -> Result<Client, Self::Error> {
-        let result = self.inner.connect().and_then(|mut client| {
-            // The rules' single statements rely on READ COMMITTED's re-check of a row
-            // that a concurrent writer changed (a second claim of a token matches
-            // nothing). A role or database default of REPEATABLE READ or SERIALIZABLE
-            // would turn that into serialization failures, retried but capped: this
-            // session runs at the level the code assumes, whatever the defaults. The
-            // multi-statement transactions also name it in their BEGIN, which a
-            // transaction-pooling proxy cannot lose.
-            client.batch_execute(
-                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            )?;
-            Ok(client)
-        });
+        let result = self.connect_unrecorded();
         self.reach.record(&result);
         result
     }
@@ -62,6 +50,28 @@ impl ManageConnection for Manager {
 
     fn has_broken(&self, client: &mut Client) -> bool {
         client.is_closed()
+    }
+}
+
+impl Manager {
+    /// A connection, without telling [`Reachability`]: for the first connection at start,
+    /// whose failure is reported (and, when final, ends the start) by its caller. Its
+    /// "refuses connections, retrying in the background" would be wrong there: nothing
+    /// retries a wrong password, and nothing runs in the background yet.
+    pub(super) fn connect_unrecorded(&self) -> Result<Client, ::postgres::Error> {
+        self.inner.connect().and_then(|mut client| {
+            // The rules' single statements rely on READ COMMITTED's re-check of a row
+            // that a concurrent writer changed (a second claim of a token matches
+            // nothing). A role or database default of REPEATABLE READ or SERIALIZABLE
+            // would turn that into serialization failures, retried but capped: this
+            // session runs at the level the code assumes, whatever the defaults. The
+            // multi-statement transactions also name it in their BEGIN, which a
+            // transaction-pooling proxy cannot lose.
+            client.batch_execute(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            )?;
+            Ok(client)
+        })
     }
 }
 
