@@ -55,6 +55,14 @@ def common_rules(objects):
     def probe(name):
         return app.get(name, {}).get("httpGet", {}).get("path")
 
+    # What reaches gatehouse from outside the cluster: a Service other than ClusterIP
+    # publishes every path (the admin console /admin/, /metrics), and an Ingress may
+    # route only the public ones, as deploy/nginx/gatehouse.conf does.
+    public_paths = {"/v1", "/v1/", "/.well-known", "/.well-known/"}
+    services = [d for _, d in objects.get("Service", [])]
+    routed = [p.get("path", "/") for _, d in objects.get("Ingress", [])
+              for r in d["spec"].get("rules", []) for p in r.get("http", {}).get("paths", [])]
+
     return [
         ("the pod runs as non-root uid 10001, and no container overrides it",
          pod_sc.get("runAsNonRoot") is True and pod_sc.get("runAsUser") == 10001
@@ -67,6 +75,13 @@ def common_rules(objects):
          probe("livenessProbe") == "/healthz" and probe("readinessProbe") == "/readyz",
          "/readyz fails while the database is unwritable: as liveness it would restart a pod that only "
          "needs to leave the rotation"),
+        ("nothing public but /v1/ and /.well-known/: every Service is ClusterIP, every Ingress path public",
+         bool(services) and all(d["spec"].get("type", "ClusterIP") == "ClusterIP"
+                                and not d["spec"].get("externalIPs") for d in services)
+         and all(p in public_paths for p in routed)
+         and not any(d["spec"].get("defaultBackend") for _, d in objects.get("Ingress", [])),
+         "a LoadBalancer or NodePort Service, or an Ingress routing `/`, publishes the admin console "
+         "(/admin/) and /metrics to anyone; route the console only from an allowlisted network"),
         ("the example Secrets hold placeholders, are named *-example, and kustomize leaves them out",
          all(d["metadata"]["name"].endswith("-example")
              and all("PLACEHOLDER" in str(v) for v in d.get("stringData", {}).values())
@@ -141,7 +156,7 @@ def replica_rules(objects):
          and all(database_from_secret(c) for c in inits if c.get("args") == ["migrate"]),
          "the URL holds the database password, which a ConfigMap would show to anyone who can read it"),
         ("rate limits are shared in Redis",
-         config.get("GATEHOUSE_RATE_LIMIT_STORE", "").startswith("redis://"),
+         config.get("GATEHOUSE_RATE_LIMIT_STORE", "").startswith(("redis://", "rediss://")),
          "in memory each replica would allow the configured rate by itself: N replicas, N times the limit"),
         ("the KEK comes from Secret gatehouse-kek via an init container, into a read-only in-memory mount",
          len(kek_secret) == 1 and not mounts(app) & kek_secret
