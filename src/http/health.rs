@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::limiter::RateLimiters;
+use crate::domain::error_chain;
 use crate::metrics::Gauges;
 use crate::service::AppState;
 
@@ -32,7 +33,19 @@ pub async fn readyz(
             "status": "ready",
             "rate_limit_store": store.as_str(),
         }))),
-        _ => Err(ApiError::unavailable()),
+        // Each failed check is logged with its cause (the SQLSTATE and the server's
+        // message on PostgreSQL): "not ready" alone sends an operator guessing.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %error_chain(&e), "not ready");
+            Err(ApiError::unavailable())
+        }
+        Err(_) => {
+            tracing::warn!(
+                "not ready: the database did not answer within {} s",
+                READY_TIMEOUT.as_secs()
+            );
+            Err(ApiError::unavailable())
+        }
     }
 }
 

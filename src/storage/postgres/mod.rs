@@ -145,8 +145,15 @@ impl PgStore {
             } else {
                 pool.get()
             };
-            let mut conn =
-                got.map_err(|e| StoreError::unavailable_because("no database connection", e))?;
+            let mut conn = got.map_err(|e| match self.reach.why() {
+                // The pool's error holds only the driver's top line: the cause is the
+                // server's own answer to the last attempt.
+                Some(why) => StoreError::unavailable_because(
+                    "no database connection",
+                    format!("{e}; the last attempt: {why}"),
+                ),
+                None => StoreError::unavailable_because("no database connection", e),
+            })?;
             match pool::check(&mut conn, self.connect_timeout) {
                 Check::Usable => return Ok(conn),
                 Check::Stale => continue,
@@ -369,6 +376,13 @@ fn classify(e: &::postgres::Error) -> Class {
 fn map_err(e: ::postgres::Error) -> StoreError {
     match classify(&e) {
         Class::EmailTaken => StoreError::EmailTaken,
+        Class::Connection if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => {
+            StoreError::unavailable_because(
+                "PostgreSQL is read-only (a standby not promoted, or \
+                 default_transaction_read_only)",
+                cause(e),
+            )
+        }
         Class::Connection => {
             StoreError::unavailable_because("PostgreSQL cannot be reached", cause(e))
         }
@@ -401,6 +415,20 @@ fn cause(e: ::postgres::Error) -> Cause {
             message: db.message().to_owned(),
         }),
         None => Box::new(e),
+    }
+}
+
+/// `e` in one line for a log: the server's SQLSTATE and message when it answered, else
+/// the driver's words and each cause (`connection refused`, a TLS failure), which the
+/// driver's own `Display` leaves out.
+fn describe(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => DriverError {
+            code: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+        }
+        .to_string(),
+        None => crate::domain::error_chain(e),
     }
 }
 
@@ -490,14 +518,26 @@ impl PgStore {
 /// Each method is one call of a table module, on a connection the way it needs it:
 /// `read` (retried once on a lost connection), `write` (one statement) or `transaction`.
 impl Store for PgStore {
+    /// Ready only on a server that takes writes: reads would work on a standby or a
+    /// read-only database, but every login and refresh writes, so a replica that says
+    /// ready there draws traffic it can only answer with 503.
     fn ping(&self) -> Result<(), StoreError> {
-        let standby: bool = self
-            .read(|c| c.query_typed_one("SELECT pg_is_in_recovery()", &[]))
-            .and_then(|r| col(&r, 0))?;
+        let row = self.read(|c| {
+            c.query_typed_one(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+                &[],
+            )
+        })?;
+        let (standby, read_only): (bool, bool) = (col(&row, 0)?, col(&row, 1)?);
         if standby {
-            // Reads would work, but every login and refresh writes.
             return Err(StoreError::unavailable(
-                "the database is a read-only standby",
+                "the database is a standby not promoted (pg_is_in_recovery): it takes no writes",
+            ));
+        }
+        if read_only {
+            return Err(StoreError::unavailable(
+                "the database takes no writes (transaction_read_only is on: \
+                 default_transaction_read_only on the database or role)",
             ));
         }
         Ok(())

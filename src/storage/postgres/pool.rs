@@ -12,6 +12,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use ::postgres::Client;
@@ -117,6 +119,10 @@ pub(super) fn check(conn: &mut PooledConnection<Manager>, timeout: Duration) -> 
 #[derive(Default)]
 pub(super) struct Reachability {
     refused: AtomicBool,
+    /// Why the latest attempt failed, in words an operator can act on. r2d2 keeps only
+    /// the driver's top line ("db error", "error connecting to server"), which drops
+    /// the SQLSTATE and the server's message.
+    why: Mutex<Option<String>>,
 }
 
 impl Reachability {
@@ -125,19 +131,27 @@ impl Reachability {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Why the latest attempt failed, while none succeeded since.
+    pub(super) fn why(&self) -> Option<String> {
+        self.why.lock().clone()
+    }
+
     /// Logs the changes only: the pool retries in the background, and an outage must
     /// not write a line per attempt.
     fn record(&self, result: &Result<Client, ::postgres::Error>) {
         match result {
             Ok(_) => {
+                *self.why.lock() = None;
                 if self.refused.swap(false, Ordering::Relaxed) {
                     tracing::warn!("PostgreSQL accepts connections again");
                 }
             }
             Err(e) => {
+                let why = super::describe(e);
+                *self.why.lock() = Some(why.clone());
                 if !self.refused.swap(true, Ordering::Relaxed) {
                     tracing::error!(
-                        error = %e,
+                        error = %why,
                         "PostgreSQL refuses connections: requests that need it answer 503 \
                          until it is back (retrying in the background)"
                     );
