@@ -22,6 +22,7 @@ pub mod contract;
 pub mod jwt;
 pub mod password;
 pub mod pg_private;
+pub mod pg_relay;
 pub mod pgdb;
 pub mod ports;
 pub mod process;

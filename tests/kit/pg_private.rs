@@ -25,27 +25,7 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// `initdb` and start. `settings` are `-c name=value` server settings.
     pub fn start(settings: &[&str]) -> Self {
-        let bin = binaries();
-        let dir = tempfile::Builder::new()
-            .prefix("gatehouse-pg-")
-            .tempdir()
-            .expect("temp dir");
-        let run_as = if unsafe { libc::geteuid() } == 0 {
-            Some("postgres")
-        } else {
-            None
-        };
-        if let Some(user) = run_as {
-            give_to(dir.path(), user);
-        }
-        let data = dir.path().join("data");
-        let mut server = Self {
-            bin,
-            dir,
-            data,
-            port: 0,
-            run_as,
-        };
+        let server = Self::unstarted();
         let data = server.data.to_str().expect("utf-8 temp path").to_owned();
         server.run(
             "initdb",
@@ -67,20 +47,95 @@ impl PrivatePostgres {
             conf.push_str(s);
             conf.push('\n');
         }
-        let conf_path = server.data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
-        text.push_str(&conf);
-        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        server.append_conf("postgresql.conf", &conf);
+        server.start_on_a_free_port()
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started, known to the
+    /// primary as `name` (what `synchronous_standby_names` lists). Once promoted it
+    /// waits for no standby of its own, whatever the primary's settings said.
+    pub fn standby_of(primary: &PrivatePostgres, name: &str) -> Self {
+        let server = Self::unstarted();
+        let data = server.data.to_str().expect("utf-8 temp path").to_owned();
+        let port = primary.port.to_string();
+        server.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        // Later lines of the file win over what -R wrote.
+        server.append_conf(
+            "postgresql.auto.conf",
+            &format!(
+                "primary_conninfo = 'host=127.0.0.1 port={port} user=postgres \
+                 application_name={name}'\nsynchronous_standby_names = ''\n"
+            ),
+        );
+        server.start_on_a_free_port()
+    }
+
+    /// A temp dir the server's OS user owns, nothing in it yet.
+    fn unstarted() -> Self {
+        let bin = binaries();
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let run_as = if unsafe { libc::geteuid() } == 0 {
+            Some("postgres")
+        } else {
+            None
+        };
+        if let Some(user) = run_as {
+            give_to(dir.path(), user);
+        }
+        let data = dir.path().join("data");
+        Self {
+            bin,
+            dir,
+            data,
+            port: 0,
+            run_as,
+        }
+    }
+
+    fn append_conf(&self, file: &str, lines: &str) {
+        let path = self.data.join(file);
+        let mut text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.push_str(lines);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    fn start_on_a_free_port(mut self) -> Self {
         for _ in 0..5 {
-            server.port = free_port();
-            if server.try_start() {
-                return server;
+            self.port = free_port();
+            if self.try_start() {
+                return self;
             }
         }
         panic!(
             "the private PostgreSQL did not start; its log:\n{}",
-            server.log_tail()
+            self.log_tail()
         );
+    }
+
+    /// `pg_ctl promote`, waiting until the standby takes writes.
+    pub fn promote(&self) {
+        let data = self.data.to_str().expect("utf-8").to_owned();
+        self.run("pg_ctl", &["promote", "-w", "-t", "60", "-D", &data]);
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`

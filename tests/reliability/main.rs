@@ -8,6 +8,7 @@
 mod kit;
 
 mod crash;
+mod failover;
 mod faults;
 mod inspect;
 mod invariants;

@@ -27,7 +27,7 @@ use crate::kit::process::{self, Binary, Server};
 const CHECKOUT: Duration = Duration::from_secs(2);
 /// Longest a request may take during a fault: the checkout timeout plus hashing and a
 /// busy machine's slack. Anything longer is a hang.
-const BOUND: Duration = Duration::from_secs(6);
+pub(super) const BOUND: Duration = Duration::from_secs(6);
 
 fn binary_on(dir: &std::path::Path, pg: &PrivatePostgres) -> Binary {
     Binary::in_dir(dir)
@@ -43,7 +43,7 @@ fn binary_on(dir: &std::path::Path, pg: &PrivatePostgres) -> Binary {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Signup,
     Login,
     Refresh,
@@ -52,36 +52,36 @@ enum Op {
 }
 
 impl Op {
-    fn writes(self) -> bool {
+    pub(super) fn writes(self) -> bool {
         matches!(self, Op::Signup | Op::Login | Op::Refresh)
     }
 }
 
 #[derive(Debug)]
-struct Event {
-    op: Op,
-    sent: Instant,
-    took: Duration,
-    status: StatusCode,
+pub(super) struct Event {
+    pub(super) op: Op,
+    pub(super) sent: Instant,
+    pub(super) took: Duration,
+    pub(super) status: StatusCode,
 }
 
-struct Chain {
+pub(super) struct Chain {
     access: String,
-    refresh: String,
+    pub(super) refresh: String,
     /// The last refresh answered 503: it may have committed.
     uncertain: bool,
 }
 
 /// What one load worker saw and holds.
 #[derive(Default)]
-struct Worker {
+pub(super) struct Worker {
     id: usize,
     serial: u64,
     /// Accounts whose signup answered 201.
-    confirmed: Vec<String>,
-    chains: Vec<Chain>,
-    events: Vec<Event>,
-    violations: Vec<String>,
+    pub(super) confirmed: Vec<String>,
+    pub(super) chains: Vec<Chain>,
+    pub(super) events: Vec<Event>,
+    pub(super) violations: Vec<String>,
 }
 
 impl Worker {
@@ -240,17 +240,24 @@ impl Worker {
 
 /// Workers sending a mix of signups, logins, refreshes, `/v1/me` and JWKS until told to
 /// stop; a few accounts are made first so every kind of request runs from the start.
-struct Load {
+pub(super) struct Load {
     stop: Arc<AtomicBool>,
     handles: Vec<tokio::task::JoinHandle<Worker>>,
 }
 
 impl Load {
     async fn start(server: &Server, workers: usize) -> Self {
+        Self::start_on(std::slice::from_ref(&server.base), workers, None).await
+    }
+
+    /// Workers that send each request to the next of `bases` in turn (several
+    /// processes on one database), each sending at most `pace` requests a second when
+    /// given (a bounded load).
+    pub(super) async fn start_on(bases: &[String], workers: usize, pace: Option<u32>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for id in 0..workers {
-            let (stop, base) = (stop.clone(), server.base.clone());
+            let (stop, bases) = (stop.clone(), bases.to_vec());
             handles.push(tokio::spawn(async move {
                 let client = process::client();
                 let mut w = Worker {
@@ -258,14 +265,21 @@ impl Load {
                     ..Worker::default()
                 };
                 let mut roll = id as u64 * 7;
+                let mut turn = id;
                 while w.chains.is_empty() && w.violations.is_empty() {
-                    w.step(&client, &base, 0).await;
+                    w.step(&client, &bases[turn % bases.len()], 0).await;
+                    turn += 1;
                 }
                 while !stop.load(Ordering::SeqCst) {
                     roll = roll
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
-                    w.step(&client, &base, roll >> 33).await;
+                    w.step(&client, &bases[turn % bases.len()], roll >> 33)
+                        .await;
+                    turn += 1;
+                    if let Some(per_second) = pace {
+                        tokio::time::sleep(Duration::from_secs(1) / per_second.max(1)).await;
+                    }
                 }
                 w
             }));
@@ -273,7 +287,7 @@ impl Load {
         Self { stop, handles }
     }
 
-    async fn finish(self) -> Vec<Worker> {
+    pub(super) async fn finish(self) -> Vec<Worker> {
         self.stop.store(true, Ordering::SeqCst);
         let mut out = Vec::new();
         for h in self.handles {
@@ -285,7 +299,7 @@ impl Load {
 
 /// Every acknowledged account logs in, every chain's newest token refreshes, the
 /// retried 503s included.
-async fn check_acknowledged(server: &Server, workers: &[Worker]) -> Vec<String> {
+pub(super) async fn check_acknowledged(server: &Server, workers: &[Worker]) -> Vec<String> {
     let client = process::client();
     let mut violations = Vec::new();
     for w in workers {
@@ -358,7 +372,7 @@ async fn verify_offline(server: &Server, access: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn readyz(server: &Server) -> StatusCode {
+pub(super) async fn readyz(server: &Server) -> StatusCode {
     server
         .client
         .get(server.url("/readyz"))
@@ -370,11 +384,11 @@ async fn readyz(server: &Server) -> StatusCode {
 }
 
 /// Runs `f` on a blocking thread (the PostgreSQL tools and clients block).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("blocking job")
 }
 
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+pub(super) fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
     }
