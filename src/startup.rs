@@ -71,6 +71,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         // The limiters are the HTTP layer's: the service below never sees them.
+        crate::http::limiter::refuse_broken_tls(&settings.rate_limits)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let limiters = web::Data::new(RateLimiters::new(&settings.rate_limits));
         let http_settings = web::Data::new(settings.http.clone());
         // In the background: a replica starts (and serves) while Redis is down.

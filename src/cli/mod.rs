@@ -313,8 +313,13 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
                 println!("# warning: {warning}");
             }
             if let Some(url) = &settings.rate_limits.store {
-                match runtime()?.block_on(crate::http::limiter::probe(url)) {
+                let ca_file = settings.rate_limits.store_ca_file.as_deref();
+                match runtime()?.block_on(crate::http::limiter::probe(url, ca_file)) {
                     Ok(()) => println!("# rate-limit store {url} answers"),
+                    // `serve` refuses to start on it: a setting to fix.
+                    Err(e @ crate::http::limiter::ProbeFailure::Tls(_)) => {
+                        return Err(Failure::User(crate::http::limiter::tls_refusal(url, &e)));
+                    }
                     // A warning, not a failure: the service starts without Redis and
                     // applies GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR until it answers.
                     Err(e) => println!(

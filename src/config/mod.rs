@@ -196,13 +196,18 @@ impl Settings {
              stay in GATEHOUSE_KEYS_DIR and the file is not read"
                 .to_owned()
         });
-        let in_memory_limits =
-            (self.rate_limits.enabled && self.rate_limits.store.is_none()).then(|| {
-                "GATEHOUSE_RATE_LIMIT_STORE is unset: per-IP limits are counted in this process, \
+        // On SQLite one process serves the file, so there are no replicas to multiply
+        // the limits: the warning would only ask for a Redis that changes nothing.
+        let replicated = !matches!(self.storage.database, Database::Sqlite(_));
+        let in_memory_limits = (replicated
+            && self.rate_limits.enabled
+            && self.rate_limits.store.is_none())
+        .then(|| {
+            "GATEHOUSE_RATE_LIMIT_STORE is unset: per-IP limits are counted in this process, \
                  so with N replicas behind a load balancer a client gets N times the configured \
                  limits; set it to a redis:// URL shared by the replicas"
-                    .to_owned()
-            });
+                .to_owned()
+        });
         self.http
             .trusted_proxies
             .iter()

@@ -240,7 +240,16 @@ fn trusting_a_whole_range_is_warned_about() {
 #[test]
 fn an_in_memory_limiter_is_warned_about_unless_limits_are_off() {
     let many = |w: &[String]| w.iter().any(|w| w.contains("N times the configured"));
-    assert!(many(&from(&[]).expect("defaults").warnings()));
+    let postgres = [
+        ("GATEHOUSE_DATABASE", "postgres://gh@db.internal/gatehouse"),
+        ("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "/run/secrets/kek"),
+    ];
+    assert!(many(&from(&postgres).expect("postgres").warnings()));
+    // One process per SQLite file: there are no replicas to multiply the limits.
+    assert!(
+        !many(&from(&[]).expect("defaults").warnings()),
+        "warned about replicas on SQLite"
+    );
     let shared =
         from(&[("GATEHOUSE_RATE_LIMIT_STORE", "redis://:pw@10.0.0.7:6379/1")]).expect("redis");
     assert!(!many(&shared.warnings()));
@@ -250,9 +259,9 @@ fn an_in_memory_limiter_is_warned_about_unless_limits_are_off() {
         .find(|(k, _)| *k == "GATEHOUSE_RATE_LIMIT_STORE")
         .expect("described");
     assert_eq!(store.1, "redis://:***@10.0.0.7:6379/1");
-    let off = from(&[("GATEHOUSE_RATE_LIMITS", "off")]).expect("off");
+    let off = from(&[postgres[0], postgres[1], ("GATEHOUSE_RATE_LIMITS", "off")]).expect("off");
     assert!(!many(&off.warnings()));
-    for bad in ["rediss://h", "10.0.0.7:6379", "redis://h:port"] {
+    for bad in ["10.0.0.7:6379", "redis://h:port", "https://h"] {
         let e = from(&[("GATEHOUSE_RATE_LIMIT_STORE", bad)]).expect_err(bad);
         assert_eq!(e.key, "GATEHOUSE_RATE_LIMIT_STORE", "{bad}");
     }
@@ -481,4 +490,44 @@ fn an_unknown_gatehouse_variable_is_named_with_the_closest_setting() {
         warnings[1].starts_with("GATEHOUSE_SOMETHING_ELSE ") && !warnings[1].contains("mean"),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn a_redis_ca_file_goes_with_rediss_and_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let (pem, empty) = (pem.to_str().expect("utf-8"), empty.to_str().expect("utf-8"));
+    let tls = from(&[
+        (
+            "GATEHOUSE_RATE_LIMIT_STORE",
+            "rediss://:pw@cache.example.com:6380",
+        ),
+        ("GATEHOUSE_RATE_LIMIT_STORE_CA_FILE", pem),
+    ])
+    .expect("rediss with a CA file");
+    assert!(tls.rate_limits.store.as_ref().is_some_and(|u| u.tls()));
+    for (store, ca, why) in [
+        ("redis://cache.example.com", pem, "rediss://"),
+        ("rediss://cache.example.com", empty, "no PEM certificate"),
+        (
+            "rediss://cache.example.com",
+            "/nonexistent/ca.pem",
+            "cannot read",
+        ),
+    ] {
+        let e = from(&[
+            ("GATEHOUSE_RATE_LIMIT_STORE", store),
+            ("GATEHOUSE_RATE_LIMIT_STORE_CA_FILE", ca),
+        ])
+        .expect_err(why);
+        assert_eq!(e.key, "GATEHOUSE_RATE_LIMIT_STORE_CA_FILE");
+        assert!(e.to_string().contains(why), "{e}");
+    }
 }

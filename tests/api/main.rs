@@ -37,6 +37,7 @@ mod logout;
 mod me;
 mod postgres_logs;
 mod process;
+mod redis_tls;
 mod refresh;
 mod session_bound;
 mod signup;

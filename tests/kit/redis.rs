@@ -177,3 +177,143 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// A `redis-server` of the test's own that speaks only TLS, on a free loopback port,
+/// with a certificate for `127.0.0.1` signed by a CA made for it (openssl CLI); and a
+/// second CA that signed nothing, for a client that trusts the wrong one. Killed when
+/// dropped.
+pub struct TlsRedis {
+    pub port: u16,
+    /// PEM of the CA that signed the server's certificate.
+    pub ca: std::path::PathBuf,
+    /// PEM of a CA that did not.
+    pub other_ca: std::path::PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let path = |name: &str| d.join(name).to_str().expect("utf-8 temp path").to_owned();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run openssl ({e}): the Redis TLS tests make their certificates with it; `apt-get install openssl`")
+                });
+            assert!(
+                out.status.success(),
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=gatehouse test {ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &path(&format!("{ca}.key")),
+                "-out",
+                &path(&format!("{ca}.pem")),
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &path("server.key"),
+            "-out",
+            &path("server.csr"),
+        ]);
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &path("server.csr"),
+            "-CA",
+            &path("ca.pem"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &path("server.ext"),
+            "-out",
+            &path("server.pem"),
+        ]);
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &path("server.pem")])
+            .args(["--tls-key-file", &path("server.key")])
+            .args(["--tls-ca-cert-file", &path("ca.pem")])
+            .args(["--tls-auth-clients", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): `apt-get install redis-server`")
+            });
+        let mut redis = Self {
+            port,
+            ca: d.join("ca.pem"),
+            other_ca: d.join("other-ca.pem"),
+            child,
+            _dir: dir,
+        };
+        // Listening is enough: the handshake is what the tests are about.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                panic!("redis-server with TLS exited ({status}): is it built with TLS?");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the TLS redis-server on port {port} did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    /// `rediss://127.0.0.1:PORT`
+    pub fn url(&self) -> RedisUrl {
+        RedisUrl::parse(&format!("rediss://127.0.0.1:{}", self.port)).expect("a rediss URL")
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

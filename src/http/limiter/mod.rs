@@ -10,8 +10,10 @@ mod redis_gcra;
 
 use std::net::IpAddr;
 
-pub use self::redis_gcra::{RedisUrl, STORE_TIMEOUT, probe};
+pub use self::redis_gcra::{ProbeFailure, RedisUrl, STORE_TIMEOUT, probe};
+
 use crate::declare::{self, Fallback, group};
+use std::path::PathBuf;
 
 group! {
     /// Per-IP request budgets, per tier (each allows `per_minute` on average and `burst`
@@ -58,13 +60,32 @@ group! {
             meaning: "where the per-IP limits are counted: unset is this process (one \
                       replica); `redis://[:PASSWORD@]HOST[:PORT][/DB]` counts every replica's \
                       requests in one Redis (see deploy/README.md *Rate limits across \
-                      replicas*); `config check` hides the password",
+                      replicas*), `rediss://…` over TLS; `config check` hides the password",
             parse: |v| {
                 let v = v.trim();
                 if v.is_empty() { Ok(None) } else { RedisUrl::parse(v).map(Some) }
             },
             // Redacted by `RedisUrl`'s Display.
             show: |v| v.as_ref().map_or_else(String::new, |u| u.to_string()),
+        },
+        /// The CA that signed the Redis server's certificate, for a `rediss://` store.
+        pub store_ca_file: Option<PathBuf> {
+            env: "GATEHOUSE_RATE_LIMIT_STORE_CA_FILE",
+            default: Fallback::Value(""),
+            meaning: "with a `rediss://` store: a PEM file of the CA certificates that signed \
+                      Redis's certificate (a private CA); unset trusts the system's roots",
+            parse: |v| {
+                let v = v.trim();
+                Ok((!v.is_empty()).then(|| PathBuf::from(v)))
+            },
+            check: |s| {
+                let Some(path) = &s.store_ca_file else { return Ok(()) };
+                if !s.store.as_ref().is_some_and(RedisUrl::tls) {
+                    return Err("is used only with a rediss:// GATEHOUSE_RATE_LIMIT_STORE".into());
+                }
+                redis_gcra::read_ca_file(path).map(|_| ())
+            },
+            show: |v| v.as_ref().map_or_else(String::new, |p| p.display().to_string()),
         },
         /// The first part of every limiter key in Redis.
         pub key_prefix: String {
@@ -96,6 +117,29 @@ group! {
             },
             show: |v| v.as_str().into(),
         },
+    }
+}
+
+/// The message for a TLS handshake with Redis that failed: what to set.
+pub fn tls_refusal(url: &RedisUrl, e: &ProbeFailure) -> String {
+    format!(
+        "GATEHOUSE_RATE_LIMIT_STORE: the TLS handshake with {url} failed ({e}): set \
+         GATEHOUSE_RATE_LIMIT_STORE_CA_FILE to the CA certificate that signed Redis's \
+         certificate, and check that the URL's host is a name in it and its port speaks TLS"
+    )
+}
+
+/// At start, with a `rediss://` store: refuses a TLS setting that cannot work (an
+/// unknown CA, a name mismatch), which waiting would not fix and which would otherwise
+/// only show as "unreachable" once requests come. A Redis that does not answer yet is
+/// no reason to refuse: the limiter starts without it, as with `redis://`.
+pub async fn refuse_broken_tls(limits: &RateLimits) -> Result<(), String> {
+    let Some(url) = limits.store.as_ref().filter(|u| limits.enabled && u.tls()) else {
+        return Ok(());
+    };
+    match probe(url, limits.store_ca_file.as_deref()).await {
+        Err(e @ ProbeFailure::Tls(_)) => Err(tls_refusal(url, &e)),
+        _ => Ok(()),
     }
 }
 
@@ -271,6 +315,7 @@ impl RateLimiters {
         } else if let Some(url) = &limits.store {
             Store::Redis(Box::new(redis_gcra::RedisLimiter::new(
                 url,
+                limits.store_ca_file.as_deref(),
                 &limits.key_prefix,
                 |tier| tier.quota(limits),
             )))

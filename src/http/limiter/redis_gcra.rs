@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,46 +55,86 @@ redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
 return 0
 "#;
 
-/// A `redis://` URL. Its password is never printed.
+/// A `redis://` or `rediss://` (TLS) URL. Its password is never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
 
 impl RedisUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
+        const SHAPE: &str = "redis://[:PASSWORD@]HOST[:PORT][/DB] URL, or rediss:// for TLS";
         let s = s.trim();
-        if s.starts_with("rediss://") {
-            return Err(
-                "TLS to Redis (rediss://) is not built in: reach Redis over a private \
-                        network or a local TLS tunnel with redis://"
-                    .into(),
-            );
-        }
-        if !s.starts_with("redis://") {
-            return Err("must be a redis://[:PASSWORD@]HOST[:PORT][/DB] URL".into());
+        if !s.starts_with("redis://") && !s.starts_with("rediss://") {
+            return Err(format!("must be a {SHAPE}"));
         }
         // The parser's message could quote the URL, password and all.
-        redis::Client::open(s)
-            .map_err(|_| "is not a valid redis://[:PASSWORD@]HOST[:PORT][/DB] URL".to_owned())?;
+        redis::Client::open(s).map_err(|_| format!("is not a valid {SHAPE}"))?;
         Ok(Self(s.to_owned()))
     }
 
-    fn client(&self) -> redis::RedisResult<redis::Client> {
-        redis::Client::open(self.0.as_str())
+    /// Whether the URL asks for TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.0.starts_with("rediss://")
     }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls() { "rediss://" } else { "redis://" }
+    }
+
+    /// A client for this URL; over TLS, trusting only the certificates in `ca_file`
+    /// when given (a private CA), else the system's roots.
+    fn client(&self, ca_file: Option<&Path>) -> Result<redis::Client, String> {
+        let Some(path) = ca_file.filter(|_| self.tls()) else {
+            install_crypto_provider();
+            return redis::Client::open(self.0.as_str()).map_err(|e| e.to_string());
+        };
+        let root_cert = read_ca_file(path)?;
+        install_crypto_provider();
+        redis::Client::build_with_tls(
+            self.0.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// rustls needs one process-wide crypto provider when more than one is built in; the
+/// one PostgreSQL's TLS uses (aws-lc-rs). Installing it twice is harmless.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The PEM certificates of a CA file, refusing a file that holds none: an empty trust
+/// store would fail every connection later with a less helpful message.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(pem)
 }
 
 impl fmt::Display for RedisUrl {
     /// The URL with any password replaced by `***`: settings are printed by `config check`
     /// and logged, and land in tickets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rest = &self.0["redis://".len()..];
+        let scheme = self.scheme();
+        let rest = &self.0[scheme.len()..];
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         match authority.rsplit_once('@') {
             Some((userinfo, host)) => {
                 let user = userinfo.split(':').next().unwrap_or("");
-                write!(f, "redis://{user}:***@{host}{path}")
+                write!(f, "{scheme}{user}:***@{host}{path}")
             }
-            None => write!(f, "redis://{authority}{path}"),
+            None => write!(f, "{scheme}{authority}{path}"),
         }
     }
 }
@@ -123,7 +164,12 @@ pub struct RedisLimiter {
 }
 
 impl RedisLimiter {
-    pub fn new(url: &RedisUrl, prefix: &str, quota: impl Fn(LimitTier) -> Tier) -> Self {
+    pub fn new(
+        url: &RedisUrl,
+        ca_file: Option<&Path>,
+        prefix: &str,
+        quota: impl Fn(LimitTier) -> Tier,
+    ) -> Self {
         let quotas = LimitTier::ALL
             .iter()
             .map(|t| {
@@ -135,7 +181,7 @@ impl RedisLimiter {
             .collect();
         Self {
             url: url.clone(),
-            client: url.client().ok(),
+            client: url.client(ca_file).ok(),
             connection: tokio::sync::OnceCell::new(),
             prefix: prefix.to_owned(),
             quotas,
@@ -271,9 +317,28 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_number_of_retries(0)
 }
 
-/// Connects to `url` and PINGs it, for `config check`: `Ok` when Redis answers.
-pub async fn probe(url: &RedisUrl) -> Result<(), String> {
-    let client = url.client().map_err(|e| e.to_string())?;
+/// Why [`probe`] got no answer.
+#[derive(Debug)]
+pub enum ProbeFailure {
+    /// The TLS handshake failed (an unknown CA, a name mismatch, a plain-text server):
+    /// a setting to fix, which waiting will not.
+    Tls(String),
+    /// No answer (down, refused, a timeout, a refused password).
+    NoAnswer(String),
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tls(e) | Self::NoAnswer(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Connects to `url` and PINGs it, for `config check` and a TLS start: `Ok` when Redis
+/// answers.
+pub async fn probe(url: &RedisUrl, ca_file: Option<&Path>) -> Result<(), ProbeFailure> {
+    let client = url.client(ca_file).map_err(ProbeFailure::Tls)?;
     let answered = tokio::time::timeout(Duration::from_secs(2), async {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
@@ -281,9 +346,26 @@ pub async fn probe(url: &RedisUrl) -> Result<(), String> {
     .await;
     match answered {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2 seconds".into()),
+        Ok(Err(e)) if tls_failure(&e) => Err(ProbeFailure::Tls(e.to_string())),
+        Ok(Err(e)) => Err(ProbeFailure::NoAnswer(e.to_string())),
+        Err(_) => Err(ProbeFailure::NoAnswer("no answer within 2 seconds".into())),
     }
+}
+
+/// Whether rustls refused the handshake, anywhere in `e`'s causes.
+fn tls_failure(e: &redis::RedisError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|i| i.is::<rustls::Error>());
+        if err.is::<rustls::Error>() || inner {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -306,8 +388,15 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_redis_urls_are_taken() {
-        assert!(RedisUrl::parse("rediss://h:6379").is_err());
+    fn tls_urls_print_without_their_password() {
+        let url = RedisUrl::parse("rediss://:s3cret@cache.example.com:6380/0").expect("rediss");
+        assert!(url.tls());
+        assert_eq!(url.to_string(), "rediss://:***@cache.example.com:6380/0");
+        assert!(!RedisUrl::parse("redis://h").expect("redis").tls());
+    }
+
+    #[test]
+    fn only_redis_urls_are_taken() {
         assert!(RedisUrl::parse("http://h:6379").is_err());
         assert!(RedisUrl::parse("127.0.0.1:6379").is_err());
         assert!(RedisUrl::parse("redis://h:notaport").is_err());
