@@ -19,6 +19,7 @@ use crate::storage::postgres::PostgresUrl;
 use crate::storage::transfer::{self, TransferError};
 use crate::storage::{AuditEvent, AuditFilter, BackupError, DatabaseSettings, Store, StoreError};
 
+mod kek_advice;
 mod key_tool;
 
 #[derive(Parser)]
@@ -226,7 +227,8 @@ pub fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("gatehouse: configuration error: {e}");
+            let advice = kek_advice::advice(&e, cli.config.as_deref());
+            eprintln!("gatehouse: configuration error: {e}{advice}");
             return ExitCode::from(1);
         }
     };

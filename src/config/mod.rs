@@ -24,7 +24,7 @@ pub use crate::service::policy::{Lockout, Policy, TokenSettings};
 use crate::storage::DatabaseSettings;
 
 pub use self::server::ServerSettings;
-pub use self::storage::{Database, StorageSettings};
+pub use self::storage::{Database, MISSING_KEK, StorageSettings};
 
 /// The whole configuration, grouped by the part that reads each group. Only `startup`
 /// and the CLI hold it; each layer below receives its own group or a value made from it.
@@ -117,6 +117,20 @@ impl Settings {
             None => std::collections::HashMap::new(),
         };
         Self::from_lookup(|key| {
+            std::env::var(key)
+                .ok()
+                .or_else(|| from_file.get(key).cloned())
+        })
+    }
+
+    /// [`Settings::load`] without the checks: for advice on a refused configuration
+    /// (which database a missing setting is about), never to run with.
+    pub fn load_unchecked(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            Some(path) => file::read_toml(path)?,
+            None => std::collections::HashMap::new(),
+        };
+        Self::overlay(|key| {
             std::env::var(key)
                 .ok()
                 .or_else(|| from_file.get(key).cloned())

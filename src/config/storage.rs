@@ -82,6 +82,10 @@ fn show_synchronous(s: &Synchronous) -> String {
     .into()
 }
 
+/// The refusal when PostgreSQL is named without a KEK; the CLI adds what to do.
+pub const MISSING_KEK: &str = "required when GATEHOUSE_DATABASE is PostgreSQL: keys live \
+     in the database there, sealed under this key";
+
 group! {
     /// Storage, read by `startup` and the CLI to open it.
     #[derive(Clone, Debug)]
@@ -121,11 +125,9 @@ group! {
                 if matches!(s.database, Database::Postgres(_))
                     && s.key_encryption_key_file.is_none()
                 {
-                    return Err("required when GATEHOUSE_DATABASE is PostgreSQL: keys live in \
-                                the database there, sealed under this key (create it with \
-                                `head -c 32 /dev/urandom > FILE && chmod 600 FILE`; move an \
-                                existing keys directory in with `gatehouse keys import`)"
-                        .into());
+                    // What to do about it depends on the database (copy the other
+                    // replicas' KEK, or create the first one): `cli::kek_advice` looks.
+                    return Err(MISSING_KEK.into());
                 }
                 Ok(())
             },

@@ -35,6 +35,13 @@ fn secret_label(purpose: &str) -> String {
     format!("secret:{purpose}")
 }
 
+/// Whether the database at `url` already holds sealed keys (its KEK check value), for
+/// advice to a process started without a KEK; does not wait for a server that is down.
+pub fn keys_stored(url: &PostgresUrl, connect_timeout: Duration) -> anyhow::Result<bool> {
+    let probe = postgres::probe(url, connect_timeout, Duration::ZERO, KEK_CHECK)?;
+    Ok(probe.secret.is_some())
+}
+
 pub struct DatabaseKeyStore {
     rows: Box<dyn SealedKeyStore>,
     kek: KeyEncryptionKey,

@@ -134,3 +134,38 @@ async fn config_check_and_serve_warn_about_an_unknown_gatehouse_variable() {
         "logged once at start: {log}"
     );
 }
+
+/// A replica started without the KEK on a database where keys are already sealed is
+/// told to copy the KEK the others use: a new one would never open them. Only a first
+/// install is told how to create one.
+#[tokio::test]
+async fn a_replica_without_the_kek_is_told_to_copy_it_and_only_a_first_install_to_create_it() {
+    let Some(db) = TestDatabase::new("missing_kek") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let with_kek = Binary::in_dir(dir.path()).on_postgres(&db.url_text());
+    let without = with_kek
+        .clone()
+        .with("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "");
+
+    let (code, first) = without.cli(&["serve"]).await;
+    assert_eq!(code, 1, "{first}");
+    assert!(first.contains("head -c 32"), "a first install: {first}");
+    assert!(!first.contains("copy the key-encryption key"), "{first}");
+
+    with_kek.start().await.stop_and_collect().await;
+    for command in [&["serve"][..], &["config", "check"]] {
+        let (code, replica) = without.cli(command).await;
+        assert_eq!(code, 1, "{replica}");
+        assert!(
+            replica.contains("copy the key-encryption key file the other replicas use"),
+            "`{}` on a database with keys: {replica}",
+            command.join(" ")
+        );
+        assert!(
+            !replica.contains("head -c 32"),
+            "told to create a new KEK where one is in use: {replica}"
+        );
+    }
+}
