@@ -112,15 +112,33 @@ impl Settings {
     /// The file uses the variables' names without the prefix, in lower case
     /// (`access_ttl = "15m"`, `cors_origins = ["https://app.example.com"]`).
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, |key| std::env::var(key).ok())
+    }
+
+    /// [`Settings::load`] with `env` for the environment. A refused value that came from
+    /// the file is named as the file says it (`/etc/gatehouse.toml: access_ttl`), not by
+    /// a variable its author never wrote.
+    fn load_with(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let from_file = match file {
             Some(path) => file::read_toml(path)?,
             None => std::collections::HashMap::new(),
         };
-        Self::from_lookup(|key| {
-            std::env::var(key)
-                .ok()
-                .or_else(|| from_file.get(key).cloned())
-        })
+        Self::from_lookup(|key| env(key).or_else(|| from_file.get(key).cloned())).map_err(
+            |e| match (file, settings().find(|s| s.env == e.key)) {
+                (Some(path), Some(setting))
+                    if env(&e.key).is_none() && from_file.contains_key(&e.key) =>
+                {
+                    ConfigError::new(
+                        &format!("{}: {}", path.display(), setting.file_key()),
+                        e.message,
+                    )
+                }
+                _ => e,
+            },
+        )
     }
 
     /// [`Settings::load`] without the checks: for advice on a refused configuration

@@ -531,3 +531,23 @@ fn a_redis_ca_file_goes_with_rediss_and_must_hold_a_certificate() {
         assert!(e.to_string().contains(why), "{e}");
     }
 }
+
+#[test]
+fn a_refused_value_from_the_file_is_named_by_its_toml_key_and_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, "access_ttl = \"5 fortnights\"\n").expect("write");
+    let e = Settings::load_with(Some(&path), |_| None).expect_err("refused");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!("{}: access_ttl: ", path.display())),
+        "{text}"
+    );
+    assert!(!text.contains("GATEHOUSE_ACCESS_TTL"), "{text}");
+    // The same value from the environment is named by its variable.
+    let e = Settings::load_with(Some(&path), |k| {
+        (k == "GATEHOUSE_ACCESS_TTL").then(|| "5 fortnights".to_owned())
+    })
+    .expect_err("refused");
+    assert_eq!(e.key, "GATEHOUSE_ACCESS_TTL");
+}

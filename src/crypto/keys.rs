@@ -267,19 +267,57 @@ fn read_only_mount(dir: &Path) -> bool {
 /// other users can read.
 pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<SigningKey>> {
     check_dir(dir)?;
-    let mut keys = Vec::new();
     let entries =
         fs::read_dir(dir).with_context(|| format!("cannot read keys dir {}", dir.display()))?;
+    let mut pems = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
-            continue;
+        if path.extension().and_then(|e| e.to_str()) == Some("pem") {
+            pems.push(path);
         }
-        check_private(&path)?;
+    }
+    pems.sort();
+    // Every loose file in one message: one per run would take as many runs as files.
+    let secret = dir.join("refresh.secret");
+    let secret = secret.exists().then_some(secret);
+    refuse_loose(pems.iter().chain(&secret))?;
+    let mut keys = Vec::new();
+    for path in pems {
         let text = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         keys.push(SigningKey::from_pkcs8_pem(&text, path)?);
     }
     Ok(keys)
+}
+
+/// Refuses, naming each of them, the files of `paths` that other users can read.
+fn refuse_loose<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> anyhow::Result<()> {
+    let mut loose = Vec::new();
+    for path in paths {
+        if let Err(e) = check_private(path) {
+            loose.push((path, e));
+        }
+    }
+    match loose.as_slice() {
+        [] => Ok(()),
+        [(_, e)] => Err(anyhow::anyhow!("{e}")),
+        all => {
+            let mut modes = Vec::new();
+            for (path, _) in all {
+                let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+                modes.push(match mode {
+                    Ok(mode) => format!("{} (mode {mode:o})", path.display()),
+                    Err(_) => path.display().to_string(),
+                });
+            }
+            let names: Vec<String> = all.iter().map(|(p, _)| p.display().to_string()).collect();
+            Err(anyhow::anyhow!(
+                "{} key files are readable by other users: {}; run `chmod 600 {}`",
+                all.len(),
+                modes.join(", "),
+                names.join(" ")
+            ))
+        }
+    }
 }
 
 /// Generates an RSA-2048 key into `dir` as `key-<UTC timestamp>.pem`, mode 0600.
@@ -388,5 +426,30 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = load_dir(dir.path()).expect_err("must refuse");
         assert!(err.to_string().contains("readable by other users"), "{err}");
+    }
+
+    #[test]
+    fn every_loose_key_file_is_named_at_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        // Refused before any is parsed: the content does not matter.
+        for (name, mode) in [("a.pem", 0o644), ("b.pem", 0o600), ("c.pem", 0o640)] {
+            let path = dir.path().join(name);
+            fs::write(&path, "not a key").expect("write");
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let secret = dir.path().join("refresh.secret");
+        fs::write(&secret, [7u8; 32]).expect("write");
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o604)).expect("chmod");
+        let text = load_dir(dir.path()).expect_err("must refuse").to_string();
+        for loose in [
+            "a.pem (mode 644)",
+            "c.pem (mode 640)",
+            "refresh.secret (mode 604)",
+        ] {
+            assert!(text.contains(loose), "{loose} not named: {text}");
+        }
+        assert!(text.contains("3 key files"), "{text}");
+        assert!(!text.contains("b.pem"), "{text}");
     }
 }
