@@ -55,6 +55,12 @@ impl PrivatePostgres {
     /// primary as `name` (what `synchronous_standby_names` lists). Once promoted it
     /// waits for no standby of its own, whatever the primary's settings said.
     pub fn standby_of(primary: &PrivatePostgres, name: &str) -> Self {
+        Self::standby_via(primary, name, primary.port)
+    }
+
+    /// [`PrivatePostgres::standby_of`], streaming from the primary through `port` (a
+    /// relay that delays it, say) once copied.
+    pub fn standby_via(primary: &PrivatePostgres, name: &str, stream_port: u16) -> Self {
         let server = Self::unstarted();
         let data = server.data.to_str().expect("utf-8 temp path").to_owned();
         let port = primary.port.to_string();
@@ -79,7 +85,7 @@ impl PrivatePostgres {
         server.append_conf(
             "postgresql.auto.conf",
             &format!(
-                "primary_conninfo = 'host=127.0.0.1 port={port} user=postgres \
+                "primary_conninfo = 'host=127.0.0.1 port={stream_port} user=postgres \
                  application_name={name}'\nsynchronous_standby_names = ''\n"
             ),
         );

@@ -20,9 +20,18 @@ pub struct Relay {
     cuts: Arc<AtomicUsize>,
 }
 
+/// How long each chunk from the server waits before it is passed on (zero: none).
+type Delay = std::time::Duration;
+
 impl Relay {
     /// Relays every connection to `127.0.0.1:upstream`, each on threads of its own.
     pub fn start(upstream: u16) -> Self {
+        Self::start_delayed(upstream, Delay::ZERO)
+    }
+
+    /// [`Relay::start`], holding what the server sends for `delay` before passing it on:
+    /// between a primary and its standby, a walsender that lags by about that much.
+    pub fn start_delayed(upstream: u16, delay: Delay) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
         let port = listener.local_addr().expect("relay address").port();
         let armed: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
@@ -33,7 +42,7 @@ impl Relay {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                relay(client, server, a.clone(), c.clone());
+                relay(client, server, a.clone(), c.clone(), delay);
             }
         });
         Self { port, armed, cuts }
@@ -55,6 +64,7 @@ fn relay(
     server: TcpStream,
     armed: Arc<Mutex<Option<Vec<u8>>>>,
     cuts: Arc<AtomicUsize>,
+    delay: Delay,
 ) {
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
     // Set before the marked message goes out, so not a byte of its answer comes back.
@@ -96,10 +106,44 @@ fn relay(
         });
     }
     let (mut from, mut to) = (server_r, client_w);
+    if !delay.is_zero() {
+        return lagging(from, to, delay);
+    }
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 16];
         while let Ok(n @ 1..) = from.read(&mut buf) {
             if cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+/// Passes on what `from` sends `delay` after it came, and drops what is still held when
+/// `from` goes away: like a sender that lagged, what it had not sent dies with it.
+fn lagging(mut from: TcpStream, mut to: TcpStream, delay: std::time::Duration) {
+    let gone = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+    {
+        let gone = gone.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if tx
+                    .send((std::time::Instant::now(), buf[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            gone.store(true, Ordering::SeqCst);
+        });
+    }
+    std::thread::spawn(move || {
+        for (at, chunk) in rx {
+            std::thread::sleep((at + delay).saturating_duration_since(std::time::Instant::now()));
+            if gone.load(Ordering::SeqCst) || to.write_all(&chunk).is_err() {
                 break;
             }
         }

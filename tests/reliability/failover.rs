@@ -25,6 +25,8 @@ const BEFORE: Duration = Duration::from_secs(2);
 const AFTER: Duration = Duration::from_secs(3);
 /// The gap between the kill and the promote (an orchestrator's detection time, short).
 const GAP: Duration = Duration::from_millis(500);
+/// How far behind the asynchronous standby's WAL is held.
+const LAG: Duration = Duration::from_millis(300);
 
 /// What one failover run saw.
 struct Run {
@@ -53,7 +55,14 @@ async fn failover(synchronous: bool) -> Run {
         &[]
     };
     let primary = PrivatePostgres::start(primary_settings);
-    let standby = PrivatePostgres::standby_of(&primary, "standby1");
+    // Asynchronous: the WAL reaches the standby through a relay that holds it back, as
+    // a standby lagging behind a busy primary does, so the kill finds commits that were
+    // acknowledged and never shipped.
+    let lag = (!synchronous).then(|| Relay::start_delayed(primary.port, LAG));
+    let standby = match &lag {
+        Some(relay) => PrivatePostgres::standby_via(&primary, "standby1", relay.port),
+        None => PrivatePostgres::standby_of(&primary, "standby1"),
+    };
     wait_for_streaming(&primary, synchronous);
 
     let url = format!(
@@ -117,6 +126,7 @@ async fn failover(synchronous: bool) -> Run {
     let acknowledged_signups = workers.iter().map(|w| w.confirmed.len()).sum();
     a.kill().await;
     b.kill().await;
+    drop(lag);
     Run {
         requests,
         acknowledged_signups,
@@ -167,8 +177,9 @@ fn report(kind: &str, run: &Run) {
     eprintln!(
         "failover ({kind}): {} requests; {} signups and {} refreshes acknowledged; {} answered \
          503 (median {:.0} ms); first write acknowledged {} after pg_ctl promote returned; \
-         /readyz 200 on both processes {} after it; {} acknowledged writes lost; {} families \
-         revoked as reuse",
+         /readyz 200 on both processes {} after it; lost: {} acknowledged accounts, {} \
+         chains whose acknowledged token no longer refreshes ({} findings in all); {} \
+         families revoked as reuse",
         run.requests,
         run.acknowledged_signups,
         run.acknowledged_refreshes,
@@ -176,6 +187,15 @@ fn report(kind: &str, run: &Run) {
         run.median_503_ms,
         ms(run.first_write),
         ms(run.ready),
+        run.lost
+            .iter()
+            .filter(|l| l.contains("(201) cannot log in"))
+            .count(),
+        run.lost
+            .iter()
+            .filter(|l| l.contains("a refresh token received in a 200")
+                || l.contains("the newest token of a chain"))
+            .count(),
         run.lost.len(),
         run.reuse_revocations,
     );
