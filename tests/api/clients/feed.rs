@@ -162,3 +162,84 @@ async fn the_feed_is_for_clients_holding_the_scope_only() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_invalid_token(poll(&app, &token, None).await, true).await;
 }
+
+/// How many revoked sessions the measurement lists: a burst far above any real one
+/// (every user of a large install logging out within one access-token lifetime).
+const MEASURED: usize = 10_000;
+
+/// The feed's size and latency with `MEASURED` recent revocations, printed for
+/// RELIABILITY.md (`cargo test --test api the_feed_with_ten_thousand -- --nocapture`):
+/// the whole list in one answer, and 304 for a poller that already has it.
+#[both_backends]
+async fn the_feed_with_ten_thousand_revocations_stays_one_small_fast_answer() {
+    use gatehouse::domain::{AuditKind, FamilyId, RevokeReason, UserId};
+    use gatehouse::storage::{AuditEvent, NewFamily};
+
+    let app = spawn_app().await;
+    let admin = admin_token(&app).await;
+    let poller = create_client(&app, &admin, &["revocations"]).await;
+    let token = client_access(&app, &poller).await;
+    let user = app.signup_ok(&unique_email("many"), PASSWORD).await;
+    let user_id: UserId = user.user.id.parse().expect("user id");
+    let now = app.now();
+    // Seeded through the store: 10,000 logins of one user, then one revocation of all.
+    app.store(move |s| {
+        for i in 0..MEASURED {
+            let mut first = [0u8; 32];
+            first[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            first[8] = 0xfe;
+            s.create_family(NewFamily {
+                id: FamilyId::random(),
+                user_id,
+                first_token: first,
+                now,
+                token_expires_at: now + chrono::Duration::hours(1),
+                family_expires_at: now + chrono::Duration::days(1),
+                user_agent: None,
+                ip: None,
+                password_generation: 0,
+                opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
+                forgives: None,
+                settles: None,
+            })?;
+        }
+        s.revoke_user_families(user_id, RevokeReason::Admin, now)
+    })
+    .await;
+
+    let mut full = Vec::new();
+    let mut etag = String::new();
+    let mut size = 0;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let response = poll(&app, &token, None).await;
+        etag = header(&response, "etag").expect("etag");
+        let bytes = response.bytes().await.expect("body");
+        full.push(started.elapsed());
+        size = bytes.len();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(body["sids"].as_array().expect("sids").len(), MEASURED + 1);
+    }
+    let mut unchanged = Vec::new();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let response = poll(&app, &token, Some(&etag)).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        unchanged.push(started.elapsed());
+    }
+    full.sort();
+    unchanged.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "feed on {:?} with {} sids: {size} bytes; 200 median {:.1} ms, max {:.1} ms; \
+         304 median {:.1} ms, max {:.1} ms (20 polls each)",
+        app.backend,
+        MEASURED + 1,
+        ms(full[10]),
+        ms(full[19]),
+        ms(unchanged[10]),
+        ms(unchanged[19]),
+    );
+    // 37 bytes a sid, and a bound any poller can afford every few seconds.
+    assert!(size < 40 * (MEASURED + 1) + 100, "{size} bytes");
+}
