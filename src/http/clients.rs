@@ -6,15 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{Admin, Json, path_id};
+use crate::domain::Client;
 use crate::domain::client::SCOPE_REVOCATIONS;
-use crate::domain::{Client, Scopes};
+use crate::service::admin::Actor;
 use crate::service::clients::{self, ClientRequest};
 use crate::service::introspection;
-use crate::service::{AppState, ClientMeta, FieldError, caller};
-
-/// Longest client name and audience accepted.
-const MAX_NAME_CHARS: usize = 100;
-const MAX_AUDIENCE_CHARS: usize = 256;
+use crate::service::{AppState, ClientMeta, caller};
 
 /// `Cache-Control: max-age` of the feed: the contract allows at most 10 s.
 const FEED_MAX_AGE_SECS: u64 = 5;
@@ -72,45 +69,7 @@ struct NewSecret {
 }
 
 fn checked(body: CreateClient) -> Result<ClientRequest, ApiError> {
-    let mut errors = Vec::new();
-    let name = body.name.map(|n| n.trim().to_owned()).unwrap_or_default();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        errors.push(FieldError::new(
-            "name",
-            format!("is required, 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    let scopes = match body.scopes {
-        None => {
-            errors.push(FieldError::new(
-                "scopes",
-                "is required (a list, may be empty)",
-            ));
-            Scopes::default()
-        }
-        Some(list) => Scopes::parse(list.iter().map(String::as_str)).unwrap_or_else(|m| {
-            errors.push(FieldError::new("scopes", m));
-            Scopes::default()
-        }),
-    };
-    let audience = match body.audience.map(|a| a.trim().to_owned()) {
-        Some(a) if a.is_empty() || a.chars().count() > MAX_AUDIENCE_CHARS => {
-            errors.push(FieldError::new(
-                "audience",
-                format!("must be 1 to {MAX_AUDIENCE_CHARS} characters, or left out"),
-            ));
-            None
-        }
-        other => other,
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    Ok(ClientRequest {
-        name,
-        scopes,
-        audience,
-    })
+    ClientRequest::parse(body.name, body.scopes, body.audience).map_err(ApiError::validation)
 }
 
 /// `POST /v1/admin/clients`: 201 with the secret, shown this once.
@@ -121,7 +80,7 @@ pub async fn create(
     Json(body): Json<CreateClient>,
 ) -> Result<HttpResponse, ApiError> {
     let request = checked(body)?;
-    let made = clients::create(&state, &admin, request, &meta).await?;
+    let made = clients::create(&state, Actor::Admin(&admin), request, &meta).await?;
     let c = made.client;
     Ok(super::token_response(
         HttpResponse::Created(),
@@ -155,7 +114,7 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    clients::delete(&state, &admin, id, &meta).await?;
+    clients::delete(&state, Actor::Admin(&admin), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -168,7 +127,7 @@ pub async fn rotate_secret(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    let secret = clients::rotate_secret(&state, &admin, id, &meta).await?;
+    let secret = clients::rotate_secret(&state, Actor::Admin(&admin), id, &meta).await?;
     Ok(super::token_response(
         HttpResponse::Ok(),
         NewSecret {

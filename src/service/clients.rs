@@ -4,9 +4,9 @@
 
 use uuid::Uuid;
 
+use super::admin::Actor;
 use super::audit::event;
-use super::caller::Caller;
-use super::{AppState, ClientMeta, ServiceError, lockout};
+use super::{AppState, ClientMeta, FieldError, ServiceError, lockout};
 use crate::crypto::client_token::{ClientClaims, ClientSecret, hash_secret};
 use crate::crypto::{constant_time_eq, jwt};
 use crate::domain::{AuditKind, Client, ClientId, Scopes};
@@ -54,6 +54,60 @@ pub struct ClientRequest {
     pub audience: Option<String>,
 }
 
+/// Longest client name and audience accepted.
+const MAX_NAME_CHARS: usize = 100;
+const MAX_AUDIENCE_CHARS: usize = 256;
+
+impl ClientRequest {
+    /// Checks a request's fields, as the admin API and the CLI receive them; every
+    /// failing field is reported at once.
+    pub fn parse(
+        name: Option<String>,
+        scopes: Option<Vec<String>>,
+        audience: Option<String>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = name.map(|n| n.trim().to_owned()).unwrap_or_default();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            errors.push(FieldError::new(
+                "name",
+                format!("is required, 1 to {MAX_NAME_CHARS} characters"),
+            ));
+        }
+        let scopes = match scopes {
+            None => {
+                errors.push(FieldError::new(
+                    "scopes",
+                    "is required (a list, may be empty)",
+                ));
+                Scopes::default()
+            }
+            Some(list) => Scopes::parse(list.iter().map(String::as_str)).unwrap_or_else(|m| {
+                errors.push(FieldError::new("scopes", m));
+                Scopes::default()
+            }),
+        };
+        let audience = match audience.map(|a| a.trim().to_owned()) {
+            Some(a) if a.is_empty() || a.chars().count() > MAX_AUDIENCE_CHARS => {
+                errors.push(FieldError::new(
+                    "audience",
+                    format!("must be 1 to {MAX_AUDIENCE_CHARS} characters, or left out"),
+                ));
+                None
+            }
+            other => other,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            name,
+            scopes,
+            audience,
+        })
+    }
+}
+
 /// A client with a secret to show once.
 #[derive(Debug)]
 pub struct WithSecret {
@@ -64,21 +118,16 @@ pub struct WithSecret {
 fn admin_event(
     state: &AppState,
     kind: AuditKind,
-    admin: &Caller,
+    actor: Actor<'_>,
     meta: &ClientMeta,
     client: ClientId,
 ) -> AuditEvent {
-    AuditEvent {
-        actor_id: Some(admin.user.id),
-        family_id: Some(admin.session),
-        detail: Some(format!("client {client}")),
-        ..event(state, kind, None, meta, "ok")
-    }
+    actor.event(state, kind, None, meta, Some(format!("client {client}")))
 }
 
 pub async fn create(
     state: &AppState,
-    admin: &Caller,
+    admin: Actor<'_>,
     request: ClientRequest,
     meta: &ClientMeta,
 ) -> Result<WithSecret, ServiceError> {
@@ -117,7 +166,7 @@ pub async fn list(state: &AppState) -> Result<Vec<Client>, ServiceError> {
 /// once (offline verifiers accept them until `exp`).
 pub async fn delete(
     state: &AppState,
-    admin: &Caller,
+    admin: Actor<'_>,
     id: ClientId,
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
@@ -139,7 +188,7 @@ pub async fn delete(
 /// A new secret; the current one keeps working for `GATEHOUSE_CLIENT_SECRET_OVERLAP`.
 pub async fn rotate_secret(
     state: &AppState,
-    admin: &Caller,
+    admin: Actor<'_>,
     id: ClientId,
     meta: &ClientMeta,
 ) -> Result<ClientSecret, ServiceError> {

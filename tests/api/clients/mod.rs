@@ -3,6 +3,7 @@
 //! race through three replicas on PostgreSQL.
 
 mod admin_api;
+mod cli;
 mod feed;
 mod introspection;
 mod race;
