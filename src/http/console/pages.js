@@ -9,6 +9,7 @@ const KINDS = [
   "signup", "login_succeeded", "login_failed", "login_locked", "refresh_reuse_detected",
   "logout", "session_revoked", "password_changed", "account_deleted", "user_updated",
   "key_generated", "key_rotated", "key_retired", "key_adopted",
+  "client_created", "client_deleted", "client_secret_rotated", "client_auth_failed", "client_auth_locked",
 ];
 
 const enc = encodeURIComponent;
