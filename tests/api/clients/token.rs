@@ -324,3 +324,36 @@ async fn client_authentication_failures_are_limited_per_client_and_audited() {
     assert!(text.contains(&client.id), "{audit}");
     assert!(!text.contains(&wrong.secret), "{audit}");
 }
+
+#[tokio::test]
+async fn discovery_and_rfc_8414_metadata_name_the_client_endpoints() {
+    let app = spawn_app().await;
+    let issuer = app.settings.tokens.issuer.clone();
+    let oidc = expect_json(
+        app.get("/.well-known/openid-configuration").await,
+        StatusCode::OK,
+    )
+    .await;
+    let rfc8414 = expect_json(
+        app.get("/.well-known/oauth-authorization-server").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(oidc, rfc8414, "one document at both addresses");
+    assert_eq!(oidc["issuer"], issuer.as_str());
+    assert_eq!(oidc["token_endpoint"], format!("{issuer}/oauth/token"));
+    assert_eq!(
+        oidc["introspection_endpoint"],
+        format!("{issuer}/oauth/introspect")
+    );
+    assert_eq!(
+        oidc["revocation_endpoint"],
+        format!("{issuer}/oauth/revoke")
+    );
+    assert_eq!(oidc["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        oidc["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    assert_eq!(oidc["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
+}
