@@ -255,17 +255,11 @@ fn open_source(path: &Path) -> Result<Connection, TransferError> {
             tables.push(name.map_err(not_sqlite)?);
         }
     }
-    // The tables every gatehouse schema has had since the first: an older one is told
-    // to migrate (below), not that it is no gatehouse database.
-    const SINCE_SCHEMA_1: [&str; 5] = [
-        "users",
-        "refresh_families",
-        "refresh_tokens",
-        "login_attempts",
-        "audit_events",
-    ];
-    if let Some(missing) = SINCE_SCHEMA_1
+    // Only the tables schema 1 had already (the client tables came later): an older
+    // source is told to migrate (below), not that it is no gatehouse database.
+    if let Some(missing) = TABLES
         .iter()
+        .filter(|t| !t.starts_with("client"))
         .find(|t| !tables.iter().any(|n| n == *t))
     {
         return Err(Refused(format!(
