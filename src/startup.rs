@@ -423,5 +423,12 @@ async fn maintain(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
         }
+        let tombstones_before = now - crate::storage::clients::TOMBSTONE_KEEP;
+        if let Err(e) = state
+            .db(move |s| s.prune_tombstones(tombstones_before))
+            .await
+        {
+            tracing::warn!(error = %e, "pruning tombstones failed; will retry");
+        }
     }
 }

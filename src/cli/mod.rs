@@ -19,6 +19,7 @@ use crate::storage::postgres::PostgresUrl;
 use crate::storage::transfer::{self, TransferError};
 use crate::storage::{AuditEvent, AuditFilter, BackupError, DatabaseSettings, Store, StoreError};
 
+mod clients_tool;
 mod kek_advice;
 mod key_tool;
 
@@ -53,6 +54,9 @@ enum Command {
     /// Inspect and revoke refresh-token families (sessions).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Manage service clients (OAuth 2.0 client credentials).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// Read the audit log, newest first.
     Audit {
         /// Only events of this user.
@@ -160,6 +164,29 @@ enum UsersCommand {
     Promote { email: String },
     /// Disable a user: no login, no refresh; every session revoked.
     Disable { email: String },
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Create a client; prints its id and its secret, which is shown this once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A scope the client may ask for (repeat for several): `introspect` lets it
+        /// call /oauth/introspect, `revocations` read GET /v1/revocations.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// The `aud` of its tokens (default: GATEHOUSE_AUDIENCE).
+        #[arg(long)]
+        audience: Option<String>,
+    },
+    /// List clients (never a secret).
+    List,
+    /// Give a client a new secret; the old one keeps working for
+    /// GATEHOUSE_CLIENT_SECRET_OVERLAP.
+    RotateSecret { client_id: String },
+    /// Delete a client: its secrets stop working, its tokens introspect inactive.
+    Delete { client_id: String },
 }
 
 #[derive(Subcommand)]
@@ -390,6 +417,7 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
         Command::Sessions(SessionsCommand::Revoke { family, user }) => {
             admin_tool(&settings, Change::Revoke { family, user })
         }
+        Command::Clients(command) => admin_tool(&settings, Change::Clients(command)),
     }
 }
 
@@ -670,6 +698,7 @@ enum Change {
         family: Option<String>,
         user: Option<String>,
     },
+    Clients(ClientsCommand),
 }
 
 fn admin_tool(settings: &Settings, change: Change) -> Result<(), Failure> {
@@ -726,6 +755,7 @@ async fn change_as_operator(state: &AppState, change: Change) -> Result<(), Fail
                 println!("every session of {} revoked", u.email.as_str());
             }
         }
+        Change::Clients(command) => clients_tool::run(state, command).await?,
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ pub struct SignError;
 /// Why not `jsonwebtoken::encode`: it re-parses the PEM private key on every call,
 /// which costs more than the signature itself; here the key was parsed at start and the
 /// header was encoded once.
-pub fn mint(keys: &KeyRing, claims: &AccessClaims) -> Result<String, SignError> {
+pub fn mint<C: Serialize>(keys: &KeyRing, claims: &C) -> Result<String, SignError> {
     let key = keys.signer();
     let payload = serde_json::to_vec(claims).map_err(|_| SignError)?;
     let mut token = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 350);

@@ -1,6 +1,7 @@
 //! Cryptographic building blocks. Each helper does one thing; callers never touch
 //! ring, aws-lc-rs or argon2 directly.
 
+pub mod client_token;
 pub mod jwt;
 pub mod keys;
 pub mod keystore;

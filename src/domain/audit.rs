@@ -44,6 +44,11 @@ kinds! {
     KeyRotated => "key_rotated",
     KeyRetired => "key_retired",
     KeyAdopted => "key_adopted",
+    ClientCreated => "client_created",
+    ClientDeleted => "client_deleted",
+    ClientSecretRotated => "client_secret_rotated",
+    ClientAuthFailed => "client_auth_failed",
+    ClientAuthLocked => "client_auth_locked",
 }
 
 #[cfg(test)]

@@ -51,6 +51,10 @@ id_type!(
     UserId
 );
 id_type!(
+    /// A service client's id (`client_id`, and the `sub` of its tokens).
+    ClientId
+);
+id_type!(
     /// A refresh-token family's id (the access token's `sid`): one login, one device.
     FamilyId
 );

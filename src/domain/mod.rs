@@ -1,6 +1,7 @@
 //! Pure types of the auth domain. Nothing here knows HTTP, SQL or crypto.
 
 mod audit;
+pub mod client;
 pub mod email;
 mod ids;
 mod password;
@@ -8,8 +9,9 @@ mod session;
 mod user;
 
 pub use audit::AuditKind;
+pub use client::{Client, Scopes};
 pub use email::Email;
-pub use ids::{FamilyId, UserId};
+pub use ids::{ClientId, FamilyId, UserId};
 pub use password::NewPassword;
 pub use session::{RevokeReason, Session};
 pub use user::{Role, User};

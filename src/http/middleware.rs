@@ -27,6 +27,8 @@ enum Bucket {
     ByMethod,
     /// As `ByMethod`, on a resource whose writes take the account's password.
     ByMethodPasswordWrites,
+    /// Reads by a service client that authenticates with its secret (introspection).
+    ClientReads,
 }
 
 impl Bucket {
@@ -47,6 +49,7 @@ impl Bucket {
             Bucket::ByMethod => (LimitTier::Writes, false),
             Bucket::ByMethodPasswordWrites if read => (LimitTier::Reads, false),
             Bucket::ByMethodPasswordWrites => (LimitTier::Writes, true),
+            Bucket::ClientReads => (LimitTier::Reads, true),
         }
     }
 }
@@ -137,6 +140,14 @@ pub async fn limit_by_method_password_writes(
     limit(req, next, Bucket::ByMethodPasswordWrites).await
 }
 
+/// For `/oauth/introspect`: a POST that reads, with a client secret.
+pub async fn limit_client_reads(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    limit(req, next, Bucket::ClientReads).await
+}
+
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// One log line and one metrics sample per request, tagged with a request id that is
@@ -195,7 +206,7 @@ fn method_label(method: &Method) -> &'static str {
 /// Route patterns are a closed set, so metrics labels stay bounded whatever paths
 /// clients send.
 fn route_label(pattern: Option<&str>) -> &'static str {
-    const ROUTES: [&str; 23] = [
+    const ROUTES: [&str; 31] = [
         "/.well-known/jwks.json",
         "/.well-known/openid-configuration",
         "/healthz",
@@ -219,6 +230,14 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         "/admin",
         "/admin/",
         "/admin/{file}",
+        "/.well-known/oauth-authorization-server",
+        "/v1/admin/clients",
+        "/v1/admin/clients/{client_id}",
+        "/v1/admin/clients/{client_id}/secret",
+        "/v1/revocations",
+        "/oauth/token",
+        "/oauth/introspect",
+        "/oauth/revoke",
     ];
     pattern
         .and_then(|p| ROUTES.iter().find(|r| **r == p).copied())

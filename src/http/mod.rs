@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 pub mod client_ip;
+mod clients;
 pub mod console;
 pub mod dto;
 pub mod error;
@@ -12,6 +13,7 @@ mod health;
 pub mod limiter;
 mod me;
 pub mod middleware;
+mod oauth;
 pub mod settings;
 mod wellknown;
 
@@ -85,6 +87,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/.well-known/openid-configuration", "GET, HEAD")
                 .route(read().to(wellknown::openid_configuration)),
+        )
+        .service(
+            resource("/.well-known/oauth-authorization-server", "GET, HEAD")
+                .route(read().to(wellknown::oauth_authorization_server)),
         )
         .service(resource("/healthz", "GET, HEAD").route(read().to(health::healthz)))
         .service(resource("/readyz", "GET, HEAD").route(read().to(health::readyz)))
@@ -166,6 +172,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/admin/stats", "GET, HEAD")
                 .wrap(from_fn(middleware::limit_by_method))
                 .route(read().to(admin::stats)),
+        )
+        .service(
+            resource("/v1/admin/clients", "GET, HEAD, POST")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(read().to(clients::list))
+                .route(web::post().to(clients::create)),
+        )
+        .service(
+            resource("/v1/admin/clients/{client_id}", "DELETE")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::delete().to(clients::delete)),
+        )
+        .service(
+            resource("/v1/admin/clients/{client_id}/secret", "POST")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::post().to(clients::rotate_secret)),
+        )
+        .service(
+            resource("/v1/revocations", "GET, HEAD")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(read().to(clients::feed)),
+        )
+        // Client credentials are secrets: the token endpoint spends the strict budget
+        // of logins; introspection, which resource servers call per request, the reads
+        // budget. Both count failed client authentications in the lockout store.
+        .service(
+            resource("/oauth/token", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(oauth::token)),
+        )
+        .service(
+            resource("/oauth/introspect", "POST")
+                .wrap(from_fn(middleware::limit_client_reads))
+                .route(web::post().to(oauth::introspect)),
+        )
+        .service(
+            resource("/oauth/revoke", "POST")
+                .wrap(from_fn(middleware::limit_logout))
+                .route(web::post().to(oauth::revoke)),
         )
         .service(
             resource("/admin", "GET, HEAD")

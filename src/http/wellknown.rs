@@ -39,19 +39,37 @@ pub async fn jwks(
     }
 }
 
+/// What both discovery documents say: how to verify our tokens, and where a service
+/// client gets, introspects and revokes tokens.
+fn metadata(issuer: &str) -> serde_json::Value {
+    json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["token"],
+        "claims_supported": ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "role", "client_id", "scope"],
+    })
+}
+
 /// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §3, the parts
-/// that describe how to verify our tokens).
+/// that describe how to verify our tokens and reach the client endpoints).
 pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
-    let issuer = &state.policy.tokens.issuer;
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .json(json!({
-            "issuer": issuer,
-            "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "subject_types_supported": ["public"],
-            "response_types_supported": ["token"],
-            "claims_supported": ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "role"],
-        }))
+        .json(metadata(&state.policy.tokens.issuer))
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414 §3): the same document.
+pub async fn oauth_authorization_server(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .json(metadata(&state.policy.tokens.issuer))
 }

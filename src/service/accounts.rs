@@ -194,7 +194,8 @@ pub async fn delete_account(
     let user = caller.user;
     let email = user.email.clone();
     let id = user.id;
-    state.db(move |s| s.delete_user(id, &email)).await?;
+    let now = state.now();
+    state.db(move |s| s.delete_user(id, &email, now)).await?;
     state
         .audit(event(
             state,

@@ -34,7 +34,7 @@ impl Actor<'_> {
     }
 
     /// The audit event of an action by this actor; `detail` says what was done.
-    fn event(
+    pub(super) fn event(
         self,
         state: &AppState,
         kind: AuditKind,

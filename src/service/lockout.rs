@@ -286,6 +286,28 @@ pub async fn begin_password_check(
     admit(state, limits, refused).await
 }
 
+/// Admits a check of a service client's secret: counted against the client id (when the
+/// presented one has the form of one) and the caller's address, each with the per-IP
+/// limit, since a service retries harder than a person and a stranger's guesses at its
+/// id must not lock it out as quickly as an email.
+pub async fn begin_client_check(
+    state: &AppState,
+    client: Option<crate::domain::ClientId>,
+    meta: &ClientMeta,
+) -> Result<Attempt, ServiceError> {
+    let per_ip = state.policy.lockout.max_failures_per_ip;
+    let mut limits = Vec::with_capacity(2);
+    if let Some(id) = client {
+        limits.push((format!("client:{id}"), per_ip));
+    }
+    limits.push((
+        ip_attempt_key(meta.ip_bucket.as_deref().unwrap_or("unknown")),
+        per_ip,
+    ));
+    let refused = event(state, AuditKind::ClientAuthLocked, None, meta, "refused");
+    admit(state, limits, refused).await
+}
+
 async fn admit(
     state: &AppState,
     limits: Vec<(String, u32)>,

@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod caller;
+pub mod clients;
+pub mod introspection;
 pub mod keystore;
 pub mod lockout;
 pub mod policy;

@@ -101,6 +101,23 @@ group! {
             },
             show: declare::secs,
         },
+        /// How long a client's replaced secret keeps working after a rotation.
+        pub client_secret_overlap: Duration {
+            env: "GATEHOUSE_CLIENT_SECRET_OVERLAP",
+            default: Fallback::Value("24h"),
+            meaning: "how long a service client's old secret keeps working after \
+                      `POST /v1/admin/clients/{client_id}/secret`, `0` ends it at once, at most 30 days",
+            parse: declare::duration,
+            check: |s| {
+                if s.client_secret_overlap > Duration::from_secs(30 * 86400) {
+                    return Err("must be at most 30 days: a replaced secret that works for \
+                                longer is a second secret nobody rotates"
+                        .into());
+                }
+                Ok(())
+            },
+            show: declare::secs,
+        },
     }
 }
 

@@ -29,6 +29,7 @@
 //! own migrations, an arm in [`open`] and in `DatabaseSettings`, and a module in
 //! `tests/store/main.rs`'s `conformance!` macro; it is done when it passes them all.
 
+pub mod clients;
 pub mod keystore;
 pub mod postgres;
 pub mod serving;
@@ -495,7 +496,9 @@ pub enum BackupError {
     Failed(#[from] anyhow::Error),
 }
 
-pub trait Store: Send + Sync + 'static {
+pub use clients::ClientStore;
+
+pub trait Store: ClientStore + Send + Sync + 'static {
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 
@@ -549,8 +552,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Deletes the user, their families and tokens, and the lockout counter of `email`,
     /// and scrubs what could identify them from their audit events, including the event
-    /// of a login that committed while this call waited for it.
-    fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError>;
+    /// of a login that committed while this call waited for it. Leaves a tombstone
+    /// (`family_tombstones`, listed from `now` or from its revocation) for each family
+    /// whose access tokens may still be live, for the revocation feed.
+    fn delete_user(
+        &self,
+        id: UserId,
+        email: &Email,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     // Refresh-token families.
     /// Opens a family, in one transaction with the check that its user still exists, is

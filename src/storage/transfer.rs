@@ -27,23 +27,27 @@ use super::DatabaseSettings;
 use super::postgres::PostgresUrl;
 use super::serving;
 
-/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004). A
-/// new SQLite migration must teach this module its columns, then raise this.
-pub const SOURCE_SCHEMA: i64 = 4;
-/// The PostgreSQL schema it writes (migrations/postgres/0001-0004), for the same reason.
-/// The keys (0003) are not its business: `gatehouse keys import` moves them; the order
-/// families were opened in (0004) is numbered by the target as the copy inserts them,
-/// read in the source's order.
-pub const TARGET_SCHEMA: &str = "4";
+/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004 and
+/// 0007). A new SQLite migration must teach this module its columns, then raise this.
+pub const SOURCE_SCHEMA: i64 = 5;
+/// The PostgreSQL schema it writes (migrations/postgres/0001-0004 and 0007), for the same
+/// reason. The keys (0003) are not its business: `gatehouse keys import` moves them; the
+/// order families were opened in (0004) is numbered by the target as the copy inserts
+/// them, read in the source's order. The families' tombstones (0007) list deleted users'
+/// sessions in the revocation feed for one access-token lifetime: the source is stopped
+/// for the copy, so they are not copied.
+pub const TARGET_SCHEMA: &str = "5";
 
 /// The tables copied, in an order that satisfies the foreign keys. SQLite's
 /// `health_probe` is readiness scratch, not data; PostgreSQL has no such table.
 /// `login_leases` are checks in flight on the source, which is stopped: none is live.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 7] = [
     "users",
     "refresh_families",
     "refresh_tokens",
     "login_attempts",
+    "clients",
+    "client_secrets",
     "audit_events",
 ];
 
@@ -157,6 +161,8 @@ pub fn copy(from: &Path, to: &PostgresUrl, options: &Options) -> Result<Report, 
         copy_table::<Families>(&snapshot, &mut tx, Families::default())?,
         copy_table::<Tokens>(&snapshot, &mut tx, Tokens::default())?,
         copy_table::<Attempts>(&snapshot, &mut tx, Attempts::default())?,
+        copy_table::<Clients>(&snapshot, &mut tx, Clients::default())?,
+        copy_table::<ClientSecrets>(&snapshot, &mut tx, ClientSecrets::default())?,
         copy_table::<Audit>(
             &snapshot,
             &mut tx,
@@ -249,7 +255,13 @@ fn open_source(path: &Path) -> Result<Connection, TransferError> {
             tables.push(name.map_err(not_sqlite)?);
         }
     }
-    if let Some(missing) = TABLES.iter().find(|t| !tables.iter().any(|n| n == *t)) {
+    // Only the tables schema 1 had already (the client tables came later): an older
+    // source is told to migrate (below), not that it is no gatehouse database.
+    if let Some(missing) = TABLES
+        .iter()
+        .filter(|t| !t.starts_with("client"))
+        .find(|t| !tables.iter().any(|n| n == *t))
+    {
         return Err(Refused(format!(
             "the source {shown} is not a gatehouse database (it has no {missing} table)"
         )));
@@ -733,6 +745,95 @@ impl Columns for Audit {
             keep_ids: self.keep_ids,
             ..Self::default()
         };
+    }
+}
+
+#[derive(Default)]
+struct Clients {
+    id: Vec<Uuid>,
+    name: Vec<String>,
+    scopes: Vec<String>,
+    audience: Vec<Option<String>>,
+    created_at: Vec<DateTime<Utc>>,
+    last_used_at: Vec<Option<DateTime<Utc>>>,
+    disabled: Vec<bool>,
+}
+
+impl Columns for Clients {
+    const TABLE: &'static str = "clients";
+    const SELECT: &'static str = "SELECT id, name, scopes, audience, created_at, last_used_at,
+                                         disabled
+                                  FROM clients";
+    fn insert(&self) -> &'static str {
+        "INSERT INTO clients (id, name, scopes, audience, created_at, last_used_at, disabled)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                              $5::timestamptz[], $6::timestamptz[], $7::bool[])"
+    }
+    fn push(&mut self, row: &rusqlite::Row<'_>) -> Result<(), String> {
+        self.id.push(id(row, 0)?);
+        self.name.push(get(row, 1)?);
+        self.scopes.push(get(row, 2)?);
+        self.audience.push(get(row, 3)?);
+        self.created_at.push(time(row, 4)?);
+        self.last_used_at.push(opt_time(row, 5)?);
+        self.disabled.push(get::<i64>(row, 6)? != 0);
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.id.len()
+    }
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.id,
+            &self.name,
+            &self.scopes,
+            &self.audience,
+            &self.created_at,
+            &self.last_used_at,
+            &self.disabled,
+        ]
+    }
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[derive(Default)]
+struct ClientSecrets {
+    client_id: Vec<Uuid>,
+    hash: Vec<Vec<u8>>,
+    created_at: Vec<DateTime<Utc>>,
+    not_after: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Columns for ClientSecrets {
+    const TABLE: &'static str = "client_secrets";
+    const SELECT: &'static str = "SELECT client_id, hash, created_at, not_after
+                                  FROM client_secrets";
+    fn insert(&self) -> &'static str {
+        "INSERT INTO client_secrets (client_id, hash, created_at, not_after)
+         SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::timestamptz[], $4::timestamptz[])"
+    }
+    fn push(&mut self, row: &rusqlite::Row<'_>) -> Result<(), String> {
+        self.client_id.push(id(row, 0)?);
+        self.hash.push(get(row, 1)?);
+        self.created_at.push(time(row, 2)?);
+        self.not_after.push(opt_time(row, 3)?);
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.client_id.len()
+    }
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.client_id,
+            &self.hash,
+            &self.created_at,
+            &self.not_after,
+        ]
+    }
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 

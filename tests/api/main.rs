@@ -18,6 +18,8 @@ mod admin_views;
 mod attacks;
 mod audit;
 mod backends;
+// Service clients: client credentials, introspection, revocation, the feed.
+mod clients;
 // `config check` says OK only where `serve` would start.
 mod config_check;
 mod console;

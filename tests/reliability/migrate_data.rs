@@ -257,6 +257,36 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
         "carol is not locked: {body}"
     );
 
+    // A service client whose secret was rotated: the old secret still in its overlap.
+    let created = server
+        .client
+        .post(server.url("/v1/admin/clients"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "billing", "scopes": ["introspect"]}))
+        .send()
+        .await
+        .expect("create a client");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("client");
+    let client_id = created["client_id"].as_str().expect("id").to_owned();
+    let old_secret = created["client_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let rotated = server
+        .client
+        .post(server.url(&format!("/v1/admin/clients/{client_id}/secret")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let rotated: Value = rotated.json().await.expect("secret");
+    let new_secret = rotated["client_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+
     let bob_sessions_before = sessions(&server, &admin, &bob_id).await;
     let audit_before = audit(&server, &admin).await;
     assert!(
@@ -350,6 +380,22 @@ async fn a_sqlite_install_moves_to_postgres_with_its_sessions_lockouts_and_audit
     // ---- The service on PostgreSQL, with the install's keys moved in (signing keys and
     // refresh secret) by the move.
     let server = on_postgres.start().await;
+    // The client and both of its secrets came along.
+    for secret in [&old_secret, &new_secret] {
+        let r = server
+            .client
+            .post(server.url("/oauth/token"))
+            .basic_auth(&client_id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("token");
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "a moved client secret is refused"
+        );
+    }
     // An access token minted on SQLite still verifies, and its session is still live.
     let (s, me) = get(&server, "/v1/me", &live_access).await;
     assert_eq!(s, StatusCode::OK, "{me}");

@@ -57,6 +57,8 @@ macro_rules! conformance {
 
 conformance!(
     schema_is_migrated_and_the_store_answers,
+    clients_round_trip_and_rotate_their_secrets,
+    the_feed_lists_revoked_and_deleted_families_in_its_window,
     users_are_created_found_and_unique,
     an_unknown_role_in_the_database_is_an_internal_error,
     search_matches_a_prefix_with_wildcards_as_plain_characters,

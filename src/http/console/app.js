@@ -31,6 +31,7 @@ const routes = {
   users: (view, q) => pages.users(view, q),
   user: (view, q, id) => pages.user(view, id, { notice }),
   audit: (view, q) => pages.audit(view, q),
+  clients: (view) => pages.clients(view),
 };
 
 function onSignedIn(user) {

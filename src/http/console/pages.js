@@ -9,6 +9,7 @@ const KINDS = [
   "signup", "login_succeeded", "login_failed", "login_locked", "refresh_reuse_detected",
   "logout", "session_revoked", "password_changed", "account_deleted", "user_updated",
   "key_generated", "key_rotated", "key_retired", "key_adopted",
+  "client_created", "client_deleted", "client_secret_rotated", "client_auth_failed", "client_auth_locked",
 ];
 
 const enc = encodeURIComponent;
@@ -18,7 +19,10 @@ function loading(view, title) {
 }
 
 // The API's field names, as the forms label them.
-const FIELDS = { email: "Email", password: "Password", user_id: "User id" };
+const FIELDS = {
+  email: "Email", password: "Password", user_id: "User id",
+  name: "Name", scopes: "Scopes", audience: "Audience",
+};
 
 /** A validation failure names each field and what is wrong with it ("Email is not a
  * valid email address"); anything else is its message. */
@@ -383,4 +387,95 @@ export async function audit(view, query) {
       before ? "No older events." : "No events match."),
     nav);
   await nameUsers(view);
+}
+
+// ------------------------------------------------------------------ service clients
+
+export async function clients(view) {
+  const list = h("div", { id: "clients", "aria-live": "polite" });
+  const shown = h("div", { id: "client-secret", "aria-live": "polite" });
+  const error = h("div", { class: "error", role: "alert", id: "client-error" });
+  const button = h("button", { type: "submit" }, "Create client");
+  const form = h("form", { class: "card new-client", "aria-labelledby": "new-client", novalidate: true },
+    h("h2", { id: "new-client" }, "New client"),
+    h("label", { for: "client-name" }, "Name"),
+    h("input", { id: "client-name", name: "name", required: true, autocomplete: "off" }),
+    h("label", { for: "client-scopes" }, "Scopes, space-separated (introspect, revocations, …)"),
+    h("input", { id: "client-scopes", name: "scopes", autocomplete: "off" }),
+    h("label", { for: "client-audience" }, "Audience (empty: the audience of user tokens)"),
+    h("input", { id: "client-audience", name: "audience", autocomplete: "off" }),
+    button, error);
+
+  // A secret is in one answer only: shown until the page is left, with what it is for.
+  function showSecret(title, clientId, secret) {
+    fill(shown, h("div", { class: "card", role: "status" },
+      h("h2", {}, title),
+      h("p", {}, "Copy the secret now: gatehouse shows it this once and keeps only its hash."),
+      h("p", {}, "client_id ", h("code", { id: "shown-client-id" }, clientId)),
+      h("p", {}, "client_secret ", h("code", { id: "shown-secret" }, secret))));
+  }
+
+  async function act(title, message, label, method, path, then) {
+    if (!(await confirm(title, message, label))) return;
+    try {
+      const body = await api.api(method, path);
+      // The list first, then the outcome: what the outcome shows is then on the list.
+      await load();
+      then(body);
+    } catch (e) {
+      fill(error, errorBox(e));
+    }
+  }
+
+  async function load() {
+    const body = await api.api("GET", "/v1/admin/clients");
+    fill(list, table("Service clients",
+      ["name", "client id", "scopes", "audience", "created", "last used", ""],
+      body.clients.map((c) => h("tr", {},
+        h("td", {}, c.name),
+        h("td", {}, h("code", {}, breakable(c.client_id))),
+        h("td", {}, text(c.scopes.join(" "))),
+        h("td", {}, text(c.audience)),
+        h("td", {}, when(c.created_at)),
+        h("td", {}, when(c.last_used_at)),
+        h("td", {},
+          h("button", {
+            type: "button",
+            onclick: () => act("New secret", `Give ${c.name} a new secret? The old one keeps working for the configured overlap.`,
+              "New secret", "POST", `/v1/admin/clients/${enc(c.client_id)}/secret`,
+              (s) => showSecret(`New secret for ${c.name}`, s.client_id, s.client_secret)),
+          }, "New secret"),
+          " ",
+          h("button", {
+            type: "button", class: "danger",
+            onclick: () => act("Delete client", `Delete ${c.name}? Its tokens stop introspecting as active at once.`,
+              "Delete", "DELETE", `/v1/admin/clients/${enc(c.client_id)}`, () => fill(shown)),
+          }, "Delete")))),
+      "No service clients yet."));
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    fill(error);
+    button.disabled = true;
+    try {
+      const audience = form.audience.value.trim();
+      const made = await api.api("POST", "/v1/admin/clients", {
+        name: form.name.value,
+        scopes: form.scopes.value.split(/\s+/).filter(Boolean),
+        ...(audience ? { audience } : {}),
+      });
+      form.reset();
+      await load();
+      showSecret(`Client ${made.name} created`, made.client_id, made.client_secret);
+    } catch (e) {
+      fill(error, errorBox(e));
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  fill(view, h("h1", {}, "Service clients"), shown, form, list);
+  fill(list, h("p", { class: "muted", role: "status" }, "Loading…"));
+  await load();
 }

@@ -95,8 +95,8 @@ pub(super) fn open<C: Driver>(
 }
 
 /// The presented token, its family and user, and its child if it has one, in one read.
-pub(super) fn find(
-    c: &mut Conn<'_>,
+pub(super) fn find<C: Driver>(
+    c: &mut Connection<'_, C>,
     hash: &TokenHashBytes,
 ) -> Result<Option<StoredToken>, Failure> {
     let hash = &hash[..];

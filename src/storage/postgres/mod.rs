@@ -11,6 +11,7 @@
 
 mod accounts;
 mod audit;
+mod clients;
 mod families;
 pub mod keys;
 mod lockout;
@@ -637,9 +638,17 @@ impl Store for PgStore {
         })
     }
 
-    fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError> {
+    fn delete_user(
+        &self,
+        id: UserId,
+        email: &Email,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let key = email_attempt_key(email);
-        self.transaction(|tx| accounts::delete(tx, id, &key))
+        self.transaction(|tx| {
+            clients::tombstone_families(tx, id, now)?;
+            accounts::delete(tx, id, &key)
+        })
     }
 
     fn create_family(&self, family: NewFamily) -> Result<bool, StoreError> {

@@ -21,6 +21,9 @@ const TABLES: &[&str] = &[
     "login_leases",
     "signing_keys",
     "sealed_secrets",
+    "clients",
+    "client_secrets",
+    "family_tombstones",
 ];
 
 /// What the database holds, as far as starting a server depends on it.

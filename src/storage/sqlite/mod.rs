@@ -8,6 +8,7 @@
 mod accounts;
 mod audit;
 mod checkpoint;
+mod clients;
 mod disk;
 mod families;
 mod lockout;
@@ -69,6 +70,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0004_login_leases.sql"
         )),
+        M::up(include_str!("../../../migrations/sqlite/0007_clients.sql")),
     ])
 }
 
@@ -477,9 +479,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_user(&self, id: UserId, email: &Email) -> Result<bool, StoreError> {
+    fn delete_user(
+        &self,
+        id: UserId,
+        email: &Email,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.write(|tx| {
             lockout::forget(tx, &email_attempt_key(email))?;
+            clients::tombstone_families(tx, id, now)?;
             accounts::delete(tx, id)
         })
     }
@@ -788,7 +796,11 @@ mod tests {
         );
 
         // Deleted users open nothing either (no foreign-key error reaches the caller).
-        assert!(store.delete_user(user.id, &email).expect("delete"));
+        assert!(
+            store
+                .delete_user(user.id, &email, Utc::now())
+                .expect("delete")
+        );
         assert!(
             !store
                 .create_family(family(user.id, [8; 32], 1))

@@ -182,7 +182,11 @@ pub fn create_family_refuses_a_stale_generation_a_disabled_or_a_deleted_user(sto
     store
         .update_user(u.id, None, Some(false), t0())
         .expect("enable");
-    assert!(store.delete_user(u.id, &u.email).expect("delete"));
+    assert!(
+        store
+            .delete_user(u.id, &u.email, chrono::Utc::now())
+            .expect("delete")
+    );
     assert!(
         !store
             .create_family(new_family(u.id, token(6), 1, t0()))
@@ -310,8 +314,16 @@ pub fn delete_user_scrubs_audit_and_forgets_families_and_lockout(store: &S) {
     ];
     fail(store, &keys, 900, t0());
 
-    assert!(store.delete_user(u.id, &u.email).expect("delete"));
-    assert!(!store.delete_user(u.id, &u.email).expect("delete again"));
+    assert!(
+        store
+            .delete_user(u.id, &u.email, chrono::Utc::now())
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_user(u.id, &u.email, chrono::Utc::now())
+            .expect("delete again")
+    );
     assert!(store.account_by_id(u.id).expect("read").is_none());
     assert!(store.find_refresh_token(token(1)).expect("read").is_none());
     assert!(store.find_refresh_token(token(2)).expect("read").is_none());
@@ -374,7 +386,11 @@ pub fn logins_racing_a_disable_or_a_deletion_leave_nothing_behind(store: &S) {
             scope.spawn(|| {
                 barrier.wait();
                 if deleting {
-                    assert!(store.delete_user(u.id, &u.email).expect("delete"));
+                    assert!(
+                        store
+                            .delete_user(u.id, &u.email, chrono::Utc::now())
+                            .expect("delete")
+                    );
                 } else {
                     store
                         .update_user(u.id, None, Some(true), t0())

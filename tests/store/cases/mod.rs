@@ -4,6 +4,7 @@
 
 mod accounts;
 mod audit;
+mod clients;
 mod lockout;
 mod prune;
 mod sessions;
@@ -11,6 +12,7 @@ mod tokens;
 
 pub use accounts::*;
 pub use audit::*;
+pub use clients::*;
 pub use lockout::*;
 pub use prune::*;
 pub use sessions::*;

@@ -155,7 +155,13 @@ fn a_disable_waiting_for_a_login_revokes_the_family_it_opened() {
 fn a_deletion_waiting_for_a_login_scrubs_the_event_it_wrote() {
     with_a_login_held_open(
         "delete_waits_for_login",
-        |store, u| assert!(store.delete_user(u.id, &u.email).expect("delete")),
+        |store, u| {
+            assert!(
+                store
+                    .delete_user(u.id, &u.email, chrono::Utc::now())
+                    .expect("delete")
+            )
+        },
         |store, u, (family, first)| {
             let events = crate::cases::audit_of(store, u.id);
             let opened: Vec<_> = events
