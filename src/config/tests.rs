@@ -211,6 +211,7 @@ fn trusting_a_whole_range_is_warned_about() {
         let s = from(&[
             ("GATEHOUSE_TRUSTED_PROXIES", trusted),
             ("GATEHOUSE_RATE_LIMIT_STORE", "redis://127.0.0.1:6379"),
+            ("GATEHOUSE_ADMIN_MFA", "required"),
         ])
         .expect("valid");
         let warnings = s.warnings();
@@ -231,6 +232,7 @@ fn trusting_a_whole_range_is_warned_about() {
         let s = from(&[
             ("GATEHOUSE_TRUSTED_PROXIES", trusted),
             ("GATEHOUSE_RATE_LIMIT_STORE", "redis://127.0.0.1:6379"),
+            ("GATEHOUSE_ADMIN_MFA", "required"),
         ])
         .expect("valid");
         assert_eq!(s.warnings(), Vec::<String>::new(), "{trusted}");
@@ -413,6 +415,7 @@ fn a_key_encryption_key_on_sqlite_is_a_warning() {
         .warnings()
         .into_iter()
         .filter(|w| !w.starts_with("GATEHOUSE_RATE_LIMIT_STORE is unset"))
+        .filter(|w| !w.starts_with("GATEHOUSE_ADMIN_MFA is off"))
         .collect();
     assert!(unrelated.is_empty(), "{unrelated:?}");
 }
@@ -481,4 +484,28 @@ fn an_unknown_gatehouse_variable_is_named_with_the_closest_setting() {
         warnings[1].starts_with("GATEHOUSE_SOMETHING_ELSE ") && !warnings[1].contains("mean"),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn admin_mfa_off_is_a_warning_and_required_is_not() {
+    let off = from(&[]).expect("defaults");
+    assert!(!off.mfa.admin_mfa_required);
+    assert!(
+        off.warnings()
+            .iter()
+            .any(|w| w.starts_with("GATEHOUSE_ADMIN_MFA is off")),
+        "{:?}",
+        off.warnings()
+    );
+    let on = from(&[("GATEHOUSE_ADMIN_MFA", "required")]).expect("required");
+    assert!(on.mfa.admin_mfa_required);
+    assert!(
+        !on.warnings()
+            .iter()
+            .any(|w| w.contains("GATEHOUSE_ADMIN_MFA"))
+    );
+    let e = from(&[("GATEHOUSE_ADMIN_MFA", "yes")]).expect_err("bad");
+    assert_eq!(e.key, "GATEHOUSE_ADMIN_MFA");
+    let e = from(&[("GATEHOUSE_MFA_TOKEN_TTL", "1h")]).expect_err("too long");
+    assert_eq!(e.key, "GATEHOUSE_MFA_TOKEN_TTL");
 }

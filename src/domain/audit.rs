@@ -44,6 +44,15 @@ kinds! {
     KeyRotated => "key_rotated",
     KeyRetired => "key_retired",
     KeyAdopted => "key_adopted",
+    MfaEnrolmentStarted => "mfa_enrolment_started",
+    MfaEnabled => "mfa_enabled",
+    MfaDisabled => "mfa_disabled",
+    MfaReset => "mfa_reset",
+    MfaRecoveryCodesRegenerated => "mfa_recovery_codes_regenerated",
+    MfaRecoveryCodeUsed => "mfa_recovery_code_used",
+    MfaChallengeIssued => "mfa_challenge_issued",
+    MfaFailed => "mfa_failed",
+    MfaLocked => "mfa_locked",
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod audit;
 pub mod email;
 mod ids;
+mod mfa;
 mod password;
 mod session;
 mod user;
@@ -10,6 +11,7 @@ mod user;
 pub use audit::AuditKind;
 pub use email::Email;
 pub use ids::{FamilyId, UserId};
+pub use mfa::Amr;
 pub use password::NewPassword;
 pub use session::{RevokeReason, Session};
 pub use user::{Role, User};

@@ -30,6 +30,7 @@
 //! `tests/store/main.rs`'s `conformance!` macro; it is done when it passes them all.
 
 pub mod keystore;
+pub mod mfa;
 pub mod postgres;
 pub mod serving;
 mod sql;
@@ -43,7 +44,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{AuditKind, Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+use crate::domain::{Amr, AuditKind, Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+
+pub use self::mfa::{MfaStore, NewMfaToken, StoredMfaToken, StoredTotp};
 
 /// SHA-256 of a refresh token; storage never sees a token in plaintext.
 pub type TokenHashBytes = [u8; 32];
@@ -210,6 +213,8 @@ pub struct NewFamily {
     /// The login's lockout lease, released in the same transaction when the family
     /// opens (left in place when it does not: the login then settles it as failed).
     pub settles: Option<LeaseId>,
+    /// How the login was authenticated; every access token of the family carries it.
+    pub amr: Amr,
 }
 
 /// A presented refresh token as stored, with what the rotation rule needs to judge it:
@@ -226,6 +231,8 @@ pub struct StoredToken {
     pub family_stale: bool,
     /// The child issued when this token was spent.
     pub child: Option<StoredChild>,
+    /// How the family's login was authenticated.
+    pub amr: Amr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -495,7 +502,7 @@ pub enum BackupError {
     Failed(#[from] anyhow::Error),
 }
 
-pub trait Store: Send + Sync + 'static {
+pub trait Store: MfaStore + Send + Sync + 'static {
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 
@@ -676,6 +683,7 @@ mod tests {
             role: Role::User,
             disabled: false,
             created_at: Utc::now(),
+            mfa_enabled: false,
         };
         let account = Account {
             user,

@@ -11,6 +11,7 @@ mod checkpoint;
 mod disk;
 mod families;
 mod lockout;
+mod mfa;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0004_login_leases.sql"
         )),
+        M::up(include_str!("../../../migrations/sqlite/0006_mfa.sql")),
     ])
 }
 
@@ -657,6 +659,7 @@ mod tests {
             opened_by: AuditEvent::new(now, crate::domain::AuditKind::LoginSucceeded, "ok"),
             forgives: None,
             settles: None,
+            amr: crate::domain::Amr::Pwd,
         }
     }
 

@@ -82,6 +82,7 @@ pub fn new_family(
         },
         forgives: None,
         settles: None,
+        amr: gatehouse::domain::Amr::Pwd,
     }
 }
 
