@@ -76,10 +76,17 @@ impl TotpSecret {
     /// `otpauth://totp/<issuer>:<account>?secret=…&issuer=…` (the Key Uri Format that
     /// authenticator apps read), with SHA-1, 6 digits and 30 s spelled out.
     pub fn otpauth_uri(&self, issuer: &str, account: &str) -> String {
-        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        // RFC 3986's unreserved characters stay as they are; the rest (`@`, `:`, …) is
+        // escaped, so neither part can end the label or the query early.
+        const PART: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
         let (issuer, account) = (
-            utf8_percent_encode(issuer, NON_ALPHANUMERIC).to_string(),
-            utf8_percent_encode(account, NON_ALPHANUMERIC).to_string(),
+            utf8_percent_encode(issuer, PART).to_string(),
+            utf8_percent_encode(account, PART).to_string(),
         );
         format!(
             "otpauth://totp/{issuer}:{account}?secret={}&issuer={issuer}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECS}",
@@ -267,7 +274,7 @@ mod tests {
         let secret = TotpSecret::generate();
         let uri = secret.otpauth_uri("gatehouse", "a@example.com");
         assert!(
-            uri.starts_with("otpauth://totp/gatehouse:a%40example%2Ecom?secret="),
+            uri.starts_with("otpauth://totp/gatehouse:a%40example.com?secret="),
             "{uri}"
         );
         assert!(uri.contains(&format!("secret={}&issuer=gatehouse", secret.base32())));

@@ -35,6 +35,7 @@ mod limits_shared;
 mod login;
 mod logout;
 mod me;
+mod mfa;
 mod process;
 mod refresh;
 mod session_bound;

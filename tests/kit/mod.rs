@@ -29,3 +29,4 @@ pub mod redis;
 pub mod replicas;
 pub mod rng;
 pub mod rss;
+pub mod totp;
