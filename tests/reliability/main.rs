@@ -11,6 +11,7 @@ mod crash;
 mod faults;
 mod inspect;
 mod invariants;
+mod mfa_replicas;
 mod migrate_data;
 mod pg_faults;
 mod properties;
