@@ -656,3 +656,55 @@ async fn with_admin_mfa_required_an_admin_needs_a_second_factor_session() {
     )
     .await;
 }
+
+/// The code Debian's `oathtool` (an implementation independent of ours and of
+/// `totp-rs`) shows at `at` for the base32 `secret`.
+fn oathtool_code(secret: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    let output = std::process::Command::new("oathtool")
+        .args(["--totp", "--base32", "--digits=6", "--now"])
+        .arg(at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .arg(secret)
+        .output()
+        .expect("oathtool runs (scripts/test installs it)");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[both_backends]
+async fn codes_from_an_independent_implementation_confirm_enrolment_and_log_in() {
+    let app = spawn_app().await;
+    let email = unique_email("oathtool");
+    let signup = app.signup_ok(&email, PASSWORD).await;
+    let started = expect_json(
+        app.post_json_with_token(
+            "/v1/me/mfa/totp",
+            access_of(&signup),
+            &json!({ "password": PASSWORD }),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let secret = started["secret"].as_str().expect("secret");
+    let code = oathtool_code(secret, app.now());
+    assert_eq!(code.len(), 6);
+    expect_json(
+        app.post_json_with_token(
+            "/v1/me/mfa/totp/confirm",
+            access_of(&signup),
+            &json!({ "code": code }),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+
+    app.advance(Duration::from_secs(30));
+    let token = app.mfa_token(&email, PASSWORD).await;
+    let code = oathtool_code(secret, app.now());
+    let body = expect_json(app.post_login_mfa(&token, &code).await, StatusCode::OK).await;
+    assert_eq!(amr(&body), json!(["pwd", "otp", "mfa"]));
+}
