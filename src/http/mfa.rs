@@ -167,6 +167,6 @@ pub async fn admin_reset(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
-    mfa::admin_reset(&state, &caller, id, &meta).await?;
+    mfa::admin_reset(&state, Some(caller.user.id), id, &meta).await?;
     Ok(HttpResponse::NoContent().finish())
 }

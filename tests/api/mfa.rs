@@ -708,3 +708,38 @@ async fn codes_from_an_independent_implementation_confirm_enrolment_and_log_in()
     let body = expect_json(app.post_login_mfa(&token, &code).await, StatusCode::OK).await;
     assert_eq!(amr(&body), json!(["pwd", "otp", "mfa"]));
 }
+
+#[both_backends]
+async fn the_cli_resets_a_users_mfa() {
+    let app = spawn_app().await;
+    let email = unique_email("cli-reset");
+    let signup = app.signup_ok(&email, PASSWORD).await;
+    let enrolled = app.enrol_totp(access_of(&signup), PASSWORD).await;
+    let session = app
+        .login_with_totp(&email, PASSWORD, &enrolled.secret)
+        .await;
+
+    let out = app.cli_ok(&["users", "reset-mfa", &email], None).await;
+    assert!(out.contains("second factor removed"), "{out}");
+
+    assert_error(
+        app.post_refresh(refresh_of(&session)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    )
+    .await;
+    let body = app.login_ok(&email, PASSWORD).await;
+    assert!(!body.user.mfa_enabled);
+    let user_id = user_id_of(&signup).to_owned();
+    let events = app
+        .store(move |s| {
+            s.list_audit(&AuditFilter {
+                user_id: Some(user_id.parse().expect("id")),
+                kind: Some("mfa_reset".into()),
+                limit: 10,
+                before: None,
+            })
+        })
+        .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}

@@ -333,11 +333,12 @@ pub async fn disable(
     Ok(())
 }
 
-/// `DELETE /v1/admin/users/{id}/mfa`: TOTP and recovery codes removed, every family
-/// revoked (`admin`), outstanding logins voided.
+/// `DELETE /v1/admin/users/{id}/mfa` and `gatehouse users reset-mfa`: TOTP and
+/// recovery codes removed, every family revoked (`admin`), outstanding logins voided.
+/// `admin` is the admin who asked (none for the operator's CLI).
 pub async fn admin_reset(
     state: &AppState,
-    admin: &Caller,
+    admin: Option<UserId>,
     user: UserId,
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
@@ -354,7 +355,7 @@ pub async fn admin_reset(
     state
         .audit(AuditEvent {
             user_id: Some(user),
-            actor_id: Some(admin.user.id),
+            actor_id: admin,
             ..event(state, AuditKind::MfaReset, None, meta, "ok")
         })
         .await;
