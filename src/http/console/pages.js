@@ -9,6 +9,9 @@ const KINDS = [
   "signup", "login_succeeded", "login_failed", "login_locked", "refresh_reuse_detected",
   "logout", "session_revoked", "password_changed", "account_deleted", "user_updated",
   "key_generated", "key_rotated", "key_retired", "key_adopted",
+  "mfa_enrolment_started", "mfa_enabled", "mfa_disabled", "mfa_reset",
+  "mfa_recovery_codes_regenerated", "mfa_recovery_code_used", "mfa_challenge_issued",
+  "mfa_failed", "mfa_locked",
 ];
 
 const enc = encodeURIComponent;
