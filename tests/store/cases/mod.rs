@@ -5,6 +5,7 @@
 mod accounts;
 mod audit;
 mod lockout;
+mod mfa;
 mod prune;
 mod sessions;
 mod tokens;
@@ -12,6 +13,7 @@ mod tokens;
 pub use accounts::*;
 pub use audit::*;
 pub use lockout::*;
+pub use mfa::*;
 pub use prune::*;
 pub use sessions::*;
 pub use tokens::*;
