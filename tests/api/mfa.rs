@@ -743,3 +743,55 @@ async fn the_cli_resets_a_users_mfa() {
         .await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
+
+/// Every path that hands out tokens, walked for a user with MFA on: only the second
+/// factor's login yields `mfa`. A login stops at `mfa_required`; a session opened before
+/// MFA was on keeps `["pwd"]` through refresh and password change; signup cannot meet an
+/// existing user.
+#[both_backends]
+async fn no_path_but_the_second_factor_gives_a_user_with_mfa_an_mfa_session() {
+    let app = spawn_app().await;
+    let email = unique_email("paths");
+    let signup = app.signup_ok(&email, PASSWORD).await;
+    let before = app.login_ok(&email, PASSWORD).await;
+    app.enrol_totp(access_of(&signup), PASSWORD).await;
+
+    // Login: no tokens, whatever the body says besides.
+    let body = assert_error(
+        app.post_login(&email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "mfa_required",
+    )
+    .await;
+    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none());
+    // Signup of the same address: taken, no tokens.
+    assert_error(
+        app.post_signup(&email, PASSWORD).await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    )
+    .await;
+    // A session from before: refresh keeps what it proved, nothing more.
+    let refreshed = app.refresh_ok(refresh_of(&before)).await;
+    assert_eq!(amr(refreshed.json()), json!(["pwd"]));
+    assert_eq!(refreshed.user.mfa_enabled, true);
+    // A password change through it: a new session, still without a second factor.
+    let changed = expect_json(
+        app.post_json_with_token(
+            "/v1/me/password",
+            access_of(&refreshed),
+            &json!({ "current_password": PASSWORD, "new_password": OTHER_PASSWORD }),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(amr(&changed), json!(["pwd"]));
+    // And the new password still stops at the second factor.
+    assert_error(
+        app.post_login(&email, OTHER_PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "mfa_required",
+    )
+    .await;
+}

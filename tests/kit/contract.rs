@@ -47,9 +47,12 @@ pub fn assert_error_shape(body: &Value) {
     let object = body
         .as_object()
         .unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    // Login's `mfa_required` (401) carries the second step's token and methods.
+    let challenge = body["error"] == "mfa_required" && object.contains_key("mfa_token");
     for key in object.keys() {
         assert!(
-            ["error", "message", "details"].contains(&key.as_str()),
+            ["error", "message", "details"].contains(&key.as_str())
+                || (challenge && ["mfa_token", "methods"].contains(&key.as_str())),
             "unexpected key `{key}` in error body: {body}"
         );
     }
