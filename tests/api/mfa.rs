@@ -774,7 +774,7 @@ async fn no_path_but_the_second_factor_gives_a_user_with_mfa_an_mfa_session() {
     // A session from before: refresh keeps what it proved, nothing more.
     let refreshed = app.refresh_ok(refresh_of(&before)).await;
     assert_eq!(amr(refreshed.json()), json!(["pwd"]));
-    assert_eq!(refreshed.user.mfa_enabled, true);
+    assert!(refreshed.user.mfa_enabled);
     // A password change through it: a new session, still without a second factor.
     let changed = expect_json(
         app.post_json_with_token(
