@@ -96,6 +96,7 @@ pub trait MfaStore {
     /// outstanding `mfa_token`s, in one transaction; `true` when TOTP was enabled.
     fn remove_mfa(&self, user: UserId, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
+    /// Stores a new token, and deletes the user's expired ones.
     fn create_mfa_token(&self, token: NewMfaToken) -> Result<(), StoreError>;
     fn find_mfa_token(&self, hash: &TokenHashBytes) -> Result<Option<StoredMfaToken>, StoreError>;
     /// Spends a token: `true` exactly when this call marked it spent, before its expiry.

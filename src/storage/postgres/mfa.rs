@@ -215,6 +215,11 @@ impl MfaStore for PgStore {
         let (hash, user) = (&t.hash[..], t.user_id.as_uuid());
         let (now, expires) = (sec(t.now), sec(t.expires_at));
         self.write(|c| {
+            // The user's expired ones go as a new one comes (see sqlite/mfa.rs).
+            c.query_typed(
+                "DELETE FROM mfa_tokens WHERE user_id = $1 AND expires_at <= $2",
+                &[(&user, Type::UUID), (&now, Type::TIMESTAMPTZ)],
+            )?;
             c.query_typed(
                 "INSERT INTO mfa_tokens (hash, user_id, password_generation, created_at,
                                          expires_at, ip, user_agent)

@@ -165,6 +165,10 @@ impl MfaStore for SqliteStore {
 
     fn create_mfa_token(&self, t: NewMfaToken) -> Result<(), StoreError> {
         self.write(|tx| {
+            // The user's expired ones go as a new one comes: a table that never grows
+            // past a few rows per user, without a pruning pass of its own.
+            tx.prepare_cached("DELETE FROM mfa_tokens WHERE user_id = ?1 AND expires_at <= ?2")?
+                .execute(params![t.user_id.to_string(), ts(t.now)])?;
             tx.prepare_cached(
                 "INSERT INTO mfa_tokens (hash, user_id, password_generation, created_at,
                                          expires_at, ip, user_agent)
