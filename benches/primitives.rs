@@ -49,6 +49,7 @@ fn claims() -> AccessClaims {
         jti: Uuid::new_v4(),
         sid: Uuid::new_v4().into(),
         role: Role::User,
+        amr: vec!["pwd".into()],
     }
 }
 
@@ -174,6 +175,7 @@ fn rotation(c: &mut Criterion) {
                 opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
                 forgives: None,
                 settles: None,
+                amr: gatehouse::domain::Amr::Pwd,
             })
             .expect("family");
         // Each iteration presents the previous iteration's child: a real chain.

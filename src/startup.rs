@@ -351,6 +351,7 @@ fn self_test(keys: &KeyRing, settings: &TokenSettings) -> anyhow::Result<()> {
         jti: Uuid::new_v4(),
         sid: Uuid::nil().into(),
         role: Role::User,
+        amr: vec!["pwd".into()],
     };
     let token = jwt::mint(keys, &claims).context("signing self-test failed")?;
     let back = jwt::verify(keys, &token, &settings.issuer, &settings.audience, now)

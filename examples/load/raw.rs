@@ -97,6 +97,7 @@ fn raw_claims() -> AccessClaims {
         jti: uuid::Uuid::new_v4(),
         sid: FamilyId::random(),
         role: Role::User,
+        amr: vec!["pwd".into()],
     }
 }
 
@@ -210,6 +211,7 @@ fn new_chain(store: &SqliteStore) -> anyhow::Result<RefreshToken> {
         opened_by: AuditEvent::new(now, AuditKind::Signup, "ok"),
         forgives: None,
         settles: None,
+        amr: gatehouse::domain::Amr::Pwd,
     })?;
     Ok(token)
 }

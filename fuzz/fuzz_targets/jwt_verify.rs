@@ -41,6 +41,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         jti: uuid::Uuid::new_v4(),
         sid: uuid::Uuid::new_v4().into(),
         role: Role::User,
+        amr: vec!["pwd".into()],
     };
     let token = mint(&ring, &claims).expect("mint");
     assert!(verify(&ring, &token, ISS, AUD, now).is_ok());

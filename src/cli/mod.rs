@@ -164,6 +164,9 @@ enum UsersCommand {
     Promote { email: String },
     /// Disable a user: no login, no refresh; every session revoked.
     Disable { email: String },
+    /// Remove a user's second factor (TOTP and recovery codes) and revoke every session,
+    /// for a user who lost both their authenticator and their recovery codes.
+    ResetMfa { email: String },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +416,9 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
         }
         Command::Users(UsersCommand::Disable { email }) => {
             admin_tool(&settings, Change::Disable(email))
+        }
+        Command::Users(UsersCommand::ResetMfa { email }) => {
+            admin_tool(&settings, Change::ResetMfa(email))
         }
         Command::Sessions(SessionsCommand::Revoke { family, user }) => {
             admin_tool(&settings, Change::Revoke { family, user })
@@ -694,6 +700,7 @@ enum Change {
     },
     Promote(String),
     Disable(String),
+    ResetMfa(String),
     Revoke {
         family: Option<String>,
         user: Option<String>,
@@ -736,6 +743,14 @@ async fn change_as_operator(state: &AppState, change: Change) -> Result<(), Fail
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, None, Some(true), &cli).await?;
             println!("{} is disabled and every session revoked", u.email.as_str());
+        }
+        Change::ResetMfa(email) => {
+            let u = user_by_email(state, &email).await?;
+            crate::service::mfa::admin_reset(state, None, u.id, &cli).await?;
+            println!(
+                "{}: second factor removed and every session revoked",
+                u.email.as_str()
+            );
         }
         Change::Revoke { family, user } => {
             if let Some(family) = family {

@@ -20,6 +20,7 @@ use crate::declare::{Group, Invalid, Setting};
 use crate::http::client_ip::Cidr;
 pub use crate::http::limiter::{RateLimits, Tier};
 pub use crate::http::settings::HttpSettings;
+pub use crate::service::mfa::MfaSettings;
 pub use crate::service::policy::{Lockout, Policy, TokenSettings};
 use crate::storage::DatabaseSettings;
 
@@ -34,6 +35,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub tokens: TokenSettings,
     pub lockout: Lockout,
+    pub mfa: MfaSettings,
     pub http: HttpSettings,
     pub rate_limits: RateLimits,
     /// Argon2id cost. Production parameters unless code sets it: no variable maps here.
@@ -47,6 +49,7 @@ pub fn settings() -> impl Iterator<Item = &'static Setting> {
         StorageSettings::SETTINGS,
         TokenSettings::SETTINGS,
         Lockout::SETTINGS,
+        MfaSettings::SETTINGS,
         HttpSettings::SETTINGS,
         RateLimits::SETTINGS,
     ]
@@ -176,6 +179,7 @@ impl Settings {
             storage: Group::read(&mut value)?,
             tokens: Group::read(&mut value)?,
             lockout: Group::read(&mut value)?,
+            mfa: Group::read(&mut value)?,
             http: Group::read(&mut value)?,
             rate_limits: Group::read(&mut value)?,
             password_cost: PasswordCost::PRODUCTION,
@@ -189,6 +193,7 @@ impl Settings {
         self.storage.check()?;
         self.tokens.check()?;
         self.lockout.check()?;
+        self.mfa.check()?;
         self.http.check()?;
         self.rate_limits.check()?;
         Ok(())
@@ -202,6 +207,7 @@ impl Settings {
             self.storage.describe(),
             self.tokens.describe(),
             self.lockout.describe(),
+            self.mfa.describe(),
             self.http.describe(),
             self.rate_limits.describe(),
         ]
@@ -259,6 +265,11 @@ impl Settings {
             })
             .chain(unused_kek)
             .chain(in_memory_limits)
+            .chain((!self.mfa.admin_mfa_required).then(|| {
+                "GATEHOUSE_ADMIN_MFA is off: an admin's password alone opens the admin API; \
+                 set it to `required` once every admin has enrolled a second factor"
+                    .to_owned()
+            }))
             .collect()
     }
 
@@ -306,6 +317,7 @@ impl Settings {
             tokens: self.tokens.clone(),
             lockout: self.lockout,
             key_timing: self.key_timing(),
+            mfa: self.mfa,
         }
     }
 

@@ -211,6 +211,7 @@ fn trusting_a_whole_range_is_warned_about() {
         let s = from(&[
             ("GATEHOUSE_TRUSTED_PROXIES", trusted),
             ("GATEHOUSE_RATE_LIMIT_STORE", "redis://127.0.0.1:6379"),
+            ("GATEHOUSE_ADMIN_MFA", "required"),
         ])
         .expect("valid");
         let warnings = s.warnings();
@@ -231,6 +232,7 @@ fn trusting_a_whole_range_is_warned_about() {
         let s = from(&[
             ("GATEHOUSE_TRUSTED_PROXIES", trusted),
             ("GATEHOUSE_RATE_LIMIT_STORE", "redis://127.0.0.1:6379"),
+            ("GATEHOUSE_ADMIN_MFA", "required"),
         ])
         .expect("valid");
         assert_eq!(s.warnings(), Vec::<String>::new(), "{trusted}");
@@ -422,6 +424,7 @@ fn a_key_encryption_key_on_sqlite_is_a_warning() {
         .warnings()
         .into_iter()
         .filter(|w| !w.starts_with("GATEHOUSE_RATE_LIMIT_STORE is unset"))
+        .filter(|w| !w.starts_with("GATEHOUSE_ADMIN_MFA is off"))
         .collect();
     assert!(unrelated.is_empty(), "{unrelated:?}");
 }
@@ -550,4 +553,28 @@ fn a_refused_value_from_the_file_is_named_by_its_toml_key_and_file() {
     })
     .expect_err("refused");
     assert_eq!(e.key, "GATEHOUSE_ACCESS_TTL");
+}
+
+#[test]
+fn admin_mfa_off_is_a_warning_and_required_is_not() {
+    let off = from(&[]).expect("defaults");
+    assert!(!off.mfa.admin_mfa_required);
+    assert!(
+        off.warnings()
+            .iter()
+            .any(|w| w.starts_with("GATEHOUSE_ADMIN_MFA is off")),
+        "{:?}",
+        off.warnings()
+    );
+    let on = from(&[("GATEHOUSE_ADMIN_MFA", "required")]).expect("required");
+    assert!(on.mfa.admin_mfa_required);
+    assert!(
+        !on.warnings()
+            .iter()
+            .any(|w| w.contains("GATEHOUSE_ADMIN_MFA"))
+    );
+    let e = from(&[("GATEHOUSE_ADMIN_MFA", "yes")]).expect_err("bad");
+    assert_eq!(e.key, "GATEHOUSE_ADMIN_MFA");
+    let e = from(&[("GATEHOUSE_MFA_TOKEN_TTL", "1h")]).expect_err("too long");
+    assert_eq!(e.key, "GATEHOUSE_MFA_TOKEN_TTL");
 }

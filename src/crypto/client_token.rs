@@ -139,6 +139,7 @@ mod tests {
             jti: Uuid::new_v4(),
             sid: crate::domain::FamilyId::random(),
             role: crate::domain::Role::Admin,
+            amr: vec!["pwd".into()],
         };
         let user_token = jwt::mint(&ring, &user).expect("mint");
         assert_eq!(

@@ -26,6 +26,10 @@ pub struct AccessClaims {
     pub jti: Uuid,
     pub sid: FamilyId,
     pub role: Role,
+    /// How the session was authenticated (RFC 8176): `["pwd"]`, or `["pwd","otp","mfa"]`
+    /// after a second factor. Absent from tokens minted before it existed.
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,6 +140,7 @@ mod tests {
             jti: Uuid::new_v4(),
             sid: FamilyId::random(),
             role: Role::User,
+            amr: vec!["pwd".into()],
         }
     }
 

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod password;
 pub mod refresh;
 pub mod sealing;
+pub mod totp;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -85,6 +85,18 @@ impl RefreshSecret {
         Self(hmac::Key::new(hmac::HMAC_SHA256, bytes))
     }
 
+    /// A 256-bit key for `purpose`, derived from this secret (HMAC-SHA-256 of a label):
+    /// every replica holding the secret derives the same key, and no derived key tells
+    /// anything of the secret or of another purpose's key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(b"gatehouse derived key v1\0");
+        ctx.update(purpose.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
     /// Reads the secret at `path`, creating it (mode 0600) when it does not exist.
     pub fn load_or_create(path: &Path) -> anyhow::Result<(Self, bool)> {
         match Self::read_file(path)? {

@@ -49,6 +49,15 @@ kinds! {
     ClientSecretRotated => "client_secret_rotated",
     ClientAuthFailed => "client_auth_failed",
     ClientAuthLocked => "client_auth_locked",
+    MfaEnrolmentStarted => "mfa_enrolment_started",
+    MfaEnabled => "mfa_enabled",
+    MfaDisabled => "mfa_disabled",
+    MfaReset => "mfa_reset",
+    MfaRecoveryCodesRegenerated => "mfa_recovery_codes_regenerated",
+    MfaRecoveryCodeUsed => "mfa_recovery_code_used",
+    MfaChallengeIssued => "mfa_challenge_issued",
+    MfaFailed => "mfa_failed",
+    MfaLocked => "mfa_locked",
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::FamilyId;
+use super::{Amr, FamilyId};
 
 /// Why a refresh-token family stopped working.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,4 +43,6 @@ pub struct Session {
     pub revoked_reason: Option<RevokeReason>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// How the login that opened it was authenticated.
+    pub amr: Amr,
 }

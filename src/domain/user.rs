@@ -35,4 +35,6 @@ pub struct User {
     pub role: Role,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    /// A second factor is on: a password alone no longer opens a session.
+    pub mfa_enabled: bool,
 }

@@ -134,6 +134,7 @@ pub struct UserDto {
     pub role: Role,
     pub disabled: bool,
     pub created_at: String,
+    pub mfa_enabled: bool,
 }
 
 impl From<User> for UserDto {
@@ -144,6 +145,7 @@ impl From<User> for UserDto {
             role: u.role,
             disabled: u.disabled,
             created_at: rfc3339(u.created_at),
+            mfa_enabled: u.mfa_enabled,
         }
     }
 }
@@ -181,6 +183,8 @@ pub struct SessionDto {
     pub revoked_reason: Option<&'static str>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// How the login was authenticated (RFC 8176).
+    pub amr: &'static [&'static str],
 }
 
 impl From<Session> for SessionDto {
@@ -194,6 +198,7 @@ impl From<Session> for SessionDto {
             revoked_reason: s.revoked_reason.map(|r| r.as_str()),
             user_agent: s.user_agent,
             ip: s.ip,
+            amr: s.amr.methods(),
         }
     }
 }

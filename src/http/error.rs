@@ -17,6 +17,8 @@ pub struct ApiError {
     pub retry_after_secs: Option<u64>,
     /// Whether a bearer token was presented, for `WWW-Authenticate` (RFC 6750 §3).
     pub bearer_presented: bool,
+    /// The `mfa_required` answer to a right password: the token and the methods.
+    pub mfa_challenge: Option<Box<(String, Vec<&'static str>)>>,
 }
 
 #[derive(Serialize)]
@@ -25,6 +27,10 @@ struct Body<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     details: Option<Vec<Detail<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methods: Option<&'a [&'static str]>,
 }
 
 #[derive(Serialize)]
@@ -42,6 +48,7 @@ impl ApiError {
             details: Vec::new(),
             retry_after_secs: None,
             bearer_presented: false,
+            mfa_challenge: None,
         }
     }
 
@@ -145,6 +152,8 @@ impl ResponseError for ApiError {
             error: self.code,
             message: &self.message,
             details,
+            mfa_token: self.mfa_challenge.as_deref().map(|(t, _)| t.as_str()),
+            methods: self.mfa_challenge.as_deref().map(|(_, m)| m.as_slice()),
         })
     }
 }
@@ -189,6 +198,46 @@ impl From<ServiceError> for ApiError {
                 "This endpoint needs the admin role.",
             ),
             ServiceError::NotFound => ApiError::not_found(),
+            ServiceError::MfaRequired { mfa_token, methods } => ApiError {
+                mfa_challenge: Some(Box::new((mfa_token, methods))),
+                ..ApiError::new(
+                    S::UNAUTHORIZED,
+                    "mfa_required",
+                    "The password is right; send a second-factor code to POST /v1/login/mfa \
+                     with this mfa_token.",
+                )
+            },
+            ServiceError::InvalidMfaCode => ApiError::new(
+                S::UNAUTHORIZED,
+                "invalid_mfa_code",
+                "The code is wrong, already used, or not current.",
+            ),
+            ServiceError::InvalidMfaToken => ApiError::new(
+                S::UNAUTHORIZED,
+                "invalid_mfa_token",
+                "The mfa_token is unknown, used or expired; log in again.",
+            ),
+            ServiceError::MfaAlreadyEnabled => ApiError::new(
+                S::CONFLICT,
+                "mfa_already_enabled",
+                "A second factor is already on; turn it off first.",
+            ),
+            ServiceError::MfaNotEnabled => ApiError::new(
+                S::CONFLICT,
+                "mfa_not_enabled",
+                "No second factor is on for this account.",
+            ),
+            ServiceError::NoPendingEnrolment => ApiError::new(
+                S::BAD_REQUEST,
+                "no_pending_enrolment",
+                "Start an enrolment with POST /v1/me/mfa/totp first.",
+            ),
+            ServiceError::AdminMfaRequired => ApiError::new(
+                S::FORBIDDEN,
+                "mfa_required",
+                "Admin endpoints need a session opened with a second factor; enrol one and \
+                 log in again.",
+            ),
             // Logged here, once, with the whole chain of causes; the client is told
             // only the contract's error.
             e @ ServiceError::Unavailable { .. } => {

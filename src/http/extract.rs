@@ -88,9 +88,12 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bearer = Bearer::from_request(req, payload);
+        let req = req.clone();
         Box::pin(async move {
             let Bearer(caller) = bearer.await?;
             caller.require_admin()?;
+            let state = state(&req)?;
+            crate::service::mfa::require_admin_mfa(&state, &caller)?;
             Ok(Admin(caller))
         })
     }

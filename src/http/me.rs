@@ -11,8 +11,24 @@ use super::{token_response, validated};
 use crate::domain::NewPassword;
 use crate::service::{AppState, ClientMeta, FieldError, accounts, sessions};
 
-pub async fn me(Bearer(caller): Bearer) -> HttpResponse {
-    HttpResponse::Ok().json(UserDto::from(caller.user))
+/// The user, and how many recovery codes they have left (0 without MFA).
+#[derive(serde::Serialize)]
+struct MeDto {
+    #[serde(flatten)]
+    user: UserDto,
+    recovery_codes_left: u32,
+}
+
+pub async fn me(
+    state: web::Data<AppState>,
+    Bearer(caller): Bearer,
+) -> Result<HttpResponse, ApiError> {
+    let recovery_codes_left =
+        crate::service::mfa::recovery_codes_left(&state, &caller.user).await?;
+    Ok(HttpResponse::Ok().json(MeDto {
+        user: UserDto::from(caller.user),
+        recovery_codes_left,
+    }))
 }
 
 pub async fn list_sessions(

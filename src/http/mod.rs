@@ -12,6 +12,7 @@ pub mod extract;
 mod health;
 pub mod limiter;
 mod me;
+mod mfa;
 pub mod middleware;
 mod oauth;
 pub mod settings;
@@ -104,6 +105,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/login", "POST")
                 .wrap(from_fn(middleware::limit_login))
                 .route(web::post().to(auth::login)),
+        )
+        .service(
+            resource("/v1/login/mfa", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(mfa::login)),
+        )
+        .service(
+            resource("/v1/me/mfa", "DELETE")
+                .wrap(from_fn(middleware::limit_by_method_password_writes))
+                .route(web::delete().to(mfa::disable)),
+        )
+        .service(
+            resource("/v1/me/mfa/totp", "POST")
+                .wrap(from_fn(middleware::limit_by_method_password_writes))
+                .route(web::post().to(mfa::start_totp)),
+        )
+        .service(
+            resource("/v1/me/mfa/totp/confirm", "POST")
+                .wrap(from_fn(middleware::limit_by_method_password_writes))
+                .route(web::post().to(mfa::confirm_totp)),
+        )
+        .service(
+            resource("/v1/me/mfa/recovery-codes", "POST")
+                .wrap(from_fn(middleware::limit_by_method_password_writes))
+                .route(web::post().to(mfa::regenerate_recovery_codes)),
+        )
+        .service(
+            resource("/v1/admin/users/{id}/mfa", "DELETE")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::delete().to(mfa::admin_reset)),
         )
         .service(
             resource("/v1/refresh", "POST")

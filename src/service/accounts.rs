@@ -66,6 +66,17 @@ pub async fn login(
             user,
             password_generation,
             ..
+        }) if matches && !user.disabled && user.mfa_enabled => {
+            // The password is proved; the session waits for the second factor. The
+            // lease ends here: the code is counted by a limit of its own.
+            attempt.succeeded(state).await?;
+            state.metrics.login("mfa_required");
+            return Err(super::mfa::challenge(state, user, password_generation, meta).await?);
+        }
+        Some(Account {
+            user,
+            password_generation,
+            ..
         }) if matches && !user.disabled => {
             // The family opens only if the password just verified is still the user's:
             // a password change, a disable or a deletion may have committed while
@@ -110,7 +121,7 @@ pub async fn login(
 /// Checks a signed-in caller's current password and returns the password generation it
 /// was checked against. Wrong ones count against the caller's session, not the login
 /// lockout (see `lockout::begin_password_check`).
-async fn confirm_password(
+pub(crate) async fn confirm_password(
     state: &AppState,
     caller: &Caller,
     password: String,
@@ -161,7 +172,7 @@ pub async fn change_password(
     let hash = state.hasher.hash(new.expose().to_owned()).await?;
     let now = state.now();
     let user = caller.user;
-    let (family, token) = tokens::new_family(
+    let (mut family, token) = tokens::new_family(
         state,
         &user,
         generation,
@@ -169,6 +180,8 @@ pub async fn change_password(
         now,
         AuditKind::PasswordChanged,
     );
+    // This device proved the password again; what else its session proved stays.
+    family.amr = caller.amr;
     let pair = tokens::pair_for_new_family(state, user.clone(), &family, token)?;
     let user_id = user.id;
     // Another change (or a deletion) committed since the current password was checked:
@@ -179,6 +192,8 @@ pub async fn change_password(
     {
         return Err(ServiceError::InvalidCredentials);
     }
+    // A login waiting for its second factor proved the old password: it ends here.
+    super::mfa::void_pending_logins(state, user_id).await?;
     Ok(pair)
 }
 

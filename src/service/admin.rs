@@ -151,6 +151,8 @@ pub async fn update_user(
         .ok_or(ServiceError::NotFound)?;
     if disabled == Some(true) {
         state.metrics.revocation("admin");
+        // A login of theirs waiting for its second factor ends too.
+        super::mfa::void_pending_logins(state, id).await?;
     }
     let detail = format!(
         "role={} disabled={}",

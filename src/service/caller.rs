@@ -3,7 +3,7 @@
 
 use super::{AppState, ServiceError};
 use crate::crypto::jwt;
-use crate::domain::{FamilyId, Role, User};
+use crate::domain::{Amr, FamilyId, Role, User};
 
 /// A caller whose token verified and whose session is live. Holds the user as the API
 /// shows it: the password hash stays in storage until a rule needs to check it.
@@ -12,6 +12,9 @@ pub struct Caller {
     pub user: User,
     /// The token's `sid`: the family (login) the caller acts through.
     pub session: FamilyId,
+    /// How the session was authenticated, from the token we signed (a refresh keeps the
+    /// family's).
+    pub amr: Amr,
 }
 
 impl Caller {
@@ -42,6 +45,7 @@ pub async fn authenticate(state: &AppState, bearer: &str) -> Result<Caller, Serv
     )
     .map_err(|_| ServiceError::InvalidToken)?;
     let (id, session) = (claims.sub, claims.sid);
+    let amr = Amr::parse(&claims.amr.join(" ")).unwrap_or_default();
     match state
         .db(move |s| s.account_for_session(id, session, now))
         .await?
@@ -49,6 +53,7 @@ pub async fn authenticate(state: &AppState, bearer: &str) -> Result<Caller, Serv
         Some(account) if !account.user.disabled => Ok(Caller {
             user: account.user,
             session,
+            amr,
         }),
         _ => Err(ServiceError::InvalidToken),
     }

@@ -308,6 +308,30 @@ pub async fn begin_client_check(
     admit(state, limits, refused).await
 }
 
+/// The lockout key of a user's wrong second-factor codes: a counter of its own, apart
+/// from wrong passwords (one kind of failure must not lock out the other).
+pub fn mfa_user_key(user: crate::domain::UserId) -> String {
+    format!("mfa:user:{user}")
+}
+
+/// Admits one check of a second-factor code for `user`: counted per user
+/// (`GATEHOUSE_MFA_MAX_FAILURES` per window) and, for a login, per `mfa_token` too
+/// (`token`: its key and limit). Checks in flight count like passwords' do, so parallel
+/// guesses over any number of tokens and replicas are checked at most the limit's worth.
+pub async fn begin_mfa_check(
+    state: &AppState,
+    user: &User,
+    token: Option<(String, u32)>,
+    meta: &ClientMeta,
+) -> Result<Attempt, ServiceError> {
+    let limits: Vec<(String, u32)> =
+        std::iter::once((mfa_user_key(user.id), state.policy.mfa.max_failures))
+            .chain(token)
+            .collect();
+    let refused = event(state, AuditKind::MfaLocked, Some(user), meta, "refused");
+    admit(state, limits, refused).await
+}
+
 async fn admit(
     state: &AppState,
     limits: Vec<(String, u32)>,

@@ -9,6 +9,7 @@ pub mod clients;
 pub mod introspection;
 pub mod keystore;
 pub mod lockout;
+pub mod mfa;
 pub mod policy;
 pub mod rotation;
 pub mod sessions;
@@ -143,6 +144,26 @@ pub enum ServiceError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    /// The password was right; the login waits for a second factor (`mfa_token`).
+    #[error("second factor required")]
+    MfaRequired {
+        mfa_token: String,
+        methods: Vec<&'static str>,
+    },
+    #[error("invalid second-factor code")]
+    InvalidMfaCode,
+    #[error("invalid mfa_token")]
+    InvalidMfaToken,
+    #[error("mfa already enabled")]
+    MfaAlreadyEnabled,
+    #[error("mfa not enabled")]
+    MfaNotEnabled,
+    #[error("no pending enrolment")]
+    NoPendingEnrolment,
+    /// An admin endpoint, with `GATEHOUSE_ADMIN_MFA=required`, called through a session
+    /// opened without a second factor.
+    #[error("admin session without a second factor")]
+    AdminMfaRequired,
     /// A part the answer needs cannot serve now (the database, the hashing queue): 503,
     /// to retry. `source` is the cause, for the log only.
     #[error("unavailable: {reason}")]

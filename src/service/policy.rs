@@ -14,6 +14,8 @@ pub struct Policy {
     pub lockout: Lockout,
     /// How long keys stay published around a rotation.
     pub key_timing: Timing,
+    /// Second factors: the `mfa_token`'s life, the wrong-code limit, admins' MFA.
+    pub mfa: super::mfa::MfaSettings,
 }
 
 group! {

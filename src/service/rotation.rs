@@ -93,6 +93,7 @@ mod tests {
                 role: Role::User,
                 disabled: false,
                 created_at: at(0),
+                mfa_enabled: false,
             },
             expires_at: at(600),
             spent_at: None,
@@ -100,6 +101,7 @@ mod tests {
             family_revoked: false,
             family_stale: false,
             child: None,
+            amr: crate::domain::Amr::Pwd,
         }
     }
 

@@ -8,7 +8,7 @@ use super::rotation::{self, RotationVerdict};
 use super::{AppState, ClientMeta, ServiceError};
 use crate::crypto::jwt::{self, AccessClaims};
 use crate::crypto::refresh::RefreshToken;
-use crate::domain::{AuditKind, FamilyId, RevokeReason, User};
+use crate::domain::{Amr, AuditKind, FamilyId, RevokeReason, User};
 use crate::storage::{AuditEvent, LeaseId, NewFamily, Spend, StoredToken};
 
 /// What signup, login, refresh and password change return.
@@ -37,11 +37,12 @@ fn dur(d: std::time::Duration) -> Duration {
     Duration::from_std(d).unwrap_or(Duration::MAX)
 }
 
-/// Signs an access token for `user` in family `sid`.
+/// Signs an access token for `user` in family `sid`, whose login proved `amr`.
 pub fn access_token(
     state: &AppState,
     user: &User,
     sid: FamilyId,
+    amr: Amr,
     now: DateTime<Utc>,
 ) -> Result<String, ServiceError> {
     let iat = now.timestamp();
@@ -55,6 +56,7 @@ pub fn access_token(
         jti: Uuid::new_v4(),
         sid,
         role: user.role,
+        amr: amr.methods().iter().map(|m| (*m).to_owned()).collect(),
     };
     jwt::mint(&state.keys(), &claims)
         .map_err(|e| ServiceError::internal_because("signing an access token", e))
@@ -64,11 +66,12 @@ fn pair(
     state: &AppState,
     user: User,
     family_id: FamilyId,
+    amr: Amr,
     refresh_token: RefreshToken,
     refresh_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<TokenPair, ServiceError> {
-    let access_token = access_token(state, &user, family_id, now)?;
+    let access_token = access_token(state, &user, family_id, amr, now)?;
     Ok(TokenPair {
         access_token,
         expires_in: state.policy.tokens.access_ttl.as_secs(),
@@ -106,6 +109,7 @@ pub fn new_family(
         opened_by: event(state, opened_by, Some(user), meta, "ok"),
         forgives: None,
         settles: None,
+        amr: Amr::Pwd,
     };
     (family, token)
 }
@@ -121,6 +125,7 @@ pub fn pair_for_new_family(
         state,
         user,
         family.id,
+        family.amr,
         token,
         family.token_expires_at,
         family.now,
@@ -140,8 +145,31 @@ pub async fn start_family(
     opened_by: AuditKind,
     settles: Option<(Option<String>, LeaseId)>,
 ) -> Result<TokenPair, ServiceError> {
+    start_family_with(
+        state,
+        user,
+        password_generation,
+        meta,
+        opened_by,
+        settles,
+        Amr::Pwd,
+    )
+    .await
+}
+
+/// `start_family` for a login that proved `amr` (a second factor, after the password).
+pub async fn start_family_with(
+    state: &AppState,
+    user: User,
+    password_generation: i64,
+    meta: &ClientMeta,
+    opened_by: AuditKind,
+    settles: Option<(Option<String>, LeaseId)>,
+    amr: Amr,
+) -> Result<TokenPair, ServiceError> {
     let now = state.now();
     let (mut family, token) = new_family(state, &user, password_generation, meta, now, opened_by);
+    family.amr = amr;
     if let Some((forgives, lease)) = settles {
         family.forgives = forgives;
         family.settles = Some(lease);
@@ -150,7 +178,7 @@ pub async fn start_family(
     if !state.db(move |s| s.create_family(family)).await? {
         return Err(ServiceError::InvalidCredentials);
     }
-    pair(state, user, id, token, token_expires_at, now)
+    pair(state, user, id, amr, token, token_expires_at, now)
 }
 
 /// `POST /v1/refresh`: spends the presented token and returns its child.
@@ -212,6 +240,7 @@ pub async fn refresh(
             state,
             stored.user,
             stored.family_id,
+            stored.amr,
             child,
             child_expires_at,
             now,
@@ -274,6 +303,7 @@ mod tests {
                 role: Role::User,
                 disabled: false,
                 created_at: Utc::now(),
+                mfa_enabled: false,
             },
         };
         let printed = format!("{pair:?}");

@@ -31,6 +31,7 @@
 
 pub mod clients;
 pub mod keystore;
+pub mod mfa;
 pub mod postgres;
 pub mod serving;
 mod sql;
@@ -44,7 +45,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{AuditKind, Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+use crate::domain::{Amr, AuditKind, Email, FamilyId, RevokeReason, Role, Session, User, UserId};
+
+pub use self::mfa::{MfaStore, NewMfaToken, StoredMfaToken, StoredTotp};
 
 /// SHA-256 of a refresh token; storage never sees a token in plaintext.
 pub type TokenHashBytes = [u8; 32];
@@ -211,6 +214,8 @@ pub struct NewFamily {
     /// The login's lockout lease, released in the same transaction when the family
     /// opens (left in place when it does not: the login then settles it as failed).
     pub settles: Option<LeaseId>,
+    /// How the login was authenticated; every access token of the family carries it.
+    pub amr: Amr,
 }
 
 /// A presented refresh token as stored, with what the rotation rule needs to judge it:
@@ -227,6 +232,8 @@ pub struct StoredToken {
     pub family_stale: bool,
     /// The child issued when this token was spent.
     pub child: Option<StoredChild>,
+    /// How the family's login was authenticated.
+    pub amr: Amr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -498,7 +505,7 @@ pub enum BackupError {
 
 pub use clients::ClientStore;
 
-pub trait Store: ClientStore + Send + Sync + 'static {
+pub trait Store: ClientStore + MfaStore + Send + Sync + 'static {
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 
@@ -686,6 +693,7 @@ mod tests {
             role: Role::User,
             disabled: false,
             created_at: Utc::now(),
+            mfa_enabled: false,
         };
         let account = Account {
             user,

@@ -7,7 +7,8 @@
 /// its order.
 macro_rules! user_columns {
     () => {
-        "u.id, u.email, u.role, u.disabled, u.created_at"
+        "u.id, u.email, u.role, u.disabled, u.created_at, \
+         EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.enabled_at IS NOT NULL)"
     };
 }
 
@@ -47,7 +48,7 @@ pub(crate) fn session_live(now: &str) -> String {
 pub(crate) fn sessions_of_user(user: &str, include_ended: &str, now: &str, opened: &str) -> String {
     format!(
         "SELECT f.id, f.created_at, f.last_used_at, f.expires_at, f.revoked_at,
-                f.revoked_reason, f.user_agent, f.ip
+                f.revoked_reason, f.user_agent, f.ip, f.amr
          FROM refresh_families f
          WHERE f.user_id = {user} AND ({include_ended} OR ({}))
          ORDER BY f.created_at DESC, {opened} DESC",
@@ -71,7 +72,7 @@ mod tests {
     #[test]
     fn account_columns_start_with_the_user_columns() {
         assert!(ACCOUNT_COLUMNS.starts_with(USER_COLUMNS));
-        assert_eq!(USER_COLUMNS.split(", ").count(), 5);
-        assert_eq!(ACCOUNT_COLUMNS.split(", ").count(), 7);
+        assert_eq!(USER_COLUMNS.split(", ").count(), 6);
+        assert_eq!(ACCOUNT_COLUMNS.split(", ").count(), 8);
     }
 }

@@ -27,12 +27,13 @@ use super::DatabaseSettings;
 use super::postgres::PostgresUrl;
 use super::serving;
 
-/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004 and
-/// 0007). A new SQLite migration must teach this module its columns, then raise this.
-pub const SOURCE_SCHEMA: i64 = 5;
-/// The PostgreSQL schema it writes (migrations/postgres/0001-0004 and 0007), for the same
-/// reason. The keys (0003) are not its business: `gatehouse keys import` moves them; the
-/// order families were opened in (0004) is numbered by the target as the copy inserts
+/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004, 0006's
+/// second factors, which it refuses to leave behind: see `copy`, and 0007's clients). A new
+/// SQLite migration must teach this module its columns, then raise this.
+pub const SOURCE_SCHEMA: i64 = 6;
+/// The PostgreSQL schema it writes (migrations/postgres/0001-0004, 0006 and 0007), for the
+/// same reason. The keys (0003) are not its business: `gatehouse keys import` moves them;
+/// the order families were opened in (0004) is numbered by the target as the copy inserts
 /// them, read in the source's order. The families' tombstones (0007) list deleted users'
 /// sessions in the revocation feed for one access-token lifetime: the source is stopped
 /// for the copy, so they are not copied.
@@ -120,6 +121,19 @@ pub fn copy(from: &Path, to: &PostgresUrl, options: &Options) -> Result<Report, 
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .map_err(|e| Failed(format!("cannot count the source's {table}: {e}")))?;
         expected.push(u64::try_from(n).unwrap_or(0));
+    }
+    // Second factors are not copied yet: a copy without them would turn MFA off for
+    // every user who has it, silently. (Families copy without their `amr`, which reads
+    // as `pwd`: less than the login proved, never more.)
+    let mfa_users: i64 = snapshot
+        .query_row("SELECT count(*) FROM mfa_totp", [], |r| r.get(0))
+        .map_err(|e| Failed(format!("cannot count the source's mfa_totp: {e}")))?;
+    if mfa_users > 0 {
+        return Err(Refused(format!(
+            "{} holds second factors (TOTP) of {mfa_users} users, which migrate-data does not \
+             copy yet; nothing was copied",
+            from.display()
+        )));
     }
 
     let mut tx = client

@@ -5,3 +5,4 @@ pub use crate::kit::body::*;
 pub use crate::kit::contract::*;
 pub use crate::kit::jwt::*;
 pub use crate::kit::password::*;
+pub use crate::kit::totp::*;

@@ -37,6 +37,7 @@ mod limits_shared;
 mod login;
 mod logout;
 mod me;
+mod mfa;
 mod postgres_logs;
 mod process;
 mod redis_tls;

@@ -30,6 +30,7 @@ pub struct UserBody {
     pub role: String,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    pub mfa_enabled: bool,
 }
 
 impl Tokens {

@@ -47,9 +47,12 @@ pub fn assert_error_shape(body: &Value) {
     let object = body
         .as_object()
         .unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    // Login's `mfa_required` (401) carries the second step's token and methods.
+    let challenge = body["error"] == "mfa_required" && object.contains_key("mfa_token");
     for key in object.keys() {
         assert!(
-            ["error", "message", "details"].contains(&key.as_str()),
+            ["error", "message", "details"].contains(&key.as_str())
+                || (challenge && ["mfa_token", "methods"].contains(&key.as_str())),
             "unexpected key `{key}` in error body: {body}"
         );
     }
@@ -181,7 +184,14 @@ pub fn assert_user(user: &Value, email: &str, role: &str) {
     let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["id", "email", "role", "disabled", "created_at"]),
+        BTreeSet::from([
+            "id",
+            "email",
+            "role",
+            "disabled",
+            "created_at",
+            "mfa_enabled"
+        ]),
         "user has unexpected fields: {user}"
     );
     let id = user["id"].as_str().expect("user.id is not a string");
@@ -189,6 +199,7 @@ pub fn assert_user(user: &Value, email: &str, role: &str) {
     assert_eq!(user["email"], email, "{user}");
     assert_eq!(user["role"], role, "{user}");
     assert!(user["disabled"].is_boolean(), "{user}");
+    assert!(user["mfa_enabled"].is_boolean(), "{user}");
     let created_at = user["created_at"]
         .as_str()
         .expect("created_at is not a string");
@@ -229,7 +240,8 @@ pub fn assert_session_shape(session: &Value) -> String {
             "revoked_at",
             "revoked_reason",
             "user_agent",
-            "ip"
+            "ip",
+            "amr"
         ]),
         "session has unexpected fields: {session}"
     );

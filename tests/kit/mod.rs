@@ -30,3 +30,4 @@ pub mod redis;
 pub mod replicas;
 pub mod rng;
 pub mod rss;
+pub mod totp;

@@ -12,6 +12,7 @@ mod failover;
 mod faults;
 mod inspect;
 mod invariants;
+mod mfa_replicas;
 mod migrate_data;
 mod pg_faults;
 mod properties;

@@ -667,3 +667,34 @@ async fn migrate_data_refuses_while_a_server_uses_the_source() {
         .await;
     assert_eq!(reported(&out), sqlite_counts(&bin.database), "{out}");
 }
+
+/// Second factors are not copied yet: a source holding one is refused whole, rather than
+/// moved with its users' MFA silently turned off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_data_refuses_a_source_holding_second_factors() {
+    let Some(db) = TestDatabase::new("migrate_data_mfa") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = Binary::in_dir(dir.path());
+    bin.cli_ok(&["migrate"], None).await;
+    let from = bin.database.to_str().expect("utf-8").to_owned();
+    rusqlite::Connection::open(&bin.database)
+        .and_then(|c| {
+            c.execute_batch(
+                "INSERT INTO users (id, email, password_hash, role, disabled, created_at, updated_at)
+                 VALUES ('6f1c1d3e-0000-4000-8000-000000000001', 'mfa@example.com', 'x', 'user', 0, 1, 1);
+                 INSERT INTO mfa_totp (user_id, sealed_secret, created_at, enabled_at)
+                 VALUES ('6f1c1d3e-0000-4000-8000-000000000001', x'01', 1, 1);",
+            )
+        })
+        .expect("seed a user with TOTP");
+    let (code, out) = bin
+        .cli(&["migrate-data", "--from", &from, "--to", &db.url_text()])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("second factors") && out.contains("nothing was copied"),
+        "{out}"
+    );
+}

@@ -83,4 +83,8 @@ conformance!(
     sessions_opened_within_one_second_are_listed_newest_first,
     audit_is_listed_newest_first_and_filtered,
     audit_pages_and_hourly_counts_and_last_logins,
+    a_totp_enrolment_is_pending_then_enabled_once,
+    concurrent_claims_of_one_totp_step_have_one_winner,
+    a_recovery_code_is_spent_once_and_a_new_set_replaces_the_old,
+    an_mfa_token_is_spent_once_before_its_expiry_and_voided_by_the_user,
 );

@@ -7,12 +7,14 @@ let listeners = { signedOut: () => {}, notice: () => {} };
 
 export class ApiError extends Error {
   /** `details`: for `validation_failed`, every failing field as `{ field, message }`. */
-  constructor(status, code, message, retryAfter, details = []) {
+  constructor(status, code, message, retryAfter, details = [], body = null) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter;
     this.details = details;
+    /** The whole error body: `mfa_required` carries `mfa_token` and `methods`. */
+    this.body = body;
   }
 }
 
@@ -54,7 +56,7 @@ async function send(method, path, body, token) {
     const retry = Number(response.headers.get("retry-after")) || undefined;
     throw new ApiError(response.status, json?.error ?? "unknown",
       json?.message ?? `HTTP ${response.status}`, retry,
-      Array.isArray(json?.details) ? json.details : []);
+      Array.isArray(json?.details) ? json.details : [], json);
   }
   return json;
 }
@@ -131,7 +133,17 @@ function end(reason) {
  * admin, so a non-admin's console holds no token at all. A session this one replaces is
  * logged out: dropping its tokens alone would leave it live on the server, unseen. */
 export async function signIn(email, password) {
-  const tokens = await send("POST", "/v1/login", { email, password });
+  // A user with a second factor gets 401 `mfa_required`: the caller asks for a code and
+  // finishes with `signInWithCode(e.body.mfa_token, code)`.
+  return adoptAdmin(await send("POST", "/v1/login", { email, password }));
+}
+
+/** The second step of a sign-in: the `mfa_token` of `mfa_required` and a code. */
+export async function signInWithCode(mfaToken, code) {
+  return adoptAdmin(await send("POST", "/v1/login/mfa", { mfa_token: mfaToken, code }));
+}
+
+async function adoptAdmin(tokens) {
   if (tokens.user.role !== "admin") {
     await send("POST", "/v1/logout", { refresh_token: tokens.refresh_token }).catch(() => {});
     throw new ApiError(403, "not_admin", "This account is not an admin.");
@@ -183,11 +195,14 @@ export async function api(method, path, body) {
         await refreshNow();
         continue;
       }
-      if (e.status === 401) {
+      // Other 401s are about the body (a wrong password or code), not the session.
+      if (e.status === 401 && e.code === "invalid_token") {
         end("Your session has ended (revoked or expired). Sign in again.");
         throw e;
       }
-      if (e.status === 403) {
+      // 403 `mfa_required`: this session has no second factor and the server wants one
+      // for admin work; the page says so and offers the enrolment.
+      if (e.status === 403 && e.code === "forbidden") {
         end("This account is not an admin (any more).");
         throw e;
       }

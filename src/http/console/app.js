@@ -32,6 +32,7 @@ const routes = {
   user: (view, q, id) => pages.user(view, id, { notice }),
   audit: (view, q) => pages.audit(view, q),
   clients: (view) => pages.clients(view),
+  mfa: (view) => pages.mfa(view),
 };
 
 function onSignedIn(user) {
@@ -73,6 +74,12 @@ async function render() {
   try {
     await routes[name](view, query, ...args);
   } catch (e) {
+    if (e.status === 403 && e.code === "mfa_required") {
+      fill(view, h("h1", {}, "Second factor required"),
+        h("p", { class: "error", role: "alert" }, "Admin work needs a session opened with a second factor. Enrol one, then sign out and in again with a code."),
+        h("a", { href: "#/mfa", class: "button" }, "Set up a second factor"));
+      return;
+    }
     if (e.status === 401 || e.status === 403) return;
     fill(view, h("h1", {}, "Something went wrong"),
       h("p", { class: "error", role: "alert" }, e.message || String(e)),

@@ -10,6 +10,9 @@ const KINDS = [
   "logout", "session_revoked", "password_changed", "account_deleted", "user_updated",
   "key_generated", "key_rotated", "key_retired", "key_adopted",
   "client_created", "client_deleted", "client_secret_rotated", "client_auth_failed", "client_auth_locked",
+  "mfa_enrolment_started", "mfa_enabled", "mfa_disabled", "mfa_reset",
+  "mfa_recovery_codes_regenerated", "mfa_recovery_code_used", "mfa_challenge_issued",
+  "mfa_failed", "mfa_locked",
 ];
 
 const enc = encodeURIComponent;
@@ -52,18 +55,38 @@ export function signIn(view, { onSignedIn }) {
     h("label", { for: "password" }, "Password"),
     h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true }),
     button, error);
+  // Set once the password was right for an account with a second factor.
+  let mfaToken = null;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     fill(error);
     button.disabled = true;
     try {
-      const user = await api.signIn(form.email.value, form.password.value);
+      const user = mfaToken
+        ? await api.signInWithCode(mfaToken, form.code.value.trim())
+        : await api.signIn(form.email.value, form.password.value);
       form.password.value = "";
       onSignedIn(user);
     } catch (e) {
       form.password.value = "";
+      if (e.code === "mfa_required" && e.body?.mfa_token) {
+        mfaToken = e.body.mfa_token;
+        const code = h("input", { id: "code", name: "code", inputmode: "numeric", autocomplete: "one-time-code", required: true });
+        form.insertBefore(h("label", { for: "code" }, "Code from your authenticator app, or a recovery code"), button);
+        form.insertBefore(code, button);
+        code.focus();
+        return;
+      }
+      if (e.code === "invalid_mfa_token") {
+        // Expired or spent: start again from the password.
+        mfaToken = null;
+        form.querySelector("label[for=code]")?.remove();
+        form.code?.remove();
+      }
       fill(error, e.code === "not_admin" ? "Not an admin: this console is for admins only."
         : e.code === "invalid_credentials" ? "Wrong email or password."
+        : e.code === "invalid_mfa_code" ? "Wrong or already used code."
+        : e.code === "invalid_mfa_token" ? "The sign-in took too long; enter your password again."
         : e.code === "too_many_attempts" ? `Too many failed attempts; try again in ${e.retryAfter ?? "a few"} seconds.`
         : e.status === 503 || e.status === 0 ? "Service unavailable, try again shortly."
         : explain(e));
@@ -90,6 +113,10 @@ export async function overview(view) {
     api.api("GET", "/v1/admin/keys"),
     api.api("GET", "/v1/admin/stats"),
   ]);
+  // An admin session without a second factor, under GATEHOUSE_ADMIN_MFA=required: the
+  // shell says so and offers the enrolment, instead of two failed sections.
+  const needsMfa = [keys, stats].find((r) => r.status === "rejected" && r.reason?.code === "mfa_required");
+  if (needsMfa) throw needsMfa.reason;
   const keySection = h("section", { "aria-labelledby": "keys-title" }, h("h2", { id: "keys-title" }, "Signing keys"));
   if (keys.status === "fulfilled") {
     keySection.append(table("Keys published in the JWKS, the signing key first",
@@ -231,6 +258,13 @@ export async function user(view, id, { notice }) {
         "Revoke all", "DELETE", `/v1/admin/users/${enc(id)}/sessions`, undefined,
         `Every session of ${u.email} is revoked.`),
     }, "Revoke all sessions"),
+    h("button", {
+      type: "button", id: "reset-mfa", class: "danger",
+      disabled: !u.mfa_enabled, title: u.mfa_enabled ? undefined : "No second factor to reset",
+      onclick: () => act("Reset second factor", `Remove the second factor (TOTP and recovery codes) of ${u.email}? Every session of theirs is revoked; they log in with their password alone and may enrol again.`,
+        "Reset", "DELETE", `/v1/admin/users/${enc(id)}/mfa`, undefined,
+        `The second factor of ${u.email} is removed.`),
+    }, "Reset second factor"),
     h("a", { href: `#/audit?user_id=${enc(id)}`, class: "button" }, "Audit entries"));
 
   // The server's order, kept: the times shown are to the second, too coarse to order two
@@ -258,6 +292,7 @@ export async function user(view, id, { notice }) {
     h("dl", { class: "facts" },
       h("dt", {}, "Role"), h("dd", { id: "role" }, u.role),
       h("dt", {}, "Status"), h("dd", { id: "status" }, u.disabled ? h("span", { class: "badge danger" }, "disabled") : "active"),
+      h("dt", {}, "Second factor"), h("dd", { id: "mfa" }, u.mfa_enabled ? "on" : "off"),
       h("dt", {}, "Created"), h("dd", {}, when(u.created_at)),
       h("dt", {}, "Last login"), h("dd", {}, when(u.last_login_at)),
       h("dt", {}, "Id"), h("dd", { class: "mono" }, u.id)),
@@ -478,4 +513,64 @@ export async function clients(view) {
   fill(view, h("h1", {}, "Service clients"), shown, form, list);
   fill(list, h("p", { class: "muted", role: "status" }, "Loading…"));
   await load();
+}
+
+// ------------------------------------------------------------------ second factor
+
+/** The signed-in admin's own second factor: enrol TOTP (the secret and the otpauth URI
+ * to type or paste into an authenticator app; no QR code is drawn), confirm with a code,
+ * and see the recovery codes once. */
+export async function mfa(view) {
+  loading(view, "Second factor");
+  const me = await api.api("GET", "/v1/me");
+  const result = h("div", { id: "mfa-result", role: "status", "aria-live": "polite" });
+  if (me.mfa_enabled) {
+    fill(view, h("h1", {}, "Second factor"),
+      h("p", { id: "mfa-state" }, `On: sign-ins ask for a code. Recovery codes left: ${me.recovery_codes_left}.`));
+    return;
+  }
+  const start = h("form", { class: "card", id: "mfa-start", novalidate: true },
+    h("p", {}, "Sign-ins will ask for a code from an authenticator app. Confirm with your password to start."),
+    h("label", { for: "mfa-password" }, "Password"),
+    h("input", { id: "mfa-password", name: "password", type: "password", autocomplete: "current-password", required: true }),
+    h("button", { type: "submit" }, "Start"), result);
+  start.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    fill(result);
+    try {
+      const enrolment = await api.api("POST", "/v1/me/mfa/totp", { password: start.password.value });
+      start.password.value = "";
+      confirmStep(view, enrolment);
+    } catch (e) {
+      start.password.value = "";
+      fill(result, e.code === "invalid_credentials" ? "Wrong password." : errorBox(e));
+    }
+  });
+  fill(view, h("h1", {}, "Second factor"), h("p", { id: "mfa-state" }, "Off."), start);
+}
+
+function confirmStep(view, enrolment) {
+  const result = h("div", { id: "mfa-result", role: "status", "aria-live": "polite" });
+  const form = h("form", { class: "card", id: "mfa-confirm", novalidate: true },
+    h("p", {}, "Add this key to your authenticator app (type the secret, or paste the URI), then enter the code it shows."),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Secret"), h("dd", { id: "totp-secret", class: "mono" }, enrolment.secret),
+      h("dt", {}, "URI"), h("dd", { id: "otpauth-uri", class: "mono" }, breakable(enrolment.otpauth_uri))),
+    h("label", { for: "mfa-code" }, "Code"),
+    h("input", { id: "mfa-code", name: "code", inputmode: "numeric", autocomplete: "one-time-code", required: true }),
+    h("button", { type: "submit" }, "Turn on"), result);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    fill(result);
+    try {
+      const { recovery_codes: codes } = await api.api("POST", "/v1/me/mfa/totp/confirm", { code: form.code.value.trim() });
+      fill(view, h("h1", {}, "Second factor"),
+        h("p", { id: "mfa-state" }, "On. Keep these recovery codes somewhere safe: each signs in once without the app, and they are not shown again."),
+        h("ul", { id: "recovery-codes", class: "mono" }, ...codes.map((c) => h("li", {}, c))));
+    } catch (e) {
+      fill(result, e.code === "invalid_mfa_code" ? "Wrong code; try the next one the app shows." : errorBox(e));
+    }
+  });
+  fill(view, h("h1", {}, "Second factor"), form);
+  form.code.focus();
 }

@@ -21,6 +21,7 @@ pub(super) fn user_at(row: &Row, at: usize) -> Result<User, StoreError> {
         role: stored_role(col(row, at + 2)?)?,
         disabled: col(row, at + 3)?,
         created_at: col(row, at + 4)?,
+        mfa_enabled: col(row, at + 5)?,
     })
 }
 
@@ -28,8 +29,8 @@ pub(super) fn user_at(row: &Row, at: usize) -> Result<User, StoreError> {
 fn account(row: &Row) -> Result<Account, StoreError> {
     Ok(Account {
         user: user_at(row, 0)?,
-        password_hash: col(row, 5)?,
-        password_generation: col(row, 6)?,
+        password_hash: col(row, 6)?,
+        password_generation: col(row, 7)?,
     })
 }
 
@@ -58,6 +59,7 @@ pub(super) fn insert(c: &mut Conn<'_>, new: &NewUser<'_>) -> Result<User, Failur
         role: new.role,
         disabled: false,
         created_at: now,
+        mfa_enabled: false,
     })
 }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::accounts::user_at;
 use super::statements::{Conn, Connection, Driver};
 use super::{Failure, col, hash_col, sec};
-use crate::domain::{FamilyId, RevokeReason, Session, UserId};
+use crate::domain::{Amr, FamilyId, RevokeReason, Session, UserId};
 use crate::storage::sql::{USER_COLUMNS, revoke_user_families, sessions_of_user};
 use crate::storage::{NewFamily, Spend, StoredChild, StoredToken, TokenHashBytes};
 
@@ -53,8 +53,8 @@ pub(super) fn open<C: Driver>(
             "WITH u AS ({user_check}), f AS (
                  INSERT INTO refresh_families
                      (id, user_id, created_at, last_used_at, expires_at, user_agent, ip,
-                      password_generation)
-                 SELECT $1, u.id, $3, $3, $4, $5, $6, $7 FROM u
+                      password_generation, amr)
+                 SELECT $1, u.id, $3, $3, $4, $5, $6, $7, $19 FROM u
                  RETURNING id
              ), opened AS (
                  INSERT INTO audit_events
@@ -89,6 +89,7 @@ pub(super) fn open<C: Driver>(
             (&e.detail, Type::TEXT),
             (&family.forgives, Type::TEXT),
             (&family.settles.map(|l| l.0), Type::UUID),
+            (&family.amr.as_str(), Type::TEXT),
         ],
     )?;
     Ok(rows.len() == 1)
@@ -106,7 +107,7 @@ pub(super) fn find<C: Driver>(
                     f.revoked_at IS NOT NULL,
                     {USER_COLUMNS},
                     f.password_generation <> u.password_generation,
-                    c.hash, c.spent_at IS NOT NULL, c.expires_at
+                    c.hash, c.spent_at IS NOT NULL, c.expires_at, f.amr
              FROM refresh_tokens t
              JOIN refresh_families f ON f.id = t.family_id
              JOIN users u ON u.id = f.user_id
@@ -120,11 +121,11 @@ pub(super) fn find<C: Driver>(
     let Some(row) = row else {
         return Ok(None);
     };
-    let child = match col::<Option<Vec<u8>>>(&row, 11)? {
+    let child = match col::<Option<Vec<u8>>>(&row, 12)? {
         Some(_) => Some(StoredChild {
-            hash: hash_col(&row, 11)?,
-            spent: col(&row, 12)?,
-            expires_at: col(&row, 13)?,
+            hash: hash_col(&row, 12)?,
+            spent: col(&row, 13)?,
+            expires_at: col(&row, 14)?,
         }),
         None => None,
     };
@@ -135,8 +136,9 @@ pub(super) fn find<C: Driver>(
         family_expires_at: col(&row, 3)?,
         family_revoked: col(&row, 4)?,
         user: user_at(&row, 5)?,
-        family_stale: col(&row, 10)?,
+        family_stale: col(&row, 11)?,
         child,
+        amr: stored_amr(col(&row, 15)?)?,
     }))
 }
 
@@ -329,6 +331,7 @@ pub(super) fn list(
             revoked_reason: reason.as_deref().and_then(RevokeReason::parse),
             user_agent: col(row, 6)?,
             ip: col(row, 7)?,
+            amr: stored_amr(col(row, 8)?)?,
         })
     };
     Ok(rows.iter().map(session).collect::<Result<_, _>>()?)
@@ -351,4 +354,13 @@ pub(super) fn delete_expired(
         now,
         batch,
     )
+}
+
+/// A family's `amr` as stored; one this code did not write is an internal error.
+fn stored_amr(text: &str) -> Result<Amr, crate::storage::StoreError> {
+    Amr::parse(text).ok_or_else(|| {
+        crate::storage::StoreError::internal(
+            "refresh_families.amr holds a value gatehouse does not know",
+        )
+    })
 }

@@ -15,6 +15,7 @@ mod clients;
 mod families;
 pub mod keys;
 mod lockout;
+mod mfa;
 mod migrate;
 mod pool;
 mod probe;

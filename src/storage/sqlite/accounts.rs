@@ -22,6 +22,7 @@ pub(super) fn user_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Us
         })?,
         disabled: row.get(at + 3)?,
         created_at: time(row.get(at + 4)?),
+        mfa_enabled: row.get(at + 5)?,
     })
 }
 
@@ -29,8 +30,8 @@ pub(super) fn user_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Us
 fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
         user: user_at(row, 0)?,
-        password_hash: row.get(5)?,
-        password_generation: row.get(6)?,
+        password_hash: row.get(6)?,
+        password_generation: row.get(7)?,
     })
 }
 
@@ -57,6 +58,7 @@ pub(super) fn insert(conn: &Connection, new: &NewUser<'_>) -> rusqlite::Result<O
         role: new.role,
         disabled: false,
         created_at: super::time(ts(new.now)),
+        mfa_enabled: false,
     }))
 }
 

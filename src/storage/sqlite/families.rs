@@ -3,7 +3,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::accounts::user_at;
 use super::{time, ts, uuid_col};
-use crate::domain::{FamilyId, RevokeReason, Session, UserId};
+use crate::domain::{Amr, FamilyId, RevokeReason, Session, UserId};
 use crate::storage::sql::{USER_COLUMNS, revoke_user_families, sessions_of_user};
 use crate::storage::{NewFamily, Spend, StoredChild, StoredToken, TokenHashBytes};
 
@@ -11,8 +11,8 @@ pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO refresh_families
              (id, user_id, created_at, last_used_at, expires_at, user_agent, ip,
-              password_generation)
-         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)",
+              password_generation, amr)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         f.id.to_string(),
@@ -21,7 +21,8 @@ pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
         ts(f.family_expires_at),
         f.user_agent,
         f.ip,
-        f.password_generation
+        f.password_generation,
+        f.amr.as_str()
     ])?;
     conn.prepare_cached(
         "INSERT INTO refresh_tokens (hash, family_id, parent_hash, issued_at, expires_at)
@@ -45,7 +46,7 @@ pub(super) fn find(
         "SELECT t.family_id, t.expires_at, t.spent_at, f.expires_at, f.revoked_at,
                 {USER_COLUMNS},
                 f.password_generation <> u.password_generation,
-                c.hash, c.spent_at, c.expires_at
+                c.hash, c.spent_at, c.expires_at, f.amr
          FROM refresh_tokens t
          JOIN refresh_families f ON f.id = t.family_id
          JOIN users u ON u.id = f.user_id
@@ -53,18 +54,18 @@ pub(super) fn find(
          WHERE t.hash = ?1"
     ))?
     .query_row([&hash[..]], |row| {
-        let child_hash: Option<Vec<u8>> = row.get(11)?;
+        let child_hash: Option<Vec<u8>> = row.get(12)?;
         let child = match child_hash {
             Some(bytes) => Some(StoredChild {
                 hash: bytes.try_into().map_err(|_| {
                     rusqlite::Error::FromSqlConversionFailure(
-                        11,
+                        12,
                         rusqlite::types::Type::Blob,
                         "a token hash is 32 bytes".into(),
                     )
                 })?,
-                spent: row.get::<_, Option<i64>>(12)?.is_some(),
-                expires_at: time(row.get(13)?),
+                spent: row.get::<_, Option<i64>>(13)?.is_some(),
+                expires_at: time(row.get(14)?),
             }),
             None => None,
         };
@@ -74,9 +75,10 @@ pub(super) fn find(
             spent_at: row.get::<_, Option<i64>>(2)?.map(time),
             family_expires_at: time(row.get(3)?),
             family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
-            family_stale: row.get(10)?,
+            family_stale: row.get(11)?,
             user: user_at(row, 5)?,
             child,
+            amr: stored_amr(row, 15)?,
         })
     })
     .optional()
@@ -215,6 +217,7 @@ pub(super) fn list(
                 revoked_reason: reason.as_deref().and_then(RevokeReason::parse),
                 user_agent: row.get(6)?,
                 ip: row.get(7)?,
+                amr: stored_amr(row, 8)?,
             })
         },
     )?
@@ -234,4 +237,17 @@ pub(super) fn delete_expired(
              (SELECT id FROM refresh_families WHERE expires_at <= ?1 LIMIT ?2)",
         params![ts(now), batch as i64],
     )
+}
+
+/// A family's `amr` as stored; one this code did not write is an error, never a
+/// weaker or stronger claim than the login made.
+fn stored_amr(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Amr> {
+    let text: String = row.get(at)?;
+    Amr::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Text,
+            "refresh_families.amr holds a value gatehouse does not know".into(),
+        )
+    })
 }

@@ -12,6 +12,7 @@ mod clients;
 mod disk;
 mod families;
 mod lockout;
+mod mfa;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0004_login_leases.sql"
         )),
+        M::up(include_str!("../../../migrations/sqlite/0006_mfa.sql")),
         M::up(include_str!("../../../migrations/sqlite/0007_clients.sql")),
     ])
 }
@@ -665,6 +667,7 @@ mod tests {
             opened_by: AuditEvent::new(now, crate::domain::AuditKind::LoginSucceeded, "ok"),
             forgives: None,
             settles: None,
+            amr: crate::domain::Amr::Pwd,
         }
     }
 

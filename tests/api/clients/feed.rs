@@ -198,6 +198,7 @@ async fn the_feed_with_ten_thousand_revocations_stays_one_small_fast_answer() {
                 user_agent: None,
                 ip: None,
                 password_generation: 0,
+                amr: gatehouse::domain::Amr::Pwd,
                 opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
                 forgives: None,
                 settles: None,

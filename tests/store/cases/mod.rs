@@ -6,6 +6,7 @@ mod accounts;
 mod audit;
 mod clients;
 mod lockout;
+mod mfa;
 mod prune;
 mod sessions;
 mod tokens;
@@ -14,6 +15,7 @@ pub use accounts::*;
 pub use audit::*;
 pub use clients::*;
 pub use lockout::*;
+pub use mfa::*;
 pub use prune::*;
 pub use sessions::*;
 pub use tokens::*;
@@ -84,6 +86,7 @@ pub fn new_family(
         },
         forgives: None,
         settles: None,
+        amr: gatehouse::domain::Amr::Pwd,
     }
 }
 

@@ -178,6 +178,7 @@ fn round_trips_of_the_hot_paths(test: &str, prepared: bool) {
                     opened_by: AuditEvent::new(now, AuditKind::LoginSucceeded, "ok"),
                     forgives: None,
                     settles: Some(lease.id),
+                    amr: gatehouse::domain::Amr::Pwd,
                 })
                 .expect("family")
         );
