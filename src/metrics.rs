@@ -50,6 +50,7 @@ pub struct Metrics {
     revocations: Counter,
     rate_limited: Counter,
     rate_limit_store_errors: Counter,
+    mails: Counter,
     client_ip_header_malformed: AtomicU64,
 }
 
@@ -97,6 +98,11 @@ impl Metrics {
     /// `passed` (served unlimited).
     pub fn rate_limit_store_error(&self, outcome: &'static str) {
         self.rate_limit_store_errors.inc(outcome);
+    }
+
+    /// A mail queued, sent, retried, failed or expired (#19).
+    pub fn mail(&self, outcome: &'static str) {
+        self.mails.inc(outcome);
     }
 
     /// A trusted proxy sent a client-address header that could not be read.
@@ -159,6 +165,13 @@ impl Metrics {
             "gatehouse_rate_limit_store_errors_total",
             "Limited requests the rate-limit store (Redis) did not answer for in time, by \
              outcome: refused with 503, or passed unlimited (GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR).",
+            "outcome",
+        );
+        self.mails.render(
+            &mut out,
+            "gatehouse_mail_total",
+            "Mail queued by requests, and attempts to send by outcome (sent, retrying, \
+             failed, expired).",
             "outcome",
         );
         let name = "gatehouse_client_ip_header_malformed_total";

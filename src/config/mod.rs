@@ -20,6 +20,7 @@ use crate::declare::{Group, Invalid, Setting};
 use crate::http::client_ip::Cidr;
 pub use crate::http::limiter::{RateLimits, Tier};
 pub use crate::http::settings::HttpSettings;
+pub use crate::service::mail::settings::MailSettings;
 pub use crate::service::policy::{Lockout, Policy, TokenSettings};
 use crate::storage::DatabaseSettings;
 
@@ -36,6 +37,8 @@ pub struct Settings {
     pub lockout: Lockout,
     pub http: HttpSettings,
     pub rate_limits: RateLimits,
+    /// Mail (#19): off unless `GATEHOUSE_SMTP_URL` is set.
+    pub mail: MailSettings,
     /// Argon2id cost. Production parameters unless code sets it: no variable maps here.
     pub password_cost: PasswordCost,
 }
@@ -49,6 +52,7 @@ pub fn settings() -> impl Iterator<Item = &'static Setting> {
         Lockout::SETTINGS,
         HttpSettings::SETTINGS,
         RateLimits::SETTINGS,
+        MailSettings::SETTINGS,
     ]
     .into_iter()
     .flatten()
@@ -146,6 +150,7 @@ impl Settings {
             lockout: Group::read(&mut value)?,
             http: Group::read(&mut value)?,
             rate_limits: Group::read(&mut value)?,
+            mail: Group::read(&mut value)?,
             password_cost: PasswordCost::PRODUCTION,
         })
     }
@@ -159,6 +164,7 @@ impl Settings {
         self.lockout.check()?;
         self.http.check()?;
         self.rate_limits.check()?;
+        self.mail.check()?;
         Ok(())
     }
 
@@ -172,6 +178,7 @@ impl Settings {
             self.lockout.describe(),
             self.http.describe(),
             self.rate_limits.describe(),
+            self.mail.describe(),
         ]
         .concat()
     }
@@ -222,6 +229,7 @@ impl Settings {
             })
             .chain(unused_kek)
             .chain(in_memory_limits)
+            .chain(self.mail.warnings())
             .collect()
     }
 

@@ -44,6 +44,13 @@ kinds! {
     KeyRotated => "key_rotated",
     KeyRetired => "key_retired",
     KeyAdopted => "key_adopted",
+    MailQueued => "mail_queued",
+    MailSent => "mail_sent",
+    MailFailed => "mail_failed",
+    EmailVerified => "email_verified",
+    PasswordResetRequested => "password_reset_requested",
+    PasswordReset => "password_reset",
+    EmailChanged => "email_changed",
 }
 
 #[cfg(test)]

@@ -34,5 +34,7 @@ pub struct User {
     pub email: Email,
     pub role: Role,
     pub disabled: bool,
+    /// The address was proven by a mail token (verification, email change or reset).
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
 }

@@ -14,7 +14,11 @@ pub async fn signup(
     password: NewPassword,
     meta: &ClientMeta,
 ) -> Result<TokenPair, ServiceError> {
-    let user = create_user(state, email, password, Role::User).await?;
+    let user = match &state.mail {
+        // The verification mail is queued in the transaction that creates the user.
+        Some(mail) => super::mail::signup_user(state, mail, email, password).await?,
+        None => create_user(state, email, password, Role::User).await?,
+    };
     // A new user is at password generation 0.
     tokens::start_family(state, user, 0, meta, AuditKind::Signup, None).await
 }
@@ -110,7 +114,7 @@ pub async fn login(
 /// Checks a signed-in caller's current password and returns the password generation it
 /// was checked against. Wrong ones count against the caller's session, not the login
 /// lockout (see `lockout::begin_password_check`).
-async fn confirm_password(
+pub(super) async fn confirm_password(
     state: &AppState,
     caller: &Caller,
     password: String,
@@ -179,6 +183,12 @@ pub async fn change_password(
     {
         return Err(ServiceError::InvalidCredentials);
     }
+    // A changed password spends every outstanding reset token (the contract's mail
+    // section): a reset link mailed before the change must not undo it.
+    let now = state.now();
+    state
+        .db(move |s| s.spend_mail_tokens(user_id, crate::storage::mail::MailPurpose::Reset, now))
+        .await?;
     Ok(pair)
 }
 

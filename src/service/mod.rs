@@ -7,6 +7,7 @@ pub mod audit;
 pub mod caller;
 pub mod keystore;
 pub mod lockout;
+pub mod mail;
 pub mod policy;
 pub mod rotation;
 pub mod sessions;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wakes this process's login attempts waiting for checks in flight.
     pub attempts: Arc<lockout::AttemptSignals>,
+    /// Mail (#19), when `GATEHOUSE_SMTP_URL` is set; set by `startup` after `new`.
+    pub mail: Option<Arc<mail::Mail>>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             clock,
             metrics: Metrics::default(),
             attempts: Arc::default(),
+            mail: None,
             policy,
         }
     }
@@ -141,6 +145,11 @@ pub enum ServiceError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    /// A mail token that is unknown, used, expired or superseded.
+    #[error("invalid mail token")]
+    InvalidMailToken,
+    #[error("already verified")]
+    AlreadyVerified,
     /// A part the answer needs cannot serve now (the database, the hashing queue): 503,
     /// to retry. `source` is the cause, for the log only.
     #[error("unavailable: {reason}")]

@@ -273,6 +273,7 @@ mod tests {
                 email: crate::domain::Email::parse("debug@example.com").expect("email"),
                 role: Role::User,
                 disabled: false,
+                email_verified: false,
                 created_at: Utc::now(),
             },
         };

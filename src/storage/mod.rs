@@ -30,6 +30,7 @@
 //! `tests/store/main.rs`'s `conformance!` macro; it is done when it passes them all.
 
 pub mod keystore;
+pub mod mail;
 pub mod postgres;
 pub mod serving;
 mod sql;
@@ -495,7 +496,7 @@ pub enum BackupError {
     Failed(#[from] anyhow::Error),
 }
 
-pub trait Store: Send + Sync + 'static {
+pub trait Store: mail::MailStore + Send + Sync + 'static {
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 
@@ -675,6 +676,7 @@ mod tests {
             email: email.clone(),
             role: Role::User,
             disabled: false,
+            email_verified: false,
             created_at: Utc::now(),
         };
         let account = Account {

@@ -34,6 +34,7 @@ mod keys;
 mod limits_shared;
 mod login;
 mod logout;
+mod mail;
 mod me;
 mod process;
 mod refresh;

@@ -181,7 +181,14 @@ pub fn assert_user(user: &Value, email: &str, role: &str) {
     let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["id", "email", "role", "disabled", "created_at"]),
+        BTreeSet::from([
+            "id",
+            "email",
+            "role",
+            "disabled",
+            "email_verified",
+            "created_at"
+        ]),
         "user has unexpected fields: {user}"
     );
     let id = user["id"].as_str().expect("user.id is not a string");
@@ -189,6 +196,7 @@ pub fn assert_user(user: &Value, email: &str, role: &str) {
     assert_eq!(user["email"], email, "{user}");
     assert_eq!(user["role"], role, "{user}");
     assert!(user["disabled"].is_boolean(), "{user}");
+    assert!(user["email_verified"].is_boolean(), "{user}");
     let created_at = user["created_at"]
         .as_str()
         .expect("created_at is not a string");

@@ -120,11 +120,11 @@ pub(super) fn find(
     let Some(row) = row else {
         return Ok(None);
     };
-    let child = match col::<Option<Vec<u8>>>(&row, 11)? {
+    let child = match col::<Option<Vec<u8>>>(&row, 12)? {
         Some(_) => Some(StoredChild {
-            hash: hash_col(&row, 11)?,
-            spent: col(&row, 12)?,
-            expires_at: col(&row, 13)?,
+            hash: hash_col(&row, 12)?,
+            spent: col(&row, 13)?,
+            expires_at: col(&row, 14)?,
         }),
         None => None,
     };
@@ -135,7 +135,7 @@ pub(super) fn find(
         family_expires_at: col(&row, 3)?,
         family_revoked: col(&row, 4)?,
         user: user_at(&row, 5)?,
-        family_stale: col(&row, 10)?,
+        family_stale: col(&row, 11)?,
         child,
     }))
 }

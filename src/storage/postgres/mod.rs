@@ -14,6 +14,7 @@ mod audit;
 mod families;
 pub mod keys;
 mod lockout;
+mod mail;
 mod migrate;
 mod pool;
 mod probe;

@@ -53,18 +53,18 @@ pub(super) fn find(
          WHERE t.hash = ?1"
     ))?
     .query_row([&hash[..]], |row| {
-        let child_hash: Option<Vec<u8>> = row.get(11)?;
+        let child_hash: Option<Vec<u8>> = row.get(12)?;
         let child = match child_hash {
             Some(bytes) => Some(StoredChild {
                 hash: bytes.try_into().map_err(|_| {
                     rusqlite::Error::FromSqlConversionFailure(
-                        11,
+                        12,
                         rusqlite::types::Type::Blob,
                         "a token hash is 32 bytes".into(),
                     )
                 })?,
-                spent: row.get::<_, Option<i64>>(12)?.is_some(),
-                expires_at: time(row.get(13)?),
+                spent: row.get::<_, Option<i64>>(13)?.is_some(),
+                expires_at: time(row.get(14)?),
             }),
             None => None,
         };
@@ -74,7 +74,7 @@ pub(super) fn find(
             spent_at: row.get::<_, Option<i64>>(2)?.map(time),
             family_expires_at: time(row.get(3)?),
             family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
-            family_stale: row.get(10)?,
+            family_stale: row.get(11)?,
             user: user_at(row, 5)?,
             child,
         })

@@ -11,6 +11,7 @@ mod checkpoint;
 mod disk;
 mod families;
 mod lockout;
+mod mail;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,10 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0004_login_leases.sql"
         )),
+        M::up_with_hook(
+            include_str!("../../../migrations/sqlite/0005_mail.sql"),
+            |tx: &Transaction<'_>| Ok(mail::allow_password_reset_reason(tx)?),
+        ),
     ])
 }
 
