@@ -218,6 +218,38 @@ impl Metrics {
     }
 }
 
+/// The outbox gauges (#19): mail by status, and the age of the oldest still queued.
+pub fn render_outbox(
+    stats: &crate::storage::mail::MailStats,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut out = String::new();
+    let name = "gatehouse_mail_outbox";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Mail in the outbox by status (queued: not tried yet; retrying: after a \
+         temporary failure).\n# TYPE {name} gauge"
+    );
+    for (status, n) in [
+        ("queued", stats.queued),
+        ("retrying", stats.retrying),
+        ("sent", stats.sent),
+        ("failed", stats.failed),
+        ("expired", stats.expired),
+    ] {
+        let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+    }
+    let name = "gatehouse_mail_outbox_oldest_age_seconds";
+    let age = stats
+        .oldest_queued
+        .map_or(0, |t| (now - t).num_seconds().max(0));
+    let _ = writeln!(
+        out,
+        "# HELP {name} Age of the oldest mail still queued (0 when none).\n# TYPE {name} gauge\n{name} {age}"
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

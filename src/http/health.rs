@@ -31,8 +31,29 @@ pub async fn readyz(
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({
             "status": "ready",
             "rate_limit_store": store.as_str(),
+            "mail": mail_state(&state).await,
         }))),
         _ => Err(ApiError::unavailable()),
+    }
+}
+
+/// Mail never makes a replica unready: an SMTP outage only keeps mail queued (it is
+/// retried until it expires), and pulling replicas would stop logins too.
+async fn mail_state(state: &web::Data<AppState>) -> serde_json::Value {
+    let Some(mail) = state.mail.as_ref() else {
+        return json!({ "status": "off" });
+    };
+    let smtp = mail.smtp_state().as_str();
+    let now = state.now();
+    match tokio::time::timeout(READY_TIMEOUT, state.db(|s| s.mail_stats())).await {
+        Ok(Ok(stats)) => json!({
+            "status": "on",
+            "smtp": smtp,
+            "queued": stats.queued + stats.retrying,
+            "retrying": stats.retrying,
+            "oldest_queued_age_secs": stats.oldest_queued.map(|t| (now - t).num_seconds().max(0)),
+        }),
+        _ => json!({ "status": "on", "smtp": smtp }),
     }
 }
 
@@ -45,7 +66,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         db_idle_connections: pool.idle,
         db_engine_bytes: pool.engine_bytes,
     };
+    let mut body = state.metrics.render(&gauges);
+    if state.mail.is_some() {
+        let now = state.now();
+        if let Ok(Ok(stats)) =
+            tokio::time::timeout(READY_TIMEOUT, state.db(|s| s.mail_stats())).await
+        {
+            body.push_str(&crate::metrics::render_outbox(&stats, now));
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&gauges))
+        .body(body)
 }

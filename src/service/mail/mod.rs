@@ -31,6 +31,29 @@ pub struct Mail {
     pub service_name: String,
     /// Wakes this process's sender when a request queued mail.
     pub queued: tokio::sync::Notify,
+    /// How this process's last conversation with the SMTP server went, for `/readyz`.
+    smtp: std::sync::atomic::AtomicU8,
+}
+
+/// The SMTP server as this process last found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpState {
+    /// Nothing sent yet.
+    Unknown,
+    /// The last mail was accepted (or refused for good, which is the mail's fault).
+    Up,
+    /// The last attempt failed for now: the server is down, busy or cut us off.
+    Failing,
+}
+
+impl SmtpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpState::Unknown => "unknown",
+            SmtpState::Up => "up",
+            SmtpState::Failing => "failing",
+        }
+    }
 }
 
 impl Mail {
@@ -46,7 +69,25 @@ impl Mail {
             settings: settings.clone(),
             service_name,
             queued: tokio::sync::Notify::new(),
+            smtp: std::sync::atomic::AtomicU8::new(0),
         }))
+    }
+
+    pub fn smtp_state(&self) -> SmtpState {
+        match self.smtp.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => SmtpState::Up,
+            2 => SmtpState::Failing,
+            _ => SmtpState::Unknown,
+        }
+    }
+
+    fn record_smtp(&self, state: SmtpState) {
+        let v = match state {
+            SmtpState::Unknown => 0,
+            SmtpState::Up => 1,
+            SmtpState::Failing => 2,
+        };
+        self.smtp.store(v, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn mail(&self, to: &Email, letter: &Letter<'_>, expires_at: DateTime<Utc>) -> OutgoingMail {

@@ -239,6 +239,10 @@ async fn finish(
         detail: Some(detail),
         ..AuditEvent::new(now, kind, outcome)
     };
+    mail.record_smtp(match attempt {
+        Attempt::Temporary(_) => super::SmtpState::Failing,
+        Attempt::Sent | Attempt::Permanent(_) => super::SmtpState::Up,
+    });
     let (outcome, audit) = match attempt {
         Attempt::Sent => {
             state.metrics.mail("sent");

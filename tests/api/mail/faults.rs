@@ -38,6 +38,22 @@ async fn with_smtp_refusing_connections_mail_waits_and_arrives_once_when_it_is_b
     let stats = app.store(|s| s.mail_stats()).await;
     assert_eq!(stats.sent, 0);
     assert_eq!(stats.queued + stats.retrying, 2, "{stats:?}");
+    // Ready all the same, saying what mail is doing.
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["mail"]["status"], "on", "{ready}");
+    assert_eq!(ready["mail"]["smtp"], "failing", "{ready}");
+    assert_eq!(ready["mail"]["queued"], 2, "{ready}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("gatehouse_mail_outbox{status=\"retrying\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_mail_total{outcome=\"retrying\"}"),
+        "{metrics}"
+    );
 
     smtp.accept().await;
     let delivered = advance_until_delivered(&app, &smtp, 2).await;
@@ -47,6 +63,8 @@ async fn with_smtp_refusing_connections_mail_waits_and_arrives_once_when_it_is_b
     assert_eq!(smtp.count_to(&email), 2, "each mail once: {delivered:?}");
     let stats = app.store(|s| s.mail_stats()).await;
     assert_eq!((stats.sent, stats.queued, stats.retrying), (2, 0, 0));
+    let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["mail"]["smtp"], "up", "{ready}");
 }
 
 #[both_backends]

@@ -105,6 +105,8 @@ async fn without_smtp_the_mail_endpoints_answer_404_and_signup_sends_nothing() {
     }
     let outbox = app.store(|s| s.mail_stats()).await;
     assert_eq!(outbox, Default::default());
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["mail"], json!({ "status": "off" }));
 }
 
 #[both_backends]
