@@ -208,6 +208,18 @@ pub trait MailStore {
         audit: AuditEvent,
     ) -> Result<Option<User>, StoreError>;
 
+    /// An operator sets a user's password (`gatehouse users set-password`): replaces the
+    /// hash, moves to the next password generation, revokes every family (`admin`),
+    /// spends every outstanding reset token and records `audit`, in one transaction.
+    /// `false` (nothing written) when the user does not exist.
+    fn set_password_by_operator(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        now: DateTime<Utc>,
+        audit: AuditEvent,
+    ) -> Result<bool, StoreError>;
+
     /// Spends every unspent token of `user` with `purpose` (a changed password spends
     /// the reset tokens); how many.
     fn spend_mail_tokens(

@@ -401,6 +401,29 @@ pub async fn change_email(
     Ok(())
 }
 
+/// An operator sets a user's password (`gatehouse users set-password`): every session
+/// ends and every reset token is spent. Works with mail off too.
+pub async fn set_password_by_operator(
+    state: &AppState,
+    user: UserId,
+    password: NewPassword,
+) -> Result<(), ServiceError> {
+    let hash = state.hasher.hash(password.expose().to_owned()).await?;
+    let now = state.now();
+    let audit = AuditEvent {
+        detail: Some("by=operator".into()),
+        ..AuditEvent::new(now, AuditKind::PasswordChanged, "ok")
+    };
+    if state
+        .db(move |s| s.set_password_by_operator(user, &hash, now, audit))
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(ServiceError::NotFound)
+    }
+}
+
 /// An admin (console or CLI) sends a user a reset mail: `NotFound` for no such user.
 pub async fn admin_send_reset(
     state: &AppState,

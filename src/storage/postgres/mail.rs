@@ -267,6 +267,37 @@ impl MailStore for PgStore {
         }
     }
 
+    fn set_password_by_operator(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        now: DateTime<Utc>,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        // Separate statements in one transaction: the revocation must see every family
+        // committed while the UPDATE waited for the user's row (see `change_password`).
+        self.transaction(|tx| {
+            let (uid, at) = (user.as_uuid(), sec(now));
+            let rows = tx.query_typed(
+                "UPDATE users SET password_hash = $2, password_generation = password_generation + 1,
+                        updated_at = $3
+                 WHERE id = $1 RETURNING 1",
+                &[
+                    (&uid, Type::UUID),
+                    (&password_hash, Type::TEXT),
+                    (&at, Type::TIMESTAMPTZ),
+                ],
+            )?;
+            if rows.is_empty() {
+                return Ok::<_, Failure>(false);
+            }
+            families::revoke_all(tx, user, RevokeReason::Admin, now)?;
+            spend_all(tx, user, MailPurpose::Reset, now)?;
+            audit::insert(tx, &with_user(&event, user))?;
+            Ok(true)
+        })
+    }
+
     fn spend_mail_tokens(
         &self,
         user: UserId,

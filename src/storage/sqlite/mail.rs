@@ -253,6 +253,30 @@ impl MailStore for SqliteStore {
         })
     }
 
+    fn set_password_by_operator(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        now: DateTime<Utc>,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE users SET password_hash = ?2, password_generation = password_generation + 1,
+                        updated_at = ?3
+                 WHERE id = ?1",
+                params![user.to_string(), password_hash, ts(now)],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            families::revoke_all(tx, user, RevokeReason::Admin, now)?;
+            spend_all(tx, user, MailPurpose::Reset, now)?;
+            audit::insert(tx, &with_user(&event, user))?;
+            Ok(true)
+        })
+    }
+
     fn spend_mail_tokens(
         &self,
         user: UserId,

@@ -157,7 +157,10 @@ async fn forgot_answers_fast_with_smtp_up_and_down() {
     }
 }
 
-#[both_backends]
+/// On a multi-threaded runtime: the app's sender runs on the test's runtime (as in
+/// production it runs beside the HTTP workers, not on them), and on one thread its SMTP
+/// conversation would delay this client's next request, not the server's answer.
+#[both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn forgot_answers_known_unknown_and_disabled_addresses_alike() {
     let smtp = SmtpServer::start().await;
     let app = spawn_mail_app(&smtp).await;

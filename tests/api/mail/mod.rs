@@ -1,6 +1,7 @@
 //! Mail (#19): verification, reset and email change, read from a real SMTP server
 //! (`kit::smtp`) and followed as a user would; the faults of that server; enumeration.
 
+mod cli;
 mod faults;
 mod flows;
 
