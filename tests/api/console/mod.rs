@@ -2,6 +2,7 @@
 //! (`serving`), and end-to-end runs in headless Chromium against a real server, as an
 //! operator works (`operator`) and on the rough edges operators found (`rough_edges`).
 
+mod mail;
 mod operator;
 mod rough_edges;
 mod serving;
