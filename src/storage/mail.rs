@@ -185,7 +185,8 @@ pub trait MailStore {
 
     /// Redeems a verification or email-change token: spends it (one conditional
     /// UPDATE: of concurrent redemptions at most one wins) and applies it, with `audit`
-    /// (its `user_id` filled in), in one transaction. A token that is unknown, spent,
+    /// (its `user_id` filled in; `email_changed` for an email-change token), in one
+    /// transaction. A token that is unknown, spent,
     /// expired at `now`, a reset token, or a disabled user's is `Invalid`.
     fn redeem_email_token(
         &self,

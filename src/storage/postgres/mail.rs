@@ -48,6 +48,17 @@ fn spend_all<C: Driver>(
     Ok(rows.len())
 }
 
+/// `event` for `user`; an email-change token's is `email_changed`.
+fn redeemed_event(event: &AuditEvent, user: UserId, purpose: MailPurpose) -> AuditEvent {
+    AuditEvent {
+        kind: match purpose {
+            MailPurpose::Change => crate::domain::AuditKind::EmailChanged,
+            _ => event.kind,
+        },
+        ..with_user(event, user)
+    }
+}
+
 fn with_user(event: &AuditEvent, user: UserId) -> AuditEvent {
     AuditEvent {
         user_id: Some(user),
@@ -217,7 +228,7 @@ impl MailStore for PgStore {
                 // reset token presented here stays usable where it belongs.
                 _ => return Err(Failure::Row(StoreError::internal("not an email token"))),
             }
-            audit::insert(tx, &with_user(&event, id))?;
+            audit::insert(tx, &redeemed_event(&event, id, purpose))?;
             Ok(user(tx, id)?.map(|user| Redeemed::Done { user, purpose }))
         });
         match redeemed {

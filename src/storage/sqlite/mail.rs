@@ -55,6 +55,17 @@ fn spend_all(
     .execute(params![user.to_string(), purpose.as_str(), ts(now)])
 }
 
+/// `event` for `user`; an email-change token's is `email_changed`.
+fn redeemed_event(event: &AuditEvent, user: UserId, purpose: MailPurpose) -> AuditEvent {
+    AuditEvent {
+        kind: match purpose {
+            MailPurpose::Change => crate::domain::AuditKind::EmailChanged,
+            _ => event.kind,
+        },
+        ..with_user(event, user)
+    }
+}
+
 fn with_user(event: &AuditEvent, user: UserId) -> AuditEvent {
     AuditEvent {
         user_id: Some(user),
@@ -218,7 +229,7 @@ impl MailStore for SqliteStore {
             if !claim(tx, &hash, now)? {
                 return Ok(Redeemed::Invalid);
             }
-            audit::insert(tx, &with_user(&event, id))?;
+            audit::insert(tx, &redeemed_event(&event, id, purpose))?;
             Ok(match user(tx, id)? {
                 Some(user) => Redeemed::Done { user, purpose },
                 None => Redeemed::Invalid,

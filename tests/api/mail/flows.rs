@@ -430,6 +430,16 @@ async fn an_email_change_mails_the_new_address_a_link_and_the_old_one_a_notice()
         app.post_login(&old, PASSWORD).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    let changed = app
+        .store(|s| {
+            s.list_audit(&AuditFilter {
+                kind: Some("email_changed".into()),
+                limit: 10,
+                ..Default::default()
+            })
+        })
+        .await;
+    assert_eq!(changed.len(), 1, "{changed:?}");
 }
 
 #[both_backends]
