@@ -50,6 +50,7 @@ pub struct Metrics {
     revocations: Counter,
     rate_limited: Counter,
     rate_limit_store_errors: Counter,
+    mails: Counter,
     client_ip_header_malformed: AtomicU64,
 }
 
@@ -97,6 +98,11 @@ impl Metrics {
     /// `passed` (served unlimited).
     pub fn rate_limit_store_error(&self, outcome: &'static str) {
         self.rate_limit_store_errors.inc(outcome);
+    }
+
+    /// A mail queued, sent, retried, failed or expired (#19).
+    pub fn mail(&self, outcome: &'static str) {
+        self.mails.inc(outcome);
     }
 
     /// A trusted proxy sent a client-address header that could not be read.
@@ -161,6 +167,13 @@ impl Metrics {
              outcome: refused with 503, or passed unlimited (GATEHOUSE_RATE_LIMIT_ON_STORE_ERROR).",
             "outcome",
         );
+        self.mails.render(
+            &mut out,
+            "gatehouse_mail_total",
+            "Mail queued by requests, and attempts to send by outcome (sent, retrying, \
+             failed, expired).",
+            "outcome",
+        );
         let name = "gatehouse_client_ip_header_malformed_total";
         let _ = writeln!(
             out,
@@ -203,6 +216,38 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The outbox gauges (#19): mail by status, and the age of the oldest still queued.
+pub fn render_outbox(
+    stats: &crate::storage::mail::MailStats,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let mut out = String::new();
+    let name = "gatehouse_mail_outbox";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Mail in the outbox by status (queued: not tried yet; retrying: after a \
+         temporary failure).\n# TYPE {name} gauge"
+    );
+    for (status, n) in [
+        ("queued", stats.queued),
+        ("retrying", stats.retrying),
+        ("sent", stats.sent),
+        ("failed", stats.failed),
+        ("expired", stats.expired),
+    ] {
+        let _ = writeln!(out, "{name}{{status=\"{status}\"}} {n}");
+    }
+    let name = "gatehouse_mail_outbox_oldest_age_seconds";
+    let age = stats
+        .oldest_queued
+        .map_or(0, |t| (now - t).num_seconds().max(0));
+    let _ = writeln!(
+        out,
+        "# HELP {name} Age of the oldest mail still queued (0 when none).\n# TYPE {name} gauge\n{name} {age}"
+    );
+    out
 }
 
 #[cfg(test)]

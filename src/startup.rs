@@ -143,7 +143,17 @@ impl Application {
             self.settings,
             self.hand_placed.into_iter().collect(),
         ));
+        // SMTP is never waited for here: an outage only keeps mail queued.
+        let mail = self.state.mail.clone().map(|mail| {
+            tokio::spawn(crate::service::mail::sender::run(
+                self.state.clone().into_inner(),
+                mail,
+            ))
+        });
         let result = self.server.await;
+        if let Some(mail) = mail {
+            mail.abort();
+        }
         maintenance.abort();
         keys.abort();
         drop(self.serving);
@@ -179,7 +189,7 @@ fn build_state_reporting(
     })?;
     let hasher = PasswordHasher::new(settings.password_cost, settings.server.hash_workers)
         .context("cannot set up password hashing")?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         settings.policy(),
         store,
         keys,
@@ -188,6 +198,7 @@ fn build_state_reporting(
         secret,
         clock,
     );
+    state.mail = crate::service::mail::Mail::new(&settings.mail, &settings.tokens.issuer);
     Ok((state, hand_placed))
 }
 

@@ -164,6 +164,16 @@ enum UsersCommand {
     Promote { email: String },
     /// Disable a user: no login, no refresh; every session revoked.
     Disable { email: String },
+    /// Enable a disabled user again (their sessions stay revoked).
+    Enable { email: String },
+    /// Take the admin role away from a user.
+    Demote { email: String },
+    /// Set a user's password, read from stdin (or a prompt on a terminal); every session
+    /// of the user is revoked and outstanding reset links stop working.
+    SetPassword { email: String },
+    /// Queue a password-reset mail to a user (needs GATEHOUSE_SMTP_URL); a running
+    /// gatehouse sends it.
+    SendReset { email: String },
     /// Remove a user's second factor (TOTP and recovery codes) and revoke every session,
     /// for a user who lost both their authenticator and their recovery codes.
     ResetMfa { email: String },
@@ -416,6 +426,18 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
         }
         Command::Users(UsersCommand::Disable { email }) => {
             admin_tool(&settings, Change::Disable(email))
+        }
+        Command::Users(UsersCommand::Enable { email }) => {
+            admin_tool(&settings, Change::Enable(email))
+        }
+        Command::Users(UsersCommand::Demote { email }) => {
+            admin_tool(&settings, Change::Demote(email))
+        }
+        Command::Users(UsersCommand::SetPassword { email }) => {
+            admin_tool(&settings, Change::SetPassword(email))
+        }
+        Command::Users(UsersCommand::SendReset { email }) => {
+            admin_tool(&settings, Change::SendReset(email))
         }
         Command::Users(UsersCommand::ResetMfa { email }) => {
             admin_tool(&settings, Change::ResetMfa(email))
@@ -701,6 +723,10 @@ enum Change {
     Promote(String),
     Disable(String),
     ResetMfa(String),
+    Enable(String),
+    Demote(String),
+    SetPassword(String),
+    SendReset(String),
     Revoke {
         family: Option<String>,
         user: Option<String>,
@@ -743,6 +769,46 @@ async fn change_as_operator(state: &AppState, change: Change) -> Result<(), Fail
             let u = user_by_email(state, &email).await?;
             admin::update_user(state, Actor::Operator, u.id, None, Some(true), &cli).await?;
             println!("{} is disabled and every session revoked", u.email.as_str());
+        }
+        Change::Enable(email) => {
+            let u = user_by_email(state, &email).await?;
+            admin::update_user(state, Actor::Operator, u.id, None, Some(false), &cli).await?;
+            println!("{} is enabled", u.email.as_str());
+        }
+        Change::Demote(email) => {
+            let u = user_by_email(state, &email).await?;
+            admin::update_user(state, Actor::Operator, u.id, Some(Role::User), None, &cli).await?;
+            println!("{} is no longer an admin", u.email.as_str());
+        }
+        Change::SetPassword(email) => {
+            let u = user_by_email(state, &email).await?;
+            let password = read_password()?;
+            let password = NewPassword::parse(&password)
+                .map_err(|m| Failure::User(format!("password {m}")))?;
+            crate::service::mail::set_password_by_operator(state, u.id, password).await?;
+            println!(
+                "{} has a new password; every session was revoked",
+                u.email.as_str()
+            );
+        }
+        Change::SendReset(email) => {
+            let u = user_by_email(state, &email).await?;
+            if state.mail.is_none() {
+                return Err(Failure::User(
+                    "GATEHOUSE_SMTP_URL is unset: gatehouse sends no mail".into(),
+                ));
+            }
+            if u.disabled {
+                return Err(Failure::User(format!(
+                    "{} is disabled: enable them first",
+                    u.email.as_str()
+                )));
+            }
+            crate::service::mail::admin_send_reset(state, u.id, &cli).await?;
+            println!(
+                "a reset mail to {} is queued; a running gatehouse sends it",
+                u.email.as_str()
+            );
         }
         Change::ResetMfa(email) => {
             let u = user_by_email(state, &email).await?;

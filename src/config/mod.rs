@@ -20,6 +20,7 @@ use crate::declare::{Group, Invalid, Setting};
 use crate::http::client_ip::Cidr;
 pub use crate::http::limiter::{RateLimits, Tier};
 pub use crate::http::settings::HttpSettings;
+pub use crate::service::mail::settings::MailSettings;
 pub use crate::service::mfa::MfaSettings;
 pub use crate::service::policy::{Lockout, Policy, TokenSettings};
 use crate::storage::DatabaseSettings;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub mfa: MfaSettings,
     pub http: HttpSettings,
     pub rate_limits: RateLimits,
+    /// Mail (#19): off unless `GATEHOUSE_SMTP_URL` is set.
+    pub mail: MailSettings,
     /// Argon2id cost. Production parameters unless code sets it: no variable maps here.
     pub password_cost: PasswordCost,
 }
@@ -52,6 +55,7 @@ pub fn settings() -> impl Iterator<Item = &'static Setting> {
         MfaSettings::SETTINGS,
         HttpSettings::SETTINGS,
         RateLimits::SETTINGS,
+        MailSettings::SETTINGS,
     ]
     .into_iter()
     .flatten()
@@ -182,6 +186,7 @@ impl Settings {
             mfa: Group::read(&mut value)?,
             http: Group::read(&mut value)?,
             rate_limits: Group::read(&mut value)?,
+            mail: Group::read(&mut value)?,
             password_cost: PasswordCost::PRODUCTION,
         })
     }
@@ -196,6 +201,7 @@ impl Settings {
         self.mfa.check()?;
         self.http.check()?;
         self.rate_limits.check()?;
+        self.mail.check()?;
         Ok(())
     }
 
@@ -210,6 +216,7 @@ impl Settings {
             self.mfa.describe(),
             self.http.describe(),
             self.rate_limits.describe(),
+            self.mail.describe(),
         ]
         .concat()
     }
@@ -270,6 +277,7 @@ impl Settings {
                  set it to `required` once every admin has enrolled a second factor"
                     .to_owned()
             }))
+            .chain(self.mail.warnings())
             .collect()
     }
 

@@ -58,6 +58,13 @@ kinds! {
     MfaChallengeIssued => "mfa_challenge_issued",
     MfaFailed => "mfa_failed",
     MfaLocked => "mfa_locked",
+    MailQueued => "mail_queued",
+    MailSent => "mail_sent",
+    MailFailed => "mail_failed",
+    EmailVerified => "email_verified",
+    PasswordResetRequested => "password_reset_requested",
+    PasswordReset => "password_reset",
+    EmailChanged => "email_changed",
 }
 
 #[cfg(test)]

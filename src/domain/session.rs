@@ -9,6 +9,8 @@ pub enum RevokeReason {
     ReuseDetected,
     Admin,
     PasswordChange,
+    /// A password reset by mail token (every family of the user).
+    PasswordReset,
 }
 
 impl RevokeReason {
@@ -18,6 +20,7 @@ impl RevokeReason {
             RevokeReason::ReuseDetected => "reuse_detected",
             RevokeReason::Admin => "admin",
             RevokeReason::PasswordChange => "password_change",
+            RevokeReason::PasswordReset => "password_reset",
         }
     }
 
@@ -27,6 +30,7 @@ impl RevokeReason {
             "reuse_detected" => Some(RevokeReason::ReuseDetected),
             "admin" => Some(RevokeReason::Admin),
             "password_change" => Some(RevokeReason::PasswordChange),
+            "password_reset" => Some(RevokeReason::PasswordReset),
             _ => None,
         }
     }

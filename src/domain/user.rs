@@ -34,6 +34,8 @@ pub struct User {
     pub email: Email,
     pub role: Role,
     pub disabled: bool,
+    /// The address was proven by a mail token (verification, email change or reset).
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
     /// A second factor is on: a password alone no longer opens a session.
     pub mfa_enabled: bool,

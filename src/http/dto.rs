@@ -22,11 +22,11 @@ fn rule(message: impl Into<Cow<'static, str>>) -> ValidationError {
     ValidationError::new("invalid").with_message(message.into())
 }
 
-fn email_rule(value: &str) -> Result<(), ValidationError> {
+pub(super) fn email_rule(value: &str) -> Result<(), ValidationError> {
     Email::parse(value).map(|_| ()).map_err(rule)
 }
 
-fn new_password_rule(value: &str) -> Result<(), ValidationError> {
+pub(super) fn new_password_rule(value: &str) -> Result<(), ValidationError> {
     NewPassword::parse(value).map(|_| ()).map_err(rule)
 }
 
@@ -133,6 +133,7 @@ pub struct UserDto {
     pub email: String,
     pub role: Role,
     pub disabled: bool,
+    pub email_verified: bool,
     pub created_at: String,
     pub mfa_enabled: bool,
 }
@@ -144,6 +145,7 @@ impl From<User> for UserDto {
             email: u.email.as_str().to_owned(),
             role: u.role,
             disabled: u.disabled,
+            email_verified: u.email_verified,
             created_at: rfc3339(u.created_at),
             mfa_enabled: u.mfa_enabled,
         }

@@ -238,6 +238,16 @@ impl From<ServiceError> for ApiError {
                 "Admin endpoints need a session opened with a second factor; enrol one and \
                  log in again.",
             ),
+            ServiceError::InvalidMailToken => ApiError::new(
+                S::BAD_REQUEST,
+                "invalid_mail_token",
+                "The link is unknown, used, expired or superseded; ask for a new mail.",
+            ),
+            ServiceError::AlreadyVerified => ApiError::new(
+                S::CONFLICT,
+                "already_verified",
+                "This address is verified already.",
+            ),
             // Logged here, once, with the whole chain of causes; the client is told
             // only the contract's error.
             e @ ServiceError::Unavailable { .. } => {

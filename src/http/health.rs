@@ -32,6 +32,7 @@ pub async fn readyz(
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({
             "status": "ready",
             "rate_limit_store": store.as_str(),
+            "mail": mail_state(&state).await,
         }))),
         // Each failed check is logged with its cause (the SQLSTATE and the server's
         // message on PostgreSQL): "not ready" alone sends an operator guessing.
@@ -49,6 +50,26 @@ pub async fn readyz(
     }
 }
 
+/// Mail never makes a replica unready: an SMTP outage only keeps mail queued (it is
+/// retried until it expires), and pulling replicas would stop logins too.
+async fn mail_state(state: &web::Data<AppState>) -> serde_json::Value {
+    let Some(mail) = state.mail.as_ref() else {
+        return json!({ "status": "off" });
+    };
+    let smtp = mail.smtp_state().as_str();
+    let now = state.now();
+    match tokio::time::timeout(READY_TIMEOUT, state.db(|s| s.mail_stats())).await {
+        Ok(Ok(stats)) => json!({
+            "status": "on",
+            "smtp": smtp,
+            "queued": stats.queued + stats.retrying,
+            "retrying": stats.retrying,
+            "oldest_queued_age_secs": stats.oldest_queued.map(|t| (now - t).num_seconds().max(0)),
+        }),
+        _ => json!({ "status": "on", "smtp": smtp }),
+    }
+}
+
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.store.pool_status();
     let gauges = Gauges {
@@ -58,7 +79,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         db_idle_connections: pool.idle,
         db_engine_bytes: pool.engine_bytes,
     };
+    let mut body = state.metrics.render(&gauges);
+    if state.mail.is_some() {
+        let now = state.now();
+        if let Ok(Ok(stats)) =
+            tokio::time::timeout(READY_TIMEOUT, state.db(|s| s.mail_stats())).await
+        {
+            body.push_str(&crate::metrics::render_outbox(&stats, now));
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&gauges))
+        .body(body)
 }

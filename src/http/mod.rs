@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod limiter;
+mod mail;
 mod me;
 mod mfa;
 pub mod middleware;
@@ -166,6 +167,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/me/password", "POST")
                 .wrap(from_fn(middleware::limit_by_method_password_writes))
                 .route(web::post().to(me::change_password)),
+        )
+        // Mail (#19): the endpoints that take a token or name an address spend the
+        // login tier per client IP; `forgot` also per address (see `mail::forgot`).
+        .service(
+            resource("/v1/password/forgot", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(mail::forgot)),
+        )
+        .service(
+            resource("/v1/password/reset", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(mail::reset)),
+        )
+        .service(
+            resource("/v1/email/verify", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(mail::verify)),
+        )
+        .service(
+            resource("/v1/me/email/verification", "POST")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::post().to(mail::resend_verification)),
+        )
+        .service(
+            resource("/v1/me/email", "POST")
+                .wrap(from_fn(middleware::limit_by_method_password_writes))
+                .route(web::post().to(mail::change_email)),
+        )
+        .service(
+            resource("/v1/admin/users/{id}/mail", "GET, HEAD")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(read().to(mail::user_mail)),
+        )
+        .service(
+            resource("/v1/admin/users/{id}/password-reset", "POST")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::post().to(mail::send_reset)),
         )
         .service(
             resource("/v1/admin/users", "GET, HEAD")

@@ -14,7 +14,11 @@ pub async fn signup(
     password: NewPassword,
     meta: &ClientMeta,
 ) -> Result<TokenPair, ServiceError> {
-    let user = create_user(state, email, password, Role::User).await?;
+    let user = match &state.mail {
+        // The verification mail is queued in the transaction that creates the user.
+        Some(mail) => super::mail::signup_user(state, mail, email, password).await?,
+        None => create_user(state, email, password, Role::User).await?,
+    };
     // A new user is at password generation 0.
     tokens::start_family(state, user, 0, meta, AuditKind::Signup, None).await
 }
@@ -194,6 +198,12 @@ pub async fn change_password(
     }
     // A login waiting for its second factor proved the old password: it ends here.
     super::mfa::void_pending_logins(state, user_id).await?;
+    // A changed password spends every outstanding reset token (the contract's mail
+    // section): a reset link mailed before the change must not undo it.
+    let now = state.now();
+    state
+        .db(move |s| s.spend_mail_tokens(user_id, crate::storage::mail::MailPurpose::Reset, now))
+        .await?;
     Ok(pair)
 }
 

@@ -9,6 +9,7 @@ pub mod clients;
 pub mod introspection;
 pub mod keystore;
 pub mod lockout;
+pub mod mail;
 pub mod mfa;
 pub mod policy;
 pub mod rotation;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wakes this process's login attempts waiting for checks in flight.
     pub attempts: Arc<lockout::AttemptSignals>,
+    /// Mail (#19), when `GATEHOUSE_SMTP_URL` is set; set by `startup` after `new`.
+    pub mail: Option<Arc<mail::Mail>>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             clock,
             metrics: Metrics::default(),
             attempts: Arc::default(),
+            mail: None,
             policy,
         }
     }
@@ -164,6 +168,11 @@ pub enum ServiceError {
     /// opened without a second factor.
     #[error("admin session without a second factor")]
     AdminMfaRequired,
+    /// A mail token that is unknown, used, expired or superseded.
+    #[error("invalid mail token")]
+    InvalidMailToken,
+    #[error("already verified")]
+    AlreadyVerified,
     /// A part the answer needs cannot serve now (the database, the hashing queue): 503,
     /// to retry. `source` is the cause, for the log only.
     #[error("unavailable: {reason}")]

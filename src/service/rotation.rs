@@ -92,6 +92,7 @@ mod tests {
                 email: Email::parse("rule@example.com").expect("email"),
                 role: Role::User,
                 disabled: false,
+                email_verified: false,
                 created_at: at(0),
                 mfa_enabled: false,
             },

@@ -302,6 +302,7 @@ mod tests {
                 email: crate::domain::Email::parse("debug@example.com").expect("email"),
                 role: Role::User,
                 disabled: false,
+                email_verified: false,
                 created_at: Utc::now(),
                 mfa_enabled: false,
             },

@@ -31,6 +31,7 @@
 
 pub mod clients;
 pub mod keystore;
+pub mod mail;
 pub mod mfa;
 pub mod postgres;
 pub mod serving;
@@ -505,7 +506,7 @@ pub enum BackupError {
 
 pub use clients::ClientStore;
 
-pub trait Store: ClientStore + MfaStore + Send + Sync + 'static {
+pub trait Store: ClientStore + MfaStore + mail::MailStore + Send + Sync + 'static {
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 
@@ -692,6 +693,7 @@ mod tests {
             email: email.clone(),
             role: Role::User,
             disabled: false,
+            email_verified: false,
             created_at: Utc::now(),
             mfa_enabled: false,
         };

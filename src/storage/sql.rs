@@ -7,12 +7,15 @@
 /// its order.
 macro_rules! user_columns {
     () => {
-        "u.id, u.email, u.role, u.disabled, u.created_at, \
+        "u.id, u.email, u.role, u.disabled, u.created_at, u.email_verified, \
          EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.enabled_at IS NOT NULL)"
     };
 }
 
 pub(crate) const USER_COLUMNS: &str = user_columns!();
+
+/// How many columns `USER_COLUMNS` names: a row mapping reads what follows from here.
+pub(crate) const USER_WIDTH: usize = 7;
 
 /// `USER_COLUMNS`, then what a row → `Account` mapping reads after them.
 pub(crate) const ACCOUNT_COLUMNS: &str =
@@ -72,7 +75,7 @@ mod tests {
     #[test]
     fn account_columns_start_with_the_user_columns() {
         assert!(ACCOUNT_COLUMNS.starts_with(USER_COLUMNS));
-        assert_eq!(USER_COLUMNS.split(", ").count(), 6);
-        assert_eq!(ACCOUNT_COLUMNS.split(", ").count(), 8);
+        assert_eq!(USER_COLUMNS.split(", ").count(), USER_WIDTH);
+        assert_eq!(ACCOUNT_COLUMNS.split(", ").count(), USER_WIDTH + 2);
     }
 }

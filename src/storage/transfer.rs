@@ -27,17 +27,20 @@ use super::DatabaseSettings;
 use super::postgres::PostgresUrl;
 use super::serving;
 
-/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0004, 0006's
-/// second factors, which it refuses to leave behind: see `copy`, and 0007's clients). A new
-/// SQLite migration must teach this module its columns, then raise this.
-pub const SOURCE_SCHEMA: i64 = 6;
-/// The PostgreSQL schema it writes (migrations/postgres/0001-0004, 0006 and 0007), for the
-/// same reason. The keys (0003) are not its business: `gatehouse keys import` moves them;
-/// the order families were opened in (0004) is numbered by the target as the copy inserts
-/// them, read in the source's order. The families' tombstones (0007) list deleted users'
+/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0007). A new
+/// SQLite migration must teach this module its columns, then raise this. Of 0005 (mail)
+/// only `users.email_verified` is copied: mail tokens and the outbox are short-lived and
+/// hold links to the source's service; a user asks for a new mail after the move. 0006's
+/// second factors are refused rather than left behind (see `copy`); 0007's clients are
+/// copied.
+pub const SOURCE_SCHEMA: i64 = 7;
+/// The PostgreSQL schema it writes (migrations/postgres/0001-0007), for the same reason.
+/// The keys (0003) are not its business: `gatehouse keys import` moves them; the order
+/// families were opened in (0004) is numbered by the target as the copy inserts them,
+/// read in the source's order. The families' tombstones (0007) list deleted users'
 /// sessions in the revocation feed for one access-token lifetime: the source is stopped
 /// for the copy, so they are not copied.
-pub const TARGET_SCHEMA: &str = "5";
+pub const TARGET_SCHEMA: &str = "7";
 
 /// The tables copied, in an order that satisfies the foreign keys. SQLite's
 /// `health_probe` is readiness scratch, not data; PostgreSQL has no such table.
@@ -489,18 +492,19 @@ struct Users {
     created_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
     password_generation: Vec<i64>,
+    email_verified: Vec<bool>,
 }
 
 impl Columns for Users {
     const TABLE: &'static str = "users";
     const SELECT: &'static str = "SELECT id, email, password_hash, role, disabled, created_at,
-                                         updated_at, password_generation
+                                         updated_at, password_generation, email_verified
                                   FROM users";
     fn insert(&self) -> &'static str {
         "INSERT INTO users (id, email, password_hash, role, disabled, created_at, updated_at,
-                            password_generation)
+                            password_generation, email_verified)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[],
-                              $6::timestamptz[], $7::timestamptz[], $8::int8[])"
+                              $6::timestamptz[], $7::timestamptz[], $8::int8[], $9::bool[])"
     }
     fn push(&mut self, row: &rusqlite::Row<'_>) -> Result<(), String> {
         self.id.push(id(row, 0)?);
@@ -511,6 +515,7 @@ impl Columns for Users {
         self.created_at.push(time(row, 5)?);
         self.updated_at.push(time(row, 6)?);
         self.password_generation.push(get(row, 7)?);
+        self.email_verified.push(get::<i64>(row, 8)? != 0);
         Ok(())
     }
     fn len(&self) -> usize {
@@ -526,6 +531,7 @@ impl Columns for Users {
             &self.created_at,
             &self.updated_at,
             &self.password_generation,
+            &self.email_verified,
         ]
     }
     fn clear(&mut self) {

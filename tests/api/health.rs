@@ -23,7 +23,7 @@ async fn readyz_is_200_ready_when_the_database_answers() {
 
     assert_eq!(
         expect_json(response, StatusCode::OK).await,
-        json!({ "status": "ready", "rate_limit_store": "off" })
+        json!({ "status": "ready", "rate_limit_store": "off", "mail": { "status": "off" } })
     );
 }
 

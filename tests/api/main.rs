@@ -36,6 +36,7 @@ mod keys;
 mod limits_shared;
 mod login;
 mod logout;
+mod mail;
 mod me;
 mod mfa;
 mod postgres_logs;

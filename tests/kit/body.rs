@@ -29,6 +29,7 @@ pub struct UserBody {
     pub email: String,
     pub role: String,
     pub disabled: bool,
+    pub email_verified: bool,
     pub created_at: DateTime<Utc>,
     pub mfa_enabled: bool,
 }

@@ -189,6 +189,7 @@ pub fn assert_user(user: &Value, email: &str, role: &str) {
             "email",
             "role",
             "disabled",
+            "email_verified",
             "created_at",
             "mfa_enabled"
         ]),
@@ -200,6 +201,7 @@ pub fn assert_user(user: &Value, email: &str, role: &str) {
     assert_eq!(user["role"], role, "{user}");
     assert!(user["disabled"].is_boolean(), "{user}");
     assert!(user["mfa_enabled"].is_boolean(), "{user}");
+    assert!(user["email_verified"].is_boolean(), "{user}");
     let created_at = user["created_at"]
         .as_str()
         .expect("created_at is not a string");

@@ -6,6 +6,7 @@
 //! - [`replicas`]: several of them on one PostgreSQL database behind one round-robin URL.
 //! - [`body`], [`contract`], [`jwt`]: typed responses, the contract's assertions, and
 //!   tokens taken apart or forged.
+//! - [`smtp`]: a real SMTP server on a free port, to read mail and to fault.
 //! - [`redis`]: the shared Redis for the limiter, and private `redis-server`s to fault.
 //! - [`password`], [`ports`], [`rng`], [`rss`]: small shared pieces.
 //!
@@ -30,4 +31,5 @@ pub mod redis;
 pub mod replicas;
 pub mod rng;
 pub mod rss;
+pub mod smtp;
 pub mod totp;

@@ -13,6 +13,8 @@ const KINDS = [
   "mfa_enrolment_started", "mfa_enabled", "mfa_disabled", "mfa_reset",
   "mfa_recovery_codes_regenerated", "mfa_recovery_code_used", "mfa_challenge_issued",
   "mfa_failed", "mfa_locked",
+  "mail_queued", "mail_sent", "mail_failed", "email_verified", "password_reset_requested",
+  "password_reset", "email_changed",
 ];
 
 const enc = encodeURIComponent;
@@ -265,6 +267,14 @@ export async function user(view, id, { notice }) {
         "Reset", "DELETE", `/v1/admin/users/${enc(id)}/mfa`, undefined,
         `The second factor of ${u.email} is removed.`),
     }, "Reset second factor"),
+    // With mail off the server answers 404, which the result line says in words.
+    h("button", {
+      type: "button", id: "send-reset",
+      disabled: u.disabled, title: u.disabled ? "A disabled user gets no mail" : undefined,
+      onclick: () => act("Send reset mail", `Mail ${u.email} a link to choose a new password? Their password and sessions stay as they are until they use it.`,
+        "Send", "POST", `/v1/admin/users/${enc(id)}/password-reset`, {},
+        `A reset mail to ${u.email} is on its way.`),
+    }, "Send reset mail"),
     h("a", { href: `#/audit?user_id=${enc(id)}`, class: "button" }, "Audit entries"));
 
   // The server's order, kept: the times shown are to the second, too coarse to order two
@@ -293,6 +303,7 @@ export async function user(view, id, { notice }) {
       h("dt", {}, "Role"), h("dd", { id: "role" }, u.role),
       h("dt", {}, "Status"), h("dd", { id: "status" }, u.disabled ? h("span", { class: "badge danger" }, "disabled") : "active"),
       h("dt", {}, "Second factor"), h("dd", { id: "mfa" }, u.mfa_enabled ? "on" : "off"),
+      h("dt", {}, "Email"), h("dd", { id: "email-verified" }, u.email_verified ? "verified" : h("span", { class: "badge muted" }, "not verified")),
       h("dt", {}, "Created"), h("dd", {}, when(u.created_at)),
       h("dt", {}, "Last login"), h("dd", {}, when(u.last_login_at)),
       h("dt", {}, "Id"), h("dd", { class: "mono" }, u.id)),

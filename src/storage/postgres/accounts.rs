@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::statements::{Conn, Connection, Driver};
 use super::{Failure, col, sec};
 use crate::domain::{Email, FamilyId, Role, User, UserId};
-use crate::storage::sql::{ACCOUNT_COLUMNS, session_current};
+use crate::storage::sql::{ACCOUNT_COLUMNS, USER_WIDTH, session_current};
 use crate::storage::{Account, NewUser, StoreError, stored_role};
 
 /// The user in a row's columns `at..`, in `sql::USER_COLUMNS` order: the one mapping of
@@ -21,7 +21,8 @@ pub(super) fn user_at(row: &Row, at: usize) -> Result<User, StoreError> {
         role: stored_role(col(row, at + 2)?)?,
         disabled: col(row, at + 3)?,
         created_at: col(row, at + 4)?,
-        mfa_enabled: col(row, at + 5)?,
+        email_verified: col(row, at + 5)?,
+        mfa_enabled: col(row, at + 6)?,
     })
 }
 
@@ -29,8 +30,8 @@ pub(super) fn user_at(row: &Row, at: usize) -> Result<User, StoreError> {
 fn account(row: &Row) -> Result<Account, StoreError> {
     Ok(Account {
         user: user_at(row, 0)?,
-        password_hash: col(row, 6)?,
-        password_generation: col(row, 7)?,
+        password_hash: col(row, USER_WIDTH)?,
+        password_generation: col(row, USER_WIDTH + 1)?,
     })
 }
 
@@ -40,6 +41,14 @@ fn one(row: Option<Row>) -> Result<Option<Account>, Failure> {
 
 /// A taken email is the unique constraint's violation (`Class::EmailTaken`).
 pub(super) fn insert(c: &mut Conn<'_>, new: &NewUser<'_>) -> Result<User, Failure> {
+    insert_in(c, new)
+}
+
+/// `insert` in any session, a transaction too.
+pub(super) fn insert_in<C: Driver>(
+    c: &mut Connection<'_, C>,
+    new: &NewUser<'_>,
+) -> Result<User, Failure> {
     let (id, now) = (new.id.as_uuid(), sec(new.now));
     let (email, role) = (new.email.as_str(), new.role.as_str());
     c.query_typed(
@@ -58,6 +67,7 @@ pub(super) fn insert(c: &mut Conn<'_>, new: &NewUser<'_>) -> Result<User, Failur
         email: new.email.clone(),
         role: new.role,
         disabled: false,
+        email_verified: false,
         created_at: now,
         mfa_enabled: false,
     })
@@ -72,6 +82,14 @@ pub(super) fn by_email(c: &mut Conn<'_>, email: &Email) -> Result<Option<Account
 }
 
 pub(super) fn by_id(c: &mut Conn<'_>, id: UserId) -> Result<Option<Account>, Failure> {
+    by_id_in(c, id)
+}
+
+/// `by_id` in any session, a transaction too.
+pub(super) fn by_id_in<C: Driver>(
+    c: &mut Connection<'_, C>,
+    id: UserId,
+) -> Result<Option<Account>, Failure> {
     let id = id.as_uuid();
     one(c.query_typed_opt(
         &format!("SELECT {ACCOUNT_COLUMNS} FROM users u WHERE u.id = $1"),

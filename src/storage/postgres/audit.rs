@@ -4,12 +4,13 @@ use ::postgres::types::Type;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::statements::Conn;
+use super::statements::{Conn, Connection, Driver};
 use super::{Failure, col, sec};
 use crate::domain::{FamilyId, UserId};
 use crate::storage::{AuditCount, AuditEvent, AuditFilter, AuditRecord, StoreError};
 
-pub(super) fn insert(c: &mut Conn<'_>, e: &AuditEvent) -> Result<(), Failure> {
+/// Generic over the session, so a transaction of another table's file records its event too.
+pub(super) fn insert<C: Driver>(c: &mut Connection<'_, C>, e: &AuditEvent) -> Result<(), Failure> {
     let at = sec(e.at);
     let kind = e.kind.as_str();
     let (user, family, actor) = (

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0002_login_leases.sql"),
     include_str!("../../../migrations/postgres/0003_keys.sql"),
     include_str!("../../../migrations/postgres/0004_family_order.sql"),
+    include_str!("../../../migrations/postgres/0005_mail.sql"),
     include_str!("../../../migrations/postgres/0006_mfa.sql"),
     include_str!("../../../migrations/postgres/0007_clients.sql"),
 ];

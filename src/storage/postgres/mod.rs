@@ -15,6 +15,7 @@ mod clients;
 mod families;
 pub mod keys;
 mod lockout;
+mod mail;
 mod mfa;
 mod migrate;
 mod pool;

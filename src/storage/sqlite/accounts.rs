@@ -3,7 +3,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{time, ts, uuid_col};
 use crate::domain::{Email, FamilyId, Role, User, UserId};
-use crate::storage::sql::{ACCOUNT_COLUMNS, session_current};
+use crate::storage::sql::{ACCOUNT_COLUMNS, USER_WIDTH, session_current};
 use crate::storage::{Account, NewUser, stored_role};
 
 /// The user in a row's columns `at..`, in `sql::USER_COLUMNS` order: the one mapping of
@@ -22,7 +22,8 @@ pub(super) fn user_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Us
         })?,
         disabled: row.get(at + 3)?,
         created_at: time(row.get(at + 4)?),
-        mfa_enabled: row.get(at + 5)?,
+        email_verified: row.get(at + 5)?,
+        mfa_enabled: row.get(at + 6)?,
     })
 }
 
@@ -30,8 +31,8 @@ pub(super) fn user_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Us
 fn account(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
         user: user_at(row, 0)?,
-        password_hash: row.get(6)?,
-        password_generation: row.get(7)?,
+        password_hash: row.get(USER_WIDTH)?,
+        password_generation: row.get(USER_WIDTH + 1)?,
     })
 }
 
@@ -57,6 +58,7 @@ pub(super) fn insert(conn: &Connection, new: &NewUser<'_>) -> rusqlite::Result<O
         email: new.email.clone(),
         role: new.role,
         disabled: false,
+        email_verified: false,
         created_at: super::time(ts(new.now)),
         mfa_enabled: false,
     }))

@@ -12,6 +12,7 @@ mod clients;
 mod disk;
 mod families;
 mod lockout;
+mod mail;
 mod mfa;
 mod probe;
 
@@ -71,6 +72,10 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../../migrations/sqlite/0004_login_leases.sql"
         )),
+        M::up_with_hook(
+            include_str!("../../../migrations/sqlite/0005_mail.sql"),
+            |tx: &Transaction<'_>| Ok(mail::allow_password_reset_reason(tx)?),
+        ),
         M::up(include_str!("../../../migrations/sqlite/0006_mfa.sql")),
         M::up(include_str!("../../../migrations/sqlite/0007_clients.sql")),
     ])

@@ -3,6 +3,7 @@
 //! operator works (`operator`) and on the rough edges operators found (`rough_edges`).
 
 mod clients;
+mod mail;
 mod mfa;
 mod operator;
 mod rough_edges;
