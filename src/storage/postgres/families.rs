@@ -9,7 +9,10 @@ use super::accounts::user_at;
 use super::statements::{Conn, Connection, Driver};
 use super::{Failure, col, hash_col, sec};
 use crate::domain::{Amr, FamilyId, RevokeReason, Session, UserId};
-use crate::storage::sql::{USER_COLUMNS, revoke_user_families, sessions_of_user};
+use crate::storage::sql::{USER_COLUMNS, USER_WIDTH, revoke_user_families, sessions_of_user};
+
+/// Where `find`'s columns after the user's start: the token's five, then the user's.
+const STALE: usize = 5 + USER_WIDTH;
 use crate::storage::{NewFamily, Spend, StoredChild, StoredToken, TokenHashBytes};
 
 /// How opening a family makes sure its user may still have one.
@@ -123,9 +126,9 @@ pub(super) fn find<C: Driver>(
     };
     let child = match col::<Option<Vec<u8>>>(&row, 12)? {
         Some(_) => Some(StoredChild {
-            hash: hash_col(&row, 12)?,
-            spent: col(&row, 13)?,
-            expires_at: col(&row, 14)?,
+            hash: hash_col(&row, STALE + 1)?,
+            spent: col(&row, STALE + 2)?,
+            expires_at: col(&row, STALE + 3)?,
         }),
         None => None,
     };
@@ -136,9 +139,9 @@ pub(super) fn find<C: Driver>(
         family_expires_at: col(&row, 3)?,
         family_revoked: col(&row, 4)?,
         user: user_at(&row, 5)?,
-        family_stale: col(&row, 11)?,
+        family_stale: col(&row, STALE)?,
         child,
-        amr: stored_amr(col(&row, 15)?)?,
+        amr: stored_amr(col(&row, STALE + 4)?)?,
     }))
 }
 

@@ -4,7 +4,10 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::accounts::user_at;
 use super::{time, ts, uuid_col};
 use crate::domain::{Amr, FamilyId, RevokeReason, Session, UserId};
-use crate::storage::sql::{USER_COLUMNS, revoke_user_families, sessions_of_user};
+use crate::storage::sql::{USER_COLUMNS, USER_WIDTH, revoke_user_families, sessions_of_user};
+
+/// Where `find`'s columns after the user's start: the token's five, then the user's.
+const STALE: usize = 5 + USER_WIDTH;
 use crate::storage::{NewFamily, Spend, StoredChild, StoredToken, TokenHashBytes};
 
 pub(super) fn insert(conn: &Connection, f: &NewFamily) -> rusqlite::Result<()> {
@@ -54,18 +57,18 @@ pub(super) fn find(
          WHERE t.hash = ?1"
     ))?
     .query_row([&hash[..]], |row| {
-        let child_hash: Option<Vec<u8>> = row.get(12)?;
+        let child_hash: Option<Vec<u8>> = row.get(STALE + 1)?;
         let child = match child_hash {
             Some(bytes) => Some(StoredChild {
                 hash: bytes.try_into().map_err(|_| {
                     rusqlite::Error::FromSqlConversionFailure(
-                        12,
+                        STALE + 1,
                         rusqlite::types::Type::Blob,
                         "a token hash is 32 bytes".into(),
                     )
                 })?,
-                spent: row.get::<_, Option<i64>>(13)?.is_some(),
-                expires_at: time(row.get(14)?),
+                spent: row.get::<_, Option<i64>>(STALE + 2)?.is_some(),
+                expires_at: time(row.get(STALE + 3)?),
             }),
             None => None,
         };
@@ -75,10 +78,10 @@ pub(super) fn find(
             spent_at: row.get::<_, Option<i64>>(2)?.map(time),
             family_expires_at: time(row.get(3)?),
             family_revoked: row.get::<_, Option<i64>>(4)?.is_some(),
-            family_stale: row.get(11)?,
+            family_stale: row.get(STALE)?,
             user: user_at(row, 5)?,
             child,
-            amr: stored_amr(row, 15)?,
+            amr: stored_amr(row, STALE + 4)?,
         })
     })
     .optional()
