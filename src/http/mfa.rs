@@ -66,6 +66,9 @@ pub struct LoginMfaBody {
 struct EnrolmentDto {
     secret: String,
     otpauth_uri: String,
+    /// The URI as a QR code (an SVG document): the console shows it; an app may too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otpauth_qr_svg: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +95,7 @@ pub async fn start_totp(
         HttpResponse::Ok(),
         EnrolmentDto {
             secret: enrolment.secret,
+            otpauth_qr_svg: super::qr::svg(&enrolment.otpauth_uri),
             otpauth_uri: enrolment.otpauth_uri,
         },
     ))

@@ -16,6 +16,7 @@ mod me;
 mod mfa;
 pub mod middleware;
 mod oauth;
+mod qr;
 pub mod settings;
 mod wellknown;
 

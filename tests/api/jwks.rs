@@ -217,10 +217,12 @@ async fn an_access_token_verifies_offline_with_the_jwks() {
     assert_eq!(
         names,
         BTreeSet::from([
-            "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "role"
+            "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "role", "amr"
         ]),
         "{claims}"
     );
+    // RFC 8176: a password alone.
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]), "{claims}");
     assert_eq!(claims["iss"], app.settings.tokens.issuer.as_str());
     assert_eq!(claims["aud"], app.settings.tokens.audience.as_str());
     assert_eq!(claims["sub"], tokens["user"]["id"]);

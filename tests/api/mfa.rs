@@ -49,6 +49,8 @@ async fn enrolment_confirmation_and_login_with_a_totp_code_give_an_mfa_session()
         uri.contains(&format!("secret={secret}&issuer=127.0.0.1")),
         "{uri}"
     );
+    let qr = started["otpauth_qr_svg"].as_str().expect("qr");
+    assert!(qr.contains("<svg") && !qr.contains("<script"), "{qr}");
     // Pending: not on yet, and a password alone still logs in.
     let me = expect_json(app.get_me(access_of(&signup)).await, StatusCode::OK).await;
     assert_eq!(me["mfa_enabled"], false);

@@ -560,10 +560,24 @@ export async function mfa(view) {
   fill(view, h("h1", {}, "Second factor"), h("p", { id: "mfa-state" }, "Off."), start);
 }
 
+/** The server's SVG of the otpauth URI as an element of the page. Parsed as an SVG
+ * document (not HTML), so nothing in it runs; nothing when the server sent none. */
+function qrImage(svgText) {
+  if (!svgText) return "";
+  const doc = new DOMParser().parseFromString(svgText, "image/svg+xml");
+  const svg = doc.documentElement;
+  if (svg.nodeName !== "svg") return "";
+  svg.setAttribute("id", "totp-qr");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "QR code of the key for an authenticator app");
+  return h("div", { class: "qr" }, document.importNode(svg, true));
+}
+
 function confirmStep(view, enrolment) {
   const result = h("div", { id: "mfa-result", role: "status", "aria-live": "polite" });
   const form = h("form", { class: "card", id: "mfa-confirm", novalidate: true },
-    h("p", {}, "Add this key to your authenticator app (type the secret, or paste the URI), then enter the code it shows."),
+    h("p", {}, "Scan the code with your authenticator app (or type the secret), then enter the code it shows."),
+    qrImage(enrolment.otpauth_qr_svg),
     h("dl", { class: "facts" },
       h("dt", {}, "Secret"), h("dd", { id: "totp-secret", class: "mono" }, enrolment.secret),
       h("dt", {}, "URI"), h("dd", { id: "otpauth-uri", class: "mono" }, breakable(enrolment.otpauth_uri))),

@@ -124,7 +124,7 @@ pub(super) fn find<C: Driver>(
     let Some(row) = row else {
         return Ok(None);
     };
-    let child = match col::<Option<Vec<u8>>>(&row, 12)? {
+    let child = match col::<Option<Vec<u8>>>(&row, STALE + 1)? {
         Some(_) => Some(StoredChild {
             hash: hash_col(&row, STALE + 1)?,
             spent: col(&row, STALE + 2)?,

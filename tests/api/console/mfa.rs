@@ -24,6 +24,20 @@ async fn an_admin_enrols_totp_in_the_console_then_signs_in_with_a_code() {
     assert_eq!(secret.len(), 32, "{secret}");
     let uri = browser.text("#otpauth-uri").await;
     assert!(uri.contains(&secret), "{uri}");
+    // The QR code is drawn in the page, large enough for a phone's camera.
+    let qr = browser
+        .run(
+            "const q = document.querySelector('#totp-qr'); \
+             if (!q) return null; const r = q.getBoundingClientRect(); \
+             return [r.width, r.height, q.querySelectorAll('path, rect').length];",
+            json!([]),
+        )
+        .await;
+    let (w, h, shapes) = (qr[0].as_f64(), qr[1].as_f64(), qr[2].as_u64());
+    assert!(
+        w.unwrap_or(0.0) >= 150.0 && w == h && shapes.unwrap_or(0) > 0,
+        "no usable QR code: {qr}"
+    );
     browser
         .fill("#mfa-code", &totp_code(&secret, app.now()))
         .await;
