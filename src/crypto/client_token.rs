@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::jwt::{LEEWAY_SECS, MAX_TOKEN_LEN, TokenError};
+use super::jwt::{self, TokenError};
 use super::keys::KeyRing;
 use super::{b64url, random_bytes, sha256};
 
@@ -68,15 +68,7 @@ pub fn verify(
     issuer: &str,
     now: DateTime<Utc>,
 ) -> Result<ClientClaims, TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError::Malformed);
-    }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    if header.alg != Algorithm::RS256 {
-        return Err(TokenError::Invalid);
-    }
-    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-    let key = keys.verifier(&kid).ok_or(TokenError::UnknownKey)?;
+    let key = jwt::key_for(keys, token)?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(&[issuer]);
     validation.validate_aud = false;
@@ -89,20 +81,13 @@ pub fn verify(
     if claims.sub != claims.client_id {
         return Err(TokenError::Invalid);
     }
-    let now = now.timestamp();
-    if claims.exp <= now - LEEWAY_SECS {
-        return Err(TokenError::Expired);
-    }
-    if claims.nbf > now + LEEWAY_SECS {
-        return Err(TokenError::NotYetValid);
-    }
+    jwt::check_times(claims.exp, claims.nbf, now)?;
     Ok(claims)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::jwt;
     use crate::crypto::keys::{KeyRing, generate_into, load_dir};
 
     #[test]
@@ -146,7 +131,7 @@ mod tests {
             verify(&ring, &user_token, "https://auth.example", now),
             Err(TokenError::Invalid)
         );
-        let later = now + chrono::Duration::seconds(900 + LEEWAY_SECS);
+        let later = now + chrono::Duration::seconds(900 + jwt::LEEWAY_SECS);
         assert_eq!(
             verify(&ring, &token, "https://auth.example", later),
             Err(TokenError::Expired)
