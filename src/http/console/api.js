@@ -143,6 +143,181 @@ export async function signInWithCode(mfaToken, code) {
   return adoptAdmin(await send("POST", "/v1/login/mfa", { mfa_token: mfaToken, code }));
 }
 
+// ------------------------------------------------------------------ passkeys (WebAuthn)
+//
+// The server speaks the WebAuthn Level 3 JSON forms, binary fields as base64url; the
+// browser's `navigator.credentials` takes and gives ArrayBuffers. The conversion both ways
+// is done here, by hand: `PublicKeyCredential.parseCreationOptionsFromJSON` and
+// `credential.toJSON()` are missing from browsers still in use.
+
+/** What this console knows about passkeys: "unsupported" when the browser has no
+ * WebAuthn (or the page is not a secure context), "off" once the server answered 404 (no
+ * GATEHOUSE_WEBAUTHN_RP_ID), "on" once it answered, else "unknown". Kept for the page's
+ * life, so the sign-in form after a sign-out knows what the signed-in pages learned. */
+let passkeysServer = "unknown";
+
+export function passkeys() {
+  if (!window.isSecureContext || typeof PublicKeyCredential === "undefined") return "unsupported";
+  return passkeysServer;
+}
+
+/** A passkey endpoint's answer, noting whether the server has passkeys at all. Only for
+ * endpoints whose 404 can mean nothing else (the options, the admin's own list). */
+async function passkeyCall(call) {
+  try {
+    const answer = await call();
+    passkeysServer = "on";
+    return answer;
+  } catch (e) {
+    if (e.status === 404) {
+      passkeysServer = "off";
+      throw new ApiError(404, "passkeys_off", "Passkeys are not enabled on this server.");
+    }
+    throw e;
+  }
+}
+
+function fromBase64url(text) {
+  const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  const binary = atob(b64 + "===".slice((b64.length + 3) % 4));
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes.buffer;
+}
+
+function toBase64url(data) {
+  const bytes = data instanceof ArrayBuffer
+    ? new Uint8Array(data)
+    : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** The JSON form leaves absent members out, or may write them as null; the browser's
+ * dictionaries refuse null for most of them (an enum cannot be null), so nulls go. */
+function withoutNulls(value) {
+  if (Array.isArray(value)) return value.map(withoutNulls);
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(Object.entries(value)
+    .filter(([, v]) => v !== null)
+    .map(([k, v]) => [k, withoutNulls(v)]));
+}
+
+const descriptor = (c) => ({ ...c, id: fromBase64url(c.id) });
+
+/** PublicKeyCredentialCreationOptionsJSON to what `navigator.credentials.create` takes. */
+function creationOptions(json) {
+  const o = withoutNulls(json);
+  return {
+    ...o,
+    challenge: fromBase64url(o.challenge),
+    user: { ...o.user, id: fromBase64url(o.user.id) },
+    excludeCredentials: (o.excludeCredentials ?? []).map(descriptor),
+  };
+}
+
+/** PublicKeyCredentialRequestOptionsJSON to what `navigator.credentials.get` takes. No
+ * `allowCredentials` stays none: the authenticator then offers its discoverable passkeys. */
+function requestOptions(json) {
+  const o = withoutNulls(json);
+  const options = { ...o, challenge: fromBase64url(o.challenge) };
+  if (o.allowCredentials) options.allowCredentials = o.allowCredentials.map(descriptor);
+  return options;
+}
+
+/** Extension outputs as JSON: any binary value in them as base64url. */
+function jsonable(value) {
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return toBase64url(value);
+  if (Array.isArray(value)) return value.map(jsonable);
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, jsonable(v)]));
+}
+
+/** A PublicKeyCredential as RegistrationResponseJSON or AuthenticationResponseJSON. */
+function credentialJson(credential) {
+  const r = credential.response;
+  const response = { clientDataJSON: toBase64url(r.clientDataJSON) };
+  if (r.attestationObject) {
+    response.attestationObject = toBase64url(r.attestationObject);
+    const transports = typeof r.getTransports === "function" ? r.getTransports() : [];
+    if (transports.length) response.transports = transports;
+  } else {
+    response.authenticatorData = toBase64url(r.authenticatorData);
+    response.signature = toBase64url(r.signature);
+    if (r.userHandle) response.userHandle = toBase64url(r.userHandle);
+  }
+  const json = {
+    id: credential.id,
+    rawId: toBase64url(credential.rawId),
+    type: credential.type,
+    response,
+    clientExtensionResults: jsonable(credential.getClientExtensionResults()),
+  };
+  if (credential.authenticatorAttachment) json.authenticatorAttachment = credential.authenticatorAttachment;
+  return json;
+}
+
+/** Runs a ceremony in the browser (`create` or `get`); the browser's refusals become
+ * errors that say what happened, in the console's terms. */
+async function ceremony(kind, publicKey) {
+  if (passkeys() === "unsupported") {
+    throw new ApiError(400, "passkey_unsupported",
+      "This browser cannot use passkeys here (they need HTTPS, or localhost).");
+  }
+  let credential;
+  try {
+    credential = await navigator.credentials[kind]({ publicKey });
+  } catch (e) {
+    if (e?.name === "NotAllowedError" || e?.name === "AbortError") {
+      throw new ApiError(400, "passkey_cancelled", "The passkey prompt was cancelled or timed out.");
+    }
+    if (e?.name === "InvalidStateError") {
+      throw new ApiError(400, "passkey_on_authenticator",
+        "This authenticator already holds a passkey for your account.");
+    }
+    if (e?.name === "SecurityError") {
+      throw new ApiError(400, "passkey_wrong_site",
+        `The browser refused: this page's address (${location.host}) does not fit the server's passkey settings (GATEHOUSE_WEBAUTHN_RP_ID, GATEHOUSE_WEBAUTHN_ORIGINS).`);
+    }
+    throw new ApiError(400, "passkey_failed", `The passkey did not work: ${e?.message ?? e}`);
+  }
+  if (!credential) {
+    throw new ApiError(400, "passkey_cancelled", "The passkey prompt was cancelled or timed out.");
+  }
+  return credentialJson(credential);
+}
+
+/** Signs in with a discoverable passkey alone: the passkey names its user. */
+export async function signInWithPasskey() {
+  const { flow_id: flowId, options } = await passkeyCall(
+    () => send("POST", "/v1/passkeys/login/options", {}));
+  const credential = await ceremony("get", requestOptions(options));
+  return adoptAdmin(await send("POST", "/v1/passkeys/login", { flow_id: flowId, credential }));
+}
+
+/** The second step of a sign-in with a passkey instead of a code. */
+export async function signInWithPasskeyFactor(mfaToken) {
+  const { flow_id: flowId, options } = await passkeyCall(
+    () => send("POST", "/v1/login/mfa/webauthn/options", { mfa_token: mfaToken }));
+  const credential = await ceremony("get", requestOptions(options));
+  return adoptAdmin(await send("POST", "/v1/login/mfa",
+    { mfa_token: mfaToken, flow_id: flowId, credential }));
+}
+
+/** The signed-in admin's passkeys; `passkeys_off` when the server has none. */
+export async function myPasskeys() {
+  return (await passkeyCall(() => api("GET", "/v1/me/passkeys"))).passkeys;
+}
+
+/** Registers a new passkey named `name` for the signed-in admin. */
+export async function addPasskey(name) {
+  const { flow_id: flowId, options } = await passkeyCall(
+    () => api("POST", "/v1/me/passkeys/options", {}));
+  const credential = await ceremony("create", creationOptions(options));
+  return api("POST", "/v1/me/passkeys", { flow_id: flowId, name, credential });
+}
+
 async function adoptAdmin(tokens) {
   if (tokens.user.role !== "admin") {
     await send("POST", "/v1/logout", { refresh_token: tokens.refresh_token }).catch(() => {});

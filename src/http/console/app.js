@@ -76,7 +76,7 @@ async function render() {
   } catch (e) {
     if (e.status === 403 && e.code === "mfa_required") {
       fill(view, h("h1", {}, "Second factor required"),
-        h("p", { class: "error", role: "alert" }, "Admin work needs a session opened with a second factor. Enrol one, then sign out and in again with a code."),
+        h("p", { class: "error", role: "alert" }, "Admin work needs a session opened with a second factor. Enrol one (an authenticator app or a passkey), then sign out and in again with it."),
         h("a", { href: "#/mfa", class: "button" }, "Set up a second factor"));
       return;
     }

@@ -15,6 +15,7 @@ const KINDS = [
   "mfa_failed", "mfa_locked",
   "mail_queued", "mail_sent", "mail_failed", "email_verified", "password_reset_requested",
   "password_reset", "email_changed",
+  "passkey_registered", "passkey_removed", "passkey_login", "passkey_failed",
 ];
 
 const enc = encodeURIComponent;
@@ -46,9 +47,29 @@ function errorBox(e) {
 
 // ------------------------------------------------------------------ sign in
 
+/** What a failed sign-in step says. */
+function signInMessage(e) {
+  return e.code === "not_admin" ? "Not an admin: this console is for admins only."
+    : e.code === "invalid_credentials" ? "Wrong email or password."
+    : e.code === "invalid_mfa_code" ? "Wrong or already used code."
+    : e.code === "invalid_mfa_token" ? "The sign-in took too long; enter your password again."
+    : e.code === "invalid_passkey" ? "The server did not accept this passkey (unknown to it, removed, or not verified)."
+    : e.code === "invalid_flow" ? "The passkey prompt took too long; try again."
+    : e.code === "too_many_attempts" ? `Too many failed attempts; try again in ${e.retryAfter ?? "a few"} seconds.`
+    : e.status === 503 || e.status === 0 ? "Service unavailable, try again shortly."
+    : explain(e);
+}
+
 export function signIn(view, { onSignedIn }) {
   const error = h("div", { class: "error", role: "alert", id: "sign-in-error" });
   const button = h("button", { type: "submit" }, "Sign in");
+  // Offered until the server says it has no passkeys (a 404, remembered for the page's
+  // life): asking it before the admin does would open a ceremony on every visit.
+  const offerPasskey = () => !["unsupported", "off"].includes(api.passkeys());
+  const passkeyPart = h("div", { class: "alternative", id: "passkey-part" },
+    h("p", { class: "muted" }, "or"),
+    h("button", { type: "button", id: "passkey-sign-in", class: "secondary", onclick: () => attempt(api.signInWithPasskey) },
+      "Sign in with a passkey"));
   const form = h("form", { class: "card sign-in", "aria-labelledby": "sign-in-title", novalidate: true },
     h("h1", { id: "sign-in-title" }, "gatehouse admin"),
     h("p", { class: "muted" }, "Sign in with an admin account."),
@@ -56,45 +77,79 @@ export function signIn(view, { onSignedIn }) {
     h("input", { id: "email", name: "email", type: "email", autocomplete: "username", required: true, autofocus: true }),
     h("label", { for: "password" }, "Password"),
     h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true }),
-    button, error);
+    button, offerPasskey() ? passkeyPart : null, error);
   // Set once the password was right for an account with a second factor.
   let mfaToken = null;
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
+
+  /** Back to the password: the second step's fields go, the passkey offer returns. */
+  function firstStep() {
+    mfaToken = null;
+    form.querySelector("#second-step")?.remove();
+    button.hidden = false;
+    if (offerPasskey()) form.insertBefore(passkeyPart, error);
+  }
+
+  /** The password was right: a code field, a passkey button, or both, as `methods` says
+   * (a server without `methods` asks for a code). */
+  function secondStep(body) {
+    mfaToken = body.mfa_token;
+    const methods = Array.isArray(body.methods) ? body.methods : ["totp", "recovery_code"];
+    const codes = methods.includes("totp") || methods.includes("recovery_code");
+    const passkey = methods.includes("webauthn") && api.passkeys() !== "unsupported";
+    passkeyPart.remove();
+    const step = h("div", { id: "second-step", class: "second-step" });
+    if (codes) {
+      step.append(
+        h("label", { for: "code" }, "Code from your authenticator app, or a recovery code"),
+        h("input", { id: "code", name: "code", inputmode: "numeric", autocomplete: "one-time-code", required: true }));
+    }
+    if (passkey) {
+      step.append(
+        codes ? h("p", { class: "muted" }, "or") : h("p", {}, "Confirm with your passkey."),
+        h("button", { type: "button", id: "mfa-passkey", class: "secondary", onclick: () => attempt(() => api.signInWithPasskeyFactor(mfaToken)) },
+          "Use a passkey"));
+    }
+    if (!codes && !passkey) {
+      fill(error, "This account's second factor is a passkey, which this browser cannot use here (passkeys need HTTPS, or localhost).");
+    }
+    // With no code to type, Enter uses the passkey (see the submit handler).
+    button.hidden = !codes;
+    form.insertBefore(step, button);
+    (form.code ?? step.querySelector("#mfa-passkey"))?.focus();
+  }
+
+  async function attempt(step) {
     fill(error);
-    button.disabled = true;
+    const buttons = [...form.querySelectorAll("button")];
+    for (const b of buttons) b.disabled = true;
     try {
-      const user = mfaToken
-        ? await api.signInWithCode(mfaToken, form.code.value.trim())
-        : await api.signIn(form.email.value, form.password.value);
+      const user = await step();
       form.password.value = "";
       onSignedIn(user);
     } catch (e) {
       form.password.value = "";
       if (e.code === "mfa_required" && e.body?.mfa_token) {
-        mfaToken = e.body.mfa_token;
-        const code = h("input", { id: "code", name: "code", inputmode: "numeric", autocomplete: "one-time-code", required: true });
-        form.insertBefore(h("label", { for: "code" }, "Code from your authenticator app, or a recovery code"), button);
-        form.insertBefore(code, button);
-        code.focus();
+        secondStep(e.body);
         return;
       }
-      if (e.code === "invalid_mfa_token") {
-        // Expired or spent: start again from the password.
-        mfaToken = null;
-        form.querySelector("label[for=code]")?.remove();
-        form.code?.remove();
-      }
-      fill(error, e.code === "not_admin" ? "Not an admin: this console is for admins only."
-        : e.code === "invalid_credentials" ? "Wrong email or password."
-        : e.code === "invalid_mfa_code" ? "Wrong or already used code."
-        : e.code === "invalid_mfa_token" ? "The sign-in took too long; enter your password again."
-        : e.code === "too_many_attempts" ? `Too many failed attempts; try again in ${e.retryAfter ?? "a few"} seconds.`
-        : e.status === 503 || e.status === 0 ? "Service unavailable, try again shortly."
-        : explain(e));
+      // Expired or spent: start again from the password.
+      if (e.code === "invalid_mfa_token") firstStep();
+      if (e.code === "passkeys_off") passkeyPart.remove();
+      fill(error, signInMessage(e));
     } finally {
-      button.disabled = false;
+      for (const b of buttons) b.disabled = false;
     }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (mfaToken && !form.code) {
+      if (form.querySelector("#mfa-passkey")) attempt(() => api.signInWithPasskeyFactor(mfaToken));
+      return;
+    }
+    attempt(() => (mfaToken
+      ? api.signInWithCode(mfaToken, form.code.value.trim())
+      : api.signIn(form.email.value, form.password.value)));
   });
   fill(view, form);
   form.email.focus();
@@ -210,6 +265,10 @@ export async function user(view, id, { notice }) {
     }
     throw e;
   }
+  // The user's passkeys, asked once the user is known to exist: a 404 then means the
+  // server has no passkeys (null, no section); another failure is shown in the section.
+  const keys = await api.api("GET", `/v1/admin/users/${enc(id)}/passkeys`)
+    .then((b) => b.passkeys, (e) => (e.status === 404 ? null : e));
   const result = h("p", { id: "result", role: "status", "aria-live": "polite" });
   const me = api.currentUser();
   const self = me && me.id === u.id;
@@ -263,7 +322,7 @@ export async function user(view, id, { notice }) {
     h("button", {
       type: "button", id: "reset-mfa", class: "danger",
       disabled: !u.mfa_enabled, title: u.mfa_enabled ? undefined : "No second factor to reset",
-      onclick: () => act("Reset second factor", `Remove the second factor (TOTP and recovery codes) of ${u.email}? Every session of theirs is revoked; they log in with their password alone and may enrol again.`,
+      onclick: () => act("Reset second factor", `Remove the second factor (${keys === null ? "TOTP and recovery codes" : "TOTP, recovery codes and passkeys"}) of ${u.email}? Every session of theirs is revoked; they log in with their password alone and may enrol again.`,
         "Reset", "DELETE", `/v1/admin/users/${enc(id)}/mfa`, undefined,
         `The second factor of ${u.email} is removed.`),
     }, "Reset second factor"),
@@ -296,6 +355,25 @@ export async function user(view, id, { notice }) {
       }, "Revoke") : ""));
   });
 
+  let passkeys = null;
+  if (keys instanceof Error) {
+    passkeys = [h("h2", {}, "Passkeys"), errorBox(keys)];
+  } else if (keys) {
+    passkeys = [h("h2", {}, "Passkeys"),
+      h("div", { id: "user-passkeys" }, table("Passkeys, oldest first", ["name", "created", "last used", ""],
+        keys.map((k) => h("tr", { "data-passkey": k.id },
+          h("td", { class: "passkey-name" }, k.name),
+          h("td", {}, when(k.created_at)),
+          h("td", {}, when(k.last_used_at)),
+          h("td", {}, h("button", {
+            type: "button", class: "danger small", "aria-label": `Remove passkey ${k.name}`,
+            onclick: () => act("Remove passkey", `Remove the passkey “${k.name}” of ${u.email}? It stops signing them in at once; their sessions stay as they are.`,
+              "Remove", "DELETE", `/v1/admin/users/${enc(id)}/passkeys/${enc(k.id)}`, undefined,
+              `The passkey “${k.name}” of ${u.email} is removed.`),
+          }, "Remove")))),
+        "No passkeys."))];
+  }
+
   fill(view,
     h("p", {}, h("a", { href: "#/users" }, "← Users")),
     h("h1", {}, breakable(u.email)),
@@ -309,6 +387,7 @@ export async function user(view, id, { notice }) {
       h("dt", {}, "Id"), h("dd", { class: "mono" }, u.id)),
     self ? h("p", { class: "muted" }, "This is you: you cannot disable or demote yourself.") : null,
     actions, result,
+    passkeys,
     h("h2", {}, "Sessions"),
     table("Sessions, newest first (live and ended)",
       ["state", "device (user agent)", "IP", "created", "last used", "expires", ""],
@@ -529,17 +608,36 @@ export async function clients(view) {
 // ------------------------------------------------------------------ second factor
 
 /** The signed-in admin's own second factor: enrol TOTP (the secret and the otpauth URI
- * to type or paste into an authenticator app; no QR code is drawn), confirm with a code,
- * and see the recovery codes once. */
+ * to type or paste into an authenticator app, and its QR code), confirm with a code, and
+ * see the recovery codes once; and their passkeys, unless the server has none. */
 export async function mfa(view) {
   loading(view, "Second factor");
-  const me = await api.api("GET", "/v1/me");
-  const result = h("div", { id: "mfa-result", role: "status", "aria-live": "polite" });
-  if (me.mfa_enabled) {
-    fill(view, h("h1", {}, "Second factor"),
+  const [me, keys] = await Promise.all([
+    api.api("GET", "/v1/me"),
+    // null: the server has no passkeys (404); an error is shown in the section.
+    api.myPasskeys().catch((e) => (e.code === "passkeys_off" ? null : e)),
+  ]);
+  const totp = h("section", { id: "totp", "aria-labelledby": "totp-title" });
+  fill(view, h("h1", {}, "Second factor"), totp, keys === null ? null : passkeySection(keys));
+  // `mfa_enabled` is also true for passkeys alone, and /v1/me does not say whether TOTP is
+  // on: told apart by the recovery codes, which only TOTP gives. (TOTP on with every code
+  // used and a passkey reads as off; starting an enrolment then says it is on.)
+  const totpOn = me.mfa_enabled
+    && !(Array.isArray(keys) && keys.length > 0 && me.recovery_codes_left === 0);
+  totpPart(totp, me, totpOn);
+}
+
+function totpTitle() {
+  return h("h2", { id: "totp-title" }, "Authenticator app");
+}
+
+function totpPart(totp, me, on) {
+  if (on) {
+    fill(totp, totpTitle(),
       h("p", { id: "mfa-state" }, `On: sign-ins ask for a code. Recovery codes left: ${me.recovery_codes_left}.`));
     return;
   }
+  const result = h("div", { id: "mfa-result", role: "status", "aria-live": "polite" });
   const start = h("form", { class: "card", id: "mfa-start", novalidate: true },
     h("p", {}, "Sign-ins will ask for a code from an authenticator app. Confirm with your password to start."),
     h("label", { for: "mfa-password" }, "Password"),
@@ -551,13 +649,109 @@ export async function mfa(view) {
     try {
       const enrolment = await api.api("POST", "/v1/me/mfa/totp", { password: start.password.value });
       start.password.value = "";
-      confirmStep(view, enrolment);
+      confirmStep(totp, enrolment);
     } catch (e) {
       start.password.value = "";
-      fill(result, e.code === "invalid_credentials" ? "Wrong password." : errorBox(e));
+      fill(result, e.code === "invalid_credentials" ? "Wrong password."
+        : e.code === "mfa_already_enabled" ? "An authenticator app is on already, with no recovery codes left; to start again, turn it off first (or have another admin reset it)."
+        : errorBox(e));
     }
   });
-  fill(view, h("h1", {}, "Second factor"), h("p", { id: "mfa-state" }, "Off."), start);
+  fill(totp, totpTitle(), h("p", { id: "mfa-state" }, "Off."), start);
+}
+
+/** A passkey's name as the server takes it: 1 to 64 characters after trimming, no
+ * control characters. Checked before the ceremony, so a refused name does not leave a
+ * passkey on the authenticator that the server never stored. */
+function passkeyNameProblem(name) {
+  if (!name) return "Name: give the passkey a name (which device or key holds it).";
+  if ([...name].length > 64) return "Name is at most 64 characters.";
+  if (/\p{Cc}/u.test(name)) return "Name cannot hold control characters.";
+  return null;
+}
+
+function passkeyMessage(e) {
+  return e.code === "invalid_flow" ? "The passkey prompt took too long; add it again."
+    : e.code === "invalid_passkey" ? `The server refused the new passkey: ${e.message}`
+    : errorBox(e);
+}
+
+/** The admin's passkeys: the list (name, created, last used, Delete) and Add passkey. */
+function passkeySection(keys) {
+  const list = h("div", { id: "passkeys", "aria-live": "polite" });
+  const result = h("p", { id: "passkey-result", role: "status", "aria-live": "polite" });
+  const error = h("div", { class: "error", role: "alert", id: "passkey-error" });
+  const supported = api.passkeys() !== "unsupported";
+  const name = h("input", { id: "passkey-name", name: "name", maxlength: 64, required: true, autocomplete: "off", disabled: !supported });
+  const button = h("button", { type: "submit", disabled: !supported }, "Add passkey");
+  const form = h("form", { class: "card new-passkey", id: "passkey-add", novalidate: true },
+    h("label", { for: "passkey-name" }, "Name of the new passkey (which device or key holds it)"),
+    name,
+    supported ? null : h("p", { class: "muted" }, "This browser cannot create passkeys here: they need HTTPS, or localhost."),
+    button, error);
+
+  function draw(passkeys) {
+    fill(list, table("Your passkeys, oldest first", ["name", "created", "last used", ""],
+      passkeys.map((k) => h("tr", { "data-passkey": k.id },
+        h("td", { class: "passkey-name" }, k.name),
+        h("td", {}, when(k.created_at)),
+        h("td", {}, when(k.last_used_at)),
+        h("td", {}, h("button", {
+          type: "button", class: "danger small", "aria-label": `Delete passkey ${k.name}`,
+          onclick: () => remove(k),
+        }, "Delete")))),
+      "No passkeys yet."));
+  }
+
+  function done(message) {
+    fill(result, message);
+    result.className = "ok";
+  }
+
+  async function remove(k) {
+    if (!(await confirm("Delete passkey", `Delete the passkey “${k.name}”? It stops signing you in at once; your authenticator may keep offering it until you remove it there too.`, "Delete"))) return;
+    fill(error);
+    fill(result);
+    try {
+      await api.api("DELETE", `/v1/me/passkeys/${enc(k.id)}`);
+      draw(await api.myPasskeys());
+      done(`The passkey “${k.name}” is deleted.`);
+    } catch (e) {
+      fill(error, errorBox(e));
+    }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    fill(error);
+    fill(result);
+    const wanted = name.value.trim();
+    const problem = passkeyNameProblem(wanted);
+    if (problem) {
+      fill(error, problem);
+      name.focus();
+      return;
+    }
+    button.disabled = true;
+    try {
+      const made = await api.addPasskey(wanted);
+      form.reset();
+      // The list first, then the outcome: what the outcome names is then on the list.
+      draw(await api.myPasskeys());
+      done(`Passkey “${made.name}” added: you can sign in with it alone.`);
+    } catch (e) {
+      fill(error, passkeyMessage(e));
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  if (keys instanceof Error) fill(list, errorBox(keys));
+  else draw(keys);
+  return h("section", { id: "passkeys-section", "aria-labelledby": "passkeys-title" },
+    h("h2", { id: "passkeys-title" }, "Passkeys"),
+    h("p", { class: "muted" }, "A passkey signs you in without a password, or confirms a password sign-in instead of a code."),
+    list, result, form);
 }
 
 /** The server's SVG of the otpauth URI as an element of the page. Parsed as an SVG
@@ -573,7 +767,7 @@ function qrImage(svgText) {
   return h("div", { class: "qr" }, document.importNode(svg, true));
 }
 
-function confirmStep(view, enrolment) {
+function confirmStep(totp, enrolment) {
   const result = h("div", { id: "mfa-result", role: "status", "aria-live": "polite" });
   const form = h("form", { class: "card", id: "mfa-confirm", novalidate: true },
     h("p", {}, "Scan the code with your authenticator app (or type the secret), then enter the code it shows."),
@@ -589,13 +783,13 @@ function confirmStep(view, enrolment) {
     fill(result);
     try {
       const { recovery_codes: codes } = await api.api("POST", "/v1/me/mfa/totp/confirm", { code: form.code.value.trim() });
-      fill(view, h("h1", {}, "Second factor"),
+      fill(totp, totpTitle(),
         h("p", { id: "mfa-state" }, "On. Keep these recovery codes somewhere safe: each signs in once without the app, and they are not shown again."),
         h("ul", { id: "recovery-codes", class: "mono" }, ...codes.map((c) => h("li", {}, c))));
     } catch (e) {
       fill(result, e.code === "invalid_mfa_code" ? "Wrong code; try the next one the app shows." : errorBox(e));
     }
   });
-  fill(view, h("h1", {}, "Second factor"), form);
+  fill(totp, totpTitle(), form);
   form.code.focus();
 }
