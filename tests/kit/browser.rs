@@ -382,6 +382,49 @@ impl Browser {
         }
     }
 
+    /// Adds a virtual authenticator to the browser (W3C WebAuthn §11, "Add Virtual
+    /// Authenticator", which chromedriver implements): CTAP2 over an internal transport,
+    /// holding discoverable credentials, verifying its user (as a fingerprint reader would)
+    /// and consenting without a prompt. Passkey ceremonies in the page then run against
+    /// it for real. Returns its id.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/webauthn/authenticator",
+                Some(json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserConsenting": true,
+                    "isUserVerified": true,
+                })),
+            )
+            .await;
+        assert!(!Self::failed(&v), "adding a virtual authenticator: {v}");
+        v.as_str()
+            .unwrap_or_else(|| panic!("no authenticator id in {v}"))
+            .to_owned()
+    }
+
+    /// The credentials the virtual authenticator `id` holds (W3C WebAuthn §11.7:
+    /// `credentialId`, `isResidentCredential`, `rpId`, `userHandle` (base64url),
+    /// `signCount`, …).
+    pub async fn authenticator_credentials(&self, id: &str) -> Vec<Value> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/webauthn/authenticator/{id}/credentials"),
+                None,
+            )
+            .await;
+        assert!(!Self::failed(&v), "credentials of authenticator {id}: {v}");
+        v.as_array()
+            .unwrap_or_else(|| panic!("credentials are not an array: {v}"))
+            .clone()
+    }
+
     /// Saves a PNG of the viewport as `target/console-screens/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let v = self.call(reqwest::Method::GET, "/screenshot", None).await;

@@ -6,6 +6,7 @@ mod clients;
 mod mail;
 mod mfa;
 mod operator;
+mod passkeys;
 mod rough_edges;
 mod serving;
 

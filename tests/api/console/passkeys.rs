@@ -1,8 +1,8 @@
 //! Passkeys in the console, end to end in headless Chromium with a virtual authenticator
 //! (CTAP2, discoverable credentials, user verification): an admin registers a passkey on
 //! their Second factor page, signs in with it alone, uses it as the second factor after a
-//! password, and removes a user's passkey from the user's page. Without WebAuthn settings
-//! the console shows no passkey UI.
+//! password, and deletes it; an admin removes a user's passkey from the user's page.
+//! Without WebAuthn settings the console shows no passkey UI.
 //!
 //! The page is opened at `http://localhost:PORT`, not 127.0.0.1: a WebAuthn RP ID is a
 //! domain, and the browser refuses a ceremony whose RP ID is not the page's host (or a
@@ -18,6 +18,8 @@ use webauthn_rs::prelude::Url;
 
 use super::*;
 use crate::kit::ports::free_port;
+
+const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The app with WebAuthn for `localhost`, listening on a port chosen here so that the
 /// origin can name it (`http://localhost:PORT`); returns the app and that origin. The
@@ -82,7 +84,7 @@ async fn recorded_access_token(browser: &Browser) -> String {
     token.as_str().expect("an access token").to_owned()
 }
 
-/// The admin's passkeys as the server lists them.
+/// The passkeys of the user `token` belongs to, as the server lists them.
 async fn passkeys_of(app: &TestApp, token: &str) -> Vec<Value> {
     let r = app.get_with_token("/v1/me/passkeys", token).await;
     let body = expect_json(r, StatusCode::OK).await;
@@ -97,19 +99,35 @@ async fn live_console_amr(app: &TestApp, user_id: &str) -> String {
         .await
         .into_iter()
         .filter(|s| s.revoked_at.is_none() && s.expires_at > now)
-        .filter(|s| s.user_agent.as_deref().is_some_and(|ua| ua.contains("Chrome")))
+        .filter(|s| {
+            s.user_agent
+                .as_deref()
+                .is_some_and(|ua| ua.contains("Chrome"))
+        })
         .collect();
     assert_eq!(live.len(), 1, "one live console session: {live:?}");
     live[0].amr.as_str().to_owned()
 }
 
+/// Waits until the console shows `email` signed in: the navigation bar naming them, no
+/// sign-in form (the bar keeps the last name while hidden, so the name alone proves
+/// nothing); else fails with what the page reads (the sign-in form's error, typically).
 async fn signed_in_as(browser: &Browser, email: &str) {
-    browser.wait_text("#who", email).await;
-    assert!(
-        browser.exists("header#bar:not([hidden])").await,
-        "the navigation shows once signed in"
+    let script = format!(
+        "return !document.getElementById('bar').hidden
+             && !document.querySelector('form.sign-in')
+             && document.getElementById('who').textContent === {}",
+        json!(email)
     );
-    assert!(!browser.exists("form.sign-in").await, "the sign-in form is gone");
+    if !browser.wait_until(&script, TEN_SECONDS).await {
+        let page = browser
+            .run("return document.body.innerText", json!([]))
+            .await;
+        panic!(
+            "not signed in as {email}; the page reads:\n{}",
+            page.as_str().unwrap_or_default()
+        );
+    }
 }
 
 #[tokio::test]
@@ -131,8 +149,15 @@ async fn an_admin_registers_a_passkey_in_the_console_and_signs_in_with_it() {
     browser.wait_text("#passkeys", "No passkeys yet.").await;
     // An empty name is refused before any ceremony: nothing reaches the authenticator.
     browser.click("#passkey-add button[type=submit]").await;
-    browser.wait_text("#passkey-error", "give the passkey a name").await;
-    assert!(browser.authenticator_credentials(&authenticator).await.is_empty());
+    browser
+        .wait_text("#passkey-error", "give the passkey a name")
+        .await;
+    assert!(
+        browser
+            .authenticator_credentials(&authenticator)
+            .await
+            .is_empty()
+    );
     browser.fill("#passkey-name", name).await;
     browser.click("#passkey-add button[type=submit]").await;
     browser.wait_text("#passkey-result", "added").await;
@@ -203,6 +228,104 @@ async fn an_admin_registers_a_passkey_in_the_console_and_signs_in_with_it() {
         "{token}"
     );
     assert_eq!(live_console_amr(&app, &admin_id).await, "pwd hwk mfa");
+
+    // Deleted from the same page: gone from the list and from the server.
+    browser.wait_text("#passkeys", name).await;
+    browser.click("#passkeys tr[data-passkey] button").await;
+    confirm(&browser).await;
+    browser.wait_text("#passkey-result", "is deleted").await;
+    browser.wait_text("#passkeys", "No passkeys yet.").await;
+    assert_eq!(
+        passkeys_of(&app, access_of(&admin)).await,
+        Vec::<Value>::new()
+    );
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn an_admin_removes_a_users_passkey_from_the_users_page() {
+    let (app, origin) = spawn_on_localhost().await;
+    let admin_email = unique_email("console-remover");
+    let admin = app.create_admin(&admin_email, ADMIN_PASSWORD).await;
+    // Another admin: the console serves admins only, and their passkey is registered
+    // there, by the browser's authenticator, as any passkey is.
+    let colleague_email = unique_email("console-colleague");
+    let colleague = app.create_admin(&colleague_email, ADMIN_PASSWORD).await;
+    let colleague_id = user_id_of(&colleague).to_owned();
+    let name = "Colleague's phone";
+
+    let browser = Browser::launch(1280, 800).await;
+    browser.goto(&format!("{origin}/admin/")).await;
+    let authenticator = browser.add_virtual_authenticator().await;
+    submit_sign_in(&browser, &colleague_email, ADMIN_PASSWORD).await;
+    browser.wait_text("main h1", "Overview").await;
+    go(&browser, "#/mfa").await;
+    browser.wait_text("#passkeys", "No passkeys yet.").await;
+    browser.fill("#passkey-name", name).await;
+    browser.click("#passkey-add button[type=submit]").await;
+    browser.wait_text("#passkeys", name).await;
+    let stored = passkeys_of(&app, access_of(&colleague)).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let passkey_id = stored[0]["id"].as_str().expect("an id").to_owned();
+    browser.click("#sign-out").await;
+    browser.find("form.sign-in").await;
+
+    // The admin (password only) opens the colleague's page: the passkey is listed there.
+    submit_sign_in(&browser, &admin_email, ADMIN_PASSWORD).await;
+    signed_in_as(&browser, &admin_email).await;
+    go(&browser, &format!("#/user/{colleague_id}")).await;
+    browser.wait_text("#mfa", "on").await;
+    browser.wait_text("#user-passkeys", name).await;
+    browser.screenshot("user-passkeys").await;
+    browser
+        .click(&format!(
+            "#user-passkeys tr[data-passkey='{passkey_id}'] button"
+        ))
+        .await;
+    confirm(&browser).await;
+    browser.wait_text("#result", "is removed").await;
+    browser.wait_text("#user-passkeys", "No passkeys.").await;
+    browser.wait_text("#mfa", "off").await;
+
+    // Stored: no passkey, no second factor, and the removal audited as the admin's.
+    assert_eq!(
+        passkeys_of(&app, access_of(&colleague)).await,
+        Vec::<Value>::new()
+    );
+    assert!(
+        !app.login_ok(&colleague_email, ADMIN_PASSWORD)
+            .await
+            .user
+            .mfa_enabled
+    );
+    let audit = app
+        .get_with_token(
+            &format!("/v1/admin/audit?type=passkey_removed&user_id={colleague_id}"),
+            access_of(&admin),
+        )
+        .await;
+    let events = expect_json(audit, StatusCode::OK).await["events"].clone();
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    assert_eq!(events[0]["actor_id"], user_id_of(&admin), "{events}");
+
+    // The authenticator still holds it, but the server no longer takes it.
+    assert_eq!(
+        browser
+            .authenticator_credentials(&authenticator)
+            .await
+            .len(),
+        1
+    );
+    browser.click("#sign-out").await;
+    browser.find("form.sign-in").await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .wait_text("#sign-in-error", "did not accept this passkey")
+        .await;
+    assert!(
+        browser.exists("header#bar[hidden]").await,
+        "still signed out"
+    );
     browser.quit().await;
 }
 
