@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use self::passkeys_tool::PasskeysCommand;
 use crate::clock::SystemClock;
 use crate::config::{Database, Settings};
 use crate::crypto::keys;
@@ -22,6 +23,7 @@ use crate::storage::{AuditEvent, AuditFilter, BackupError, DatabaseSettings, Sto
 mod clients_tool;
 mod kek_advice;
 mod key_tool;
+mod passkeys_tool;
 
 #[derive(Parser)]
 #[command(
@@ -174,9 +176,13 @@ enum UsersCommand {
     /// Queue a password-reset mail to a user (needs GATEHOUSE_SMTP_URL); a running
     /// gatehouse sends it.
     SendReset { email: String },
-    /// Remove a user's second factor (TOTP and recovery codes) and revoke every session,
-    /// for a user who lost both their authenticator and their recovery codes.
+    /// Remove a user's second factors (TOTP, recovery codes, passkeys) and revoke every
+    /// session, for a user who lost their authenticator and their recovery codes.
     ResetMfa { email: String },
+    /// List a user's passkeys: id, name, created, last used.
+    Passkeys { email: String },
+    /// Remove one of a user's passkeys (their sessions stay).
+    RemovePasskey { email: String, passkey_id: String },
 }
 
 #[derive(Subcommand)]
@@ -441,6 +447,16 @@ fn run(settings: Settings, command: Command) -> Result<(), Failure> {
         }
         Command::Users(UsersCommand::ResetMfa { email }) => {
             admin_tool(&settings, Change::ResetMfa(email))
+        }
+        Command::Users(UsersCommand::Passkeys { email }) => {
+            admin_tool(&settings, Change::Passkeys(PasskeysCommand::List(email)))
+        }
+        Command::Users(UsersCommand::RemovePasskey { email, passkey_id }) => {
+            let command = PasskeysCommand::Remove {
+                email,
+                passkey: passkey_id,
+            };
+            admin_tool(&settings, Change::Passkeys(command))
         }
         Command::Sessions(SessionsCommand::Revoke { family, user }) => {
             admin_tool(&settings, Change::Revoke { family, user })
@@ -732,6 +748,7 @@ enum Change {
         user: Option<String>,
     },
     Clients(ClientsCommand),
+    Passkeys(PasskeysCommand),
 }
 
 fn admin_tool(settings: &Settings, change: Change) -> Result<(), Failure> {
@@ -837,6 +854,7 @@ async fn change_as_operator(state: &AppState, change: Change) -> Result<(), Fail
             }
         }
         Change::Clients(command) => clients_tool::run(state, command).await?,
+        Change::Passkeys(command) => passkeys_tool::run(state, command).await?,
     }
     Ok(())
 }

@@ -578,3 +578,57 @@ fn admin_mfa_off_is_a_warning_and_required_is_not() {
     let e = from(&[("GATEHOUSE_MFA_TOKEN_TTL", "1h")]).expect_err("too long");
     assert_eq!(e.key, "GATEHOUSE_MFA_TOKEN_TTL");
 }
+
+#[test]
+fn passkeys_start_only_on_a_relying_party_browsers_would_accept() {
+    let off = from(&[]).expect("defaults");
+    assert!(!off.webauthn.enabled());
+    let on = from(&[
+        ("GATEHOUSE_WEBAUTHN_RP_ID", "Example.com"),
+        (
+            "GATEHOUSE_WEBAUTHN_ORIGINS",
+            "https://app.example.com, https://example.com",
+        ),
+    ])
+    .expect("a registrable domain over its origins");
+    assert!(on.webauthn.enabled());
+    assert_eq!(on.webauthn.rp_id.as_deref(), Some("example.com"));
+    assert!(on.describe().contains(&(
+        "GATEHOUSE_WEBAUTHN_ORIGINS",
+        "https://app.example.com,https://example.com".to_owned()
+    )));
+    for (pairs, key) in [
+        (
+            &[("GATEHOUSE_WEBAUTHN_RP_ID", "example.com")][..],
+            "GATEHOUSE_WEBAUTHN_ORIGINS",
+        ),
+        (
+            &[("GATEHOUSE_WEBAUTHN_ORIGINS", "https://example.com")][..],
+            "GATEHOUSE_WEBAUTHN_ORIGINS",
+        ),
+        (
+            &[
+                ("GATEHOUSE_WEBAUTHN_RP_ID", "co.uk"),
+                ("GATEHOUSE_WEBAUTHN_ORIGINS", "https://shop.co.uk"),
+            ][..],
+            "GATEHOUSE_WEBAUTHN_RP_ID",
+        ),
+        (
+            &[
+                ("GATEHOUSE_WEBAUTHN_RP_ID", "auth.internal"),
+                ("GATEHOUSE_WEBAUTHN_ORIGINS", "https://app.example.com"),
+            ][..],
+            "GATEHOUSE_WEBAUTHN_ORIGINS",
+        ),
+        (
+            &[
+                ("GATEHOUSE_WEBAUTHN_RP_ID", "example.com"),
+                ("GATEHOUSE_WEBAUTHN_ORIGINS", "http://app.example.com"),
+            ][..],
+            "GATEHOUSE_WEBAUTHN_ORIGINS",
+        ),
+    ] {
+        let e = from(pairs).expect_err("refused");
+        assert_eq!(e.key, key, "{pairs:?}: {e:?}");
+    }
+}

@@ -67,6 +67,7 @@ kinds! {
     EmailChanged => "email_changed",
     PasskeyRegistered => "passkey_registered",
     PasskeyRemoved => "passkey_removed",
+    PasskeyLogin => "passkey_login",
     PasskeyFailed => "passkey_failed",
 }
 

@@ -87,4 +87,7 @@ conformance!(
     concurrent_claims_of_one_totp_step_have_one_winner,
     a_recovery_code_is_spent_once_and_a_new_set_replaces_the_old,
     an_mfa_token_is_spent_once_before_its_expiry_and_voided_by_the_user,
+    passkeys_are_unique_listed_oldest_first_and_removed_by_their_owner,
+    one_counter_value_is_recorded_once_among_concurrent_uses,
+    a_flow_is_taken_once_before_its_expiry,
 );

@@ -19,7 +19,7 @@ fn enabled_user(store: &S, address: &str) -> User {
 }
 
 /// `threads` callers at once, released together; how many got `true`.
-fn race(threads: usize, claim: impl Fn() -> bool + Send + Sync + 'static) -> usize {
+pub(super) fn race(threads: usize, claim: impl Fn() -> bool + Send + Sync + 'static) -> usize {
     let claim = Arc::new(claim);
     let barrier = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
