@@ -64,7 +64,10 @@ check "schemathesis $ST_VERSION installed" st_installed
 
 # 2-3. the server
 gh_build
-check "gatehouse starts and /readyz answers 200" gh_start GATEHOUSE_BODY_TIMEOUT=2
+# Passkeys on (a loopback relying party), so their endpoints answer their real options
+# and errors rather than the 404 of a server without them.
+PASSKEYS=(GATEHOUSE_WEBAUTHN_RP_ID=localhost GATEHOUSE_WEBAUTHN_ORIGINS=http://localhost)
+check "gatehouse starts and /readyz answers 200" gh_start GATEHOUSE_BODY_TIMEOUT=2 "${PASSKEYS[@]}"
 [[ -n "$GH_PID" ]] || exit 1
 say "     server $GH_BASE (pid $GH_PID, dir $GH_TMP)"
 
@@ -125,7 +128,7 @@ gh_stop
 
 # 8. rate limits: a second server with every tier at 1 request a minute, burst 1.
 say "-- rate limits (GATEHOUSE_RATE_LIMITS=on, every tier 1/1)"
-check "gatehouse starts with strict rate limits" gh_start GATEHOUSE_RATE_LIMITS=on \
+check "gatehouse starts with strict rate limits" gh_start GATEHOUSE_RATE_LIMITS=on "${PASSKEYS[@]}" \
   GATEHOUSE_RATE_LIMIT_AUTH=1/1 GATEHOUSE_RATE_LIMIT_WRITES=1/1 GATEHOUSE_RATE_LIMIT_READS=1/1
 if [[ -n "$GH_PID" ]]; then
   check "admin created with the CLI" create_admin

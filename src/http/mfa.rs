@@ -9,7 +9,7 @@ use super::dto::TokenResponse;
 use super::error::ApiError;
 use super::extract::{Admin, Bearer, Json, path_id};
 use super::{token_response, validated};
-use crate::service::{AppState, ClientMeta, mfa};
+use crate::service::{AppState, ClientMeta, FieldError, mfa};
 
 /// A TOTP code is 6 digits and a recovery code 19 characters; anything much longer is
 /// refused before it reaches the store.
@@ -64,9 +64,9 @@ pub struct LoginMfaBody {
 }
 
 impl LoginMfaBody {
-    /// The answer the body carries: a code, or a passkey's response with its flow.
-    fn answer(&mut self) -> Result<mfa::Answer, ApiError> {
-        use crate::service::{FieldError, ServiceError};
+    /// The answer the body carries: a code, or a passkey's response with its flow; else
+    /// the field that is missing or one too many.
+    fn answer(&mut self) -> Result<mfa::Answer, FieldError> {
         match (
             self.code.take(),
             self.flow_id.take(),
@@ -77,25 +77,22 @@ impl LoginMfaBody {
                 flow_id,
                 credential,
             }),
-            (None, None, None) => Err(ServiceError::Validation(vec![FieldError::new(
+            (None, None, None) => Err(FieldError::new(
                 "code",
                 "is required (or flow_id and credential, for a passkey)",
-            )])
-            .into()),
-            (Some(_), _, _) => Err(ServiceError::Validation(vec![FieldError::new(
+            )),
+            (Some(_), _, _) => Err(FieldError::new(
                 "code",
                 "send either code, or flow_id and credential, not both",
-            )])
-            .into()),
-            (None, flow_id, _) => Err(ServiceError::Validation(vec![FieldError::new(
+            )),
+            (None, flow_id, _) => Err(FieldError::new(
                 if flow_id.is_some() {
                     "credential"
                 } else {
                     "flow_id"
                 },
                 "is required with a passkey's answer",
-            )])
-            .into()),
+            )),
         }
     }
 }
@@ -193,8 +190,19 @@ pub async fn login(
     meta: ClientMeta,
     Json(body): Json<LoginMfaBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body = validated(body)?;
-    let answer = body.answer()?;
+    // Every failing field at once, the answer's shape among them.
+    let mut body = body;
+    let mut failing = match body.validate() {
+        Ok(()) => Vec::new(),
+        Err(errors) => super::dto::field_errors(&errors),
+    };
+    let answer = body.answer();
+    if let Err(field) = &answer {
+        failing.push(field.clone());
+    }
+    let (true, Ok(answer)) = (failing.is_empty(), answer) else {
+        return Err(ApiError::validation(failing));
+    };
     let token = body.mfa_token.unwrap_or_default();
     let pair = mfa::login(&state, &token, answer, &meta).await?;
     Ok(token_response(
