@@ -25,7 +25,7 @@ use super::audit::event;
 use super::caller::Caller;
 use super::{AppState, ClientMeta, FieldError, ServiceError};
 use crate::crypto::{b64url, random_bytes, sha256};
-use crate::domain::{AuditKind, User, UserId};
+use crate::domain::{AuditKind, UserId};
 use crate::storage::{
     AuditEvent, FlowKind, NewFlow, NewPasskey, StoredPasskey, TakenFlow, TokenHashBytes,
 };
@@ -236,16 +236,6 @@ fn passkey_name(name: &str) -> Result<String, ServiceError> {
     Ok(name.to_owned())
 }
 
-fn passkey_event(
-    state: &AppState,
-    kind: AuditKind,
-    user: &User,
-    meta: &ClientMeta,
-    outcome: &'static str,
-) -> AuditEvent {
-    event(state, kind, Some(user), meta, outcome)
-}
-
 /// `POST /v1/me/passkeys`: checks the authenticator's response against the caller's
 /// flow and stores the credential.
 pub async fn register(
@@ -278,7 +268,13 @@ pub async fn register(
             state
                 .audit(AuditEvent {
                     detail: Some(reason),
-                    ..passkey_event(state, AuditKind::PasskeyFailed, &user, meta, "registration")
+                    ..event(
+                        state,
+                        AuditKind::PasskeyFailed,
+                        Some(&user),
+                        meta,
+                        "registration",
+                    )
                 })
                 .await;
             return Err(ServiceError::PasskeyRejected);
@@ -310,7 +306,7 @@ pub async fn register(
     state
         .audit(AuditEvent {
             detail: Some(format!("passkey {}", info.id)),
-            ..passkey_event(state, AuditKind::PasskeyRegistered, &user, meta, "ok")
+            ..event(state, AuditKind::PasskeyRegistered, Some(&user), meta, "ok")
         })
         .await;
     Ok(info)
