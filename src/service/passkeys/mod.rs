@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
     Credential, CredentialID, Passkey, PasskeyRegistration, RegisterPublicKeyCredential, Webauthn,
-    WebauthnBuilder,
+    WebauthnBuilder, WebauthnError,
 };
 
 pub use self::settings::WebauthnSettings;
@@ -25,7 +25,7 @@ use super::audit::event;
 use super::caller::Caller;
 use super::{AppState, ClientMeta, FieldError, ServiceError};
 use crate::crypto::{b64url, random_bytes, sha256};
-use crate::domain::{AuditKind, UserId};
+use crate::domain::{AuditKind, User, UserId};
 use crate::storage::{
     AuditEvent, FlowKind, NewFlow, NewPasskey, StoredPasskey, TakenFlow, TokenHashBytes,
 };
@@ -236,6 +236,37 @@ fn passkey_name(name: &str) -> Result<String, ServiceError> {
     Ok(name.to_owned())
 }
 
+/// Whether a passkey with this credential id is registered (to anyone).
+async fn registered(state: &AppState, credential_id: Vec<u8>) -> Result<bool, ServiceError> {
+    let found = state
+        .db(move |s| s.passkey_by_credential_id(&credential_id))
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Logs and audits a refused registration; the error to answer.
+async fn refuse_registration(
+    state: &AppState,
+    user: &User,
+    meta: &ClientMeta,
+    reason: String,
+) -> ServiceError {
+    tracing::info!(user = %user.id, %reason, "passkey registration refused");
+    state
+        .audit(AuditEvent {
+            detail: Some(reason),
+            ..event(
+                state,
+                AuditKind::PasskeyFailed,
+                Some(user),
+                meta,
+                "registration",
+            )
+        })
+        .await;
+    ServiceError::PasskeyRejected
+}
+
 /// `POST /v1/me/passkeys`: checks the authenticator's response against the caller's
 /// flow and stores the credential.
 pub async fn register(
@@ -254,31 +285,21 @@ pub async fn register(
         return Err(ServiceError::InvalidFlow);
     }
     let ceremony: PasskeyRegistration = ceremony(&flow)?;
-    let verified = serde_json::from_value::<RegisterPublicKeyCredential>(credential)
-        .map_err(|e| e.to_string())
-        .and_then(|response| {
-            webauthn
-                .finish_passkey_registration(&response, &ceremony)
-                .map_err(|e| e.to_string())
-        });
-    let passkey = match verified {
+    let Ok(response) = serde_json::from_value::<RegisterPublicKeyCredential>(credential) else {
+        return Err(
+            refuse_registration(state, &user, meta, "not a WebAuthn response".into()).await,
+        );
+    };
+    let passkey = match webauthn.finish_passkey_registration(&response, &ceremony) {
         Ok(passkey) => passkey,
-        Err(reason) => {
-            tracing::info!(user = %user.id, %reason, "passkey registration refused");
-            state
-                .audit(AuditEvent {
-                    detail: Some(reason),
-                    ..event(
-                        state,
-                        AuditKind::PasskeyFailed,
-                        Some(&user),
-                        meta,
-                        "registration",
-                    )
-                })
-                .await;
-            return Err(ServiceError::PasskeyRejected);
+        // The library refuses a credential the options excluded (the user's own) only
+        // after verifying it: that is the contract's 409, as for another user's.
+        Err(WebauthnError::CredentialAlteredAlgFromRequest)
+            if registered(state, response.raw_id.to_vec()).await? =>
+        {
+            return Err(ServiceError::PasskeyExists);
         }
+        Err(e) => return Err(refuse_registration(state, &user, meta, e.to_string()).await),
     };
     let stored = serde_json::to_string(&passkey).map_err(internal("serializing a passkey"))?;
     let credential = Credential::from(passkey);
