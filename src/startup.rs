@@ -199,6 +199,10 @@ fn build_state_reporting(
         clock,
     );
     state.mail = crate::service::mail::Mail::new(&settings.mail, &settings.tokens.issuer);
+    state.passkeys = crate::service::passkeys::RelyingParty::new(&settings.webauthn)
+        .map_err(anyhow::Error::msg)
+        .context("cannot set up passkeys")?
+        .map(Arc::new);
     Ok((state, hand_placed))
 }
 

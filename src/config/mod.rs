@@ -22,6 +22,7 @@ pub use crate::http::limiter::{RateLimits, Tier};
 pub use crate::http::settings::HttpSettings;
 pub use crate::service::mail::settings::MailSettings;
 pub use crate::service::mfa::MfaSettings;
+pub use crate::service::passkeys::WebauthnSettings;
 pub use crate::service::policy::{Lockout, Policy, TokenSettings};
 use crate::storage::DatabaseSettings;
 
@@ -41,6 +42,8 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// Mail (#19): off unless `GATEHOUSE_SMTP_URL` is set.
     pub mail: MailSettings,
+    /// Passkeys (#21): off unless `GATEHOUSE_WEBAUTHN_RP_ID` is set.
+    pub webauthn: WebauthnSettings,
     /// Argon2id cost. Production parameters unless code sets it: no variable maps here.
     pub password_cost: PasswordCost,
 }
@@ -56,6 +59,7 @@ pub fn settings() -> impl Iterator<Item = &'static Setting> {
         HttpSettings::SETTINGS,
         RateLimits::SETTINGS,
         MailSettings::SETTINGS,
+        WebauthnSettings::SETTINGS,
     ]
     .into_iter()
     .flatten()
@@ -187,6 +191,7 @@ impl Settings {
             http: Group::read(&mut value)?,
             rate_limits: Group::read(&mut value)?,
             mail: Group::read(&mut value)?,
+            webauthn: Group::read(&mut value)?,
             password_cost: PasswordCost::PRODUCTION,
         })
     }
@@ -202,6 +207,7 @@ impl Settings {
         self.http.check()?;
         self.rate_limits.check()?;
         self.mail.check()?;
+        self.webauthn.check()?;
         Ok(())
     }
 
@@ -217,6 +223,7 @@ impl Settings {
             self.http.describe(),
             self.rate_limits.describe(),
             self.mail.describe(),
+            self.webauthn.describe(),
         ]
         .concat()
     }

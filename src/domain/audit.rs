@@ -65,6 +65,9 @@ kinds! {
     PasswordResetRequested => "password_reset_requested",
     PasswordReset => "password_reset",
     EmailChanged => "email_changed",
+    PasskeyRegistered => "passkey_registered",
+    PasskeyRemoved => "passkey_removed",
+    PasskeyFailed => "passkey_failed",
 }
 
 #[cfg(test)]

@@ -10,6 +10,14 @@ pub enum Amr {
     Pwd,
     /// Password, then a TOTP or recovery code.
     PwdOtp,
+    /// Password, then a device-bound passkey.
+    PwdHwk,
+    /// Password, then a synced (backup-eligible) passkey: a key software can copy.
+    PwdSwk,
+    /// A device-bound passkey alone, with user verification.
+    Hwk,
+    /// A synced passkey alone, with user verification.
+    Swk,
 }
 
 impl Amr {
@@ -18,6 +26,10 @@ impl Amr {
         match self {
             Amr::Pwd => &["pwd"],
             Amr::PwdOtp => &["pwd", "otp", "mfa"],
+            Amr::PwdHwk => &["pwd", "hwk", "mfa"],
+            Amr::PwdSwk => &["pwd", "swk", "mfa"],
+            Amr::Hwk => &["hwk", "user", "mfa"],
+            Amr::Swk => &["swk", "user", "mfa"],
         }
     }
 
@@ -31,6 +43,21 @@ impl Amr {
         match self {
             Amr::Pwd => "pwd",
             Amr::PwdOtp => "pwd otp mfa",
+            Amr::PwdHwk => "pwd hwk mfa",
+            Amr::PwdSwk => "pwd swk mfa",
+            Amr::Hwk => "hwk user mfa",
+            Amr::Swk => "swk user mfa",
+        }
+    }
+
+    /// A passkey login: `backup_eligible` (a synced passkey) makes it `swk`, else `hwk`;
+    /// `after_password` for the second step of a password login.
+    pub fn passkey(backup_eligible: bool, after_password: bool) -> Self {
+        match (backup_eligible, after_password) {
+            (false, true) => Amr::PwdHwk,
+            (true, true) => Amr::PwdSwk,
+            (false, false) => Amr::Hwk,
+            (true, false) => Amr::Swk,
         }
     }
 
@@ -38,6 +65,10 @@ impl Amr {
         match s {
             "pwd" => Some(Amr::Pwd),
             "pwd otp mfa" => Some(Amr::PwdOtp),
+            "pwd hwk mfa" => Some(Amr::PwdHwk),
+            "pwd swk mfa" => Some(Amr::PwdSwk),
+            "hwk user mfa" => Some(Amr::Hwk),
+            "swk user mfa" => Some(Amr::Swk),
             _ => None,
         }
     }
@@ -49,12 +80,21 @@ mod tests {
 
     #[test]
     fn every_amr_parses_back_from_its_stored_form() {
-        for amr in [Amr::Pwd, Amr::PwdOtp] {
+        for amr in [
+            Amr::Pwd,
+            Amr::PwdOtp,
+            Amr::PwdHwk,
+            Amr::PwdSwk,
+            Amr::Hwk,
+            Amr::Swk,
+        ] {
             assert_eq!(Amr::parse(amr.as_str()), Some(amr));
             assert_eq!(amr.as_str(), amr.methods().join(" "));
         }
         assert!(Amr::PwdOtp.is_mfa());
         assert!(!Amr::Pwd.is_mfa());
+        assert!(Amr::passkey(true, false).is_mfa());
+        assert_eq!(Amr::passkey(false, true).methods(), ["pwd", "hwk", "mfa"]);
         assert_eq!(Amr::parse("otp"), None);
     }
 }

@@ -123,6 +123,26 @@ pub struct AuditQuery {
     pub before: Option<i64>,
 }
 
+/// A passkey as its owner and admins see it (never its key or credential id).
+#[derive(Serialize)]
+pub struct PasskeyDto {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+impl From<crate::service::passkeys::PasskeyInfo> for PasskeyDto {
+    fn from(p: crate::service::passkeys::PasskeyInfo) -> Self {
+        Self {
+            id: p.id.to_string(),
+            name: p.name,
+            created_at: rfc3339(p.created_at),
+            last_used_at: p.last_used_at.map(rfc3339),
+        }
+    }
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

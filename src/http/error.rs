@@ -248,6 +248,28 @@ impl From<ServiceError> for ApiError {
                 "already_verified",
                 "This address is verified already.",
             ),
+            ServiceError::InvalidFlow => ApiError::new(
+                S::BAD_REQUEST,
+                "invalid_flow",
+                "The flow_id is unknown, used, expired or for another ceremony; ask for new \
+                 options.",
+            ),
+            ServiceError::InvalidPasskey => ApiError::new(
+                S::UNAUTHORIZED,
+                "invalid_passkey",
+                "The passkey response was refused.",
+            ),
+            ServiceError::PasskeyRejected => ApiError::new(
+                S::BAD_REQUEST,
+                "invalid_passkey",
+                "The passkey response was refused: its challenge, origin, RP ID, signature or \
+                 flags do not match this registration.",
+            ),
+            ServiceError::PasskeyExists => ApiError::new(
+                S::CONFLICT,
+                "passkey_exists",
+                "This passkey is registered already.",
+            ),
             // Logged here, once, with the whole chain of causes; the client is told
             // only the contract's error.
             e @ ServiceError::Unavailable { .. } => {

@@ -48,6 +48,7 @@ pub struct DisableBody {
     pub code: Option<String>,
 }
 
+/// A TOTP or recovery `code`, or a passkey's `flow_id` and `credential`.
 #[derive(Deserialize, Validate)]
 pub struct LoginMfaBody {
     #[validate(
@@ -55,11 +56,48 @@ pub struct LoginMfaBody {
         length(min = 1, max = 256, message = "must be 1 to 256 characters")
     )]
     pub mfa_token: Option<String>,
-    #[validate(
-        required(message = "is required"),
-        length(min = 1, max = MAX_CODE_CHARS, message = "must be 1 to 64 characters")
-    )]
+    #[validate(length(min = 1, max = MAX_CODE_CHARS, message = "must be 1 to 64 characters"))]
     pub code: Option<String>,
+    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    pub flow_id: Option<String>,
+    pub credential: Option<serde_json::Value>,
+}
+
+impl LoginMfaBody {
+    /// The answer the body carries: a code, or a passkey's response with its flow.
+    fn answer(&mut self) -> Result<mfa::Answer, ApiError> {
+        use crate::service::{FieldError, ServiceError};
+        match (
+            self.code.take(),
+            self.flow_id.take(),
+            self.credential.take(),
+        ) {
+            (Some(code), None, None) => Ok(mfa::Answer::Code(code)),
+            (None, Some(flow_id), Some(credential)) => Ok(mfa::Answer::Passkey {
+                flow_id,
+                credential,
+            }),
+            (None, None, None) => Err(ServiceError::Validation(vec![FieldError::new(
+                "code",
+                "is required (or flow_id and credential, for a passkey)",
+            )])
+            .into()),
+            (Some(_), _, _) => Err(ServiceError::Validation(vec![FieldError::new(
+                "code",
+                "send either code, or flow_id and credential, not both",
+            )])
+            .into()),
+            (None, flow_id, _) => Err(ServiceError::Validation(vec![FieldError::new(
+                if flow_id.is_some() {
+                    "credential"
+                } else {
+                    "flow_id"
+                },
+                "is required with a passkey's answer",
+            )])
+            .into()),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -155,9 +193,10 @@ pub async fn login(
     meta: ClientMeta,
     Json(body): Json<LoginMfaBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = validated(body)?;
+    let mut body = validated(body)?;
+    let answer = body.answer()?;
     let token = body.mfa_token.unwrap_or_default();
-    let pair = mfa::login(&state, &token, body.code.unwrap_or_default(), &meta).await?;
+    let pair = mfa::login(&state, &token, answer, &meta).await?;
     Ok(token_response(
         HttpResponse::Ok(),
         TokenResponse::from(pair),

@@ -16,6 +16,7 @@ mod me;
 mod mfa;
 pub mod middleware;
 mod oauth;
+mod passkeys;
 mod qr;
 pub mod settings;
 mod wellknown;
@@ -112,6 +113,48 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/login/mfa", "POST")
                 .wrap(from_fn(middleware::limit_login))
                 .route(web::post().to(mfa::login)),
+        )
+        .service(
+            resource("/v1/login/mfa/webauthn/options", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(passkeys::mfa_options)),
+        )
+        .service(
+            resource("/v1/passkeys/login/options", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(passkeys::login_options)),
+        )
+        .service(
+            resource("/v1/passkeys/login", "POST")
+                .wrap(from_fn(middleware::limit_login))
+                .route(web::post().to(passkeys::login)),
+        )
+        // Before `/v1/me/passkeys/{id}`, which would take `options` for an id.
+        .service(
+            resource("/v1/me/passkeys/options", "POST")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::post().to(passkeys::registration_options)),
+        )
+        .service(
+            resource("/v1/me/passkeys", "GET, HEAD, POST")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(read().to(passkeys::list))
+                .route(web::post().to(passkeys::register)),
+        )
+        .service(
+            resource("/v1/me/passkeys/{id}", "DELETE")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::delete().to(passkeys::remove)),
+        )
+        .service(
+            resource("/v1/admin/users/{id}/passkeys", "GET, HEAD")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(read().to(passkeys::admin_list)),
+        )
+        .service(
+            resource("/v1/admin/users/{id}/passkeys/{passkey_id}", "DELETE")
+                .wrap(from_fn(middleware::limit_by_method))
+                .route(web::delete().to(passkeys::admin_remove)),
         )
         .service(
             resource("/v1/me/mfa", "DELETE")

@@ -308,6 +308,26 @@ pub async fn begin_client_check(
     admit(state, limits, refused).await
 }
 
+/// Admits one check of a passkey login: counted against the credential (when the
+/// response names one) with the per-account limit, and against the caller's address.
+pub async fn begin_passkey_check(
+    state: &AppState,
+    credential_key: Option<String>,
+    meta: &ClientMeta,
+) -> Result<Attempt, ServiceError> {
+    let lockout = state.policy.lockout;
+    let limits: Vec<(String, u32)> = credential_key
+        .map(|key| (key, lockout.max_failures))
+        .into_iter()
+        .chain(std::iter::once((
+            ip_attempt_key(meta.ip_bucket.as_deref().unwrap_or("unknown")),
+            lockout.max_failures_per_ip,
+        )))
+        .collect();
+    let refused = event(state, AuditKind::LoginLocked, None, meta, "refused");
+    admit(state, limits, refused).await
+}
+
 /// The lockout key of a user's wrong second-factor codes: a counter of its own, apart
 /// from wrong passwords (one kind of failure must not lock out the other).
 pub fn mfa_user_key(user: crate::domain::UserId) -> String {

@@ -11,6 +11,7 @@ pub mod keystore;
 pub mod lockout;
 pub mod mail;
 pub mod mfa;
+pub mod passkeys;
 pub mod policy;
 pub mod rotation;
 pub mod sessions;
@@ -49,6 +50,9 @@ pub struct AppState {
     pub attempts: Arc<lockout::AttemptSignals>,
     /// Mail (#19), when `GATEHOUSE_SMTP_URL` is set; set by `startup` after `new`.
     pub mail: Option<Arc<mail::Mail>>,
+    /// The WebAuthn relying party (#21), when `GATEHOUSE_WEBAUTHN_RP_ID` is set; set by
+    /// `startup` after `new`.
+    pub passkeys: Option<Arc<passkeys::RelyingParty>>,
 }
 
 impl AppState {
@@ -71,6 +75,7 @@ impl AppState {
             metrics: Metrics::default(),
             attempts: Arc::default(),
             mail: None,
+            passkeys: None,
             policy,
         }
     }
@@ -173,6 +178,17 @@ pub enum ServiceError {
     InvalidMailToken,
     #[error("already verified")]
     AlreadyVerified,
+    /// A WebAuthn `flow_id` that is unknown, used, expired, or made for another purpose.
+    #[error("invalid webauthn flow")]
+    InvalidFlow,
+    /// A passkey response refused at login (401).
+    #[error("invalid passkey")]
+    InvalidPasskey,
+    /// A registration response refused (400): the credential is not registered.
+    #[error("passkey refused at registration")]
+    PasskeyRejected,
+    #[error("passkey already registered")]
+    PasskeyExists,
     /// A part the answer needs cannot serve now (the database, the hashing queue): 503,
     /// to retry. `source` is the cause, for the log only.
     #[error("unavailable: {reason}")]

@@ -33,6 +33,7 @@ pub mod clients;
 pub mod keystore;
 pub mod mail;
 pub mod mfa;
+pub mod passkeys;
 pub mod postgres;
 pub mod serving;
 mod sql;
@@ -49,6 +50,9 @@ use chrono::{DateTime, Utc};
 use crate::domain::{Amr, AuditKind, Email, FamilyId, RevokeReason, Role, Session, User, UserId};
 
 pub use self::mfa::{MfaStore, NewMfaToken, StoredMfaToken, StoredTotp};
+pub use self::passkeys::{
+    FlowKind, NewFlow, NewPasskey, PasskeyStore, PasskeyUse, StoredPasskey, TakenFlow,
+};
 
 /// SHA-256 of a refresh token; storage never sees a token in plaintext.
 pub type TokenHashBytes = [u8; 32];
@@ -506,7 +510,9 @@ pub enum BackupError {
 
 pub use clients::ClientStore;
 
-pub trait Store: ClientStore + MfaStore + mail::MailStore + Send + Sync + 'static {
+pub trait Store:
+    ClientStore + MfaStore + PasskeyStore + mail::MailStore + Send + Sync + 'static
+{
     /// Answers when the database can serve a query.
     fn ping(&self) -> Result<(), StoreError>;
 

@@ -8,7 +8,8 @@
 macro_rules! user_columns {
     () => {
         "u.id, u.email, u.role, u.disabled, u.created_at, u.email_verified, \
-         EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.enabled_at IS NOT NULL)"
+         (EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.enabled_at IS NOT NULL) \
+          OR EXISTS (SELECT 1 FROM passkeys p WHERE p.user_id = u.id))"
     };
 }
 

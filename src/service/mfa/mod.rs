@@ -14,14 +14,16 @@ pub use self::settings::MfaSettings;
 use super::audit::event;
 use super::caller::Caller;
 use super::tokens::{self, TokenPair};
-use super::{AppState, ClientMeta, ServiceError, accounts, lockout};
+use super::{AppState, ClientMeta, ServiceError, accounts, lockout, passkeys};
 use crate::crypto::sealing::KeyEncryptionKey;
 use crate::crypto::totp::{
     RECOVERY_CODES, RecoveryCode, TotpSecret, looks_like_totp, recovery_code_hash,
 };
 use crate::crypto::{b64url, random_bytes, sha256};
 use crate::domain::{Amr, AuditKind, RevokeReason, User, UserId};
-use crate::storage::{AuditEvent, NewMfaToken, Store, StoreError, TokenHashBytes};
+use crate::storage::{
+    Account, AuditEvent, NewMfaToken, Store, StoreError, StoredMfaToken, TokenHashBytes,
+};
 
 /// Wrong codes one `mfa_token` may take; the fifth spends it.
 pub const TOKEN_MAX_FAILURES: u32 = 5;
@@ -43,14 +45,23 @@ impl std::fmt::Debug for Enrolment {
     }
 }
 
-/// The second factors a user can answer a challenge with. One place, so that passkeys
-/// (`webauthn`) join here when they exist.
-pub fn methods(user: &User) -> Vec<&'static str> {
-    if user.mfa_enabled {
-        vec!["totp", "recovery_code"]
-    } else {
-        Vec::new()
+/// The second factors a user can answer a challenge with: TOTP and its recovery codes
+/// while TOTP is on, `webauthn` while they have a passkey (and passkeys are on).
+async fn methods(state: &AppState, user: &User) -> Result<Vec<&'static str>, ServiceError> {
+    let mut methods = Vec::with_capacity(3);
+    if totp_enabled(state, user.id).await? {
+        methods.extend(["totp", "recovery_code"]);
     }
+    if passkeys::usable_by(state, user.id).await? {
+        methods.push("webauthn");
+    }
+    Ok(methods)
+}
+
+/// TOTP is on (confirmed). `User::mfa_enabled` is wider: it counts passkeys too.
+async fn totp_enabled(state: &AppState, user: UserId) -> Result<bool, ServiceError> {
+    let totp = state.db(move |s| s.totp_of(user)).await?;
+    Ok(totp.is_some_and(|t| t.enabled))
 }
 
 /// The AES-256-GCM key that seals TOTP secrets: derived from the refresh secret, which
@@ -101,6 +112,31 @@ fn mfa_event(
 enum Used {
     Totp,
     RecoveryCode,
+    /// A passkey; `synced` when backup-eligible.
+    Passkey {
+        synced: bool,
+    },
+}
+
+impl Used {
+    /// The `amr` of a password login finished with this factor.
+    fn amr(self) -> Amr {
+        match self {
+            Used::Totp | Used::RecoveryCode => Amr::PwdOtp,
+            Used::Passkey { synced } => Amr::passkey(synced, true),
+        }
+    }
+}
+
+/// How a login's second step answers its challenge.
+pub enum Answer {
+    /// A TOTP code or a recovery code.
+    Code(String),
+    /// A passkey's response to the flow opened by `webauthn_options`.
+    Passkey {
+        flow_id: String,
+        credential: serde_json::Value,
+    },
 }
 
 /// Checks `code` for the enabled MFA of `user` and spends it: claims the TOTP step it
@@ -193,7 +229,7 @@ pub async fn start_enrolment(
     password: String,
     meta: &ClientMeta,
 ) -> Result<Enrolment, ServiceError> {
-    if caller.user.mfa_enabled {
+    if totp_enabled(state, caller.user.id).await? {
         return Err(ServiceError::MfaAlreadyEnabled);
     }
     accounts::confirm_password(state, &caller, password, meta).await?;
@@ -285,7 +321,7 @@ pub async fn regenerate_recovery_codes(
     meta: &ClientMeta,
 ) -> Result<Vec<String>, ServiceError> {
     let user = caller.user;
-    if !user.mfa_enabled {
+    if !totp_enabled(state, user.id).await? {
         return Err(ServiceError::MfaNotEnabled);
     }
     check_code(state, &user, code, meta).await?;
@@ -317,7 +353,7 @@ pub async fn disable(
     code: String,
     meta: &ClientMeta,
 ) -> Result<(), ServiceError> {
-    if !caller.user.mfa_enabled {
+    if !totp_enabled(state, caller.user.id).await? {
         return Err(ServiceError::MfaNotEnabled);
     }
     accounts::confirm_password(state, &caller, password, meta).await?;
@@ -333,8 +369,8 @@ pub async fn disable(
     Ok(())
 }
 
-/// `DELETE /v1/admin/users/{id}/mfa` and `gatehouse users reset-mfa`: TOTP and
-/// recovery codes removed, every family revoked (`admin`), outstanding logins voided.
+/// `DELETE /v1/admin/users/{id}/mfa` and `gatehouse users reset-mfa`: TOTP, recovery
+/// codes and passkeys removed, every family revoked (`admin`), outstanding logins voided.
 /// `admin` is the admin who asked (none for the operator's CLI).
 pub async fn admin_reset(
     state: &AppState,
@@ -346,6 +382,7 @@ pub async fn admin_reset(
     let found = state
         .db(move |s| {
             s.remove_mfa(user, now)?;
+            s.remove_passkeys(user)?;
             s.revoke_user_families(user, RevokeReason::Admin, now)
         })
         .await?;
@@ -402,19 +439,16 @@ pub(crate) async fn challenge(
         .await;
     Ok(ServiceError::MfaRequired {
         mfa_token: token,
-        methods: methods(&user),
+        methods: methods(state, &user).await?,
     })
 }
 
-/// `POST /v1/login/mfa`: the second step of a login. A right code opens the session
-/// (`amr` `pwd otp mfa`) and spends the token; a wrong one counts against the token
-/// (five spend it) and the user.
-pub async fn login(
+/// The login waiting behind `presented` (an `mfa_token`): its hash, what was stored,
+/// and the user, who must still be enabled and have a second factor.
+async fn pending_login(
     state: &AppState,
     presented: &str,
-    code: String,
-    meta: &ClientMeta,
-) -> Result<TokenPair, ServiceError> {
+) -> Result<(TokenHashBytes, StoredMfaToken, Account), ServiceError> {
     let ok_shape = presented.len() == MFA_TOKEN_CHARS
         && presented
             .bytes()
@@ -435,6 +469,47 @@ pub async fn login(
         .await?
         .filter(|a| !a.user.disabled && a.user.mfa_enabled)
         .ok_or(ServiceError::InvalidMfaToken)?;
+    Ok((hash, stored, account))
+}
+
+/// `POST /v1/login/mfa/webauthn/options`: request options listing the passkeys of the
+/// user whose login `presented` holds, under a flow bound to that login.
+pub async fn webauthn_options(
+    state: &AppState,
+    presented: &str,
+) -> Result<passkeys::FlowOptions, ServiceError> {
+    if state.passkeys.is_none() {
+        return Err(ServiceError::NotFound);
+    }
+    let (hash, _, account) = pending_login(state, presented).await?;
+    passkeys::login::second_factor_options(state, &account.user, hash)
+        .await?
+        .ok_or(ServiceError::InvalidMfaToken)
+}
+
+/// `POST /v1/login/mfa`: the second step of a login. A right answer opens the session
+/// (`amr` `pwd otp mfa`, or `pwd hwk mfa` / `pwd swk mfa` for a passkey) and spends the
+/// token; a wrong one counts against the token (five spend it) and the user.
+pub async fn login(
+    state: &AppState,
+    presented: &str,
+    answer: Answer,
+    meta: &ClientMeta,
+) -> Result<TokenPair, ServiceError> {
+    let (hash, stored, account) = pending_login(state, presented).await?;
+    let now = state.now();
+    // A passkey's flow is spent by this request whatever comes of it, and must be this
+    // login's: taken before anything is counted.
+    let answer = match answer {
+        Answer::Code(code) => Checked::Code(code),
+        Answer::Passkey {
+            flow_id,
+            credential,
+        } => Checked::Passkey(
+            passkeys::login::take_second_factor_flow(state, &flow_id, &hash).await?,
+            credential,
+        ),
+    };
     let user = account.user;
     let key = token_key(&hash);
     let window = state.policy.lockout.window.as_secs() as i64;
@@ -463,10 +538,27 @@ pub async fn login(
             }
             Err(e) => return Err(e),
         };
-    let (sealer, id) = (sealer(state), user.id);
-    let used = state
-        .db(move |s| spend_code(s, &sealer, id, &code, now))
-        .await?;
+    let (used, wrong) = match answer {
+        Checked::Code(code) => {
+            let (sealer, id) = (sealer(state), user.id);
+            let used = state
+                .db(move |s| spend_code(s, &sealer, id, &code, now))
+                .await?;
+            (used, ServiceError::InvalidMfaCode)
+        }
+        Checked::Passkey(flow, credential) => {
+            let checked =
+                passkeys::login::check_second_factor(state, &user, flow, credential).await?;
+            let used = match checked {
+                Ok(synced) => Some(Used::Passkey { synced }),
+                Err(reason) => {
+                    tracing::info!(user = %user.id, %reason, "passkey second factor refused");
+                    None
+                }
+            };
+            (used, ServiceError::InvalidPasskey)
+        }
+    };
     let Some(used) = used else {
         attempt.failed(state).await?;
         state
@@ -475,13 +567,16 @@ pub async fn login(
                 AuditKind::MfaFailed,
                 &user,
                 meta,
-                "wrong_code",
+                match wrong {
+                    ServiceError::InvalidPasskey => "wrong_passkey",
+                    _ => "wrong_code",
+                },
             ))
             .await;
         if token_failures(state).await? >= TOKEN_MAX_FAILURES {
             state.db(move |s| s.spend_mfa_token(&hash, now)).await?;
         }
-        return Err(ServiceError::InvalidMfaCode);
+        return Err(wrong);
     };
     if used == Used::RecoveryCode {
         state
@@ -506,7 +601,7 @@ pub async fn login(
         meta,
         AuditKind::LoginSucceeded,
         Some(attempt.settled_by_login()),
-        Amr::PwdOtp,
+        used.amr(),
     )
     .await;
     match pair {
@@ -519,6 +614,12 @@ pub async fn login(
         Err(ServiceError::InvalidCredentials) => Err(ServiceError::InvalidMfaToken),
         Err(e) => Err(e),
     }
+}
+
+/// An answer whose passkey flow has been taken.
+enum Checked {
+    Code(String),
+    Passkey(passkeys::login::SecondFactorFlow, serde_json::Value),
 }
 
 /// How many recovery codes the user has left (for `GET /v1/me`).

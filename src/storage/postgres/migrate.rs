@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0005_mail.sql"),
     include_str!("../../../migrations/postgres/0006_mfa.sql"),
     include_str!("../../../migrations/postgres/0007_clients.sql"),
+    include_str!("../../../migrations/postgres/0008_passkeys.sql"),
 ];
 
 /// An arbitrary constant naming gatehouse's migration lock among the database's

@@ -18,6 +18,7 @@ mod lockout;
 mod mail;
 mod mfa;
 mod migrate;
+mod passkeys;
 mod pool;
 mod probe;
 mod statements;

@@ -14,6 +14,7 @@ mod families;
 mod lockout;
 mod mail;
 mod mfa;
+mod passkeys;
 mod probe;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,7 @@ fn migrations() -> Migrations<'static> {
         ),
         M::up(include_str!("../../../migrations/sqlite/0006_mfa.sql")),
         M::up(include_str!("../../../migrations/sqlite/0007_clients.sql")),
+        M::up(include_str!("../../../migrations/sqlite/0008_passkeys.sql")),
     ])
 }
 

@@ -27,20 +27,21 @@ use super::DatabaseSettings;
 use super::postgres::PostgresUrl;
 use super::serving;
 
-/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0007). A new
+/// The SQLite schema whose columns this module reads (migrations/sqlite/0001-0008). A new
 /// SQLite migration must teach this module its columns, then raise this. Of 0005 (mail)
 /// only `users.email_verified` is copied: mail tokens and the outbox are short-lived and
 /// hold links to the source's service; a user asks for a new mail after the move. 0006's
 /// second factors are refused rather than left behind (see `copy`); 0007's clients are
-/// copied.
-pub const SOURCE_SCHEMA: i64 = 7;
-/// The PostgreSQL schema it writes (migrations/postgres/0001-0007), for the same reason.
+/// copied. 0008's passkeys are second factors too, refused alike; its flows live five
+/// minutes and are not copied.
+pub const SOURCE_SCHEMA: i64 = 8;
+/// The PostgreSQL schema it writes (migrations/postgres/0001-0008), for the same reason.
 /// The keys (0003) are not its business: `gatehouse keys import` moves them; the order
 /// families were opened in (0004) is numbered by the target as the copy inserts them,
 /// read in the source's order. The families' tombstones (0007) list deleted users'
 /// sessions in the revocation feed for one access-token lifetime: the source is stopped
 /// for the copy, so they are not copied.
-pub const TARGET_SCHEMA: &str = "7";
+pub const TARGET_SCHEMA: &str = "8";
 
 /// The tables copied, in an order that satisfies the foreign keys. SQLite's
 /// `health_probe` is readiness scratch, not data; PostgreSQL has no such table.
@@ -129,12 +130,16 @@ pub fn copy(from: &Path, to: &PostgresUrl, options: &Options) -> Result<Report, 
     // every user who has it, silently. (Families copy without their `amr`, which reads
     // as `pwd`: less than the login proved, never more.)
     let mfa_users: i64 = snapshot
-        .query_row("SELECT count(*) FROM mfa_totp", [], |r| r.get(0))
-        .map_err(|e| Failed(format!("cannot count the source's mfa_totp: {e}")))?;
+        .query_row(
+            "SELECT count(*) FROM (SELECT user_id FROM mfa_totp UNION SELECT user_id FROM passkeys)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| Failed(format!("cannot count the source's second factors: {e}")))?;
     if mfa_users > 0 {
         return Err(Refused(format!(
-            "{} holds second factors (TOTP) of {mfa_users} users, which migrate-data does not \
-             copy yet; nothing was copied",
+            "{} holds second factors (TOTP or passkeys) of {mfa_users} users, which \
+             migrate-data does not copy yet; nothing was copied",
             from.display()
         )));
     }
