@@ -22,7 +22,8 @@ async fn user_with_key(app: &TestApp, tag: &str, key: &mut SoftKey) -> User {
     user
 }
 
-async fn audit_count(app: &TestApp, user: &User, kind: &str) -> usize {
+/// The audit events of `kind` about `user`, as `(outcome, detail)`.
+async fn audited(app: &TestApp, user: &User, kind: &str) -> Vec<(String, Option<String>)> {
     let user_id = user.id().parse().expect("a user id");
     let kind = kind.to_owned();
     app.store(move |s| {
@@ -34,7 +35,9 @@ async fn audit_count(app: &TestApp, user: &User, kind: &str) -> usize {
         })
     })
     .await
-    .len()
+    .into_iter()
+    .map(|e| (e.outcome, e.detail))
+    .collect()
 }
 
 #[both_backends]
@@ -67,8 +70,39 @@ async fn a_passkey_alone_logs_in_with_hwk_user_mfa_and_the_session_works() {
         "last_used_at is the login's time: {used} vs {}",
         app.now()
     );
-    assert_eq!(audit_count(&app, &user, "passkey_registered").await, 1);
-    assert!(audit_count(&app, &user, "passkey_login").await >= 1);
+}
+
+/// The design's audit kinds: `passkey_registered`, `passkey_login`, `passkey_failed`,
+/// `passkey_removed`, each for the user concerned.
+#[both_backends]
+async fn passkey_ceremonies_are_audited_by_kind() {
+    let app = spawn_passkey_app().await;
+    let mut key = SoftKey::es256();
+    let user = user_with_key(&app, "pk-audit", &mut key).await;
+    app.soft_login_ok(&mut key).await;
+    let bad = Tweaks {
+        corrupt_signature: true,
+        ..Tweaks::default()
+    };
+    app.soft_login_refused(&mut key, &bad).await;
+    let passkey = app.my_passkeys(user.access()).await.remove(0);
+    let path = format!("/v1/me/passkeys/{}", passkey["id"].as_str().expect("id"));
+    let response = app.delete_with_token(&path, user.access(), None).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    assert_eq!(audited(&app, &user, "passkey_registered").await.len(), 1);
+    assert_eq!(audited(&app, &user, "passkey_removed").await.len(), 1);
+    let logins = audited(&app, &user, "passkey_login").await;
+    assert!(
+        logins.iter().any(|(outcome, _)| outcome == "ok"),
+        "a passkey_login with outcome ok: {logins:?}"
+    );
+    // The refusal: passkey_failed, or a passkey_login whose outcome is the reason.
+    let failed = audited(&app, &user, "passkey_failed").await;
+    assert!(
+        !failed.is_empty() || logins.iter().any(|(outcome, _)| outcome != "ok"),
+        "the refused login is audited: {failed:?} {logins:?}"
+    );
 }
 
 #[both_backends]

@@ -95,28 +95,54 @@ async fn es256_and_rs256_credentials_both_register_and_log_in() {
     }
 }
 
+/// An authenticator that ignores `excludeCredentials` sends a credential that is already
+/// registered: 409 `passkey_exists`, whoever registered it.
 #[both_backends]
-async fn the_same_credential_registered_twice_is_409_passkey_exists_for_anyone() {
+async fn a_credential_registered_by_another_user_is_409_passkey_exists() {
     let app = spawn_passkey_app().await;
     let alice = app.passkey_user("pk-dup-a").await;
     let bob = app.passkey_user("pk-dup-b").await;
     let mut key = SoftKey::es256();
     app.register_soft(&alice, &mut key, "Key").await;
 
-    // An authenticator that ignores excludeCredentials sends the same credential again.
-    for user in [&alice, &bob] {
-        let flow = app.registration_options(user).await;
-        let credential = key.register(&flow.options, ORIGIN);
-        assert_error(
-            app.post_passkey(user.access(), &flow.id, "Again", &credential)
-                .await,
-            StatusCode::CONFLICT,
-            "passkey_exists",
-        )
-        .await;
-    }
-    assert_eq!(app.my_passkeys(alice.access()).await.len(), 1);
+    let flow = app.registration_options(&bob).await;
+    let credential = key.register(&flow.options, ORIGIN);
+    assert_error(
+        app.post_passkey(bob.access(), &flow.id, "Bob's now", &credential)
+            .await,
+        StatusCode::CONFLICT,
+        "passkey_exists",
+    )
+    .await;
     assert!(app.my_passkeys(bob.access()).await.is_empty());
+    assert_eq!(app.my_passkeys(alice.access()).await.len(), 1);
+    // Still Alice's (the key now remembers Bob's user handle: answer with hers).
+    let hers = Tweaks {
+        user_handle: Some(alice.handle()),
+        ..Tweaks::default()
+    };
+    let body = expect_json(app.soft_login_with(&mut key, &hers).await, StatusCode::OK).await;
+    assert_eq!(body["user"]["id"], alice.id(), "{body}");
+}
+
+/// The same, by the user who registered it ("already registered, to anyone").
+#[both_backends]
+async fn a_credential_registered_twice_by_its_own_user_is_409_passkey_exists() {
+    let app = spawn_passkey_app().await;
+    let alice = app.passkey_user("pk-dup-self").await;
+    let mut key = SoftKey::es256();
+    app.register_soft(&alice, &mut key, "Key").await;
+
+    let flow = app.registration_options(&alice).await;
+    let credential = key.register(&flow.options, ORIGIN);
+    assert_error(
+        app.post_passkey(alice.access(), &flow.id, "Again", &credential)
+            .await,
+        StatusCode::CONFLICT,
+        "passkey_exists",
+    )
+    .await;
+    assert_eq!(app.my_passkeys(alice.access()).await.len(), 1);
 }
 
 #[both_backends]
