@@ -39,6 +39,8 @@ mod logout;
 mod mail;
 mod me;
 mod mfa;
+// Passkeys (WebAuthn, #21): registration, passwordless login, second factor, admin.
+mod passkeys;
 mod postgres_logs;
 mod process;
 mod redis_tls;

@@ -17,10 +17,12 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod authenticator;
 pub mod body;
 pub mod browser;
 pub mod contract;
 pub mod jwt;
+pub mod passkey;
 pub mod password;
 pub mod pg_private;
 pub mod pg_relay;

@@ -14,6 +14,7 @@ mod inspect;
 mod invariants;
 mod mfa_replicas;
 mod migrate_data;
+mod passkey_replicas;
 mod pg_faults;
 mod properties;
 mod redis_outage;
