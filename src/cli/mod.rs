@@ -179,9 +179,9 @@ enum UsersCommand {
     /// Remove a user's second factors (TOTP, recovery codes, passkeys) and revoke every
     /// session, for a user who lost their authenticator and their recovery codes.
     ResetMfa { email: String },
-    /// List a user's passkeys: id, name, created, last used.
+    /// List a user's passkeys (the user by email or id): id, name, created, last used.
     Passkeys { email: String },
-    /// Remove one of a user's passkeys (their sessions stay).
+    /// Remove one of a user's passkeys (by email or id; their sessions stay).
     RemovePasskey { email: String, passkey_id: String },
 }
 

@@ -2,11 +2,23 @@
 //! passkey endpoints, through the same service functions and audit events.
 
 use super::{Failure, user_by_email};
+use crate::domain::{User, UserId};
 use crate::service::{AppState, ClientMeta, ServiceError, passkeys};
 
 pub(super) enum PasskeysCommand {
     List(String),
     Remove { email: String, passkey: String },
+}
+
+/// The user named by an email or an id.
+async fn user(state: &AppState, named: &str) -> Result<User, Failure> {
+    let Ok(id) = named.parse::<UserId>() else {
+        return user_by_email(state, named).await;
+    };
+    let account = state.db(move |s| s.account_by_id(id)).await?;
+    account
+        .map(|a| a.user)
+        .ok_or_else(|| Failure::User(format!("no user with id {named}")))
 }
 
 /// Passkeys off answer 404 in the API; here the operator is told which setting.
@@ -22,7 +34,7 @@ fn off(e: ServiceError) -> Failure {
 pub(super) async fn run(state: &AppState, command: PasskeysCommand) -> Result<(), Failure> {
     match command {
         PasskeysCommand::List(email) => {
-            let user = user_by_email(state, &email).await?;
+            let user = user(state, &email).await?;
             let list = passkeys::list_for_admin(state, user.id)
                 .await
                 .map_err(off)?;
@@ -41,7 +53,7 @@ pub(super) async fn run(state: &AppState, command: PasskeysCommand) -> Result<()
             }
         }
         PasskeysCommand::Remove { email, passkey } => {
-            let user = user_by_email(state, &email).await?;
+            let user = user(state, &email).await?;
             let id = passkey
                 .parse()
                 .map_err(|_| Failure::User(format!("{passkey} is not a passkey id")))?;

@@ -477,7 +477,7 @@ async fn a_login_flow_is_single_use_expires_and_is_not_a_registration_flow() {
 }
 
 #[both_backends]
-async fn a_login_credential_that_is_not_the_webauthn_json_is_400_invalid_passkey() {
+async fn a_login_credential_that_is_not_the_webauthn_json_is_401_invalid_passkey() {
     let app = spawn_passkey_app().await;
     let mut key = SoftKey::es256();
     user_with_key(&app, "pk-login-shape", &mut key).await;
@@ -490,7 +490,7 @@ async fn a_login_credential_that_is_not_the_webauthn_json_is_400_invalid_passkey
         let flow = app.login_options().await;
         assert_error(
             app.post_passkey_login(&flow.id, &bad).await,
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
             "invalid_passkey",
         )
         .await;
