@@ -536,3 +536,48 @@ async fn repeated_bad_passkey_logins_end_in_429_until_the_window_passes() {
     app.advance(Duration::from_secs(retry_after + 1));
     app.soft_login_ok(&mut key).await;
 }
+
+/// Fifty passwordless logins in a row each open a session of their own, with the
+/// passkey's `amr`. The ceremony's times (options, then login) and a password login's,
+/// measured in the same run, are printed as medians and p99 (`--nocapture`); no timing
+/// is asserted.
+#[both_backends]
+async fn fifty_passwordless_logins_each_open_a_session_of_their_own() {
+    const ROUNDS: usize = 50;
+    let app = spawn_passkey_app().await;
+    let mut key = SoftKey::es256();
+    user_with_key(&app, "pk-fifty", &mut key).await;
+    // A user without a second factor, for the password login measured beside it.
+    let plain = app.passkey_user("pk-fifty-plain").await;
+    let (mut ceremony, mut password) = (Vec::new(), Vec::new());
+    let mut sessions = std::collections::BTreeSet::new();
+    for _ in 0..ROUNDS {
+        let started = std::time::Instant::now();
+        let body = app.soft_login_ok(&mut key).await;
+        ceremony.push(started.elapsed());
+        assert_eq!(amr(&body), json!(["hwk", "user", "mfa"]), "{body}");
+        let claims = crate::helpers::jwt_claims(access_of(&body));
+        sessions.insert(claims["sid"].as_str().expect("a sid").to_owned());
+
+        let started = std::time::Instant::now();
+        app.login_ok(&plain.email, crate::helpers::PASSWORD).await;
+        password.push(started.elapsed());
+    }
+    assert_eq!(sessions.len(), ROUNDS, "one new session per login");
+    let stats = |times: &mut Vec<Duration>| {
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        (
+            ms(times[times.len() / 2]),
+            ms(times[times.len() * 99 / 100]),
+        )
+    };
+    let ((c50, c99), (p50, p99)) = (stats(&mut ceremony), stats(&mut password));
+    println!(
+        "{:?}: passkey ceremony (options + login) p50 {c50:.1} ms p99 {c99:.1} ms; \
+         password login (test Argon2 cost) p50 {p50:.1} ms p99 {p99:.1} ms; \
+         ceremony/password median ratio {:.2}",
+        crate::helpers::Backend::from_env(),
+        c50 / p50
+    );
+}
