@@ -318,14 +318,7 @@ impl SoftKey {
             self.alg,
             self.alg.cose()
         );
-        let client_data = client_data_json(
-            tweaks.ceremony_type.as_deref().unwrap_or("webauthn.create"),
-            tweaks
-                .challenge
-                .as_deref()
-                .unwrap_or_else(|| str_field(options, &["challenge"])),
-            origin,
-        );
+        let client_data = tweaked_client_data("webauthn.create", options, origin, tweaks);
         let flags = tweaks.flags.unwrap_or(self.flags);
         let counter = self.next_counter(tweaks);
         let auth_data = self.authenticator_data(
@@ -371,14 +364,7 @@ impl SoftKey {
             .or_else(|| options["rpId"].as_str().map(str::to_owned))
             .or_else(|| self.rp_id.clone())
             .unwrap_or_else(|| panic!("no rpId in {options} and the key was never registered"));
-        let client_data = client_data_json(
-            tweaks.ceremony_type.as_deref().unwrap_or("webauthn.get"),
-            tweaks
-                .challenge
-                .as_deref()
-                .unwrap_or_else(|| str_field(options, &["challenge"])),
-            origin,
-        );
+        let client_data = tweaked_client_data("webauthn.get", options, origin, tweaks);
         let flags = tweaks.flags.unwrap_or(self.flags);
         let counter = self.next_counter(tweaks);
         let auth_data = self.authenticator_data(&rp_id, flags, counter, false);
@@ -406,6 +392,19 @@ impl SoftKey {
             "authenticatorAttachment": "platform",
         })
     }
+}
+
+/// The clientDataJSON of a `ceremony` for `options`, with the type and challenge the
+/// tweaks override.
+fn tweaked_client_data(ceremony: &str, options: &Value, origin: &str, tweaks: &Tweaks) -> String {
+    client_data_json(
+        tweaks.ceremony_type.as_deref().unwrap_or(ceremony),
+        tweaks
+            .challenge
+            .as_deref()
+            .unwrap_or_else(|| str_field(options, &["challenge"])),
+        origin,
+    )
 }
 
 /// `CollectedClientData` (WebAuthn §5.8.1) as a browser serializes it.

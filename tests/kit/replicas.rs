@@ -252,3 +252,24 @@ async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<FrontState
     }
     HttpResponse::BadGateway().body("front: no replica accepts connections")
 }
+
+/// POSTs `body` as JSON (with `token` as its bearer), for tests that send one request to
+/// several replicas at once: the status and the body, as JSON when it is JSON.
+pub async fn post(
+    client: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("no answer");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}

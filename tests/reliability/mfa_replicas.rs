@@ -4,34 +4,15 @@
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::kit::app::unique_email;
 use crate::kit::password::PASSWORD;
 use crate::kit::process;
-use crate::kit::replicas::Replicas;
+use crate::kit::replicas::{Replicas, post};
 use crate::kit::totp::totp_code;
 
 const REPLICAS: usize = 3;
-
-async fn post(
-    client: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> (StatusCode, Value) {
-    let mut request = client.post(url).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("no answer");
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 /// A user with TOTP on, enrolled through the front: the email, the secret and the
 /// recovery codes. The confirming code is the current step's; tests log in with the

@@ -11,7 +11,7 @@ use crate::kit::app::unique_email;
 use crate::kit::authenticator::{Alg, SoftKey, Tweaks};
 use crate::kit::password::PASSWORD;
 use crate::kit::process::{self, Binary};
-use crate::kit::replicas::Replicas;
+use crate::kit::replicas::{Replicas, post};
 
 const REPLICAS: usize = 3;
 const RP_ID: &str = "example.com";
@@ -21,25 +21,6 @@ fn passkeys_on(binary: Binary) -> Binary {
     binary
         .with("GATEHOUSE_WEBAUTHN_RP_ID", RP_ID)
         .with("GATEHOUSE_WEBAUTHN_ORIGINS", ORIGIN)
-}
-
-async fn post(
-    client: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> (StatusCode, Value) {
-    let mut request = client.post(url).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("no answer");
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 /// `(flow_id, options)` from an options answer, asserting 200.

@@ -8,8 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Alg, EVIL_ORIGIN, Flags, ORIGIN, PasskeyDevice, SoftKey, Tweaks, User, amr, amr_of,
-    spawn_passkey_app,
+    Alg, Flags, ORIGIN, PasskeyDevice, SoftKey, Tweaks, User, amr, amr_of, spawn_passkey_app,
 };
 use crate::helpers::{
     TestApp, access_of, assert_error, assert_token_response, expect_json, refresh_of,
@@ -197,21 +196,8 @@ async fn a_challenge_from_another_flow_is_401_and_spends_only_the_flow_it_was_se
 #[both_backends]
 async fn wrong_origin_rp_id_type_or_signature_at_login_is_401_invalid_passkey() {
     let app = spawn_passkey_app().await;
-    let cases: Vec<(&str, &str, Tweaks)> = vec![
-        ("another site's origin", EVIL_ORIGIN, Tweaks::default()),
-        (
-            "an unlisted origin",
-            "https://other.example.com",
-            Tweaks::default(),
-        ),
-        (
-            "another RP ID's hash",
-            ORIGIN,
-            Tweaks {
-                rp_id: Some("example.net".into()),
-                ..Tweaks::default()
-            },
-        ),
+    let mut cases = super::foreign_pages();
+    cases.extend([
         (
             "a registration's clientData type",
             ORIGIN,
@@ -228,7 +214,7 @@ async fn wrong_origin_rp_id_type_or_signature_at_login_is_401_invalid_passkey() 
                 ..Tweaks::default()
             },
         ),
-    ];
+    ]);
     for (what, origin, tweaks) in cases {
         for alg in [Alg::Es256, Alg::Rs256] {
             let mut key = SoftKey::new(alg);

@@ -39,6 +39,28 @@ pub const ORIGIN: &str = "https://app.example.com";
 /// A page that is not ours.
 pub const EVIL_ORIGIN: &str = "https://app.example.net";
 
+/// Answers signed for a page that is not one of ours, each a `(what, origin, tweaks)`:
+/// another site, a page under the RP ID that is not a listed origin, and the RP ID hash of
+/// another site. Registration and login refuse every one.
+pub fn foreign_pages() -> Vec<(&'static str, &'static str, Tweaks)> {
+    vec![
+        ("another site's origin", EVIL_ORIGIN, Tweaks::default()),
+        (
+            "an unlisted origin",
+            "https://other.example.com",
+            Tweaks::default(),
+        ),
+        (
+            "another RP ID's hash",
+            ORIGIN,
+            Tweaks {
+                rp_id: Some("example.net".into()),
+                ..Tweaks::default()
+            },
+        ),
+    ]
+}
+
 /// Turns passkeys on: RP ID [`RP_ID`], origins [`ORIGIN`].
 pub fn configure(settings: &mut Settings) {
     settings.webauthn.rp_id = Some(RP_ID.to_owned());
@@ -360,6 +382,17 @@ impl TestApp {
 
     /// [`TestApp::post_mfa_webauthn_options`], asserting 200 and request options whose
     /// `allowCredentials` are exactly `credential_ids`.
+    /// The second step answered with `key`, its only passkey: options listing it, then
+    /// the login, asserting 200.
+    pub async fn mfa_passkey_ok(&self, mfa_token: &str, key: &mut SoftKey) -> Value {
+        let flow = self.mfa_webauthn_options(mfa_token, &[key.id()]).await;
+        let credential = key.authenticate(&flow.options, ORIGIN);
+        let answer = self
+            .post_login_mfa_passkey(mfa_token, &flow.id, &credential)
+            .await;
+        expect_json(answer, StatusCode::OK).await
+    }
+
     pub async fn mfa_webauthn_options(&self, mfa_token: &str, credential_ids: &[String]) -> Flow {
         let body = expect_json(
             self.post_mfa_webauthn_options(mfa_token).await,

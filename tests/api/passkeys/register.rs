@@ -6,8 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    Alg, EVIL_ORIGIN, Flags, ORIGIN, PasskeyDevice, SoftKey, Tweaks, descriptor_ids, ids,
-    spawn_passkey_app,
+    Alg, Flags, ORIGIN, PasskeyDevice, SoftKey, Tweaks, descriptor_ids, ids, spawn_passkey_app,
 };
 use crate::helpers::{assert_error, assert_validation_failed, expect_json};
 
@@ -203,26 +202,12 @@ async fn wrong_origin_rp_id_challenge_type_or_no_user_verification_is_400_at_reg
     };
     let other = app.registration_options(&user).await;
     let other_challenge = other.options["challenge"].as_str().unwrap().to_owned();
-    let cases: Vec<(&str, &str, Tweaks)> = vec![
-        ("another site's origin", EVIL_ORIGIN, Tweaks::default()),
-        // Under the RP ID, but not a listed origin.
-        (
-            "an unlisted origin",
-            "https://other.example.com",
-            Tweaks::default(),
-        ),
+    let mut cases = super::foreign_pages();
+    cases.extend([
         (
             "http, not https",
             "http://app.example.com",
             Tweaks::default(),
-        ),
-        (
-            "another RP ID's hash",
-            ORIGIN,
-            Tweaks {
-                rp_id: Some("example.net".into()),
-                ..Tweaks::default()
-            },
         ),
         (
             "user verification off",
@@ -259,7 +244,7 @@ async fn wrong_origin_rp_id_challenge_type_or_no_user_verification_is_400_at_reg
                 ..Tweaks::default()
             },
         ),
-    ];
+    ]);
     for (what, origin, tweaks) in cases {
         for alg in [Alg::Es256, Alg::Rs256] {
             let flow = app.registration_options(&user).await;

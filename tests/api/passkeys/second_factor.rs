@@ -21,14 +21,7 @@ async fn a_passkey_after_the_password_gives_pwd_hwk_mfa() {
 
     // A passkey-only user: webauthn is the one method.
     let token = app.mfa_token_with_methods(&user.email, &["webauthn"]).await;
-    let flow = app.mfa_webauthn_options(&token, &[key.id()]).await;
-    let credential = key.authenticate(&flow.options, ORIGIN);
-    let body = expect_json(
-        app.post_login_mfa_passkey(&token, &flow.id, &credential)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let body = app.mfa_passkey_ok(&token, &mut key).await;
     assert_eq!(amr(&body), json!(["pwd", "hwk", "mfa"]), "{body}");
     assert_eq!(body["user"]["id"], user.id(), "{body}");
     expect_json(app.get_me(access_of(&body)).await, StatusCode::OK).await;
@@ -222,14 +215,7 @@ async fn a_bad_passkey_at_the_second_step_is_401_and_counts_as_a_wrong_code() {
     assert_error(refused, StatusCode::UNAUTHORIZED, "invalid_mfa_token").await;
 
     let fresh = app.mfa_token_with_methods(&user.email, &["webauthn"]).await;
-    let flow = app.mfa_webauthn_options(&fresh, &[key.id()]).await;
-    let credential = key.authenticate(&flow.options, ORIGIN);
-    let body = expect_json(
-        app.post_login_mfa_passkey(&fresh, &flow.id, &credential)
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let body = app.mfa_passkey_ok(&fresh, &mut key).await;
     assert_eq!(amr(&body), json!(["pwd", "hwk", "mfa"]));
 }
 
