@@ -97,14 +97,14 @@ fn token_key(hash: &TokenHashBytes) -> String {
     format!("mfa:token:{}", b64url(&hash[..12]))
 }
 
-fn mfa_event(
-    state: &AppState,
-    kind: AuditKind,
-    user: &User,
-    meta: &ClientMeta,
-    outcome: &'static str,
-) -> AuditEvent {
-    event(state, kind, Some(user), meta, outcome)
+/// Wrong answers stored against one `mfa_token` (its lockout key) in the window.
+async fn token_failures(state: &AppState, key: &str) -> Result<u32, ServiceError> {
+    let (key, now) = (key.to_owned(), state.now());
+    let window = state.policy.lockout.window.as_secs() as i64;
+    let counts = state
+        .db(move |s| s.login_failures(std::slice::from_ref(&key), window, now))
+        .await?;
+    Ok(counts.first().map_or(0, |c| c.failures))
 }
 
 /// Which factor a right code was.
@@ -186,10 +186,10 @@ async fn check_code(
             attempt.succeeded(state).await?;
             if used == Used::RecoveryCode {
                 state
-                    .audit(mfa_event(
+                    .audit(event(
                         state,
                         AuditKind::MfaRecoveryCodeUsed,
-                        user,
+                        Some(user),
                         meta,
                         "ok",
                     ))
@@ -200,10 +200,10 @@ async fn check_code(
         None => {
             attempt.failed(state).await?;
             state
-                .audit(mfa_event(
+                .audit(event(
                     state,
                     AuditKind::MfaFailed,
-                    user,
+                    Some(user),
                     meta,
                     "wrong_code",
                 ))
@@ -246,10 +246,10 @@ pub async fn start_enrolment(
         return Err(ServiceError::MfaAlreadyEnabled);
     }
     state
-        .audit(mfa_event(
+        .audit(event(
             state,
             AuditKind::MfaEnrolmentStarted,
-            &user,
+            Some(&user),
             meta,
             "ok",
         ))
@@ -296,10 +296,10 @@ pub async fn confirm_enrolment(
     if !enabled {
         attempt.failed(state).await?;
         state
-            .audit(mfa_event(
+            .audit(event(
                 state,
                 AuditKind::MfaFailed,
-                &user,
+                Some(&user),
                 meta,
                 "wrong_code",
             ))
@@ -308,7 +308,13 @@ pub async fn confirm_enrolment(
     }
     attempt.succeeded(state).await?;
     state
-        .audit(mfa_event(state, AuditKind::MfaEnabled, &user, meta, "totp"))
+        .audit(event(
+            state,
+            AuditKind::MfaEnabled,
+            Some(&user),
+            meta,
+            "totp",
+        ))
         .await;
     Ok(shown)
 }
@@ -334,10 +340,10 @@ pub async fn regenerate_recovery_codes(
         return Err(ServiceError::MfaNotEnabled);
     }
     state
-        .audit(mfa_event(
+        .audit(event(
             state,
             AuditKind::MfaRecoveryCodesRegenerated,
-            &user,
+            Some(&user),
             meta,
             "ok",
         ))
@@ -364,7 +370,13 @@ pub async fn disable(
         return Err(ServiceError::MfaNotEnabled);
     }
     state
-        .audit(mfa_event(state, AuditKind::MfaDisabled, &user, meta, "ok"))
+        .audit(event(
+            state,
+            AuditKind::MfaDisabled,
+            Some(&user),
+            meta,
+            "ok",
+        ))
         .await;
     Ok(())
 }
@@ -429,10 +441,10 @@ pub(crate) async fn challenge(
     };
     state.db(move |s| s.create_mfa_token(row)).await?;
     state
-        .audit(mfa_event(
+        .audit(event(
             state,
             AuditKind::MfaChallengeIssued,
-            &user,
+            Some(&user),
             meta,
             "ok",
         ))
@@ -512,19 +524,6 @@ pub async fn login(
     };
     let user = account.user;
     let key = token_key(&hash);
-    let window = state.policy.lockout.window.as_secs() as i64;
-    let token_failures = |state: &AppState| {
-        let (key, now) = (key.clone(), state.now());
-        let store = std::sync::Arc::clone(&state.store);
-        async move {
-            let counts = tokio::task::spawn_blocking(move || {
-                store.login_failures(std::slice::from_ref(&key), window, now)
-            })
-            .await
-            .map_err(|e| ServiceError::internal_because("the storage task failed", e))??;
-            Ok::<u32, ServiceError>(counts.first().map_or(0, |c| c.failures))
-        }
-    };
     let attempt =
         match lockout::begin_mfa_check(state, &user, Some((key.clone(), TOKEN_MAX_FAILURES)), meta)
             .await
@@ -532,7 +531,7 @@ pub async fn login(
             Ok(attempt) => attempt,
             // The token's own five are used up: it is spent, whatever the user's count.
             Err(ServiceError::TooManyAttempts { .. })
-                if token_failures(state).await? >= TOKEN_MAX_FAILURES =>
+                if token_failures(state, &key).await? >= TOKEN_MAX_FAILURES =>
             {
                 return Err(ServiceError::InvalidMfaToken);
             }
@@ -562,10 +561,10 @@ pub async fn login(
     let Some(used) = used else {
         attempt.failed(state).await?;
         state
-            .audit(mfa_event(
+            .audit(event(
                 state,
                 AuditKind::MfaFailed,
-                &user,
+                Some(&user),
                 meta,
                 match wrong {
                     ServiceError::InvalidPasskey => "wrong_passkey",
@@ -573,17 +572,17 @@ pub async fn login(
                 },
             ))
             .await;
-        if token_failures(state).await? >= TOKEN_MAX_FAILURES {
+        if token_failures(state, &key).await? >= TOKEN_MAX_FAILURES {
             state.db(move |s| s.spend_mfa_token(&hash, now)).await?;
         }
         return Err(wrong);
     };
     if used == Used::RecoveryCode {
         state
-            .audit(mfa_event(
+            .audit(event(
                 state,
                 AuditKind::MfaRecoveryCodeUsed,
-                &user,
+                Some(&user),
                 meta,
                 "ok",
             ))
