@@ -157,7 +157,7 @@ pub async fn start_family(
     .await
 }
 
-/// `start_family` for a login that proved `amr` (a second factor, after the password).
+/// `start_family` for a login that proved `amr` (a second factor, or a passkey alone).
 pub async fn start_family_with(
     state: &AppState,
     user: User,

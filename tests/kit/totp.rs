@@ -83,6 +83,20 @@ impl TestApp {
         .await
     }
 
+    /// Asserts that the login waiting behind `mfa_token` is void: at the next time step
+    /// (so that the refusal cannot come from a code already claimed), the right code gets
+    /// 401 `invalid_mfa_token`.
+    pub async fn assert_mfa_token_void(&self, mfa_token: &str, secret: &str) {
+        self.advance(std::time::Duration::from_secs(30));
+        let code = totp_code(secret, self.now());
+        crate::kit::contract::assert_error(
+            self.post_login_mfa(mfa_token, &code).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_mfa_token",
+        )
+        .await;
+    }
+
     /// Logs in with password and the current TOTP code.
     pub async fn login_with_totp(&self, email: &str, password: &str, secret: &str) -> Value {
         let token = self.mfa_token(email, password).await;
